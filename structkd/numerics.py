@@ -1,0 +1,31 @@
+"""Numerical conventions shared by every dynamic program in structkd.
+
+There is exactly one spelling of "log zero" in the package: :data:`LOG_ZERO`.  It is a large *finite*
+negative number rather than ``-inf`` so that a ``logsumexp`` over impossible entries stays finite and its
+gradient stays free of NaN (``-inf - -inf`` is NaN).  It is far below any achievable structure score:
+scores of magnitude up to 1e4 summed over thousands of parts stay above -1e8, and ``exp(LOG_ZERO - x)``
+underflows to exactly 0 in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import torch
+
+LOG_ZERO: float = -1e12
+"""Log-potential of an impossible part (``log 0``), used everywhere instead of ``-inf``."""
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The floating type a dynamic program runs in for inputs of ``dtype``.
+
+    Half precision inputs are computed in float32 (their range cannot hold :data:`LOG_ZERO`);
+    float32 and float64 are kept.
+    """
+    if dtype in (torch.float16, torch.bfloat16) or not dtype.is_floating_point:
+        return torch.float32
+    return dtype
+
+
+def is_impossible(x: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of entries at (or below) half of :data:`LOG_ZERO`, i.e. log-potentials of zero."""
+    return x <= LOG_ZERO / 2

@@ -1,0 +1,154 @@
+"""Tag schemes for span labeling (BIO/IOB2, IOB1, BIOES): parsing, validity, conversion and spans.
+
+A tag is ``"O"`` or ``"<prefix>-<type>"`` with prefix one of ``B I E S``.  A *span* is
+``(start, end_inclusive, type)``.  These functions are the single place that knows what a scheme allows;
+the CRF constraint masks, the data readers and the span-to-tag KD projection all use them.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+SCHEMES = ("BIO", "IOB1", "BIOES")
+
+
+def check_scheme(scheme: str) -> str:
+    """Normalize a scheme name (``IOB2`` = ``BIO``, ``IOBES`` = ``BIOES``) or raise ``ValueError``."""
+    name = scheme.upper()
+    name = {"IOB2": "BIO", "IOBES": "BIOES"}.get(name, name)
+    if name not in SCHEMES:
+        raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {', '.join(SCHEMES)} (or IOB2, IOBES)")
+    return name
+
+
+def parse_tag(tag: str) -> tuple[str, str | None]:
+    """Split a tag into ``(prefix, type)``: ``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``."""
+    if tag == "O":
+        return "O", None
+    prefix, sep, kind = tag.partition("-")
+    if not sep or prefix not in ("B", "I", "E", "S") or not kind:
+        raise ValueError(f"malformed tag {tag!r}: expected 'O' or '<B|I|E|S>-<type>'")
+    return prefix, kind
+
+
+def entity_types(labels: Sequence[str]) -> list[str]:
+    """The entity types of a tag inventory, in order of first appearance."""
+    out: list[str] = []
+    for tag in labels:
+        kind = parse_tag(tag)[1]
+        if kind is not None and kind not in out:
+            out.append(kind)
+    return out
+
+
+def tag_inventory(types: Sequence[str], scheme: str) -> list[str]:
+    """The full tag list of ``scheme`` for entity ``types``: ``O`` first, then the prefixes per type."""
+    scheme = check_scheme(scheme)
+    prefixes = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES"}[scheme]
+    return ["O"] + [f"{p}-{t}" for t in types for p in prefixes]
+
+
+def _can_follow(prev: tuple[str, str | None] | None, cur: tuple[str, str | None], scheme: str) -> bool:
+    """Whether tag ``cur`` may follow ``prev`` (``None`` = sentence start) in ``scheme``."""
+    p, pt = prev if prev is not None else ("O", None)
+    c, ct = cur
+    if scheme == "BIO":
+        if c in ("E", "S"):
+            return False
+        return c != "I" or (p in ("B", "I") and pt == ct)
+    if scheme == "IOB1":
+        if c in ("E", "S"):
+            return False
+        return c != "B" or (p in ("B", "I") and pt == ct)
+    # BIOES
+    inside = p in ("B", "I")
+    if c in ("I", "E"):
+        return inside and pt == ct
+    return not inside
+
+
+def _can_end(tag: tuple[str, str | None], scheme: str) -> bool:
+    return scheme != "BIOES" or tag[0] in ("O", "E", "S")
+
+
+def allowed_transitions(labels: Sequence[str], scheme: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validity masks of a tag inventory, for :class:`structkd.structs.chain.LinearChainCRF`.
+
+    Returns:
+        ``allowed [n_tags, n_tags]`` (from-tag, to-tag), ``allowed_start [n_tags]``, ``allowed_end [n_tags]``,
+        all boolean.
+    """
+    scheme = check_scheme(scheme)
+    parsed = [parse_tag(t) for t in labels]
+    n = len(labels)
+    allowed = torch.tensor([[_can_follow(parsed[a], parsed[b], scheme) for b in range(n)] for a in range(n)])
+    start = torch.tensor([_can_follow(None, parsed[b], scheme) for b in range(n)])
+    end = torch.tensor([_can_end(parsed[a], scheme) for a in range(n)])
+    return allowed, start, end
+
+
+def first_invalid(tags: Sequence[str], scheme: str) -> int | None:
+    """Index of the first tag that breaks ``scheme`` (including a sentence that ends inside an entity
+    for BIOES, reported at its last index), or ``None`` when the sequence is valid."""
+    scheme = check_scheme(scheme)
+    prev = None
+    for i, tag in enumerate(tags):
+        cur = parse_tag(tag)
+        if not _can_follow(prev, cur, scheme):
+            return i
+        prev = cur
+    if prev is not None and not _can_end(prev, scheme):
+        return len(tags) - 1
+    return None
+
+
+def spans(tags: Sequence[str], scheme: str) -> list[tuple[int, int, str]]:
+    """Entity spans ``(start, end_inclusive, type)`` of a valid tag sequence."""
+    scheme = check_scheme(scheme)
+    out: list[tuple[int, int, str]] = []
+    start, kind = None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, cur = parse_tag(tag)
+        begins = prefix in ("B", "S") or (prefix == "I" and (kind != cur or start is None))
+        if scheme == "IOB1" and prefix == "B":
+            begins = True
+        if start is not None and (prefix == "O" or begins):
+            out.append((start, i - 1, kind))
+            start, kind = None, None
+        if prefix != "O" and start is None:
+            start, kind = i, cur
+        if prefix in ("E", "S") and start is not None:
+            out.append((start, i, kind))
+            start, kind = None, None
+    return out
+
+
+def tags_from_spans(entity_spans: Sequence[tuple[int, int, str]], length: int, scheme: str) -> list[str]:
+    """Tag sequence of ``length`` tokens for non-overlapping ``entity_spans`` in ``scheme``."""
+    scheme = check_scheme(scheme)
+    tags = ["O"] * length
+    ordered = sorted(entity_spans)
+    for n, (start, end, kind) in enumerate(ordered):
+        if scheme == "BIOES":
+            if start == end:
+                tags[start] = f"S-{kind}"
+                continue
+            tags[start], tags[end] = f"B-{kind}", f"E-{kind}"
+            for i in range(start + 1, end):
+                tags[i] = f"I-{kind}"
+            continue
+        first = "B"
+        if scheme == "IOB1":
+            adjacent = n > 0 and ordered[n - 1][1] == start - 1 and ordered[n - 1][2] == kind
+            first = "B" if adjacent else "I"
+        tags[start] = f"{first}-{kind}"
+        for i in range(start + 1, end + 1):
+            tags[i] = f"I-{kind}"
+    return tags
+
+
+def convert(tags: Sequence[str], source: str, target: str) -> list[str]:
+    """Convert a valid tag sequence between schemes (through its spans)."""
+    return tags_from_spans(spans(tags, source), len(tags), target)

@@ -1,0 +1,391 @@
+"""Tag sequences: the linear-chain CRF and the per-token MaxEnt (softmax) tagger.
+
+Both share one tag-index convention so that teachers and students of either kind are interchangeable:
+a structure is ``LongTensor [batch_size, seq_len]`` of tag indices, -1 at padding (with a leading ``k``
+or ``n`` axis for :meth:`topk` and :meth:`sample`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from structkd.numerics import LOG_ZERO
+from structkd.structs.base import StructuredDistribution, check_lens, length_mask
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------- scans
+def _shared_transitions(edges: Tensor) -> Tensor | None:
+    """The ``[n_tags, n_tags]`` matrix behind ``edges`` when it is one matrix expanded over batch and
+    positions (zero strides), else ``None``."""
+    if edges.dim() == 4 and edges.shape[1] > 0 and edges.stride(0) == 0 and edges.stride(1) == 0:
+        return edges[0, 0]
+    return None
+
+
+def forward_scan(unary: Tensor, edges: Tensor) -> Tensor:
+    """Forward log-scores of a linear chain (differentiable; runs in no-grad mode too).
+
+    Args:
+        unary: ``[batch_size, seq_len, n_tags]`` log-potential of tag ``t`` at position ``i``.
+        edges: ``[batch_size, seq_len - 1, n_tags, n_tags]`` log-potential of tags ``(a, b)`` at
+            positions ``(i, i + 1)``.
+
+    Returns:
+        ``alpha [batch_size, seq_len, n_tags]``: ``alpha[b, i, t]`` is the log-sum of the scores of all
+        prefixes ``y_0..y_i`` with ``y_i = t``.
+    """
+    seq_len = unary.shape[1]
+    shared = _shared_transitions(edges)
+    alphas = [unary[:, 0]]
+    for i in range(1, seq_len):
+        trans = shared if shared is not None else edges[:, i - 1]
+        alphas.append(torch.logsumexp(alphas[-1].unsqueeze(-1) + trans, dim=-2) + unary[:, i])
+    return torch.stack(alphas, 1)
+
+
+def backward_scan(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor:
+    """Backward log-scores: ``beta[b, i, t]`` is the log-sum of the scores of all suffixes
+    ``y_{i+1}..y_{lens-1}`` given ``y_i = t`` (0 at and beyond the last position).  Shapes as in
+    :func:`forward_scan`; ``lens`` is ``LongTensor [batch_size]``."""
+    batch_size, seq_len, n_tags = unary.shape
+    shared = _shared_transitions(edges)
+    beta = unary.new_zeros(batch_size, n_tags)
+    betas = [beta]
+    for i in range(seq_len - 2, -1, -1):
+        trans = shared if shared is not None else edges[:, i]
+        step = torch.logsumexp(trans + (unary[:, i + 1] + beta).unsqueeze(-2), dim=-1)
+        beta = torch.where((i < lens - 1).unsqueeze(-1), step, torch.zeros_like(step))
+        betas.append(beta)
+    return torch.stack(betas[::-1], 1)
+
+
+def _gather_last(x: Tensor, lens: Tensor) -> Tensor:
+    """``x[b, lens[b] - 1]`` for ``x [batch_size, seq_len, ...]`` (index 0 when ``lens[b] == 0``)."""
+    index = (lens - 1).clamp(min=0).view(-1, *([1] * (x.dim() - 1))).expand(-1, 1, *x.shape[2:])
+    return x.gather(1, index).squeeze(1)
+
+
+def chain_log_partition(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor:
+    """``log Z [batch_size]`` of a chain (0 for empty sentences); shapes as in :func:`forward_scan`."""
+    if unary.shape[1] == 0:
+        return unary.new_zeros(unary.shape[0])
+    alpha = forward_scan(unary, edges)
+    log_z = torch.logsumexp(_gather_last(alpha, lens), -1)
+    return torch.where(lens > 0, log_z, torch.zeros_like(log_z))
+
+
+def chain_viterbi(unary: Tensor, edges: Tensor | None, lens: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best tag sequences of a chain by k-best Viterbi, batched.
+
+    Args:
+        unary: ``[batch_size, seq_len, n_tags]`` log-potentials.
+        edges: ``[batch_size, seq_len - 1, n_tags, n_tags]`` log-potentials, or ``None`` for independent
+            tokens (MaxEnt).
+        lens: ``LongTensor [batch_size]``.
+        k: how many sequences.
+
+    Returns:
+        ``scores [k, batch_size]`` (best first, :data:`LOG_ZERO` for missing ones) and
+        ``tags [k, batch_size, seq_len]`` (-1 at padding and for missing sequences).
+    """
+    batch_size, seq_len, n_tags = unary.shape
+    device = unary.device
+    if seq_len == 0:
+        return unary.new_full((k, batch_size), LOG_ZERO), torch.full((k, batch_size, 0), -1, device=device)
+    shared = None if edges is None else _shared_transitions(edges)
+    # score[b, t, r]: r-th best prefix score ending in tag t; unfilled ranks are below any real score
+    filler = 4 * LOG_ZERO
+    score = unary.new_full((batch_size, n_tags, k), filler)
+    score[:, :, 0] = unary[:, 0]
+    pointers = []  # pointers[i - 1][b, t, r] = flat index (prev_tag * k + prev_rank) at position i
+    for i in range(1, seq_len):
+        if edges is None:
+            trans = unary.new_zeros(n_tags, n_tags)
+        else:
+            trans = shared if shared is not None else edges[:, i - 1]
+        cand = score.unsqueeze(2) + trans.unsqueeze(-1)  # [B, prev, next, k]
+        cand = cand.permute(0, 2, 1, 3).reshape(batch_size, n_tags, n_tags * k)
+        best, index = cand.topk(min(k, n_tags * k), dim=-1)
+        new = unary.new_full((batch_size, n_tags, k), filler)
+        new[..., :best.shape[-1]] = best + unary[:, i].unsqueeze(-1)
+        ptr = torch.zeros(batch_size, n_tags, k, dtype=torch.long, device=device)
+        ptr[..., :index.shape[-1]] = index
+        # positions beyond the sentence keep the scores and point to themselves (tag t, rank r)
+        active = (i < lens).view(-1, 1, 1)
+        identity = (torch.arange(n_tags, device=device).view(1, -1, 1) * k
+                    + torch.arange(k, device=device).view(1, 1, -1)).expand_as(ptr)
+        score = torch.where(active, new, score)
+        pointers.append(torch.where(active, ptr, identity))
+    final, flat = score.reshape(batch_size, n_tags * k).topk(min(k, n_tags * k), dim=-1)  # [B, k']
+    k_found = final.shape[-1]
+    tags = torch.full((batch_size, k_found, seq_len), -1, dtype=torch.long, device=device)
+    state = flat  # prev_tag * k + rank
+    for i in range(seq_len - 1, -1, -1):
+        tag = torch.div(state, k, rounding_mode="floor")
+        tags[:, :, i] = torch.where((i < lens).unsqueeze(-1), tag, torch.full_like(tag, -1))
+        if i > 0:
+            state = pointers[i - 1].reshape(batch_size, n_tags * k).gather(1, state)
+    # an empty sentence has exactly one (empty) structure, of score 0
+    rank = torch.arange(k_found, device=device)
+    empty = (lens == 0).unsqueeze(-1)
+    final = torch.where(empty & (rank == 0), torch.zeros_like(final), final)
+    missing = (final <= LOG_ZERO / 2) | (empty & (rank > 0))
+    final = torch.where(missing, torch.full_like(final, LOG_ZERO), final)
+    tags = torch.where(missing.unsqueeze(-1), torch.full_like(tags, -1), tags)
+    if k_found < k:
+        final = torch.cat([final, final.new_full((batch_size, k - k_found), LOG_ZERO)], -1)
+        tags = torch.cat([tags, tags.new_full((batch_size, k - k_found, seq_len), -1)], 1)
+    return final.t().contiguous(), tags.transpose(0, 1).contiguous()
+
+
+def _check_tags(tags: Tensor, lens: Tensor, n_tags: int, seq_len: int) -> Tensor:
+    """Validate tag indices ``[batch_size, seq_len]`` inside the lengths; returns them with padding = 0."""
+    if tags.shape != (lens.shape[0], seq_len):
+        raise ValueError(f"tags must have shape [batch_size, seq_len] = [{lens.shape[0]}, {seq_len}], "
+                         f"got {list(tags.shape)}")
+    mask = length_mask(lens, seq_len)
+    bad = mask & ((tags < 0) | (tags >= n_tags))
+    if bool(bad.any()):
+        b, i = (int(x) for x in bad.nonzero()[0])
+        raise ValueError(f"sentence {b}, position {i}: tag index {int(tags[b, i])} is outside 0..{n_tags - 1}")
+    return torch.where(mask, tags, torch.zeros_like(tags))
+
+
+def _sample_categorical(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One draw per row of ``probs [..., n]`` (rows need not be normalized)."""
+    flat = probs.reshape(-1, probs.shape[-1]).clamp(min=0)
+    flat = torch.where(flat.sum(-1, keepdim=True) > 0, flat, torch.ones_like(flat))
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
+# ---------------------------------------------------------------------------------------------- CRF
+class LinearChainCRF(StructuredDistribution):
+    r"""Linear-chain CRF over tag sequences.
+
+    The score of tags ``y`` of a sentence of length ``n`` is
+    ``sum_i emissions[i, y_i] + sum_{i>0} transitions[y_{i-1}, y_i] + start[y_0] + end[y_{n-1}]``.
+
+    Args:
+        emissions: ``[batch_size, seq_len, n_tags]`` score of tag ``t`` at position ``i``.
+        transitions: ``[n_tags, n_tags]`` score of (from-tag, to-tag), shared over positions, or
+            ``[batch_size, seq_len - 1, n_tags, n_tags]`` per position (entry ``i`` links positions
+            ``i`` and ``i + 1``); ``None`` for zero transitions.
+        lens: ``LongTensor [batch_size]`` sentence lengths, ``None`` for all ``seq_len``.
+        start: ``[n_tags]`` score of the first tag, or ``None``.
+        end: ``[n_tags]`` score of the last tag, or ``None``.
+        allowed: ``BoolTensor [n_tags, n_tags]`` allowed (from-tag, to-tag) transitions (for example BIO
+            validity, see :func:`structkd.schemes.allowed_transitions`), ``None`` for all.
+        allowed_start: ``BoolTensor [n_tags]`` tags allowed first, ``None`` for all.
+        allowed_end: ``BoolTensor [n_tags]`` tags allowed last, ``None`` for all.
+
+    Potentials (the part layout of :meth:`part_marginals` and :meth:`parts`):
+    ``unary [batch_size, seq_len, n_tags]`` (emissions with start and end scores folded into the first
+    and last position) and ``edges [batch_size, seq_len - 1, n_tags, n_tags]``.
+    ``marginals`` is ``[batch_size, seq_len, n_tags]``, ``P(y_i = t)``; :attr:`edge_marginals` is
+    ``[batch_size, seq_len - 1, n_tags, n_tags]``, ``P(y_i = a, y_{i+1} = b)``.
+    """
+
+    def __init__(self, emissions: Tensor, transitions: Tensor | None = None, lens: Tensor | None = None,
+                 start: Tensor | None = None, end: Tensor | None = None, allowed: Tensor | None = None,
+                 allowed_start: Tensor | None = None, allowed_end: Tensor | None = None):
+        if emissions.dim() != 3:
+            raise ValueError(f"emissions must be [batch_size, seq_len, n_tags], got {list(emissions.shape)}")
+        batch_size, seq_len, n_tags = emissions.shape
+        self.n_tags = n_tags
+        unary = emissions
+        lens_checked = _lens_for(emissions, lens, seq_len)
+        mask = length_mask(lens_checked, seq_len)
+        last = mask & ~torch.cat([mask[:, 1:], mask.new_zeros(batch_size, 1)], 1)
+        first = mask & (torch.arange(seq_len, device=emissions.device) == 0)
+        if start is not None:
+            unary = unary + first.unsqueeze(-1) * _check_vector(start, n_tags, "start")
+        if end is not None:
+            unary = unary + last.unsqueeze(-1) * _check_vector(end, n_tags, "end")
+        if allowed_start is not None:
+            forbid = first.unsqueeze(-1) & ~_check_vector(allowed_start, n_tags, "allowed_start").bool()
+            unary = unary.masked_fill(forbid, LOG_ZERO)
+        if allowed_end is not None:
+            forbid = last.unsqueeze(-1) & ~_check_vector(allowed_end, n_tags, "allowed_end").bool()
+            unary = unary.masked_fill(forbid, LOG_ZERO)
+        unary = unary.masked_fill(~mask.unsqueeze(-1), 0.0)
+        edges = self._edges(transitions, allowed, emissions, lens_checked)
+        super().__init__((unary, edges), lens_checked, seq_len)
+
+    @staticmethod
+    def _edges(transitions: Tensor | None, allowed: Tensor | None, emissions: Tensor, lens: Tensor) -> Tensor:
+        batch_size, seq_len, n_tags = emissions.shape
+        steps = max(seq_len - 1, 0)
+        if transitions is None:
+            transitions = emissions.new_zeros(n_tags, n_tags)
+        if allowed is not None:
+            if allowed.shape != (n_tags, n_tags):
+                raise ValueError(f"allowed must be [n_tags, n_tags] = [{n_tags}, {n_tags}], got "
+                                 f"{list(allowed.shape)}")
+            transitions = transitions.masked_fill(~allowed.bool().to(transitions.device), LOG_ZERO)
+        if transitions.dim() == 2:
+            if transitions.shape != (n_tags, n_tags):
+                raise ValueError(f"transitions must be [n_tags, n_tags] = [{n_tags}, {n_tags}], got "
+                                 f"{list(transitions.shape)}")
+            return transitions.expand(batch_size, steps, n_tags, n_tags)
+        if transitions.shape != (batch_size, steps, n_tags, n_tags):
+            raise ValueError(f"per-position transitions must be [batch_size, seq_len - 1, n_tags, n_tags] = "
+                             f"{[batch_size, steps, n_tags, n_tags]}, got {list(transitions.shape)}")
+        inside = length_mask(lens - 1, steps).view(batch_size, steps, 1, 1)
+        return transitions.masked_fill(~inside, 0.0)
+
+    # --- the dynamic program
+    def _inside(self, potentials):
+        unary, edges = potentials
+        return chain_log_partition(unary, edges, self.lens)
+
+    def _inside_outside(self):
+        unary, edges = self.potentials
+        if unary.shape[1] == 0:
+            return unary.new_zeros(self.batch_size), (torch.zeros_like(unary), torch.zeros_like(edges))
+        alpha = forward_scan(unary, edges)
+        beta = backward_scan(unary, edges, self.lens)
+        log_z = torch.logsumexp(_gather_last(alpha, self.lens), -1)
+        log_z = torch.where(self.lens > 0, log_z, torch.zeros_like(log_z))
+        # sum_t exp(alpha[i, t] + beta[i, t]) = Z at every position i, so a per-position softmax equals
+        # exp(alpha + beta - log Z) and cancels the rounding error of log Z for large scores
+        unary_marg = (alpha + beta).softmax(-1)
+        tail = (unary[:, 1:] + beta[:, 1:]).unsqueeze(-2)
+        edge_logits = alpha[:, :-1].unsqueeze(-1) + edges + tail
+        edge_marg = edge_logits.flatten(-2).softmax(-1).view_as(edge_logits)
+        return log_z, (unary_marg, edge_marg)
+
+    def _part_masks(self):
+        mask = length_mask(self.lens, self.max_len)
+        edge_mask = mask[:, 1:]
+        return mask.unsqueeze(-1), edge_mask.view(*edge_mask.shape, 1, 1)
+
+    @property
+    def edge_marginals(self) -> Tensor:
+        """``[batch_size, seq_len - 1, n_tags, n_tags]``: ``P(y_i = a, y_{i+1} = b)`` (detached)."""
+        return self.part_marginals()[1]
+
+    # --- structures
+    def parts(self, structure: Tensor):
+        tags = _check_tags(structure, self.lens, self.n_tags, self.max_len)
+        mask = length_mask(self.lens, self.max_len)
+        dtype = self.dtype
+        unary = torch.nn.functional.one_hot(tags, self.n_tags).to(dtype) * mask.unsqueeze(-1)
+        edges = unary[:, :-1].unsqueeze(-1) * unary[:, 1:].unsqueeze(-2)
+        return unary, edges
+
+    def score(self, structure: Tensor) -> Tensor:
+        """Score of tags ``[batch_size, seq_len]`` per sentence (gathers, no one-hot expansion)."""
+        tags = _check_tags(structure, self.lens, self.n_tags, self.max_len)
+        unary, edges = self.potentials
+        mask = length_mask(self.lens, self.max_len)
+        total = (unary.gather(-1, tags.unsqueeze(-1)).squeeze(-1) * mask).sum(-1)
+        if self.max_len > 1:
+            shared = _shared_transitions(edges)
+            if shared is not None:
+                pair = shared[tags[:, :-1], tags[:, 1:]]
+            else:
+                flat = edges.flatten(-2).gather(-1, (tags[:, :-1] * self.n_tags + tags[:, 1:]).unsqueeze(-1))
+                pair = flat.squeeze(-1)
+            total = total + (pair * mask[:, 1:]).sum(-1)
+        return total
+
+    def _viterbi(self):
+        scores, tags = chain_viterbi(*self.potentials, self.lens, 1)
+        return scores[0], tags[0]
+
+    def _topk(self, k):
+        return chain_viterbi(*self.potentials, self.lens, k)
+
+    def _sample(self, n, generator):
+        """Forward filtering, backward sampling; ``[n, batch_size, seq_len]``."""
+        unary, edges = self.potentials
+        batch_size, seq_len, n_tags = unary.shape
+        out = torch.full((n, batch_size, seq_len), -1, dtype=torch.long, device=self.device)
+        if seq_len == 0:
+            return out
+        alpha = forward_scan(unary, edges)
+        shared = _shared_transitions(edges)
+        last = _gather_last(alpha, self.lens)  # [B, N]
+        tag = _sample_categorical((last - last.max(-1, keepdim=True).values).exp().expand(n, -1, -1), generator)
+        for i in range(seq_len - 1, -1, -1):
+            at_last = (i == self.lens - 1).unsqueeze(0)
+            inside = (i < self.lens - 1).unsqueeze(0)
+            if i < seq_len - 1:
+                trans = shared if shared is not None else edges[:, i]
+                trans = trans.expand(batch_size, n_tags, n_tags)
+                nxt = out[:, :, i + 1].clamp(min=0)  # [n, B]
+                col = trans.unsqueeze(0).expand(n, -1, -1, -1).gather(
+                    -1, nxt.view(n, batch_size, 1, 1).expand(-1, -1, n_tags, 1)).squeeze(-1)
+                logits = alpha[:, i].unsqueeze(0) + col
+                step = _sample_categorical((logits - logits.max(-1, keepdim=True).values).exp(), generator)
+                tag = torch.where(inside, step, tag)
+            out[:, :, i] = torch.where(at_last | inside, tag, torch.full_like(tag, -1))
+        return out
+
+
+def _lens_for(emissions: Tensor, lens: Tensor | None, seq_len: int) -> Tensor:
+    return check_lens(lens, emissions.shape[0], seq_len, emissions.device)
+
+
+def _check_vector(x: Tensor, n: int, name: str) -> Tensor:
+    if x.shape != (n,):
+        raise ValueError(f"{name} must have shape [n_tags] = [{n}], got {list(x.shape)}")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- MaxEnt
+class MaxEnt(StructuredDistribution):
+    """Independent categorical per token (the softmax "MaxEnt" tagger), with the chain API.
+
+    Args:
+        logits: ``[batch_size, seq_len, n_tags]`` score of tag ``t`` at position ``i``.
+        lens: ``LongTensor [batch_size]`` sentence lengths, ``None`` for all ``seq_len``.
+
+    The single potential is ``logits`` (masked at padding); ``marginals`` is the per-token softmax
+    ``[batch_size, seq_len, n_tags]``, and structures are tag indices ``[batch_size, seq_len]``, -1 at
+    padding, exactly as for :class:`LinearChainCRF`.
+    """
+
+    def __init__(self, logits: Tensor, lens: Tensor | None = None):
+        if logits.dim() != 3:
+            raise ValueError(f"logits must be [batch_size, seq_len, n_tags], got {list(logits.shape)}")
+        seq_len = logits.shape[1]
+        self.n_tags = logits.shape[2]
+        lens_checked = _lens_for(logits, lens, seq_len)
+        mask = length_mask(lens_checked, seq_len).unsqueeze(-1)
+        super().__init__((logits.masked_fill(~mask, 0.0),), lens_checked, seq_len)
+
+    def _inside(self, potentials):
+        (logits,) = potentials
+        mask = length_mask(self.lens, self.max_len)
+        return (torch.logsumexp(logits, -1) * mask).sum(-1)
+
+    def _inside_outside(self):
+        (logits,) = self.potentials
+        return self._inside(self.potentials), (logits.softmax(-1),)
+
+    def _part_masks(self):
+        return (length_mask(self.lens, self.max_len).unsqueeze(-1),)
+
+    def parts(self, structure: Tensor):
+        tags = _check_tags(structure, self.lens, self.n_tags, self.max_len)
+        mask = length_mask(self.lens, self.max_len).unsqueeze(-1)
+        return (torch.nn.functional.one_hot(tags, self.n_tags).to(self.dtype) * mask,)
+
+    def _viterbi(self):
+        (logits,) = self.potentials
+        mask = length_mask(self.lens, self.max_len)
+        best, tags = logits.max(-1)
+        return (best * mask).sum(-1), torch.where(mask, tags, torch.full_like(tags, -1))
+
+    def _topk(self, k):
+        return chain_viterbi(self.potentials[0], None, self.lens, k)
+
+    def _sample(self, n, generator):
+        (logits,) = self.potentials
+        probs = logits.softmax(-1).expand(n, -1, -1, -1)
+        tags = _sample_categorical(probs, generator)
+        mask = length_mask(self.lens, self.max_len)
+        return torch.where(mask, tags, torch.full_like(tags, -1))

@@ -1,0 +1,302 @@
+"""LinearChainCRF and MaxEnt against brute-force enumeration, invariants and the peers."""
+
+import math
+
+import brute
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from structkd import LOG_ZERO
+from structkd.schemes import allowed_transitions
+from structkd.structs.chain import LinearChainCRF, MaxEnt
+
+N_TAGS = 3
+SEQ_LEN = 4
+
+
+def random_chain(seed, batch=4, seq_len=SEQ_LEN, n_tags=N_TAGS, per_position=False, dtype=torch.float64, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    em = torch.randn(batch, seq_len, n_tags, generator=g, dtype=dtype) * scale
+    if per_position:
+        tr = torch.randn(batch, max(seq_len - 1, 0), n_tags, n_tags, generator=g, dtype=dtype) * scale
+    else:
+        tr = torch.randn(n_tags, n_tags, generator=g, dtype=dtype) * scale
+    start = torch.randn(n_tags, generator=g, dtype=dtype) * scale
+    end = torch.randn(n_tags, generator=g, dtype=dtype) * scale
+    lens = torch.randint(0, seq_len + 1, (batch,), generator=g)
+    lens[0] = seq_len
+    return em, tr, start, end, lens
+
+
+def chain_scorer(em, tr, start, end, b, n, allowed=None, allowed_start=None, allowed_end=None):
+    def score(y):
+        if n == 0:
+            return 0.0
+        total = sum(float(em[b, i, y[i]]) for i in range(n)) + float(start[y[0]]) + float(end[y[-1]])
+        for i in range(1, n):
+            t = tr[y[i - 1], y[i]] if tr.dim() == 2 else tr[b, i - 1, y[i - 1], y[i]]
+            total += float(t)
+            if allowed is not None and not allowed[y[i - 1], y[i]]:
+                total += LOG_ZERO
+        if allowed_start is not None and not allowed_start[y[0]]:
+            total += LOG_ZERO
+        if allowed_end is not None and not allowed_end[y[-1]]:
+            total += LOG_ZERO
+        return total
+    return score
+
+
+def brute_chain(score, n, n_tags, seq_len):
+    ys = [y for y in brute.tag_sequences(n, n_tags) if score(y) > LOG_ZERO / 2]
+    probs = brute.probabilities(ys, score)
+    unary = torch.zeros(seq_len, n_tags, dtype=torch.float64)
+    edges = torch.zeros(max(seq_len - 1, 0), n_tags, n_tags, dtype=torch.float64)
+    for p, y in zip(probs, ys):
+        for i, t in enumerate(y):
+            unary[i, t] += p
+            if i:
+                edges[i - 1, y[i - 1], t] += p
+    return ys, unary, edges
+
+
+@pytest.mark.parametrize("per_position", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_chain_matches_brute_force(seed, per_position):
+    em, tr, start, end, lens = random_chain(seed, per_position=per_position)
+    dist = LinearChainCRF(em, tr, lens, start, end)
+    samples = dist.sample(4000, torch.Generator().manual_seed(seed))
+    topk = dist.topk(5)
+    for b in range(em.shape[0]):
+        n = int(lens[b])
+        score = chain_scorer(em, tr, start, end, b, n)
+        ys, unary, edges = brute_chain(score, n, N_TAGS, SEQ_LEN)
+        assert dist.log_partition[b].item() == pytest.approx(brute.log_partition(ys, score), abs=1e-10)
+        torch.testing.assert_close(dist.marginals[b], unary)
+        torch.testing.assert_close(dist.edge_marginals[b], edges)
+        assert dist.entropy[b].item() == pytest.approx(brute.entropy(ys, score), abs=1e-10)
+        ranked = sorted((score(y) for y in ys), reverse=True)
+        assert dist.max[b].item() == pytest.approx(ranked[0], abs=1e-10)
+        expected_k = ranked[:5] + [LOG_ZERO] * (5 - len(ranked[:5]))
+        assert dist.kmax(5)[:, b].tolist() == pytest.approx(expected_k, abs=1e-9)
+        for r in range(min(5, len(ys))):
+            y = tuple(topk[r, b, :n].tolist())
+            assert score(y) == pytest.approx(ranked[r], abs=1e-9)
+            assert (topk[r, b, n:] == -1).all()
+        if n:
+            freq = torch.nn.functional.one_hot(samples[:, b, :n], N_TAGS).double().mean(0)
+            assert (freq - unary[:n]).abs().max() < 0.04
+        assert (samples[:, b, n:] == -1).all()
+    assert torch.allclose(dist.score(dist.argmax), dist.max)
+
+
+def test_probabilities_sum_to_one_and_log_prob():
+    em, tr, start, end, lens = random_chain(7)
+    dist = LinearChainCRF(em, tr, lens, start, end)
+    for b in range(em.shape[0]):
+        n = int(lens[b])
+        ys = list(brute.tag_sequences(n, N_TAGS))
+        tags = torch.full((len(ys), em.shape[0], SEQ_LEN), 0, dtype=torch.long)
+        for r, y in enumerate(ys):
+            tags[r, b, :n] = torch.tensor(y, dtype=torch.long)
+        total = sum(math.exp(dist.log_prob(tags[r])[b].item()) for r in range(len(ys)))
+        assert total == pytest.approx(1.0, abs=1e-10)
+
+
+def test_cross_entropy_and_kl_match_brute_force():
+    em, tr, start, end, lens = random_chain(3)
+    em2, tr2, start2, end2, _ = random_chain(4)
+    p = LinearChainCRF(em, tr, lens, start, end)
+    q = LinearChainCRF(em2, tr2, lens, start2, end2)
+    for b in range(em.shape[0]):
+        n = int(lens[b])
+        sp = chain_scorer(em, tr, start, end, b, n)
+        sq = chain_scorer(em2, tr2, start2, end2, b, n)
+        ys = list(brute.tag_sequences(n, N_TAGS))
+        ce = brute.cross_entropy(ys, sp, sq)
+        assert p.cross_entropy(q)[b].item() == pytest.approx(ce, abs=1e-10)
+        assert p.kl(q)[b].item() == pytest.approx(ce - brute.entropy(ys, sp), abs=1e-10)
+    assert torch.allclose(p.kl(p), torch.zeros_like(p.kl(p)), atol=1e-10)
+
+
+def test_constraints_match_brute_force():
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    allowed, allowed_start, allowed_end = allowed_transitions(labels, "BIOES" if False else "BIO")
+    em, tr, start, end, lens = random_chain(5, n_tags=len(labels))
+    dist = LinearChainCRF(em, tr, lens, start, end, allowed=allowed, allowed_start=allowed_start,
+                          allowed_end=allowed_end)
+    for b in range(em.shape[0]):
+        n = int(lens[b])
+        score = chain_scorer(em, tr, start, end, b, n, allowed, allowed_start, allowed_end)
+        ys, unary, edges = brute_chain(score, n, len(labels), SEQ_LEN)
+        assert dist.log_partition[b].item() == pytest.approx(brute.log_partition(ys, score), abs=1e-10)
+        torch.testing.assert_close(dist.marginals[b], unary)
+        torch.testing.assert_close(dist.edge_marginals[b], edges)
+    # no illegal transition is ever decoded or sampled
+    for tags in [dist.argmax, *dist.topk(4), *dist.sample(50)]:
+        for b in range(em.shape[0]):
+            seq = [labels[t] for t in tags[b].tolist() if t >= 0]
+            assert all(not (cur.startswith("I-") and prev[2:] != cur[2:]) for prev, cur in zip(["O"] + seq, seq))
+
+
+@pytest.mark.parametrize("cls", ["crf", "maxent"])
+def test_padding_invariance(cls):
+    em, tr, start, end, lens = random_chain(11, batch=5, seq_len=6)
+    build = (lambda e, n: LinearChainCRF(e, tr, n, start, end)) if cls == "crf" else (lambda e, n: MaxEnt(e, n))
+    batch = build(em, lens)
+    for b in range(em.shape[0]):
+        n = int(lens[b])
+        alone = build(em[b:b + 1, :n], lens[b:b + 1])
+        torch.testing.assert_close(batch.log_partition[b:b + 1], alone.log_partition)
+        torch.testing.assert_close(batch.marginals[b:b + 1, :n], alone.marginals)
+        assert (batch.marginals[b, n:] == 0).all()
+        assert torch.equal(batch.argmax[b:b + 1, :n], alone.argmax)
+        torch.testing.assert_close(batch.kmax(3)[:, b:b + 1], alone.kmax(3))
+
+
+def test_gradients_match_finite_differences_and_marginals():
+    em, tr, start, end, lens = random_chain(2, batch=3)
+    em.requires_grad_()
+    tr.requires_grad_()
+    assert torch.autograd.gradcheck(lambda e, t: LinearChainCRF(e, t, lens, start, end).log_partition, (em, tr))
+    dist = LinearChainCRF(em, tr, lens, start, end)
+    dist.log_partition.sum().backward()
+    torch.testing.assert_close(em.grad, dist.marginals)
+    torch.testing.assert_close(tr.grad, dist.edge_marginals.sum((0, 1)))
+
+
+def test_differentiable_marginals():
+    em, tr, start, end, lens = random_chain(8, batch=3)
+    em.requires_grad_()
+    dist = LinearChainCRF(em, tr, lens, start, end)
+    unary, edges = dist.part_marginals(differentiable=True)
+    assert unary.requires_grad
+    torch.testing.assert_close(unary.detach(), dist.marginals)
+    torch.testing.assert_close(edges.detach(), dist.edge_marginals)
+    assert torch.autograd.gradcheck(lambda e: LinearChainCRF(e, tr, lens, start, end).part_marginals(True)[0], (em,))
+    # the entropy gradient goes through the marginals: compare with finite differences
+    assert torch.autograd.gradcheck(lambda e: LinearChainCRF(e, tr, lens, start, end).entropy, (em,))
+
+
+def test_detached_marginals_build_no_graph():
+    em, tr, start, end, lens = random_chain(8, batch=3)
+    em.requires_grad_()
+    dist = LinearChainCRF(em, tr, lens, start, end)
+    assert not dist.marginals.requires_grad
+    assert dist.log_partition.requires_grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_no_nan_for_extreme_scores_and_degenerate_lengths(dtype):
+    g = torch.Generator().manual_seed(0)
+    em = (torch.randn(4, 7, 5, generator=g) * 1e4).to(dtype)
+    tr = torch.randn(5, 5, generator=g) * 1e4
+    lens = torch.tensor([7, 1, 0, 3])
+    em.requires_grad_()
+    tr.requires_grad_()
+    dist = LinearChainCRF(em, tr, lens)
+    loss = (dist.log_partition - dist.score(dist.argmax)).sum() + dist.entropy.sum()
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(em.grad).all() and torch.isfinite(tr.grad).all()
+    assert torch.isfinite(dist.marginals).all()
+    sums = dist.marginals.sum(-1)
+    assert torch.allclose(sums[0], torch.ones(7), atol=1e-3)
+    assert (sums[2] == 0).all()
+    assert dist.log_prob(dist.argmax)[2].item() == 0
+
+
+def test_errors_are_clear():
+    em = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="lens must lie"):
+        LinearChainCRF(em, lens=torch.tensor([4, 1]))
+    with pytest.raises(ValueError, match="transitions must be"):
+        LinearChainCRF(em, torch.randn(3, 3))
+    with pytest.raises(ValueError, match="tag index 7"):
+        LinearChainCRF(em).score(torch.tensor([[0, 1, 7], [0, 0, 0]]))
+    with pytest.raises(TypeError, match="structural_kd_loss"):
+        LinearChainCRF(em).cross_entropy(MaxEnt(em))
+
+
+def test_maxent_matches_brute_force():
+    em, _, _, _, lens = random_chain(4)
+    dist = MaxEnt(em, lens)
+    samples = dist.sample(3000, torch.Generator().manual_seed(1))
+    for b in range(em.shape[0]):
+        n = int(lens[b])
+
+        def score(y, b=b):
+            return sum(float(em[b, i, t]) for i, t in enumerate(y))
+        ys, unary, _ = brute_chain(score, n, N_TAGS, SEQ_LEN)
+        assert dist.log_partition[b].item() == pytest.approx(brute.log_partition(ys, score), abs=1e-10)
+        torch.testing.assert_close(dist.marginals[b], unary)
+        assert dist.entropy[b].item() == pytest.approx(brute.entropy(ys, score), abs=1e-10)
+        ranked = sorted((score(y) for y in ys), reverse=True)[:4]
+        assert dist.kmax(4)[: len(ranked), b].tolist() == pytest.approx(ranked, abs=1e-10)
+        if n:
+            freq = torch.nn.functional.one_hot(samples[:, b, :n], N_TAGS).double().mean(0)
+            assert (freq - unary[:n]).abs().max() < 0.04
+    assert torch.allclose(dist.score(dist.argmax), dist.max)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_tags=st.integers(1, 4), seq_len=st.integers(1, 4),
+       scale=st.sampled_from([0.1, 1.0, 10.0]))
+def test_chain_invariants_property(seed, n_tags, seq_len, scale):
+    em, tr, start, end, lens = random_chain(seed, batch=3, seq_len=seq_len, n_tags=n_tags, scale=scale)
+    dist = LinearChainCRF(em, tr, lens, start, end)
+    mask = torch.arange(seq_len) < lens.unsqueeze(-1)
+    torch.testing.assert_close(dist.marginals.sum(-1), mask.double())
+    assert (dist.max <= dist.log_partition + 1e-9).all()
+    torch.testing.assert_close(dist.score(dist.argmax), dist.max)
+    torch.testing.assert_close(dist.edge_marginals.sum(-1), dist.marginals[:, :-1] * mask[:, 1:, None])
+    assert (dist.entropy >= -1e-9).all()
+    kmax = dist.kmax(3)
+    assert (kmax[:-1] >= kmax[1:]).all()
+
+
+def test_scaled_is_global_temperature():
+    em, tr, start, end, lens = random_chain(9)
+    hot = LinearChainCRF(em, tr, lens, start, end).scaled(0.5)
+    direct = LinearChainCRF(em * 0.5, tr * 0.5, lens, start * 0.5, end * 0.5)
+    torch.testing.assert_close(hot.log_partition, direct.log_partition)
+    torch.testing.assert_close(hot.marginals, direct.marginals)
+
+
+# ------------------------------------------------------------------------------------------ peers
+def test_against_torch_struct():
+    torch_struct = pytest.importorskip("torch_struct")
+    em, tr, start, end, lens = random_chain(12, batch=4, seq_len=6, n_tags=4)
+    lens = lens.clamp(min=2)
+    ours = LinearChainCRF(em, tr, lens)
+    # torch-struct: log_potentials [B, N - 1, C_next, C_prev], first emission folded into edge 0
+    pot = tr.t().unsqueeze(0).unsqueeze(0) + em[:, 1:].unsqueeze(-1)
+    pot = pot.clone()
+    pot[:, 0] += em[:, 0].unsqueeze(1)
+    theirs = torch_struct.LinearChainCRF(pot.clone().requires_grad_(), lengths=lens)
+    torch.testing.assert_close(ours.log_partition, theirs.partition.detach())
+    their_edges = theirs.marginals.detach().transpose(-1, -2)  # [B, N - 1, prev, next]
+    mask = (torch.arange(5) < (lens - 1).unsqueeze(-1)).view(4, 5, 1, 1)
+    torch.testing.assert_close(ours.edge_marginals, their_edges * mask)
+    torch.testing.assert_close(ours.entropy, theirs.entropy.detach())
+    torch.testing.assert_close(ours.max, theirs.max.detach())
+
+
+def test_against_pytorch_crf():
+    torchcrf = pytest.importorskip("torchcrf")
+    em, tr, start, end, lens = random_chain(13, batch=4, seq_len=6, n_tags=4, dtype=torch.float32)
+    lens = lens.clamp(min=1)
+    crf = torchcrf.CRF(4, batch_first=True)
+    with torch.no_grad():
+        crf.transitions.copy_(tr)
+        crf.start_transitions.copy_(start)
+        crf.end_transitions.copy_(end)
+    ours = LinearChainCRF(em, tr, lens, start, end)
+    tags = ours.sample(1, torch.Generator().manual_seed(0))[0]
+    mask = torch.arange(6) < lens.unsqueeze(-1)
+    theirs = crf(em, tags.clamp(min=0), mask=mask, reduction="none")
+    torch.testing.assert_close(ours.log_prob(tags), theirs.detach(), rtol=1e-5, atol=1e-5)
+    decoded = crf.decode(em, mask=mask)
+    for b in range(4):
+        assert ours.argmax[b, : int(lens[b])].tolist() == decoded[b]
