@@ -115,6 +115,40 @@ class SemiMarkovCRF(StructuredDistribution):
                 + beta[:, 1:].view(-1, 1, seq_len, 1) - log_z.view(-1, 1, 1, 1)).exp()
         return log_z, (marg,)
 
+    def boundary_marginals(self) -> Tensor:
+        """Joint marginals of adjacent segments (detached).
+
+        Returns:
+            ``[batch_size, seq_len - 1, 2, n_labels, 2, n_labels]``: entry ``[b, t, w, x, w2, y]`` is the
+            probability that a segment labeled ``x`` ends at token ``t`` and a segment labeled ``y`` starts at
+            token ``t + 1``, where ``w`` (``w2``) is 0 if that segment is a single token and 1 if it is longer.
+        """
+        with torch.no_grad():
+            (scores,) = self.potentials
+            seq_len = self.max_len
+            if seq_len < 2:
+                return scores.new_zeros(self.batch_size, max(seq_len - 1, 0), 2, self.n_labels, 2, self.n_labels)
+            alpha, beta = self._alphas(scores), self._betas(scores)
+            log_z = alpha.gather(1, self.lens.unsqueeze(-1))  # [B, 1]
+            i = torch.arange(seq_len, device=self.device).view(-1, 1)
+            j = torch.arange(seq_len, device=self.device).view(1, -1)
+            longer = (i < j).view(1, seq_len, seq_len, 1)
+            single = scores.diagonal(dim1=1, dim2=2).transpose(1, 2)  # [B, L, C]
+            # segments ending at t: single token (alpha[t] + s[t, t]) or longer (start i < t)
+            end_single = alpha[:, :seq_len].unsqueeze(-1) + single
+            end_longer = torch.logsumexp((alpha[:, :seq_len].view(-1, seq_len, 1, 1) + scores)
+                                         .masked_fill(~longer, LOG_ZERO), 1)  # [B, L(end), C]
+            # segments starting at t: single token (s[t, t] + beta[t + 1]) or longer (end j > t)
+            start_single = single + beta[:, 1:].unsqueeze(-1)
+            start_longer = torch.logsumexp((scores + beta[:, 1:].view(-1, 1, seq_len, 1))
+                                           .masked_fill(~longer, LOG_ZERO), 2)  # [B, L(start), C]
+            ends = torch.stack([end_single, end_longer], 2)[:, :-1]  # [B, L - 1, 2, C]
+            starts = torch.stack([start_single, start_longer], 2)[:, 1:]
+            joint = ends.view(*ends.shape, 1, 1) + starts.view(*starts.shape[:2], 1, 1, *starts.shape[2:])
+            joint = (joint - log_z.view(-1, 1, 1, 1, 1, 1)).exp()
+            inside = torch.arange(seq_len - 1, device=self.device) < (self.lens - 1).unsqueeze(-1)
+            return joint * inside.view(*inside.shape, 1, 1, 1, 1)
+
     # --- structures
     def parts(self, structure: Tensor):
         chart = structure

@@ -1,0 +1,232 @@
+"""Projections: a teacher distribution's marginals over the *student's* parts.
+
+Structural KD needs ``P_T(u)`` for every part ``u`` of the student, in the layout of the student's
+potentials (:attr:`~structkd.structs.base.StructuredDistribution.potentials`).  A projection computes
+exactly that from a teacher of some type for a student of some type.  Projections live in a registry
+keyed by ``(teacher type, student type)``; users add their own with :func:`register_projection`.
+
+Built in:
+
+====================================  ===================================  ==========================
+teacher                               student                              case
+====================================  ===================================  ==========================
+LinearChainCRF                        LinearChainCRF                       1 same factorization
+MaxEnt                                MaxEnt                               1
+DependencyCRF / MatrixTree            DependencyCRF / MatrixTree           1
+Dependency2oCRF                       Dependency2oCRF                      1
+LinearChainCRF                        MaxEnt                               2 student finer
+Dependency2oCRF                       DependencyCRF / MatrixTree           2
+any tree (arc marginals)              MaxEnt over head offsets             2 (``offsets=...``)
+DependencyCRF                         Dependency2oCRF                      2 (exact sibling marginals)
+MaxEnt                                LinearChainCRF                       3 teacher finer
+SemiMarkovCRF                         MaxEnt / LinearChainCRF (BIO, BIOES) 4 incompatible
+====================================  ===================================  ==========================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from structkd.kd.span_to_tags import build_span_tag_map, span_tag_marginals
+from structkd.structs.base import StructuredDistribution
+from structkd.structs.chain import LinearChainCRF, MaxEnt
+from structkd.structs.semimarkov import SemiMarkovCRF
+from structkd.structs.tree import DependencyCRF, MatrixTree
+from structkd.structs.tree2o import Dependency2oCRF
+
+Tensor = torch.Tensor
+Projection = Callable[..., tuple[Tensor, ...]]
+
+_REGISTRY: dict[tuple[type, type], Projection] = {}
+
+
+def register_projection(teacher_type: type, student_type: type) -> Callable[[Projection], Projection]:
+    """Decorator registering ``fn(teacher, student, **options) -> marginals`` for a pair of types.
+
+    ``marginals`` is a tuple with one tensor per student potential, same shapes, holding the teacher's
+    marginal probability of each student part (0 at padding)."""
+    def decorate(fn: Projection) -> Projection:
+        _REGISTRY[(teacher_type, student_type)] = fn
+        return fn
+    return decorate
+
+
+def supported_pairs() -> list[tuple[str, str]]:
+    """Names of the registered ``(teacher, student)`` type pairs."""
+    return sorted((t.__name__, s.__name__) for t, s in _REGISTRY)
+
+
+def find_projection(teacher: StructuredDistribution, student: StructuredDistribution) -> Projection:
+    """The registered projection for the two distributions' types (most specific first)."""
+    for t_type in type(teacher).__mro__:
+        for s_type in type(student).__mro__:
+            if (t_type, s_type) in _REGISTRY:
+                return _REGISTRY[(t_type, s_type)]
+    pairs = "\n  ".join(f"{t} -> {s}" for t, s in supported_pairs())
+    raise TypeError(f"no KD projection from a {type(teacher).__name__} teacher to a {type(student).__name__} "
+                    f"student; supported pairs:\n  {pairs}\nregister one with structkd.kd.register_projection")
+
+
+def project(teacher: StructuredDistribution, student: StructuredDistribution, **options) -> tuple[Tensor, ...]:
+    """Teacher marginals over the student's parts (detached), checked against the student's layout."""
+    if teacher.batch_size != student.batch_size:
+        raise ValueError(f"teacher batch size {teacher.batch_size} != student batch size {student.batch_size}")
+    marginals = find_projection(teacher, student)(teacher, student, **options)
+    for m, p in zip(marginals, student.potentials):
+        if m.shape != p.shape:
+            raise ValueError(f"projection produced marginals of shape {list(m.shape)} for student potentials of "
+                             f"shape {list(p.shape)}")
+    return tuple(m.detach() for m in marginals)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _same_lengths(teacher, student, what: str = "tokens") -> None:
+    if teacher.max_len != student.max_len or not torch.equal(teacher.lens, student.lens.to(teacher.lens.device)):
+        raise ValueError(f"teacher and student disagree on sentence lengths in {what}: teacher "
+                         f"{teacher.lens.tolist()} (padded to {teacher.max_len}), student "
+                         f"{student.lens.tolist()} (padded to {student.max_len})")
+
+
+def _same_tags(teacher, student) -> None:
+    if teacher.n_tags != student.n_tags:
+        raise ValueError(f"teacher has {teacher.n_tags} tags but student has {student.n_tags}; the label sets "
+                         f"must match (same inventory, same order)")
+
+
+def _pair_products(unary: Tensor, lens: Tensor) -> Tensor:
+    """``[batch_size, seq_len - 1, n_tags, n_tags]`` products of consecutive token marginals (masked)."""
+    edges = unary[:, :-1].unsqueeze(-1) * unary[:, 1:].unsqueeze(-2)
+    inside = torch.arange(unary.shape[1] - 1, device=unary.device) < (lens - 1).unsqueeze(-1)
+    return edges * inside.view(*inside.shape, 1, 1)
+
+
+# ------------------------------------------------------------------------------------------ chains
+@register_projection(LinearChainCRF, LinearChainCRF)
+def _crf_to_crf(teacher: LinearChainCRF, student: LinearChainCRF) -> tuple[Tensor, ...]:
+    _same_lengths(teacher, student)
+    _same_tags(teacher, student)
+    return teacher.part_marginals()
+
+
+@register_projection(LinearChainCRF, MaxEnt)
+@register_projection(MaxEnt, MaxEnt)
+def _to_maxent(teacher, student: MaxEnt) -> tuple[Tensor, ...]:
+    _same_lengths(teacher, student)
+    _same_tags(teacher, student)
+    return (teacher.marginals,)
+
+
+@register_projection(MaxEnt, LinearChainCRF)
+def _maxent_to_crf(teacher: MaxEnt, student: LinearChainCRF) -> tuple[Tensor, ...]:
+    _same_lengths(teacher, student)
+    _same_tags(teacher, student)
+    unary = teacher.marginals
+    return unary, _pair_products(unary, teacher.lens)
+
+
+@register_projection(SemiMarkovCRF, MaxEnt)
+@register_projection(SemiMarkovCRF, LinearChainCRF)
+def _spans_to_tags(teacher: SemiMarkovCRF, student, *, span_labels: Sequence[str], tags: Sequence[str],
+                   scheme: str, outside_label: str = "O") -> tuple[Tensor, ...]:
+    """Case 4; needs ``span_labels`` (teacher label names), ``tags`` (student tag names) and ``scheme``."""
+    _same_lengths(teacher, student)
+    if len(span_labels) != teacher.n_labels or len(tags) != student.n_tags:
+        raise ValueError(f"{len(span_labels)} span label names for {teacher.n_labels} teacher labels, "
+                         f"{len(tags)} tag names for {student.n_tags} student tags")
+    tag_map = build_span_tag_map(span_labels, tags, scheme, outside_label)
+    unary, edges = span_tag_marginals(teacher, tag_map, pairs=isinstance(student, LinearChainCRF))
+    return (unary,) if edges is None else (unary, edges)
+
+
+# ------------------------------------------------------------------------------------------ trees
+def _same_words(teacher, student) -> None:
+    _same_lengths(teacher, student, what="words")
+
+
+@register_projection(DependencyCRF, DependencyCRF)
+@register_projection(DependencyCRF, MatrixTree)
+@register_projection(MatrixTree, DependencyCRF)
+@register_projection(MatrixTree, MatrixTree)
+@register_projection(Dependency2oCRF, DependencyCRF)
+@register_projection(Dependency2oCRF, MatrixTree)
+def _arcs(teacher, student) -> tuple[Tensor, ...]:
+    """Arc marginals.  A projective student of a non-projective teacher sees the teacher's arc marginals,
+    which is the factorized loss ``log Z_S - E_T[score_S]`` (the exact cross-entropy is infinite there)."""
+    _same_words(teacher, student)
+    return (teacher.marginals,)
+
+
+@register_projection(Dependency2oCRF, Dependency2oCRF)
+def _sibling_parts(teacher: Dependency2oCRF, student: Dependency2oCRF) -> tuple[Tensor, ...]:
+    _same_words(teacher, student)
+    return teacher.part_marginals()
+
+
+@register_projection(DependencyCRF, Dependency2oCRF)
+def _first_order_siblings(teacher: DependencyCRF, student: Dependency2oCRF) -> tuple[Tensor, ...]:
+    """Exact sibling marginals of a first-order projective teacher: the same distribution written as a
+    second-order CRF with zero sibling scores."""
+    _same_words(teacher, student)
+    arcs = teacher.potentials[0]
+    zeros = arcs.new_zeros(*arcs.shape, arcs.shape[-1])
+    return Dependency2oCRF(arcs, zeros, teacher.lens, teacher.multiroot).part_marginals()
+
+
+def head_offset_marginals(arc_marginals: Tensor, lens: Tensor, offsets: Sequence[int | tuple[int, int]],
+                          rel_probs: Tensor | None = None, renormalize: bool = True) -> Tensor:
+    """Teacher marginals of "parsing as sequence labeling" labels.
+
+    Args:
+        arc_marginals: ``[batch_size, seq_len + 1, seq_len + 1]`` teacher arc marginals ``[b, d, h]``
+            (position 0 the root).
+        lens: ``LongTensor [batch_size]`` number of words.
+        offsets: the student's label inventory: each label is a head offset ``head - dependent`` or a pair
+            ``(offset, relation index)``.  Offset labels that point at the root use ``-dependent``.
+        rel_probs: ``[batch_size, seq_len + 1, seq_len + 1, n_rels]`` teacher relation probabilities per
+            arc (``[b, d, h, r]``), needed when labels carry relations.
+        renormalize: divide each word's marginals by the mass the inventory covers (heads at offsets outside
+            the inventory cannot be expressed by the student); otherwise that mass is dropped.
+
+    Returns:
+        ``[batch_size, seq_len, n_labels]`` where position ``i`` is word ``i + 1``.
+    """
+    batch_size, size, _ = arc_marginals.shape
+    seq_len = size - 1
+    offset_list = [o if isinstance(o, int) else o[0] for o in offsets]
+    rel_list = [None if isinstance(o, int) else o[1] for o in offsets]
+    if any(r is not None for r in rel_list) and rel_probs is None:
+        raise ValueError("labels carry relations but no rel_probs were given")
+    dep = torch.arange(1, size, device=arc_marginals.device).view(1, -1, 1)  # words 1..seq_len
+    offset = torch.tensor(offset_list, device=arc_marginals.device).view(1, 1, -1)
+    head = dep + offset  # [1, L, K]
+    valid = (head >= 0) & (head <= lens.view(-1, 1, 1)) & (dep <= lens.view(-1, 1, 1)) & (offset != 0)
+    head = head.clamp(0, seq_len).expand(batch_size, -1, -1)
+    words = arc_marginals[:, 1:]  # [B, L, L + 1]
+    out = words.gather(2, head) * valid
+    if rel_probs is not None and any(r is not None for r in rel_list):
+        rel_index = torch.tensor([0 if r is None else r for r in rel_list], device=arc_marginals.device)
+        per_head = rel_probs[:, 1:].gather(2, head.unsqueeze(-1).expand(-1, -1, -1, rel_probs.shape[-1]))
+        rel = per_head.gather(3, rel_index.view(1, 1, -1, 1).expand(batch_size, seq_len, -1, 1)).squeeze(-1)
+        has_rel = torch.tensor([r is not None for r in rel_list], device=arc_marginals.device)
+        out = torch.where(has_rel, out * rel, out)
+    if renormalize:
+        mass = out.sum(-1, keepdim=True)
+        out = torch.where(mass > 0, out / mass.clamp(min=torch.finfo(out.dtype).tiny), out)
+    return out
+
+
+def _arcs_to_offsets(teacher, student: MaxEnt, *, offsets: Sequence[int | tuple[int, int]],
+                     rel_probs: Tensor | None = None, renormalize: bool = True) -> tuple[Tensor, ...]:
+    """Trees to a MaxEnt tagger over head-offset labels (``offsets`` as in :func:`head_offset_marginals`)."""
+    if student.n_tags != len(offsets):
+        raise ValueError(f"the student has {student.n_tags} labels but {len(offsets)} offsets were given")
+    if student.max_len != teacher.max_len or not torch.equal(student.lens, teacher.lens):
+        raise ValueError(f"teacher and student disagree on sentence lengths in words: {teacher.lens.tolist()} vs "
+                         f"{student.lens.tolist()}")
+    return (head_offset_marginals(teacher.marginals, teacher.lens, offsets, rel_probs, renormalize),)
+
+
+for _tree in (DependencyCRF, MatrixTree, Dependency2oCRF):
+    register_projection(_tree, MaxEnt)(_arcs_to_offsets)

@@ -1,0 +1,152 @@
+"""Structural knowledge distillation: the exact cross-entropy between structure distributions.
+
+``KD(x) = -sum_y P_T(y|x) log P_S(y|x) = log Z_S(x) - sum_u P_T(u|x) score_S(u, x)``
+
+where ``u`` ranges over the student's parts and ``P_T(u|x)`` is the teacher's marginal of ``u`` (computed by
+a projection, :mod:`structkd.kd.projections`).  Wang et al., ACL 2021, "Structural Knowledge Distillation".
+
+Temperature comes in two kinds:
+
+* ``"global"``: every log-potential of teacher *and* student is divided by ``T`` before inference, so both
+  are proper distributions at temperature ``T`` and the loss is their exact cross-entropy there;
+* ``"local"``: the teacher's marginals of each substructure are tempered and renormalized separately
+  (``m^(1/T) / sum m^(1/T)`` over the alternatives of the substructure: the tags of a token, the tag pairs
+  of a position, the heads of a word), as the original paper's code did; the student stays at ``T = 1``.
+  Sibling marginals are not a distribution over alternatives and are left untempered.
+
+With ``t2_scaling`` the loss is multiplied by ``T^2`` (Hinton et al., 2015) so gradient magnitudes do not
+shrink with ``T``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from structkd.kd.projections import project
+from structkd.numerics import is_impossible
+from structkd.structs.base import StructuredDistribution
+from structkd.structs.chain import LinearChainCRF, MaxEnt
+from structkd.structs.tree import DependencyCRF, MatrixTree
+from structkd.structs.tree2o import Dependency2oCRF
+
+Tensor = torch.Tensor
+TEMPERATURE_MODES = ("global", "local")
+
+
+def average_marginals(marginals: Sequence[Sequence[Tensor]], weights: Sequence[float] | None = None
+                      ) -> tuple[Tensor, ...]:
+    """Weighted average of several teachers' projected marginals: the marginals of their mixture, so the
+    factorized loss stays the exact cross-entropy to the mixture distribution.
+
+    Args:
+        marginals: one tuple of part marginals per teacher (same layout).
+        weights: mixture weights (normalized here); ``None`` for uniform.
+    """
+    n = len(marginals)
+    if n == 0:
+        raise ValueError("no teacher marginals to average")
+    weights = [1.0 / n] * n if weights is None else [float(w) for w in weights]
+    if len(weights) != n or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"need {n} non-negative teacher weights with a positive sum, got {weights}")
+    total = sum(weights)
+    return tuple(sum(w / total * m[k] for w, m in zip(weights, marginals)) for k in range(len(marginals[0])))
+
+
+def local_temperature(marginals: Sequence[Tensor], temperature: float, groups: Sequence[int | None]
+                      ) -> tuple[Tensor, ...]:
+    """Temper each part type's marginals within its substructures.
+
+    Args:
+        marginals: part marginals, one tensor per student potential.
+        temperature: ``T > 0``.
+        groups: for each tensor, how many trailing axes form one substructure's alternatives (1 for tags of
+            a token or heads of a word, 2 for tag pairs), or ``None`` to leave it untouched.
+    """
+    out = []
+    for m, g in zip(marginals, groups):
+        if g is None or temperature == 1.0:
+            out.append(m)
+            continue
+        dims = tuple(range(-g, 0))
+        powered = m.clamp(min=0) ** (1.0 / temperature)
+        total = powered.sum(dims, keepdim=True)
+        out.append(torch.where(total > 0, powered / total.clamp(min=torch.finfo(m.dtype).tiny), powered))
+    return tuple(out)
+
+
+def _substructure_axes(student: StructuredDistribution) -> list[int | None]:
+    """Trailing axes of each student potential that hold the alternatives of one substructure (``None``:
+    not a distribution over alternatives, left untempered)."""
+    axes = {LinearChainCRF: [1, 2], MaxEnt: [1], DependencyCRF: [1], MatrixTree: [1], Dependency2oCRF: [1, None]}
+    for cls in type(student).__mro__:
+        if cls in axes:
+            return axes[cls]
+    return [None] * len(student.potentials)
+
+
+def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor], impossible: str) -> tuple:
+    """Teacher mass on parts the student forbids makes the exact cross-entropy infinite."""
+    if impossible not in ("error", "ignore"):
+        raise ValueError(f"impossible must be 'error' or 'ignore', got {impossible!r}")
+    out = []
+    for m, p in zip(marginals, student.potentials):
+        banned = is_impossible(p.detach())
+        if impossible == "error":
+            lost = (m * banned).reshape(m.shape[0], -1).sum(-1)
+            if bool((lost > 1e-6).any()):
+                b = int((lost > 1e-6).nonzero()[0])
+                raise ValueError(f"sentence {b}: the teacher puts mass {float(lost[b]):.3g} on parts the student "
+                                 f"forbids (for example BIO transition constraints), so the cross-entropy is "
+                                 f"infinite; drop the student's constraints or pass impossible='ignore'")
+        out.append(torch.where(banned, torch.zeros_like(m), m))
+    return tuple(out)
+
+
+def structural_kd_loss(teacher: StructuredDistribution | Sequence[StructuredDistribution],
+                       student: StructuredDistribution, temperature: float = 1.0, temperature_mode: str = "global",
+                       t2_scaling: bool = True, teacher_weights: Sequence[float] | None = None,
+                       impossible: str = "error", **projection_options) -> Tensor:
+    """Per-sentence structural KD loss ``[batch_size]``: ``log Z_S - sum_u P_T(u) score_S(u)``.
+
+    Args:
+        teacher: the teacher distribution, or several (their mixture is distilled, see
+            :func:`average_marginals`).  Its marginals are treated as constants (no gradient).
+        student: the student distribution; the loss is differentiable in its potentials.
+        temperature: ``T > 0``; see the module docstring for the two kinds.
+        temperature_mode: ``"global"`` or ``"local"``.
+        t2_scaling: multiply the loss by ``T^2``.
+        teacher_weights: mixture weights for several teachers.
+        impossible: ``"error"`` (default) raises when the teacher has mass on parts the student forbids;
+            ``"ignore"`` drops that mass.
+        projection_options: extra information a projection needs, passed by keyword (``span_labels``, ``tags``,
+            ``scheme`` for a span teacher; ``offsets``, ``rel_probs`` for a head-offset tagger).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if temperature_mode not in TEMPERATURE_MODES:
+        raise ValueError(f"temperature_mode must be one of {TEMPERATURE_MODES}, got {temperature_mode!r}")
+    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    if temperature_mode == "global" and temperature != 1.0:
+        teachers = [t.scaled(1.0 / temperature) for t in teachers]
+        student = student.scaled(1.0 / temperature)
+    marginals = average_marginals([project(t, student, **projection_options) for t in teachers], teacher_weights)
+    if temperature_mode == "local":
+        marginals = local_temperature(marginals, temperature, _substructure_axes(student))
+    marginals = _check_support(student, marginals, impossible)
+    loss = student.log_partition - student.expected_score(marginals)
+    return loss * temperature**2 if t2_scaling else loss
+
+
+def kd_teacher_marginals(teacher: StructuredDistribution, student: StructuredDistribution,
+                         **projection_options) -> tuple[Tensor, ...]:
+    """The teacher's marginals over the student's parts (for caching them once per dataset)."""
+    return project(teacher, student, **projection_options)
+
+
+def structural_kd_loss_from_marginals(marginals: Sequence[Tensor], student: StructuredDistribution,
+                                      impossible: str = "error") -> Tensor:
+    """Structural KD with precomputed (for example cached) teacher marginals over the student's parts."""
+    marginals = _check_support(student, tuple(m.to(student.dtype) for m in marginals), impossible)
+    return student.log_partition - student.expected_score(marginals)

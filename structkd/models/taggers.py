@@ -1,0 +1,138 @@
+"""BiLSTM sequence labelers with a CRF or a MaxEnt head: the small students of NER distillation.
+
+A tagger maps a batch (``TaggerVocab.encode``) to a structured distribution
+(:class:`~structkd.structs.chain.LinearChainCRF` or :class:`~structkd.structs.chain.MaxEnt`), so its gold
+loss is ``-dist.log_prob(tags)``, its prediction ``dist.argmax`` and its KD loss
+:func:`structkd.kd.structural_kd_loss` against any teacher distribution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from structkd.schemes import allowed_transitions
+from structkd.structs.base import StructuredDistribution, length_mask
+from structkd.structs.chain import LinearChainCRF, MaxEnt
+
+Tensor = torch.Tensor
+
+
+class CharCNN(nn.Module):
+    """Character embeddings, one convolution and max-pooling: ``[B, L, W]`` ids to ``[B, L, n_filters]``."""
+
+    def __init__(self, n_chars: int, char_dim: int = 30, n_filters: int = 50, kernel: int = 3):
+        super().__init__()
+        self.embed = nn.Embedding(n_chars, char_dim, padding_idx=0)
+        self.conv = nn.Conv1d(char_dim, n_filters, kernel, padding=kernel // 2)
+
+    def forward(self, chars: Tensor) -> Tensor:
+        batch_size, seq_len, width = chars.shape
+        x = self.embed(chars.view(-1, width)).transpose(1, 2)  # [B*L, char_dim, W]
+        h = self.conv(x).masked_fill((chars.view(-1, 1, width) == 0), -1e4)
+        return h.max(-1).values.clamp(min=-1e3).view(batch_size, seq_len, -1)
+
+
+class BiLSTMEncoder(nn.Module):
+    """Word embeddings plus a character CNN, then a bidirectional LSTM: ``[B, L, 2 * hidden]``.
+
+    Args:
+        n_words, n_chars: vocabulary sizes.
+        word_dim: word embedding width (the teacher's input embeddings can be copied in with
+            :meth:`load_word_embeddings`).
+        hidden: LSTM width per direction.
+    """
+
+    def __init__(self, n_words: int, n_chars: int, word_dim: int = 100, char_dim: int = 30, char_filters: int = 50,
+                 hidden: int = 200, layers: int = 1, dropout: float = 0.3):
+        super().__init__()
+        self.words = nn.Embedding(n_words, word_dim, padding_idx=0)
+        self.chars = CharCNN(n_chars, char_dim, char_filters)
+        self.lstm = nn.LSTM(word_dim + char_filters, hidden, layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if layers > 1 else 0.0)
+        self.dropout = nn.Dropout(dropout)
+        self.output_dim = 2 * hidden
+
+    def load_word_embeddings(self, vectors: Tensor) -> None:
+        """Initialize word embeddings (``[n_words, word_dim]``, e.g. a teacher's input embeddings)."""
+        if vectors.shape != self.words.weight.shape:
+            raise ValueError(f"embeddings {list(vectors.shape)} do not match {list(self.words.weight.shape)}")
+        with torch.no_grad():
+            self.words.weight.copy_(vectors)
+
+    def forward(self, words: Tensor, chars: Tensor, lens: Tensor) -> Tensor:
+        x = self.dropout(torch.cat([self.words(words), self.chars(chars)], -1))
+        packed = nn.utils.rnn.pack_padded_sequence(x, lens.clamp(min=1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=words.shape[1])
+        return self.dropout(out)
+
+
+class CRFHead(nn.Module):
+    """Emission scores plus transition, start and end scores: a :class:`LinearChainCRF`.
+
+    Args:
+        in_dim: feature width.
+        tags: tag names; with ``scheme`` the CRF forbids invalid transitions (BIO/BIOES validity).
+    """
+
+    def __init__(self, in_dim: int, tags: list[str], scheme: str | None = None):
+        super().__init__()
+        n_tags = len(tags)
+        self.emissions = nn.Linear(in_dim, n_tags)
+        self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))
+        self.start = nn.Parameter(torch.zeros(n_tags))
+        self.end = nn.Parameter(torch.zeros(n_tags))
+        masks = allowed_transitions(tags, scheme) if scheme else (None, None, None)
+        for name, mask in zip(("allowed", "allowed_start", "allowed_end"), masks):
+            self.register_buffer(name, mask, persistent=False)
+
+    def forward(self, features: Tensor, lens: Tensor) -> LinearChainCRF:
+        return LinearChainCRF(self.emissions(features), self.transitions, lens, self.start, self.end,
+                              self.allowed, self.allowed_start, self.allowed_end)
+
+
+class MaxEntHead(nn.Module):
+    """Per-token softmax over tags: a :class:`MaxEnt` distribution."""
+
+    def __init__(self, in_dim: int, tags: list[str]):
+        super().__init__()
+        self.logits = nn.Linear(in_dim, len(tags))
+
+    def forward(self, features: Tensor, lens: Tensor) -> MaxEnt:
+        return MaxEnt(self.logits(features), lens)
+
+
+class BiLSTMTagger(nn.Module):
+    """A BiLSTM-CRF or BiLSTM-MaxEnt tagger returning a structured distribution per batch.
+
+    Args:
+        n_words, n_chars: vocabulary sizes.
+        tags: tag names.
+        head: ``"crf"`` or ``"maxent"``.
+        scheme: tag scheme for CRF constraints (``None`` for an unconstrained CRF).
+        encoder_options: passed to :class:`BiLSTMEncoder`.
+    """
+
+    def __init__(self, n_words: int, n_chars: int, tags: list[str], head: str = "crf", scheme: str | None = None,
+                 **encoder_options):
+        super().__init__()
+        # constructor arguments (JSON), as saved by structkd.models.serialization.save_pretrained
+        self.config = {"n_words": n_words, "n_chars": n_chars, "tags": list(tags), "head": head, "scheme": scheme,
+                       **encoder_options}
+        self.encoder = BiLSTMEncoder(n_words, n_chars, **encoder_options)
+        if head == "crf":
+            self.head = CRFHead(self.encoder.output_dim, tags, scheme)
+        elif head == "maxent":
+            self.head = MaxEntHead(self.encoder.output_dim, tags)
+        else:
+            raise ValueError(f"head must be 'crf' or 'maxent', got {head!r}")
+
+    def forward(self, words: Tensor, chars: Tensor, lens: Tensor, **_) -> StructuredDistribution:
+        return self.head(self.encoder(words, chars, lens), lens)
+
+    @staticmethod
+    def gold_loss(dist: StructuredDistribution, tags: Tensor) -> Tensor:
+        """Per-sentence negative log-likelihood of the gold tags ``[B, L]`` (-1 at padding)."""
+        return -dist.log_prob(torch.where(length_mask(dist.lens, dist.max_len), tags, torch.full_like(tags, -1)))

@@ -1,0 +1,98 @@
+"""Vocabularies of words, characters and labels, saved as JSON next to the model weights."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PAD, UNK = "<pad>", "<unk>"
+
+
+@dataclass
+class Vocabulary:
+    """A string-to-index table with padding (index 0) and unknown (index 1) entries when ``special``."""
+
+    items: list[str]
+    special: bool = True
+
+    def __post_init__(self):
+        if self.special and self.items[:2] != [PAD, UNK]:
+            self.items = [PAD, UNK] + [x for x in self.items if x not in (PAD, UNK)]
+        self.index = {x: i for i, x in enumerate(self.items)}
+        if len(self.index) != len(self.items):
+            raise ValueError("vocabulary items must be unique")
+
+    @classmethod
+    def build(cls, values: Iterable[str], min_count: int = 1, special: bool = True) -> Vocabulary:
+        counts = Counter(values)
+        return cls(sorted(x for x, c in counts.items() if c >= min_count), special)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item: str) -> int:
+        if item in self.index:
+            return self.index[item]
+        if not self.special:
+            raise KeyError(f"{item!r} is not in the label vocabulary {self.items}")
+        return 1
+
+    def lookup(self, values: Sequence[str]) -> list[int]:
+        return [self[v] for v in values]
+
+
+@dataclass
+class TaggerVocab:
+    """Words (lowercased), characters and tags of a sequence-labeling model."""
+
+    words: Vocabulary
+    chars: Vocabulary
+    tags: Vocabulary
+
+    @classmethod
+    def build(cls, sentences, min_word_count: int = 1) -> TaggerVocab:
+        words = Vocabulary.build((t.lower() for s in sentences for t in s.tokens), min_word_count)
+        chars = Vocabulary.build(c for s in sentences for t in s.tokens for c in t)
+        found = {tag for s in sentences if s.tags for tag in s.tags}
+        return cls(words, chars, Vocabulary(["O"] + sorted(found - {"O"}), special=False))
+
+    def to_json(self) -> dict:
+        return {"words": self.words.items, "chars": self.chars.items, "tags": self.tags.items}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TaggerVocab:
+        return cls(Vocabulary(data["words"]), Vocabulary(data["chars"]), Vocabulary(data["tags"], special=False))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TaggerVocab:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def encode(self, sentences, max_word_len: int = 20, device: torch.device | str | None = None) -> dict:
+        """Padded index tensors of a batch: ``words [B, L]``, ``chars [B, L, W]``, ``lens [B]`` and, for
+        labeled sentences, ``tags [B, L]`` (-1 at padding)."""
+        batch_size = len(sentences)
+        seq_len = max(len(s) for s in sentences)
+        width = min(max_word_len, max(len(t) for s in sentences for t in s.tokens))
+        words = torch.zeros(batch_size, seq_len, dtype=torch.long)
+        chars = torch.zeros(batch_size, seq_len, width, dtype=torch.long)
+        tags = torch.full((batch_size, seq_len), -1, dtype=torch.long)
+        for b, s in enumerate(sentences):
+            words[b, :len(s)] = torch.tensor(self.words.lookup([t.lower() for t in s.tokens]))
+            for i, token in enumerate(s.tokens):
+                ids = self.chars.lookup(list(token[:width]))
+                chars[b, i, :len(ids)] = torch.tensor(ids)
+            if s.tags is not None:
+                tags[b, :len(s)] = torch.tensor(self.tags.lookup(s.tags))
+        lens = torch.tensor([len(s) for s in sentences])
+        batch = {"words": words, "chars": chars, "lens": lens}
+        if all(s.tags is not None for s in sentences):
+            batch["tags"] = tags
+        return {k: v.to(device) for k, v in batch.items()}

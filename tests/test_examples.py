@@ -1,0 +1,41 @@
+"""The worked examples, the demo and the benchmark scripts run (smoke tests; no timings asserted)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kd_case_examples():
+    examples = load(ROOT / "examples" / "kd_cases.py")
+    for case in (examples.case1_same_factorization, examples.case2_student_finer, examples.case3_teacher_finer,
+                 examples.case4_incompatible):
+        loss = case()
+        assert loss.shape == (2,) and torch.isfinite(loss).all()
+        loss.sum().backward()
+
+
+def test_bench_kd_quick():
+    rows = load(ROOT / "benchmarks" / "bench_kd.py").main(["--quick"])
+    assert {r["case"] for r in rows} >= {"chain, 9 tags"}
+
+
+@pytest.mark.slow
+def test_demo_runs_one_epoch(capsys):
+    from structkd.cli import main
+
+    assert main(["demo", "--epochs", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "structural KD" in out and "teacher BiLSTM-CRF" in out

@@ -1,0 +1,130 @@
+"""Structural KD between tree distributions (and to head-offset taggers) against brute force."""
+
+import brute
+import pytest
+import torch
+
+from structkd.kd import head_offset_marginals, project, structural_kd_loss
+from structkd.structs.chain import MaxEnt
+from structkd.structs.tree import DependencyCRF, MatrixTree
+from structkd.structs.tree2o import Dependency2oCRF
+
+WORDS = 4
+LENS = torch.tensor([4, 3, 1])
+
+
+def arc_scores(seed, batch=3, words=WORDS):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, words + 1, words + 1, generator=g, dtype=torch.float64)
+
+
+def sib_scores(seed, batch=3, words=WORDS):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, words + 1, words + 1, words + 1, generator=g, dtype=torch.float64)
+
+
+def tree_score(arcs, sibs, b, heads):
+    """Differentiable score of a heads tuple for sentence b."""
+    total = sum(arcs[b, d + 1, h] for d, h in enumerate(heads))
+    if sibs is not None:
+        total = total + sum(sibs[b, m, h, s] for m, h, s in brute.siblings(heads))
+    return total
+
+
+def build(kind, arcs, sibs, multiroot):
+    if kind == "dep":
+        return DependencyCRF(arcs, LENS, multiroot)
+    if kind == "mtt":
+        return MatrixTree(arcs, LENS, multiroot)
+    return Dependency2oCRF(arcs, sibs, LENS, multiroot)
+
+
+PAIRS = [("dep", "dep"), ("mtt", "mtt"), ("dep", "mtt"), ("2o", "2o"), ("2o", "dep"), ("2o", "mtt"), ("dep", "2o")]
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+@pytest.mark.parametrize("teacher_kind,student_kind", PAIRS)
+def test_tree_pairs_equal_brute_force_cross_entropy(teacher_kind, student_kind, multiroot):
+    t_arcs, t_sibs = arc_scores(0), sib_scores(1)
+    s_arcs, s_sibs = arc_scores(2).requires_grad_(), sib_scores(3).requires_grad_()
+    teacher = build(teacher_kind, t_arcs, t_sibs, multiroot)
+    student = build(student_kind, s_arcs, s_sibs, multiroot)
+    loss = structural_kd_loss(teacher, student)
+    grad = torch.autograd.grad(loss.sum(), s_arcs)[0]
+    for b in range(3):
+        n = int(LENS[b])
+        t_support = brute.trees(n, multiroot, projective=teacher_kind != "mtt")
+        s_support = brute.trees(n, multiroot, projective=student_kind != "mtt")
+        t_sib = t_sibs if teacher_kind == "2o" else None
+        s_sib = s_sibs if student_kind == "2o" else None
+        t_logits = torch.stack([tree_score(t_arcs, t_sib, b, y) for y in t_support])
+        p_t = t_logits.softmax(0)
+        s_log_z = torch.logsumexp(torch.stack([tree_score(s_arcs, s_sib, b, y) for y in s_support]), 0)
+        expected = -(p_t * (torch.stack([tree_score(s_arcs, s_sib, b, y) for y in t_support]) - s_log_z)).sum()
+        assert loss[b].item() == pytest.approx(expected.item(), abs=1e-9)
+        torch.testing.assert_close(grad[b], torch.autograd.grad(expected, s_arcs)[0][b])
+
+
+@pytest.mark.parametrize("kind", ["dep", "mtt", "2o"])
+def test_same_factorization_minimum_is_teacher_entropy(kind):
+    arcs, sibs = arc_scores(4), sib_scores(5)
+    teacher = build(kind, arcs, sibs, False)
+    student = build(kind, arcs.clone().requires_grad_(), sibs.clone().requires_grad_(), False)
+    loss = structural_kd_loss(teacher, student)
+    torch.testing.assert_close(loss.detach(), teacher.entropy)
+
+
+def test_padding_invariance_trees():
+    arcs, sibs = arc_scores(6, words=5), sib_scores(7, words=5)
+    lens = torch.tensor([5, 2, 3])
+    batch = structural_kd_loss(Dependency2oCRF(arcs, sibs, lens), DependencyCRF(arcs * 0.3, lens))
+    for b in range(3):
+        n = int(lens[b]) + 1
+        alone = structural_kd_loss(Dependency2oCRF(arcs[b:b + 1, :n, :n], sibs[b:b + 1, :n, :n, :n], lens[b:b + 1]),
+                                   DependencyCRF(arcs[b:b + 1, :n, :n] * 0.3, lens[b:b + 1]))
+        torch.testing.assert_close(batch[b:b + 1], alone)
+
+
+def test_head_offset_tagger_equals_brute_force():
+    """Second-order teacher to a parsing-as-sequence-labeling student (offset and relation per word)."""
+    n_rels = 2
+    arcs, sibs = arc_scores(8), sib_scores(9)
+    g = torch.Generator().manual_seed(10)
+    rel_probs = torch.randn(3, WORDS + 1, WORDS + 1, n_rels, generator=g, dtype=torch.float64).softmax(-1)
+    offsets = [(o, r) for o in range(-WORDS, WORDS + 1) if o for r in range(n_rels)]
+    teacher = Dependency2oCRF(arcs, sibs, LENS)
+    logits = torch.randn(3, WORDS, len(offsets), generator=g, dtype=torch.float64).requires_grad_()
+    student = MaxEnt(logits, LENS)
+    loss = structural_kd_loss(teacher, student, offsets=offsets, rel_probs=rel_probs)
+    for b in range(3):
+        n = int(LENS[b])
+        support = brute.trees(n, False, projective=True)
+        probs = torch.stack([tree_score(arcs, sibs, b, y) for y in support]).softmax(0)
+        log_q = logits[b].log_softmax(-1)
+        expected = 0.0
+        for p, heads in zip(probs, support):
+            for d, h in enumerate(heads, start=1):
+                for r in range(n_rels):
+                    label = offsets.index((h - d, r))
+                    expected = expected - p * rel_probs[b, d, h, r] * log_q[d - 1, label]
+        assert loss[b].item() == pytest.approx(float(expected.detach()), abs=1e-9)
+
+
+def test_head_offset_marginals_renormalize_and_errors():
+    arcs = arc_scores(11)
+    teacher = DependencyCRF(arcs, LENS)
+    partial = head_offset_marginals(teacher.marginals, LENS, [-1, 1], renormalize=True)
+    mask = torch.arange(WORDS) < LENS.unsqueeze(-1)
+    covered = partial.sum(-1)
+    assert torch.allclose(covered[mask], torch.ones_like(covered[mask]))
+    assert (partial[~mask] == 0).all()
+    with pytest.raises(ValueError, match="offsets were given"):
+        project(teacher, MaxEnt(torch.zeros(3, WORDS, 3), LENS), offsets=[-1, 1])
+    with pytest.raises(ValueError, match="rel_probs"):
+        project(teacher, MaxEnt(torch.zeros(3, WORDS, 2), LENS), offsets=[(-1, 0), (1, 0)])
+
+
+def test_tree_lengths_must_match():
+    teacher = DependencyCRF(arc_scores(0), LENS)
+    with pytest.raises(ValueError, match="lengths in words"):
+        structural_kd_loss(teacher, DependencyCRF(arc_scores(1), torch.tensor([4, 2, 1])))
