@@ -1,30 +1,112 @@
-"""The ``structkd`` command line."""
+"""The ``structkd`` command line: ``structkd ner train|distill|evaluate|predict|demo``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from structkd.demo import run_demo
+def _config(args: argparse.Namespace):
+    from structkd.ner.config import load_ner_config
 
-    run_demo(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    return load_ner_config(args.config, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from structkd.ner.pipeline import train_command
+
+    print(json.dumps(_summary(train_command(_config(args), resume=args.resume)), indent=2))
     return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from structkd.ner.pipeline import distill_command
+
+    results = distill_command(_config(args), resume=args.resume, rebuild_cache=args.rebuild_cache)
+    print(json.dumps(_summary(results), indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from structkd.ner.pipeline import evaluate_command, format_table
+
+    config = _config(args)
+    result = evaluate_command(args.model, args.data, config.data)
+    print(f"entity micro F1 {100 * result['f1']:.2f} (precision {100 * result['precision']:.2f}, recall "
+          f"{100 * result['recall']:.2f}), {result['sentences_per_second']:.0f} sentences/s")
+    print(format_table(result["per_type"]))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from structkd.ner.pipeline import predict_command
+
+    count = predict_command(args.model, args.input, args.output, _config(args).data)
+    print(f"tagged {count} sentences into {args.output}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from structkd.ner.demo import run_ner_demo
+
+    run_ner_demo(args.output_dir, args.teacher_epochs, args.student_epochs, args.max_sentences, args.seed,
+                 args.threads)
+    return 0
+
+
+def _summary(results: dict) -> dict:
+    return {split: {k: v for k, v in r.items() if k != "per_type"} for split, r in results.items()}
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config with sections data, model, kd, training")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. kd.method=token")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structkd", description="Structural knowledge distillation.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="distill a BiLSTM-CRF into a BiLSTM-MaxEnt on the shipped WNUT17 sample")
-    demo.add_argument("--epochs", type=int, default=12, help="training epochs per model (default 12)")
+    tasks = parser.add_subparsers(dest="task", required=True)
+    ner = tasks.add_parser("ner", help="named entity recognition").add_subparsers(dest="command", required=True)
+
+    train = ner.add_parser("train", help="train a teacher or a baseline student on gold labels")
+    _config_arguments(train)
+    train.add_argument("--resume", action="store_true", help="continue from output_dir/last")
+    train.set_defaults(run=_train)
+
+    distill = ner.add_parser("distill", help="distill kd.teacher into a student (kd.method, temperature, ...)")
+    _config_arguments(distill)
+    distill.add_argument("--resume", action="store_true", help="continue from output_dir/last")
+    distill.add_argument("--rebuild-cache", action="store_true", help="recompute the teacher cache")
+    distill.set_defaults(run=_distill)
+
+    evaluate = ner.add_parser("evaluate", help="entity F1 and a per-type table of a saved model")
+    evaluate.add_argument("model", help="directory of a saved model")
+    evaluate.add_argument("data", help="a labeled column file")
+    _config_arguments(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    pred = ner.add_parser("predict", help="tag text (.txt, one sentence per line) or a column file")
+    pred.add_argument("model")
+    pred.add_argument("input")
+    pred.add_argument("output")
+    _config_arguments(pred)
+    pred.set_defaults(run=_predict)
+
+    demo = ner.add_parser("demo", help="MiniLM teacher to BiLSTM-CRF student on the shipped WNUT17 sample")
+    demo.add_argument("--output-dir", default="runs/ner-demo")
+    demo.add_argument("--teacher-epochs", type=int, default=4)
+    demo.add_argument("--student-epochs", type=int, default=15)
+    demo.add_argument("--max-sentences", type=int, default=None, help="use only this many sentences per split")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     demo.set_defaults(run=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -7,7 +7,7 @@ the CRF constraint masks, the data readers and the span-to-tag KD projection all
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

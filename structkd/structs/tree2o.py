@@ -19,6 +19,10 @@ reduction, the adjoints of every chart item and every part:
 * softmax weights give the marginals (the outside pass, no autograd tape);
 * one-hot argmax weights backtrack the Viterbi tree;
 * one-hot Gumbel-max weights draw an exact sample top-down through the inside chart.
+
+A max-plus outside pass (:func:`_max_outside`) gives max-marginals of the arcs, from which :class:`_KBest`
+finds the exact k best trees with ``O(k)`` batched dynamic programs.  The inside pass also runs under
+autograd (``_inside``, double backward included) for differentiable marginals.
 """
 
 from __future__ import annotations
@@ -112,7 +116,7 @@ def _unpieces_sib(sib_r: list, sib_l: list, seq_len: int) -> Tensor:
     """Inverse of :func:`_sib_pieces` for adjoints: ``[N, L, L, L]``, zero outside the pieces."""
     _, index, _, _ = _flat_indices(seq_len, sib_r[1].device)
     N = sib_r[1].shape[0]
-    flat = torch.cat([x.reshape(N, -1) for x in sib_r[1:] + sib_l[1:]], dim=1)
+    flat = torch.cat([x.flatten(1) for x in sib_r[1:] + sib_l[1:]], dim=1)
     out = flat.new_zeros(N, seq_len ** 3).index_copy_(1, index, flat)
     return out.view(N, seq_len, seq_len, seq_len)
 
@@ -582,7 +586,7 @@ class _KBest:
     def run(self) -> tuple[Tensor, Tensor]:
         dist = self.dist
         B, L = dist.batch_size, dist.seq_len
-        if L == 1:
+        if L == 1 or B == 0:
             self.scores[0] = 0
             return self.scores, self.heads
         everything = torch.ones(B, L, L, dtype=torch.bool, device=dist.device)

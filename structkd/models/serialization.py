@@ -1,0 +1,198 @@
+"""Saving and loading structkd models: safetensors weights plus a JSON description, never pickles.
+
+A saved model is a directory::
+
+    config.json          {"format": "structkd", "version": 1, "class": <registered name>, "args": {...}}
+    model.safetensors    every parameter and persistent buffer (safetensors.torch.save_model: shared tensors ok)
+    vocab.json           BiLSTM taggers: words, characters and tags (TaggerVocab.save)
+    encoder/             transformer taggers: the transformers config and tokenizer files, so that the
+                         model rebuilds offline (its weights are in model.safetensors)
+
+``args`` are the constructor arguments of the registered class (``model.config``).  :func:`load_pretrained`
+rebuilds the model from them and loads the weights; every inconsistency (missing file, unknown class, a label
+set or tensor shape that does not match) raises an error naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from structkd.models.taggers import BiLSTMTagger
+from structkd.models.transformer import SubwordEncoder, TransformerTagger
+from structkd.models.vocab import TaggerVocab
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+VOCAB_NAME = "vocab.json"
+ENCODER_DIR = "encoder"
+FORMAT_VERSION = 1
+
+Builder = Callable[[dict, Path], nn.Module]
+
+
+def _build_bilstm(args: dict, directory: Path) -> nn.Module:
+    return BiLSTMTagger(**args)
+
+
+def _build_transformer(args: dict, directory: Path) -> nn.Module:
+    encoder_dir = directory / ENCODER_DIR
+    if not (encoder_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{encoder_dir / 'config.json'}: missing; a saved TransformerTagger keeps its "
+                                f"encoder's transformers config and tokenizer files in {encoder_dir}")
+    args = dict(args)
+    options = {k: v for k, v in dict(args.pop("encoder", {})).items() if k != "model_name_or_path"}
+    encoder = SubwordEncoder(str(encoder_dir), pretrained=False, **options)
+    return TransformerTagger(encoder, **args)
+
+
+MODEL_REGISTRY: dict[str, tuple[type, Builder]] = {
+    "BiLSTMTagger": (BiLSTMTagger, _build_bilstm),
+    "TransformerTagger": (TransformerTagger, _build_transformer),
+}
+
+
+def register_model(cls: type, builder: Builder | None = None, name: str | None = None) -> None:
+    """Make ``cls`` savable: ``builder(args, directory)`` rebuilds it (default ``cls(**args)``)."""
+    MODEL_REGISTRY[name or cls.__name__] = (cls, builder or (lambda args, directory: cls(**args)))
+
+
+def _registered_name(model: nn.Module) -> str:
+    for name, (cls, _) in MODEL_REGISTRY.items():
+        if type(model) is cls:
+            return name
+    raise TypeError(f"{type(model).__name__} is not a registered model class ({', '.join(MODEL_REGISTRY)}); "
+                    f"see register_model")
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, config: dict | None = None,
+                    vocab: TaggerVocab | None = None) -> Path:
+    """Save ``model`` to ``directory`` (created if needed) and return its path.
+
+    Args:
+        config: the constructor arguments that rebuild the model (default ``model.config``); JSON only.
+        vocab: the vocabulary of a BiLSTM tagger (its tags must be the model's tags).
+    """
+    directory = Path(directory)
+    name = _registered_name(model)
+    args = dict(model.config if config is None else config)
+    tags = args.get("tags")
+    if vocab is not None and tags is not None and list(vocab.tags.items) != list(tags):
+        raise ValueError(f"the vocabulary's tags {vocab.tags.items} differ from the model's tags {tags}")
+    document = {"format": "structkd", "version": FORMAT_VERSION, "class": name, "args": args}
+    try:
+        text = json.dumps(document, indent=2, ensure_ascii=False)
+    except TypeError as error:
+        raise TypeError(f"the model config must be JSON (strings, numbers, lists, dicts): {error}") from error
+    directory.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, TransformerTagger):
+        model.encoder.save_files(directory / ENCODER_DIR)
+    if vocab is not None:
+        vocab.save(directory / VOCAB_NAME)
+        document["vocab"] = VOCAB_NAME
+        text = json.dumps(document, indent=2, ensure_ascii=False)
+    save_model(model, str(directory / WEIGHTS_NAME))
+    (directory / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
+    return directory
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such model directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; not a directory written by save_pretrained")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(document, dict) or document.get("format") != "structkd" or "class" not in document:
+        raise ValueError(f"{path}: not a structkd model config (expected 'format': 'structkd' and a 'class')")
+    if document.get("version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {document.get('version')!r} is not supported "
+                         f"(this structkd reads version {FORMAT_VERSION})")
+    if not isinstance(document.get("args"), dict):
+        raise ValueError(f"{path}: 'args' must be an object of constructor arguments")
+    if document["class"] not in MODEL_REGISTRY:
+        raise ValueError(f"{path}: unknown model class {document['class']!r}; known classes: "
+                         f"{', '.join(MODEL_REGISTRY)}")
+    return document
+
+
+def load_vocab(directory: str | Path) -> TaggerVocab:
+    """The vocabulary saved next to a BiLSTM tagger."""
+    path = Path(directory) / VOCAB_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing")
+    try:
+        return TaggerVocab.load(path)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a valid vocabulary ({error!r})") from error
+
+
+def _check_vocab(vocab: TaggerVocab, args: dict, directory: Path) -> None:
+    path, config_path = directory / VOCAB_NAME, directory / CONFIG_NAME
+    tags = args.get("tags")
+    if tags is not None and list(vocab.tags.items) != list(tags):
+        raise ValueError(f"{path}: label set {vocab.tags.items} does not match the tags {list(tags)} in "
+                         f"{config_path}")
+    for key, table in (("n_words", vocab.words), ("n_chars", vocab.chars)):
+        if key in args and args[key] != len(table):
+            raise ValueError(f"{path}: {len(table)} entries for {key} but {config_path} says {args[key]}")
+
+
+def _check_shapes(model: nn.Module, path: Path, config_path: Path) -> None:
+    """Compare the tensors in the weights file with the model's before loading, for a clear message."""
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as weights:
+        for key in weights.keys():
+            if key in expected:
+                shape = list(weights.get_slice(key).get_shape())
+                if shape != list(expected[key].shape):
+                    raise ValueError(f"{path}: tensor {key!r} has shape {shape} but the model described by "
+                                     f"{config_path} needs {list(expected[key].shape)} (does its label set or "
+                                     f"vocabulary match the one the weights were trained with?)")
+
+
+def load_pretrained(directory: str | Path, device: torch.device | str = "cpu",
+                    tags: Sequence[str] | None = None) -> nn.Module:
+    """Rebuild a model saved by :func:`save_pretrained`, in eval mode on ``device``.
+
+    Args:
+        tags: the expected tag list; a model saved with another label set raises ``ValueError``.
+
+    A BiLSTM tagger's vocabulary is attached as ``model.vocab`` (also :func:`load_vocab`).
+    """
+    directory = Path(directory)
+    document = _read_config(directory)
+    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    args = document["args"]
+    if tags is not None and list(args.get("tags", [])) != list(tags):
+        raise ValueError(f"{config_path}: the saved label set {args.get('tags')} does not match the expected "
+                         f"tags {list(tags)}")
+    vocab = None
+    if "vocab" in document:
+        vocab = load_vocab(directory)
+        _check_vocab(vocab, args, directory)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"{weights_path}: missing")
+    _, builder = MODEL_REGISTRY[document["class"]]
+    try:
+        model = builder(args, directory)
+    except (TypeError, KeyError, ValueError) as error:
+        raise ValueError(f"{config_path}: cannot build {document['class']} from its arguments: {error}") from error
+    _check_shapes(model, weights_path, config_path)
+    try:
+        load_model(model, str(weights_path), strict=True, device="cpu")
+    except RuntimeError as error:
+        raise ValueError(f"{weights_path}: the weights do not match the model described by {config_path}: "
+                         f"{error}") from error
+    if vocab is not None:
+        model.vocab = vocab
+    return model.to(device).eval()

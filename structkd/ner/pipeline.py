@@ -1,0 +1,220 @@
+"""The NER commands: train a teacher or a baseline, distill a student, evaluate, predict, and the demo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from structkd.data import Sentence, read_columns, read_text, write_columns
+from structkd.ner.config import DataConfig, NerConfig
+from structkd.ner.distillation import compute_teacher_outputs, kd_loss, kd_weight, teacher_fields
+from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
+from structkd.train import TeacherCache, Trainer, load_checkpoint
+
+logger = logging.getLogger("structkd.ner")
+
+
+@dataclass
+class NerData:
+    train: list[Sentence] = field(default_factory=list)
+    dev: list[Sentence] = field(default_factory=list)
+    test: list[Sentence] = field(default_factory=list)
+    unlabeled: list[Sentence] = field(default_factory=list)
+
+
+def _read(path: str, config: DataConfig, labeled: bool = True) -> list[Sentence]:
+    if not labeled and Path(path).suffix in (".txt", ".text"):
+        sentences = read_text(path)
+    else:
+        sentences = read_columns(path, config.layout, config.tag_column, config.scheme, labeled=labeled,
+                                 convert_to=config.convert_to)
+    return sentences[: config.max_sentences] if config.max_sentences else sentences
+
+
+def read_data(config: DataConfig) -> NerData:
+    """Read every corpus named in the data config."""
+    data = NerData()
+    for name in ("train", "dev", "test"):
+        path = getattr(config, name)
+        if path:
+            setattr(data, name, _read(path, config))
+    data.unlabeled = [s for path in config.unlabeled for s in _read(path, config, labeled=False)]
+    return data
+
+
+def target_scheme(config: DataConfig) -> str:
+    return config.convert_to or config.scheme
+
+
+def label_set(sentences: list[Sentence]) -> list[str]:
+    found = {t for s in sentences if s.tags for t in s.tags}
+    return ["O"] + sorted(found - {"O"})
+
+
+def collate(items: list[tuple[int, Sentence]], model: NerModel) -> Batch:
+    indices = [i for i, _ in items]
+    sentences = [s for _, s in items]
+    tags, labeled = model.tag_tensor(sentences)
+    return Batch(indices, sentences, tags, labeled)
+
+
+def _gold(model: NerModel, dist, batch: Batch) -> torch.Tensor:
+    loss = model.gold_loss(dist, batch.tags)
+    return torch.where(batch.labeled.to(loss.device), loss, torch.zeros_like(loss))
+
+
+def _evaluate_fn(model: NerModel, dev: list[Sentence]) -> dict[str, float]:
+    return {k: v for k, v in evaluate(model, dev).items() if isinstance(v, float)}
+
+
+def _plain(value):
+    """JSON for NumPy scalars in seqeval reports."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _finish(trainer: Trainer, model: NerModel, config: NerConfig, data: NerData) -> dict:
+    """Load the best weights, save the model for ``from_pretrained`` and evaluate it."""
+    out = Path(config.training.output_dir)
+    if data.dev and (out / "best").exists():
+        load_checkpoint(out / "best", model)
+    model.save(out / "model")
+    results = {}
+    for name in ("dev", "test"):
+        sentences = getattr(data, name)
+        if sentences:
+            results[name] = evaluate(model, sentences, report=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=_plain), encoding="utf-8")
+    return results
+
+
+def train_command(config: NerConfig, resume: bool = False) -> dict:
+    """Train a teacher or a baseline student on gold labels; returns dev/test results."""
+    data = read_data(config.data)
+    if not data.train:
+        raise ValueError("data.train is required")
+    torch.manual_seed(config.training.seed)
+    model = build_model(config.model, label_set(data.train + data.dev), target_scheme(config.data), data.train)
+    out = Path(config.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "ner_config.json")
+
+    def loss_fn(m: NerModel, batch: Batch) -> torch.Tensor:
+        return _gold(m, m(batch.sentences), batch).mean()
+
+    trainer = Trainer(model, config.training, list(enumerate(data.train)), data.dev or None, loss_fn,
+                      _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, model))
+    trainer.train(resume=resume)
+    return _finish(trainer, model, config, data)
+
+
+def _teacher_id(directory: str) -> str:
+    """A fingerprint of a saved teacher: the hash of its weights and config files."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def build_teacher_cache(teacher: NerModel, config: NerConfig, sentences: list[Sentence], student: NerModel,
+                        rebuild: bool = False) -> TeacherCache | None:
+    """Compute (or reuse) the teacher's outputs over the student's training sentences."""
+    kd = config.kd
+    if kd.method == "none":
+        return None
+    directory = Path(kd.cache_dir or Path(config.training.output_dir) / "teacher_cache")
+    scheme = target_scheme(config.data)
+    options = {"method": kd.method, "temperature": kd.temperature, "mode": kd.temperature_mode,
+               "top_k": kd.top_k, "student_head": student.head_kind, "tags": student.tags, "scheme": scheme}
+    teacher.eval()
+    return TeacherCache.build(
+        directory, sentences,
+        lambda chunk: compute_teacher_outputs(teacher, chunk, kd, student.head_kind, student.tags, scheme),
+        teacher_id=_teacher_id(kd.teacher), tokens=[s.tokens for s in sentences], options=options,
+        batch_size=32, collate_fn=list, rebuild=rebuild)
+
+
+def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: torch.device) -> dict:
+    n_tags = None
+    seq_len = max(len(s) for s in batch.sentences)
+    out = {}
+    for name in fields:
+        if name == "edges":
+            n_tags = out["unary"].shape[-1]
+            value = cache.batch(batch.indices, name, [max(seq_len - 1, 0), n_tags, n_tags])
+        elif name == "topk_tags":
+            value = cache.batch(batch.indices, name, [None, seq_len], pad_value=-1.0)
+        elif name == "topk_weights":
+            value = cache.batch(batch.indices, name)
+        else:
+            value = cache.batch(batch.indices, name, [seq_len, None])
+        out[name] = value.to(device)
+    return out
+
+
+def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
+    """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
+    kd = config.kd
+    if not kd.teacher:
+        raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    data = read_data(config.data)
+    if not data.train and not data.unlabeled:
+        raise ValueError("distillation needs data.train or data.unlabeled sentences")
+    teacher = NerModel.load(kd.teacher)
+    torch.manual_seed(config.training.seed)
+    sentences = data.train + data.unlabeled
+    student = build_model(config.model, teacher.tags, target_scheme(config.data), sentences, teacher=teacher)
+    out = Path(config.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "ner_config.json")
+    cache = build_teacher_cache(teacher, config, sentences, student, rebuild=rebuild_cache)
+    fields = teacher_fields(kd.method, student.head_kind)
+    del teacher
+    state = {"trainer": None}
+
+    def loss_fn(m: NerModel, batch: Batch) -> torch.Tensor:
+        dist = m(batch.sentences)
+        gold = _gold(m, dist, batch)
+        if cache is None:
+            return gold.mean()
+        trainer = state["trainer"]
+        weight = kd_weight(kd, trainer.progress.global_step, trainer.total_steps)
+        distill = kd_loss(kd, dist, _cached_batch(cache, fields, batch, dist.device))
+        labeled = batch.labeled.to(dist.device)
+        mixed = torch.where(labeled, weight * distill + (1 - weight) * gold, distill)
+        return mixed.mean()
+
+    trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
+                      _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, student))
+    state["trainer"] = trainer
+    trainer.train(resume=resume)
+    return _finish(trainer, student, config, data)
+
+
+def evaluate_command(model_dir: str, data_path: str, config: DataConfig) -> dict:
+    """Entity F1 and a per-type table of a saved model on a labeled corpus."""
+    model = NerModel.load(model_dir)
+    return evaluate(model, _read(data_path, config), report=True)
+
+
+def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig) -> int:
+    """Tag a text file (one sentence per line, ``.txt``) or a column file; write ``token<TAB>tag`` CoNLL."""
+    model = NerModel.load(model_dir)
+    sentences = _read(input_path, config, labeled=False)
+    tags = predict(model, sentences)
+    write_columns(output_path, [Sentence(s.tokens, t, s.source) for s, t in zip(sentences, tags)])
+    return len(sentences)
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """Per-type precision, recall and F1 rows of a seqeval report."""
+    lines = [f"{'type':16} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>7}"]
+    for name, row in results.items():
+        if isinstance(row, dict) and "f1-score" in row:
+            lines.append(f"{name:16} {100 * row['precision']:9.2f} {100 * row['recall']:7.2f} "
+                         f"{100 * row['f1-score']:7.2f} {int(row['support']):7d}")
+    return "\n".join(lines)

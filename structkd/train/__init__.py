@@ -1,0 +1,42 @@
+"""Training engine shared by the NER and parser pipelines.
+
+- :class:`TrainConfig`, :func:`load_config` (YAML + ``key=value`` overrides)
+- :class:`Trainer`: AdamW, warmup + decay schedules, clipping, early stopping, JSONL logs, learning curves,
+  atomic resumable checkpoints, Accelerate (multi-process / multi-GPU) and mixed precision on CUDA
+- :func:`save_checkpoint` / :func:`load_checkpoint`: pickle-free checkpoints (safetensors + JSON)
+- :class:`TeacherCache`: a teacher's per-sentence outputs computed once, stored as float16 memory maps
+"""
+
+from .batching import EpochBatchSampler, epoch_batches, move_to_device
+from .cache import CacheMismatchError, TeacherCache, cache_fingerprint
+from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .config import TrainConfig, load_config, parse_overrides
+from .engine import Trainer, running_under_accelerate
+from .logs import JsonlLogger, plot_learning_curves, read_jsonl
+from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
+
+__all__ = [
+    "CacheMismatchError",
+    "EpochBatchSampler",
+    "JsonlLogger",
+    "TeacherCache",
+    "TrainConfig",
+    "TrainProgress",
+    "Trainer",
+    "WarmupDecay",
+    "build_optimizer",
+    "build_scheduler",
+    "cache_fingerprint",
+    "epoch_batches",
+    "get_rng_state",
+    "load_checkpoint",
+    "load_config",
+    "move_to_device",
+    "param_groups",
+    "parse_overrides",
+    "plot_learning_curves",
+    "read_jsonl",
+    "running_under_accelerate",
+    "save_checkpoint",
+    "set_rng_state",
+]

@@ -1,0 +1,62 @@
+"""Deterministic, resumable batch order: the order of an epoch depends only on ``(seed, epoch)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["EpochBatchSampler", "epoch_batches", "move_to_device"]
+
+
+def epoch_batches(
+    n_items: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False
+) -> list[list[int]]:
+    """Index batches of one epoch: a permutation of ``range(n_items)`` drawn from a generator seeded with
+    ``seed + epoch`` (identity if not ``shuffle``), cut into chunks of ``batch_size``."""
+    if shuffle:
+        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+        order = torch.randperm(n_items, generator=gen).tolist()
+    else:
+        order = list(range(n_items))
+    batches = [order[i : i + batch_size] for i in range(0, n_items, batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
+
+
+class EpochBatchSampler:
+    """A batch sampler (for ``DataLoader(batch_sampler=...)``) over a fixed list of index batches.
+
+    Has ``batch_size`` and ``drop_last`` attributes so Accelerate can shard it across processes (process
+    ``r`` of ``P`` gets batches ``r, r + P, ...``).
+    """
+
+    def __init__(self, batches: Sequence[Sequence[int]], batch_size: int, drop_last: bool = False) -> None:
+        self.batches = [list(b) for b in batches]
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter([list(b) for b in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def move_to_device(batch: Any, device: torch.device | str | None) -> Any:
+    """Move every tensor in a nested batch (dicts, lists, tuples, objects with ``.to``) to ``device``."""
+    if device is None:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    if hasattr(batch, "to") and callable(batch.to):
+        return batch.to(device)
+    return batch

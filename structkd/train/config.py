@@ -1,0 +1,235 @@
+"""Training configuration: the :class:`TrainConfig` dataclass, JSON round trip, YAML files with overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "load_config", "parse_overrides", "SCHEDULES"]
+
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters and run settings of :class:`structkd.train.Trainer`.
+
+    ``warmup`` is a fraction of the total number of optimizer steps when it is a ``float`` in ``[0, 1]`` and
+    a number of steps when it is an ``int``. ``schedule`` decays the learning rate after warmup
+    (``"linear"`` or ``"cosine"`` to ``min_lr_ratio * lr``; ``"constant"`` keeps it). ``patience`` stops
+    training after that many evaluations without improvement of ``metric`` (higher is better unless
+    ``metric_mode="min"``); ``None`` disables early stopping. ``amp`` enables mixed precision on CUDA only.
+    ``max_grad_norm=None`` disables clipping; ``checkpoint_every_steps=None`` checkpoints at epoch ends only.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: int | float = 0.0
+    schedule: str = "linear"
+    min_lr_ratio: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    max_grad_norm: float | None = 1.0
+    patience: int | None = None
+    metric: str = "f1"
+    metric_mode: str = "max"
+    seed: int = 42
+    output_dir: str = "runs/default"
+    checkpoint_every_steps: int | None = None
+    amp: bool = False
+    amp_dtype: str = "bfloat16"
+    log_every: int = 50
+    shuffle: bool = True
+    drop_last: bool = False
+    num_workers: int = 0
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.adam_betas = tuple(float(b) for b in self.adam_betas)
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
+            (self.metric_mode in ("max", "min"), f"metric_mode must be 'max' or 'min', got {self.metric_mode!r}"),
+            (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+            (len(self.adam_betas) == 2, "adam_betas must have two values"),
+            (self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm must be > 0 or None"),
+            (self.patience is None or self.patience >= 1, "patience must be >= 1 or None"),
+            (self.checkpoint_every_steps is None or self.checkpoint_every_steps >= 1,
+             "checkpoint_every_steps must be >= 1 or None"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+            (self.amp_dtype in ("bfloat16", "float16"), "amp_dtype must be 'bfloat16' or 'float16'"),
+        ]
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)):
+            raise ValueError(f"warmup must be an int (steps) or a float fraction, got {self.warmup!r}")
+        if isinstance(self.warmup, float):
+            checks.append((0.0 <= self.warmup <= 1.0, f"a float warmup is a fraction in [0, 1], got {self.warmup}"))
+        else:
+            checks.append((self.warmup >= 0, "warmup steps must be >= 0"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+
+    def warmup_steps(self, total_steps: int) -> int:
+        """Number of warmup steps for a run of ``total_steps`` optimizer steps."""
+        if isinstance(self.warmup, float):
+            return int(round(self.warmup * total_steps))
+        return int(self.warmup)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """Serialize to a JSON string; also write it to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n", encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a dict, coercing types; an unknown key raises ``KeyError`` naming it."""
+        hints = _field_types()
+        kwargs = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise KeyError(f"{source}: unknown TrainConfig key {key!r}; valid keys: {', '.join(sorted(hints))}")
+            kwargs[key] = _coerce(key, value, hints[key], source)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike) -> TrainConfig:
+        """Load from a JSON string or from the path of a JSON file."""
+        if isinstance(source, os.PathLike) or not str(source).lstrip().startswith("{"):
+            text = Path(source).read_text(encoding="utf-8")
+            name = str(source)
+        else:
+            text, name = str(source), "JSON"
+        return cls.from_dict(json.loads(text), source=name)
+
+
+def _field_types(cls: type = None) -> dict[str, Any]:
+    cls = TrainConfig if cls is None else cls
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def dataclass_from_dict(cls: type, values: dict[str, Any], source: str = "config") -> Any:
+    """Build any config dataclass from a dict, coercing values to the field types (YAML and ``key=value``
+    overrides give strings); an unknown key raises ``KeyError`` naming it and listing the valid ones."""
+    hints = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise KeyError(f"{source}: unknown {cls.__name__} key {key!r}; valid keys: {', '.join(sorted(hints))}")
+        kwargs[key] = _coerce(key, value, hints[key], source)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
+    """Coerce ``value`` (from YAML, JSON or an override string) to the type hint of field ``key``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        if int in args and float in args:  # warmup: keep ints as steps, read other numbers as fractions
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return value
+            return _coerce(key, value, float if any(c in str(value) for c in ".eE") else int, source)
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner[0], source)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            return tuple(float(v) for v in value)
+        if origin is list:
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            return [_coerce(key, v, args[0], source) for v in value] if args else list(value)
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: cannot read {key}={value!r} as {hint}") from exc
+    return value
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """Parse command-line style ``key=value`` overrides; values are read as YAML scalars (``"3"`` -> 3).
+
+    ``extra.name=value`` sets ``extra["name"]``.
+    """
+    out: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        if key.startswith("extra."):
+            out.setdefault("extra", {})[key[len("extra."):]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a :class:`TrainConfig` from a YAML (or JSON) file, then apply ``key=value`` overrides.
+
+    ``load_config("ner.yaml", overrides=["lr=1e-4", "epochs=3"])``. Unknown keys, in the file or in the
+    overrides, raise ``KeyError`` naming the key.
+    """
+    values: dict[str, Any] = {}
+    source = "overrides"
+    if path is not None:
+        source = str(path)
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a training config must be a mapping of keys to values")
+        values.update(loaded)
+    for key, value in parse_overrides(overrides).items():
+        if key == "extra":
+            values.setdefault("extra", {}).update(value)
+        else:
+            values[key] = value
+    return TrainConfig.from_dict(values, source=source)

@@ -1,0 +1,379 @@
+"""The training loop shared by the NER and parser pipelines: :class:`Trainer`.
+
+One optimizer step per batch; evaluation, ``best/`` and ``last/`` checkpoints at every epoch end (and a
+``last/`` checkpoint every ``checkpoint_every_steps``); resumable at the exact data position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .atomic import resolve_dir
+from .batching import EpochBatchSampler, epoch_batches, move_to_device
+from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .logs import JsonlLogger, plot_learning_curves
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["Trainer", "running_under_accelerate"]
+
+logger = logging.getLogger("structkd.train")
+
+LossFn = Callable[[nn.Module, Any], torch.Tensor]
+EvaluateFn = Callable[[nn.Module, Any], dict[str, float]]
+
+
+def running_under_accelerate() -> bool:
+    """True inside ``accelerate launch`` (which exports ``ACCELERATE_MIXED_PRECISION``) or ``torchrun``."""
+    return "ACCELERATE_MIXED_PRECISION" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _make_accelerator(config: TrainConfig) -> Any:
+    """An ``Accelerator`` for a launched run; on a machine without CUDA it runs multi-process on CPU (gloo)."""
+    from accelerate import Accelerator
+
+    mixed = None  # let ``accelerate launch`` decide
+    if config.amp and torch.cuda.is_available():
+        mixed = "bf16" if config.amp_dtype == "bfloat16" else "fp16"
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+
+
+class Trainer:
+    """Train ``model`` with AdamW, a warmup + decay schedule, clipping, early stopping and checkpoints.
+
+    Args:
+        model: the module to train (on the caller's device, or moved to ``device`` / the accelerator's).
+        config: a :class:`TrainConfig`.
+        train_data: a map-style dataset (``len`` and ``__getitem__``); batches are
+            ``collate_fn([train_data[i] for i in batch_indices])``.
+        dev_data: anything ``evaluate_fn`` understands (or ``None``: no evaluation, no early stopping).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor`` (the batch already on the device).
+        evaluate_fn: ``evaluate_fn(model, dev_data) -> {name: value}`` including ``config.metric``; called
+            under ``torch.no_grad()`` with the model in eval mode (the unwrapped model, on the main process
+            only in a distributed run; the metrics are then broadcast to every process).
+        collate_fn: builds a batch from a list of items (default: ``torch.utils.data.default_collate``).
+        accelerator: an ``accelerate.Accelerator``; created automatically under ``accelerate launch``.
+            It prepares the model, optimizer and data loaders; only its main process writes files.
+        device: the device without an accelerator (default: the device of the model's parameters).
+
+    ``config.output_dir`` receives ``config.json``, ``train_log.jsonl``, ``learning_curves.png``,
+    ``last/`` (resume point) and ``best/`` (weights of the best evaluation).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        train_data: Sequence[Any],
+        dev_data: Any,
+        loss_fn: LossFn,
+        evaluate_fn: EvaluateFn | None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        accelerator: Any | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.config = config
+        self.train_data = train_data
+        self.dev_data = dev_data
+        self.loss_fn = loss_fn
+        self.evaluate_fn = evaluate_fn
+        self.collate_fn = collate_fn
+        if accelerator is None and running_under_accelerate():
+            accelerator = _make_accelerator(config)
+        self.accelerator = accelerator
+        self.output_dir = Path(config.output_dir)
+        self.log = JsonlLogger(self.output_dir / "train_log.jsonl")
+        self.progress = TrainProgress()
+
+        if accelerator is not None:
+            self.device = accelerator.device
+            self.num_processes = accelerator.num_processes
+            self.process_index = accelerator.process_index
+            self.is_main = accelerator.is_main_process
+        else:
+            if device is not None:
+                model = model.to(device)
+            param = next(model.parameters(), None)
+            self.device = torch.device(device) if device is not None else (param.device if param is not None
+                                                                          else torch.device("cpu"))
+            self.num_processes, self.process_index, self.is_main = 1, 0, True
+
+        self.steps_per_epoch = self._steps_per_epoch()
+        self.total_steps = self.steps_per_epoch * config.epochs
+        optimizer = build_optimizer(model, config)
+        self.scheduler = build_scheduler(optimizer, config, self.total_steps)
+        self.autocast_dtype, self.scaler = self._setup_amp()
+        if accelerator is not None:
+            self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        else:
+            self.model, self.optimizer = model, optimizer
+
+    # -- setup -----------------------------------------------------------------------------------------
+
+    def _steps_per_epoch(self) -> int:
+        cfg = self.config
+        n_batches = len(epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, 0, False, cfg.drop_last))
+        if n_batches == 0:
+            raise ValueError("train_data yields no batch (empty dataset, or drop_last with too few items)")
+        if self.num_processes == 1:
+            return n_batches
+        if cfg.drop_last:
+            return n_batches // self.num_processes
+        return math.ceil(n_batches / self.num_processes)
+
+    def _setup_amp(self) -> tuple[torch.dtype | None, Any]:
+        """Mixed precision without an accelerator: autocast dtype and a ``GradScaler`` (float16 only)."""
+        if not self.config.amp:
+            return None, None
+        if self.device.type != "cuda":
+            logger.info("amp=True ignored: mixed precision is used on CUDA devices only (device: %s)", self.device)
+            return None, None
+        if self.accelerator is not None:
+            if self.accelerator.mixed_precision == "no":
+                logger.info("amp=True but the Accelerator has mixed_precision='no': configure it there")
+            return None, None
+        dtype = torch.bfloat16 if self.config.amp_dtype == "bfloat16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return dtype, scaler
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        """The bare module (without DDP or mixed-precision wrappers)."""
+        if self.accelerator is not None:
+            return self.accelerator.unwrap_model(self.model)
+        return self.model
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.accelerator is not None:
+            return self.accelerator.autocast()
+        if self.autocast_dtype is not None:
+            return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+        return contextlib.nullcontext()
+
+    def _scaler_for_checkpoint(self) -> Any:
+        if self.accelerator is not None:
+            return getattr(self.accelerator, "scaler", None)
+        return self.scaler
+
+    # -- data ------------------------------------------------------------------------------------------
+
+    def epoch_loader(self, epoch: int, skip: int = 0) -> Any:
+        """The (per-process) data loader of ``epoch`` without its first ``skip`` optimizer steps."""
+        cfg = self.config
+        batches = epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, epoch, cfg.shuffle, cfg.drop_last)
+        if self.accelerator is None:
+            batches = batches[skip:]
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # keeps the global RNG untouched
+        loader = DataLoader(
+            self.train_data,
+            batch_sampler=EpochBatchSampler(batches, cfg.batch_size, cfg.drop_last),
+            collate_fn=self.collate_fn,
+            num_workers=cfg.num_workers,
+            generator=gen,
+        )
+        if self.accelerator is not None:
+            loader = self.accelerator.prepare_data_loader(loader)
+            if skip:
+                loader = self.accelerator.skip_first_batches(loader, skip)
+        return loader
+
+    # -- steps -----------------------------------------------------------------------------------------
+
+    def train_step(self, batch: Any) -> tuple[torch.Tensor, float | None]:
+        """Forward, backward, clip, optimizer and scheduler step. Returns (detached loss, grad norm)."""
+        self.model.train()
+        with self._autocast():
+            loss = self.loss_fn(self.model, batch)
+        if loss.dim() != 0:
+            raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
+        if self.accelerator is not None:
+            self.accelerator.backward(loss)
+        elif self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        grad_norm = None
+        if self.config.max_grad_norm is not None:
+            if self.accelerator is not None:
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            else:
+                if self.scaler is not None:
+                    self.scaler.unscale_(self.optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+            grad_norm = float(norm) if norm is not None else None
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach().float(), grad_norm
+
+    def evaluate(self) -> dict[str, float]:
+        """Run ``evaluate_fn`` on the main process and share its metrics with every process."""
+        metrics: dict[str, float] | None = None
+        if self.is_main:
+            model = self.unwrapped_model
+            was_training = model.training
+            model.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in self.evaluate_fn(model, self.dev_data).items()}
+            model.train(was_training)
+            if self.config.metric not in metrics:
+                raise KeyError(f"evaluate_fn returned {sorted(metrics)} without config.metric "
+                               f"{self.config.metric!r}")
+        if self.accelerator is not None and self.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            metrics = broadcast_object_list([metrics])[0]
+        return metrics
+
+    def _improved(self, value: float) -> bool:
+        best = self.progress.best_metric
+        if best is None:
+            return True
+        return value < best if self.config.metric_mode == "min" else value > best
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+
+    def save(self, name: str = "last") -> None:
+        """Checkpoint model, optimizer, scheduler, scaler, RNG states and progress into ``output_dir/name``.
+
+        Collective in a distributed run (the RNG states of every process are gathered); only the main
+        process writes.
+        """
+        rng_states = [get_rng_state()]
+        if self.accelerator is not None and self.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rng_states = gather_object([get_rng_state()])
+        if self.is_main:
+            self.progress.log_offset = self.log.offset()
+            save_checkpoint(self.output_dir / name, self.unwrapped_model, self.optimizer, self.scheduler,
+                            self._scaler_for_checkpoint(), self.progress, self.config, rng_states=rng_states)
+        self._barrier()
+
+    def _save_best(self) -> None:
+        if self.is_main:
+            save_checkpoint(self.output_dir / "best", self.unwrapped_model, progress=self.progress,
+                            config=self.config, save_rng=False)
+
+    def resume(self) -> bool:
+        """Load ``output_dir/last`` if it exists (restoring every state). Returns whether it did."""
+        if resolve_dir(self.output_dir / "last") is None:
+            return False
+        self._barrier()
+        state = load_checkpoint(self.output_dir / "last", self.unwrapped_model, self.optimizer, self.scheduler,
+                                self._scaler_for_checkpoint(), process_index=self.process_index)
+        self.progress = state["progress"]
+        if self.is_main:
+            self.log.truncate(self.progress.log_offset)
+        logger.info("resumed from %s at epoch %d, step %d (global step %d)", self.output_dir / "last",
+                    self.progress.epoch, self.progress.step_in_epoch, self.progress.global_step)
+        return True
+
+    def _barrier(self) -> None:
+        if self.accelerator is not None and self.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+
+    def _seed(self) -> None:
+        seed = self.config.seed + self.process_index
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def train(self, resume: bool = False) -> TrainProgress:
+        """Run (or, with ``resume=True``, continue from ``output_dir/last``) until ``config.epochs`` or early
+        stopping. Returns the final :class:`TrainProgress`."""
+        cfg = self.config
+        if not (resume and self.resume()):
+            self.progress = TrainProgress()
+            self._seed()
+            if self.is_main:
+                self.output_dir.mkdir(parents=True, exist_ok=True)
+                self.log.truncate(0)
+        if self.is_main:
+            cfg.to_json(self.output_dir / "config.json")
+        p = self.progress
+        start = time.perf_counter()
+        running = torch.tensor(p.running_loss, device=self.device)
+        while not (p.finished or p.stopped_early) and p.epoch < cfg.epochs:
+            loader = self.epoch_loader(p.epoch, skip=p.step_in_epoch)
+            bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+                       disable=not (cfg.progress and self.is_main), leave=False, dynamic_ncols=True)
+            for batch in loader:
+                if self.accelerator is None:
+                    batch = move_to_device(batch, self.device)
+                loss, grad_norm = self.train_step(batch)
+                running = running + loss
+                p.running_count += 1
+                p.step_in_epoch += 1
+                p.global_step += 1
+                bar.update(1)
+                if p.global_step % cfg.log_every == 0:
+                    running = self._log_train(running, grad_norm, start, bar)
+                end_of_epoch = p.step_in_epoch >= self.steps_per_epoch
+                if cfg.checkpoint_every_steps and p.global_step % cfg.checkpoint_every_steps == 0 and not end_of_epoch:
+                    p.running_loss = float(running)
+                    self.save("last")
+            bar.close()
+            self._end_epoch()
+            p.running_loss = float(running)
+            self.save("last")
+        self._barrier()
+        return p
+
+    def _log_train(self, running: torch.Tensor, grad_norm: float | None, start: float, bar: Any) -> torch.Tensor:
+        p = self.progress
+        mean = running / max(p.running_count, 1)
+        if self.accelerator is not None and self.num_processes > 1:
+            mean = self.accelerator.reduce(mean.reshape(1), reduction="mean")[0]
+        loss = float(mean)
+        if self.is_main:
+            self.log.write({"type": "train", "epoch": p.epoch, "step": p.step_in_epoch, "global_step": p.global_step,
+                            "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                            "time": time.perf_counter() - start})
+            bar.set_postfix(loss=f"{loss:.4f}")
+        p.running_count = 0
+        return torch.zeros((), device=self.device)
+
+    def _end_epoch(self) -> None:
+        """Evaluate, keep ``best/``, update early stopping, log and plot; then move to the next epoch."""
+        p, cfg = self.progress, self.config
+        if self.evaluate_fn is not None and self.dev_data is not None:
+            metrics = self.evaluate()
+            value = metrics[cfg.metric]
+            if self._improved(value):
+                p.best_metric, p.best_epoch, p.bad_evals = value, p.epoch, 0
+                self._save_best()
+            else:
+                p.bad_evals += 1
+            record = {"epoch": p.epoch, "global_step": p.global_step, **metrics}
+            p.history.append(record)
+            if cfg.patience is not None and p.bad_evals >= cfg.patience:
+                p.stopped_early = True
+                logger.info("early stopping after %d evaluations without improvement", p.bad_evals)
+            if self.is_main:
+                self.log.write({"type": "eval", **record, "best_metric": p.best_metric, "best_epoch": p.best_epoch,
+                                "lr": self.scheduler.get_last_lr()[0]})
+                plot_learning_curves(self.log.path, self.output_dir / "learning_curves.png", cfg.metric)
+        p.epoch += 1
+        p.step_in_epoch = 0
+        p.finished = p.epoch >= cfg.epochs

@@ -1,0 +1,156 @@
+"""The NER commands end to end on tiny data: train, distill with every KD method, evaluate, predict, resume."""
+
+import json
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tiny_models import write_tiny_bert  # noqa: E402
+
+from structkd.cli import main  # noqa: E402
+from structkd.ner import NerModel, build_ner_config, distill_command, load_ner_config, train_command  # noqa: E402
+from structkd.ner.config import KdConfig  # noqa: E402
+from structkd.ner.distillation import compute_teacher_outputs, kd_loss  # noqa: E402
+
+ROWS = [
+    ("John Smith lives in New York .", "B-PER I-PER O O B-LOC I-LOC O"),
+    ("Paris is nice .", "B-LOC O O O"),
+    ("Hi john", "O B-PER"),
+    ("the city of Paris", "O O O B-LOC"),
+    ("Smith is in the city", "B-PER O O O O"),
+    ("New York is unbelievable", "B-LOC I-LOC O O"),
+]
+
+
+def write_corpus(path, rows, repeat=3):
+    lines = []
+    for _ in range(repeat):
+        for words, tags in rows:
+            lines += [f"{w}\t{t}" for w, t in zip(words.split(), tags.split())] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ner")
+    return {"train": write_corpus(root / "train.conll", ROWS), "dev": write_corpus(root / "dev.conll", ROWS, 1),
+            "root": root}
+
+
+def bilstm(head="crf"):
+    return {"kind": "bilstm", "head": head, "word_dim": 16, "hidden": 16, "char_filters": 8}
+
+
+def training(out, epochs=2):
+    return {"epochs": epochs, "batch_size": 4, "lr": 5e-3, "output_dir": str(out), "progress": False, "log_every": 2}
+
+
+@pytest.fixture(scope="module")
+def teachers(corpus):
+    """A BiLSTM-CRF teacher and a tiny transformer span teacher, trained for a few steps."""
+    root = corpus["root"]
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    crf = build_ner_config({"data": data, "model": bilstm("crf"), "training": training(root / "crf")})
+    results = train_command(crf)
+    assert 0.0 <= results["dev"]["f1"] <= 1.0
+    bert = write_tiny_bert(root / "bert", layers=2, max_positions=32)
+    span = build_ner_config({"data": data, "model": {"kind": "transformer", "encoder": bert, "head": "span",
+                                                     "max_width": 4},
+                             "training": training(root / "span", epochs=1)})
+    train_command(span)
+    return {"crf": str(root / "crf" / "model"), "span": str(root / "span" / "model")}
+
+
+@pytest.mark.parametrize("method", ["structural", "posterior", "token", "topk", "topwk", "seqlevel", "none"])
+def test_distill_every_method(corpus, teachers, tmp_path, method):
+    config = build_ner_config({
+        "data": {"train": corpus["train"], "dev": corpus["dev"]},
+        "model": bilstm("maxent"),
+        "kd": {"method": method, "teacher": teachers["crf"], "temperature": 2.0, "top_k": 3},
+        "training": training(tmp_path / method, epochs=1)})
+    results = distill_command(config)
+    assert set(results) == {"dev"} and 0.0 <= results["dev"]["f1"] <= 1.0
+    assert (tmp_path / method / "model" / "model.safetensors").exists()
+    log = [json.loads(line) for line in (tmp_path / method / "train_log.jsonl").read_text().splitlines()]
+    assert any(r.get("type") == "eval" for r in log)
+
+
+def test_span_teacher_to_crf_student_and_cache_reuse(corpus, teachers, tmp_path):
+    config = build_ner_config({
+        "data": {"train": corpus["train"], "dev": corpus["dev"]}, "model": bilstm("crf"),
+        "kd": {"method": "structural", "teacher": teachers["span"], "cache_dir": str(tmp_path / "cache")},
+        "training": training(tmp_path / "student", epochs=1)})
+    distill_command(config)
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert set(index["fields"]) == {"unary", "edges"}
+    mtime = (tmp_path / "cache" / "index.json").stat().st_mtime
+    config.training.output_dir = str(tmp_path / "again")
+    distill_command(config)  # same teacher, data and options: the cache is reused, not rebuilt
+    assert (tmp_path / "cache" / "index.json").stat().st_mtime == mtime
+
+
+def test_cached_structural_loss_equals_direct_loss(corpus, teachers):
+    from structkd.data import read_columns
+    from structkd.kd import structural_kd_loss
+
+    teacher = NerModel.load(teachers["crf"])
+    sentences = read_columns(corpus["dev"])[:4]
+    kd = KdConfig(method="structural")
+    rows = compute_teacher_outputs(teacher, sentences, kd, "crf", teacher.tags, "BIO")
+    seq_len = max(len(s) for s in sentences)
+    unary = torch.zeros(4, seq_len, len(teacher.tags))
+    edges = torch.zeros(4, seq_len - 1, len(teacher.tags), len(teacher.tags))
+    for b, row in enumerate(rows):
+        unary[b, :row["unary"].shape[0]] = row["unary"]
+        edges[b, :row["edges"].shape[0]] = row["edges"]
+    student = NerModel.load(teachers["crf"])
+    with torch.no_grad():
+        s_dist, t_dist = student(sentences), teacher(sentences)
+    torch.testing.assert_close(kd_loss(kd, s_dist, {"unary": unary, "edges": edges}),
+                               structural_kd_loss(t_dist, s_dist), atol=1e-4, rtol=1e-4)
+
+
+def test_cli_evaluate_predict_and_resume(corpus, teachers, tmp_path, capsys):
+    assert main(["ner", "evaluate", teachers["crf"], corpus["dev"]]) == 0
+    assert "entity micro F1" in capsys.readouterr().out
+    text = tmp_path / "raw.txt"
+    text.write_text("John lives in Paris\nHi\n", encoding="utf-8")
+    out = tmp_path / "pred.conll"
+    assert main(["ner", "predict", teachers["crf"], str(text), str(out)]) == 0
+    rows = [line.split("\t") for line in out.read_text().splitlines() if line]
+    assert [r[0] for r in rows] == ["John", "lives", "in", "Paris", "Hi"] and all(len(r) == 2 for r in rows)
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data:\n  train: {corpus['train']}\n  dev: {corpus['dev']}\nmodel:\n  kind: bilstm\n"
+                      f"  word_dim: 8\n  hidden: 8\n  char_filters: 4\ntraining:\n  epochs: 2\n  batch_size: 8\n"
+                      f"  progress: false\n", encoding="utf-8")
+    run = str(tmp_path / "run")
+    assert main(["ner", "train", "--config", str(config), f"training.output_dir={run}", "training.epochs=1"]) == 0
+    args = ["ner", "train", "--config", str(config), f"training.output_dir={run}", "training.epochs=1", "--resume"]
+    assert main(args) == 0
+    epochs = [r for r in map(json.loads, open(f"{run}/train_log.jsonl")) if r.get("type") == "eval"]
+    assert len(epochs) == 1  # resuming a finished run trains nothing more (crash-resume: tests/test_train.py)
+    assert (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "model").is_dir()
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(KeyError, match="unknown ModelConfig key 'heads'"):
+        build_ner_config({"model": {"heads": "crf"}})
+    with pytest.raises(KeyError, match="must name a section"):
+        load_ner_config(None, ["epochs=3"])
+    with pytest.raises(ValueError, match="kd.method"):
+        load_ner_config(None, ["kd.method=magic"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_ner_config(bad)
+    config = load_ner_config(None, ["training.lr=1e-4", "kd.temperature=2", "data.unlabeled=[a.txt, b.txt]"])
+    assert config.training.lr == 1e-4 and config.kd.temperature == 2.0 and config.data.unlabeled == ["a.txt", "b.txt"]
+
+
+def test_distill_requires_teacher(corpus, tmp_path):
+    with pytest.raises(ValueError, match="kd.teacher"):
+        distill_command(build_ner_config({"data": {"train": corpus["train"]}, "model": bilstm(),
+                                          "training": training(tmp_path)}))

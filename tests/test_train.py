@@ -1,0 +1,313 @@
+"""Tests of the training engine ``structkd.train``: schedules, config, checkpoints, resume, early stopping, logs."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from structkd.train import (
+    TrainConfig,
+    Trainer,
+    WarmupDecay,
+    build_optimizer,
+    build_scheduler,
+    load_checkpoint,
+    load_config,
+    param_groups,
+    read_jsonl,
+    save_checkpoint,
+)
+from structkd.train import checkpoint as ckpt_module
+
+N_FEATS, N_TAGS = 4, 3
+
+
+def make_data(n: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """``n`` items ``{"x": [N_FEATS], "y": []}`` from a fixed random linear rule."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, N_FEATS, generator=g)
+    w = torch.randn(N_FEATS, N_TAGS, generator=torch.Generator().manual_seed(123))
+    y = (x @ w).argmax(-1)
+    return [{"x": x[i], "y": y[i], "idx": torch.tensor(i)} for i in range(n)]
+
+
+def make_model(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(N_FEATS, 8), nn.LayerNorm(8), nn.Dropout(0.2), nn.Linear(8, N_TAGS))
+
+
+def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+
+
+def evaluate_fn(model: nn.Module, data: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    x = torch.stack([d["x"] for d in data])
+    y = torch.stack([d["y"] for d in data])
+    logits = model(x)
+    return {"f1": (logits.argmax(-1) == y).float().mean().item(), "loss": nn.functional.cross_entropy(logits, y).item()}
+
+
+def config(tmp_path, **kw) -> TrainConfig:
+    base = dict(epochs=3, batch_size=8, lr=0.05, warmup=2, output_dir=str(tmp_path), progress=False, log_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# -- schedules ------------------------------------------------------------------------------------------
+
+
+def test_linear_schedule_values():
+    f = WarmupDecay("linear", warmup_steps=4, total_steps=12)
+    assert [f(s) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert f(8) == pytest.approx(0.5)  # halfway through the 8 decay steps
+    assert f(12) == 0.0 and f(20) == 0.0
+    g = WarmupDecay("linear", warmup_steps=0, total_steps=10, min_ratio=0.1)
+    assert g(0) == 1.0 and g(5) == pytest.approx(0.55) and g(10) == pytest.approx(0.1)
+
+
+def test_cosine_and_constant_schedule_values():
+    f = WarmupDecay("cosine", warmup_steps=2, total_steps=10)
+    assert f(1) == 0.5 and f(2) == 1.0
+    assert f(4) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+    assert f(6) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(0.0, abs=1e-12)
+    c = WarmupDecay("constant", warmup_steps=3, total_steps=10)
+    assert [c(s) for s in (0, 1, 3, 9, 50)] == [0.0, pytest.approx(1 / 3), 1.0, 1.0, 1.0]
+
+
+def test_scheduler_drives_optimizer_lr(tmp_path):
+    model = nn.Linear(2, 2)
+    cfg = TrainConfig(lr=1.0, warmup=0.25, schedule="linear", output_dir=str(tmp_path))
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=8)  # 2 warmup steps, then 6 decay steps
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.0, 0.5, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+
+
+def test_no_weight_decay_on_bias_and_layernorm():
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    groups = param_groups(model, 0.1)
+    decayed = {id(p) for p in groups[0]["params"]}
+    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
+    assert decayed == {id(model[0].weight), id(model[2].weight)}
+    assert len(groups[1]["params"]) == 4  # two biases, LayerNorm weight and bias
+
+
+# -- config ---------------------------------------------------------------------------------------------
+
+
+def test_config_yaml_overrides_and_json(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 10\nlr: 0.001\nschedule: cosine\nwarmup: 0.1\npatience: 3\n", encoding="utf-8")
+    cfg = load_config(path, overrides=["lr=1e-4", "epochs=3", "max_grad_norm=null", "amp=true", "extra.teacher=x"])
+    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float)
+    assert cfg.epochs == 3 and cfg.schedule == "cosine" and cfg.patience == 3
+    assert cfg.max_grad_norm is None and cfg.amp is True and cfg.extra == {"teacher": "x"}
+    assert cfg.warmup == 0.1 and cfg.warmup_steps(50) == 5
+    assert load_config(path, overrides=["warmup=100"]).warmup_steps(50) == 100
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    cfg.to_json(tmp_path / "cfg.json")
+    assert TrainConfig.from_json(tmp_path / "cfg.json") == cfg
+
+
+def test_config_unknown_key_and_bad_values(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 2\nlearning_rate: 0.1\n", encoding="utf-8")
+    with pytest.raises(KeyError, match="learning_rate"):
+        load_config(path)
+    with pytest.raises(KeyError, match="bogus"):
+        load_config(None, overrides=["bogus=1"])
+    with pytest.raises(ValueError, match="schedule"):
+        load_config(None, overrides=["schedule=step"])
+    with pytest.raises(ValueError, match="epochs"):
+        load_config(None, overrides=["epochs=many"])
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------
+
+
+def _trained_objects(tmp_path, seed=0, steps=3):
+    model = make_model(seed)
+    cfg = config(tmp_path)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total_steps=10)
+    data = make_data(8, 1)
+    batch = {"x": torch.stack([d["x"] for d in data]), "y": torch.stack([d["y"] for d in data])}
+    for _ in range(steps):
+        loss_fn(model, batch).backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    return model, opt, sched, batch
+
+
+def _draw():
+    return torch.rand(4).tolist(), random.random(), np.random.rand(3).tolist()
+
+
+def test_checkpoint_round_trip_restores_everything(tmp_path):
+    model, opt, sched, batch = _trained_objects(tmp_path)
+    save_checkpoint(tmp_path / "last", model, opt, sched, config=config(tmp_path))
+    expected_draw = _draw()
+    files = sorted(p.name for p in (tmp_path / "last").iterdir())
+    assert "model.safetensors" in files and "optimizer.json" in files and not any(f.endswith(".pt") for f in files)
+
+    model2, opt2, sched2, _ = _trained_objects(tmp_path, seed=5, steps=1)
+    state = load_checkpoint(tmp_path / "last", model2, opt2, sched2)
+    assert _draw() == expected_draw  # RNG streams continue where the checkpoint left them
+    assert state["config"]["lr"] == 0.05
+    assert_same_weights(weights(model), weights(model2))
+    assert sched2.state_dict() == sched.state_dict()
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for k in s1["state"]:
+        for name, v in s1["state"][k].items():
+            assert torch.equal(v, s2["state"][k][name]), (k, name)
+    # one more identical step from both gives identical weights
+    for m, o, s in ((model, opt, sched), (model2, opt2, sched2)):
+        torch.manual_seed(7)
+        loss_fn(m, batch).backward()
+        o.step()
+        s.step()
+    assert_same_weights(weights(model), weights(model2))
+
+
+def test_interrupted_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    model, opt, sched, _ = _trained_objects(tmp_path)
+    save_checkpoint(tmp_path / "last", model, opt, sched)
+    before = weights(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+    real = ckpt_module._save_state
+
+    def crashing(directory, name, state):
+        if name == "scheduler":
+            raise RuntimeError("simulated crash during save")
+        return real(directory, name, state)
+
+    monkeypatch.setattr(ckpt_module, "_save_state", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        save_checkpoint(tmp_path / "last", model, opt, sched)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]  # no half-written directory left
+    fresh = make_model(9)
+    load_checkpoint(tmp_path / "last", fresh)
+    assert_same_weights(before, weights(fresh))
+
+    # a crash between the two renames of the swap: the old version is recovered on load
+    (tmp_path / "last").rename(tmp_path / ".last.old-abc")
+    fresh = make_model(10)
+    load_checkpoint(tmp_path / "last", fresh)
+    assert_same_weights(before, weights(fresh))
+
+
+# -- trainer --------------------------------------------------------------------------------------------
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_crash_and_resume_gives_identical_weights(tmp_path):
+    train, dev = make_data(40, 0), make_data(16, 1)  # 5 steps per epoch, 15 steps in all
+    kw = dict(checkpoint_every_steps=3, schedule="cosine")
+
+    ref = Trainer(make_model(0), config(tmp_path / "ref", **kw), train, dev, loss_fn, evaluate_fn)
+    ref.train()
+    expected = weights(ref.model)
+
+    calls = {"n": 0}
+
+    def crashing_loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 14:  # epoch index 2, 4th step; the last checkpoint is at global step 12 (its 2nd step)
+            raise Crash
+        return loss_fn(model, batch)
+
+    crashed = Trainer(make_model(0), config(tmp_path / "run", **kw), train, dev, crashing_loss, evaluate_fn)
+    with pytest.raises(Crash):
+        crashed.train()
+    state = json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())
+    assert state["progress"]["global_step"] == 12 and state["progress"]["epoch"] == 2
+    assert state["progress"]["step_in_epoch"] == 2
+
+    torch.manual_seed(1234)  # the resumed run must not depend on the process's RNG state
+    resumed = Trainer(make_model(3), config(tmp_path / "run", **kw), train, dev, loss_fn, evaluate_fn)
+    progress = resumed.train(resume=True)
+    assert progress.global_step == 15 and progress.finished
+    assert_same_weights(expected, weights(resumed.model))
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+    logs = [strip(read_jsonl(tmp_path / run / "train_log.jsonl")) for run in ("run", "ref")]
+    assert logs[0] == logs[1]  # the lines written after the last checkpoint were dropped on resume
+    best_ref, best_run = make_model(4), make_model(5)
+    load_checkpoint(tmp_path / "ref" / "best", best_ref)
+    load_checkpoint(tmp_path / "run" / "best", best_run)
+    assert_same_weights(weights(best_ref), weights(best_run))
+
+
+def test_early_stopping_best_checkpoint_logs_and_plot(tmp_path):
+    scripted = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])
+    snapshots = []
+
+    def scripted_eval(model, data):
+        snapshots.append(weights(model))
+        return {"f1": next(scripted), "acc": 0.1}
+
+    cfg = config(tmp_path, epochs=10, patience=2, log_every=1)
+    trainer = Trainer(make_model(0), cfg, make_data(24, 0), make_data(8, 1), loss_fn, scripted_eval)
+    progress = trainer.train()
+    assert progress.stopped_early and progress.epoch == 4 and len(snapshots) == 4
+    assert progress.best_metric == 0.7 and progress.best_epoch == 1
+    best = make_model(1)
+    load_checkpoint(tmp_path / "best", best)
+    assert_same_weights(snapshots[1], weights(best))
+
+    records = read_jsonl(tmp_path / "train_log.jsonl")
+    train_records = [r for r in records if r["type"] == "train"]
+    eval_records = [r for r in records if r["type"] == "eval"]
+    assert len(train_records) == 4 * 3 and [r["global_step"] for r in train_records] == list(range(1, 13))
+    assert all(math.isfinite(r["loss"]) and r["lr"] >= 0 for r in train_records)
+    assert [r["f1"] for r in eval_records] == [0.5, 0.7, 0.6, 0.65]
+    png = (tmp_path / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # resuming a stopped run does nothing more
+    assert Trainer(make_model(0), cfg, make_data(24, 0), None, loss_fn, None).train(resume=True).epoch == 4
+
+
+def test_metric_mode_min(tmp_path):
+    scripted = iter([3.0, 2.0, 2.5, 1.0])
+    cfg = config(tmp_path, epochs=4, metric="loss", metric_mode="min", patience=5)
+    trainer = Trainer(make_model(0), cfg, make_data(16, 0), [0], loss_fn, lambda m, d: {"loss": next(scripted)})
+    progress = trainer.train()
+    assert progress.best_metric == 1.0 and progress.best_epoch == 3 and [h["loss"] for h in progress.history] == [
+        3.0, 2.0, 2.5, 1.0]
+
+
+def test_missing_metric_is_an_error(tmp_path):
+    trainer = Trainer(make_model(0), config(tmp_path, epochs=1), make_data(8, 0), [0], loss_fn, lambda m, d: {"acc": 1})
+    with pytest.raises(KeyError, match="f1"):
+        trainer.train()
