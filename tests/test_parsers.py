@@ -1,0 +1,314 @@
+"""Dependency parsers: biaffine tree-CRF parsers, parsing as sequence labeling, tree repair, saving, KD."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from structkd.data import ParsedSentence  # noqa: E402
+from structkd.kd import structural_kd_loss  # noqa: E402
+from structkd.models import load_pretrained  # noqa: E402
+from structkd.models.parsers import (  # noqa: E402
+    BiaffineParser,
+    SeqLabelingParser,
+    SiblingScorer,
+    build_labels,
+    build_rels,
+    build_vocab,
+    repair_tree,
+    save_parser,
+)
+from structkd.structs import Dependency2oCRF, DependencyCRF, MatrixTree, MaxEnt  # noqa: E402
+from structkd.structs.heads import is_tree, projective  # noqa: E402
+
+
+def sentence(words, heads, rels):
+    return ParsedSentence(words.split(), ["X"] * len(heads), heads, rels.split())
+
+
+SENTENCES = [
+    sentence("John Smith lives in New York .", [2, 3, 0, 6, 6, 3, 3], "flat nsubj root case compound obl punct"),
+    sentence("Hi", [0], "root"),
+    sentence("Paris is nice", [3, 3, 0], "nsubj cop root"),
+    sentence("the city is unbelievable .", [2, 4, 4, 0, 4], "det nsubj cop root punct"),
+]
+RELS = build_rels(SENTENCES)
+VOCAB = build_vocab(SENTENCES, RELS)
+LABELS = build_labels(SENTENCES, RELS)
+SMALL = {"word_dim": 8, "hidden": 8, "char_filters": 4}
+TREE_TYPES = {"projective": DependencyCRF, "nonprojective": MatrixTree, "2o": Dependency2oCRF}
+
+
+def randomize(module, std=0.3, seed=0):
+    """Random parameters (the biaffine weights start at zero, which would make every check trivial)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
+        for m in module.modules():
+            if isinstance(m, torch.nn.Embedding) and m.padding_idx is not None:
+                m.weight[m.padding_idx] = 0.0  # padding characters must stay invisible to the CNN
+    return module
+
+
+def biaffine(tree, multiroot=False, seed=0):
+    torch.manual_seed(seed)
+    model = BiaffineParser("bilstm", RELS, tree, multiroot, vocab=VOCAB, arc_hidden=8, rel_hidden=6, sib_hidden=5,
+                           encoder_options=SMALL)
+    return randomize(model, seed=seed)
+
+
+def seqlabeler(seed=0):
+    torch.manual_seed(seed)
+    return randomize(SeqLabelingParser("bilstm", RELS, LABELS, vocab=VOCAB, encoder_options=SMALL), seed=seed)
+
+
+def cut(batch, alone, n):
+    """``batch`` (one sentence of a padded batch) cut to ``alone``'s shape along every axis of length ``n``."""
+    index = tuple(slice(0, size) for size in alone.shape)
+    torch.testing.assert_close(batch[index], alone, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------- biaffine
+@pytest.mark.parametrize("tree", sorted(TREE_TYPES))
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_distribution_loss_and_decoding(tree, multiroot):
+    model = biaffine(tree, multiroot)
+    dist, rel_logits = model(SENTENCES)
+    assert type(dist) is TREE_TYPES[tree] and dist.multiroot == multiroot
+    size = max(len(s) for s in SENTENCES) + 1
+    assert rel_logits.shape == (len(SENTENCES), size, size, len(RELS))
+    probs = model.rel_probs(rel_logits)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(len(SENTENCES), size, size))
+    heads, rels = model.gold(SENTENCES)
+    loss = model.loss(dist, rel_logits, heads, rels)
+    assert loss.shape == (len(SENTENCES),) and bool(torch.isfinite(loss).all()) and bool((loss > 0).all())
+    loss.sum().backward()
+    for part in (model.arc.weight, model.rel.weight, model.root, model.encoder.bilstm.words.weight):
+        assert part.grad is not None and bool(part.grad.abs().sum() > 0)
+    if tree == "2o":
+        assert model.sib.mod.linear.weight.grad.abs().sum() > 0
+    predicted, predicted_rels = model.decode(dist, rel_logits)
+    assert bool(is_tree(predicted, dist.lens, multiroot=False).all())
+    if tree != "nonprojective":
+        assert bool(projective(predicted, dist.lens).all())
+    assert bool(((predicted_rels >= 0) == (predicted >= 0)).all())
+    words, names = model.predict(SENTENCES)
+    assert [len(w) for w in words] == [len(s) for s in SENTENCES] and set(sum(names, [])) <= set(RELS)
+
+
+def test_sibling_scorer_decompositions():
+    x = torch.randn(2, 5, 7)
+    for rank in (None, 3):
+        scorer = randomize(SiblingScorer(7, hidden=4, rank=rank))
+        assert scorer(x).shape == (2, 5, 5, 5)
+    full = randomize(SiblingScorer(7, hidden=4)).eval()
+    mod, head, sib = full.mod(x), full.head(x), full.sib(x)
+    one = torch.ones(2, 5, 1)
+    expected = torch.einsum("bsi,ijk,bhj,bmk->bmhs", torch.cat([sib, one], -1), full.weight, head,
+                            torch.cat([mod, one], -1))
+    torch.testing.assert_close(full(x), expected)
+
+
+@pytest.mark.parametrize("tree", sorted(TREE_TYPES))
+def test_padded_batch_equals_single_sentences(tree):
+    model = biaffine(tree).eval()
+    with torch.no_grad():
+        dist, rel_logits = model(SENTENCES)
+        heads, rels = model.decode(dist, rel_logits)
+        for b, s in enumerate(SENTENCES):
+            alone, alone_rels = model([s])
+            n = len(s) + 1
+            torch.testing.assert_close(dist.log_partition[b:b + 1], alone.log_partition, atol=1e-5, rtol=1e-5)
+            cut(dist.marginals[b:b + 1], alone.marginals, n)
+            cut(rel_logits[b:b + 1], alone_rels, n)
+            one_heads, one_rels = model.decode(alone, alone_rels)
+            assert heads[b, :n].tolist() == one_heads[0].tolist() and rels[b, :n].tolist() == one_rels[0].tolist()
+
+
+def test_gold_errors():
+    model = biaffine("projective")
+    with pytest.raises(ValueError, match="not in the parser's inventory"):
+        model.gold([sentence("a b", [0, 1], "root unknownrel")])
+    crossing = sentence("a b c d", [3, 4, 0, 3], "nsubj nsubj root nsubj")
+    dist, rel_logits = model([crossing])
+    with pytest.raises(ValueError, match="non-projective"):
+        model.loss(dist, rel_logits, *model.gold([crossing]))
+    nonprojective = biaffine("nonprojective")
+    dist, rel_logits = nonprojective([crossing])
+    assert torch.isfinite(nonprojective.loss(dist, rel_logits, *nonprojective.gold([crossing]))).all()
+    with pytest.raises(ValueError, match="tree must be"):
+        BiaffineParser("bilstm", RELS, "3o", vocab=VOCAB)
+    with pytest.raises(ValueError, match="vocabulary"):
+        BiaffineParser("bilstm", RELS, n_words=10, n_chars=10)(SENTENCES)
+
+
+# ------------------------------------------------------------------------------------------- sequence labeling
+def test_seqlabeling_parser_distribution_loss_and_padding():
+    model = seqlabeler().eval()
+    assert LABELS == sorted(LABELS) and (-3, RELS.index("root")) in LABELS  # "lives" is word 3 under the root
+    dist = model(SENTENCES)
+    assert type(dist) is MaxEnt and dist.potentials[0].shape == (len(SENTENCES), 7, len(LABELS))
+    gold = model.gold(SENTENCES)
+    loss = model.loss(dist, gold)
+    assert bool(torch.isfinite(loss).all())
+    # the only label of a one-word sentence pointing inside it is offset -1 (to the root)
+    allowed = model.label_mask(dist.lens, 7)[1, 0]
+    assert {model.labels[k][0] for k in allowed.nonzero().flatten().tolist()} == {-1}
+    with torch.no_grad():
+        for method in ("mst", "repair"):
+            heads, rels = model.decode(dist, method)
+            assert bool(is_tree(heads, dist.lens, multiroot=False).all())
+            for b, s in enumerate(SENTENCES):
+                alone = model([s])
+                cut(dist.marginals[b:b + 1], alone.marginals, len(s))
+                one_heads, one_rels = model.decode(alone, method)
+                assert heads[b, :len(s) + 1].tolist() == one_heads[0].tolist()
+                assert rels[b, :len(s) + 1].tolist() == one_rels[0].tolist()
+    with pytest.raises(ValueError, match="outside the parser's inventory"):
+        model.gold([sentence("a b c d e f g h", [8, 1, 2, 3, 4, 5, 6, 0], "nsubj " * 7 + "root")])
+
+
+def random_tree(n, rng):
+    """A random single-root tree over words 1..n (random attachment order)."""
+    order = list(range(1, n + 1))
+    rng.shuffle(order)
+    heads = [0] * n
+    for k, d in enumerate(order[1:], start=1):
+        heads[d - 1] = rng.choice(order[:k])
+    return heads
+
+
+def test_repair_always_gives_valid_trees_and_keeps_valid_ones():
+    rng = random.Random(0)
+    np_rng = np.random.default_rng(0)
+    for trial in range(400):
+        n = rng.randint(1, 12)
+        scores = np_rng.normal(size=(n + 1, n + 1)) if trial % 2 else None
+        proposed = [rng.randint(-2, n + 2) for _ in range(n)]
+        repaired = repair_tree(proposed, scores)
+        heads = torch.tensor([[-1] + repaired])
+        assert bool(is_tree(heads, torch.tensor([n]), multiroot=False)), (proposed, repaired)
+        valid = random_tree(n, rng)
+        assert repair_tree(valid, scores) == valid
+    # the documented rule on a small case: two roots and a cycle
+    assert repair_tree([0, 0, 4, 3]) == [0, 1, 2, 3]
+    assert repair_tree([2, 1, 0]) == [3, 1, 0]
+
+
+def test_seqlabeling_decoding_keeps_valid_label_trees():
+    model = seqlabeler()
+    index = {label: k for k, label in enumerate(model.labels)}
+    torch.manual_seed(1)
+    for s in SENTENCES:
+        logits = torch.randn(1, len(s), len(LABELS))
+        for d, (h, r) in enumerate(zip(s.heads, s.deprels), start=1):
+            logits[0, d - 1, index[(h - d, RELS.index(r))]] = 10.0
+        dist = MaxEnt(logits, torch.tensor([len(s)]))
+        for method in ("mst", "repair"):
+            heads, rels = model.decode(dist, method)
+            assert heads[0, 1:].tolist() == s.heads
+            assert [RELS[r] for r in rels[0, 1:].tolist()] == s.deprels
+    # random label sequences always decode to valid single-root trees
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        lens = torch.randint(1, 8, (3,), generator=generator)
+        dist = MaxEnt(torch.randn(3, int(lens.max()), len(LABELS), generator=generator) * 5, lens)
+        for method in ("mst", "repair"):
+            heads, rels = model.decode(dist, method)
+            assert bool(is_tree(heads, lens, multiroot=False).all())
+            assert bool(((rels >= 0) == (heads >= 0)).all())
+
+
+# ------------------------------------------------------------------------------------------- saving
+@pytest.mark.parametrize("kind", ["2o", "nonprojective", "seqlabeling"])
+def test_save_load_round_trip(tmp_path, kind):
+    model = (seqlabeler() if kind == "seqlabeling" else biaffine(kind)).eval()
+    save_parser(model, tmp_path / kind)
+    loaded = load_pretrained(tmp_path / kind)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    assert loaded.vocab.words.items == VOCAB.words.items
+    with torch.no_grad():
+        before, after = model(SENTENCES), loaded(SENTENCES)
+        if kind == "seqlabeling":
+            assert torch.equal(before.potentials[0], after.potentials[0])
+            assert loaded.predict(SENTENCES) == model.predict(SENTENCES)
+        else:
+            assert torch.equal(before[1], after[1]) and torch.equal(before[0].log_partition, after[0].log_partition)
+            assert loaded.predict(SENTENCES) == model.predict(SENTENCES)
+
+
+# ------------------------------------------------------------------------------------------- distillation
+def test_structural_kd_from_second_order_teacher():
+    teacher = biaffine("2o", seed=1).eval()
+    with torch.no_grad():
+        teacher_dist, teacher_rels = teacher(SENTENCES)
+    for tree in ("projective", "nonprojective"):
+        student = biaffine(tree, seed=2)
+        dist, _ = student(SENTENCES)
+        loss = structural_kd_loss(teacher_dist, dist)
+        assert loss.shape == (len(SENTENCES),) and bool(torch.isfinite(loss).all()) and bool((loss >= -1e-4).all())
+        loss.mean().backward()
+        assert student.arc.weight.grad.abs().sum() > 0
+    student = seqlabeler(seed=3)
+    loss = structural_kd_loss(teacher_dist, student(SENTENCES), offsets=student.offsets,
+                              rel_probs=teacher.rel_probs(teacher_rels))
+    assert bool(torch.isfinite(loss).all()) and bool((loss >= -1e-4).all())
+    loss.mean().backward()
+    assert student.scorer.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------- transformers
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    pytest.importorskip("transformers")
+    from tiny_models import write_tiny_bert
+
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), layers=2)
+
+
+TRANSFORMER_SENTENCES = [
+    sentence("john smith lives in new york .", [2, 3, 0, 6, 6, 3, 3], "flat nsubj root case compound obl punct"),
+    sentence("hi", [0], "root"),
+    sentence("paris is unbelievable", [3, 3, 0], "nsubj cop root"),
+]
+
+
+def test_transformer_parsers(tiny, tmp_path):
+    torch.manual_seed(0)
+    parser = BiaffineParser(tiny, RELS, "2o", arc_hidden=8, rel_hidden=6, sib_hidden=5, sib_rank=4)
+    for module in (parser.arc, parser.rel, parser.sib):
+        randomize(module)
+    labeler = SeqLabelingParser(tiny, RELS, LABELS, dropout=0.1)
+    parser.eval()
+    labeler.eval()
+    with torch.no_grad():
+        dist, rel_logits = parser(TRANSFORMER_SENTENCES)
+        labels = labeler(TRANSFORMER_SENTENCES)
+        assert type(dist) is Dependency2oCRF and type(labels) is MaxEnt
+        heads, _ = parser.decode(dist, rel_logits)
+        assert bool(is_tree(heads, dist.lens, multiroot=False).all() and projective(heads, dist.lens).all())
+        for b, s in enumerate(TRANSFORMER_SENTENCES):
+            alone, alone_rels = parser([s])
+            n = len(s) + 1
+            torch.testing.assert_close(dist.log_partition[b:b + 1], alone.log_partition, atol=1e-5, rtol=1e-5)
+            cut(rel_logits[b:b + 1], alone_rels, n)
+            cut(labels.marginals[b:b + 1], labeler([s]).marginals, len(s))
+    parser.train()
+    dist, rel_logits = parser(TRANSFORMER_SENTENCES)
+    loss = parser.loss(dist, rel_logits, *parser.gold(TRANSFORMER_SENTENCES))
+    loss.sum().backward()
+    assert parser.encoder.transformer.input_embeddings.grad.abs().sum() > 0
+    kd = structural_kd_loss(dist, labeler(TRANSFORMER_SENTENCES), offsets=labeler.offsets,
+                            rel_probs=parser.rel_probs(rel_logits).detach())
+    assert bool(torch.isfinite(kd).all())
+    parser.eval()
+    for name, model in (("parser", parser), ("labeler", labeler)):
+        save_parser(model, tmp_path / name)
+        loaded = load_pretrained(tmp_path / name)
+        assert loaded.predict(TRANSFORMER_SENTENCES) == model.predict(TRANSFORMER_SENTENCES)
