@@ -1,4 +1,5 @@
-"""The ``structkd`` command line: ``structkd ner train|distill|evaluate|predict|demo``."""
+"""The ``structkd`` command line: ``structkd ner train|distill|evaluate|predict|demo`` and
+``structkd parse train|distill|evaluate|predict`` (:mod:`structkd.parse.cli`)."""
 
 from __future__ import annotations
 
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     demo.set_defaults(run=_demo)
+
+    from structkd.parse.cli import add_parse_commands
+
+    add_parse_commands(tasks)
     return parser
 
 

@@ -1,7 +1,9 @@
-"""Models of NER distillation: BiLSTM and transformer taggers, the biaffine span head, saving and loading.
+"""Models: BiLSTM and transformer taggers, the biaffine span head, biaffine first- and second-order parsers,
+parsing as sequence labeling, saving and loading.
 
-Every model's ``forward`` returns a structured distribution (:mod:`structkd.structs`), so its gold loss is
-``-dist.log_prob(gold)`` and its KD loss :func:`structkd.kd.structural_kd_loss`.  The transformer module
+Every model's ``forward`` returns a structured distribution (:mod:`structkd.structs`; parsers also return
+relation logits), so its gold loss is ``-dist.log_prob(gold)`` and its KD loss
+:func:`structkd.kd.structural_kd_loss`.  The transformer module
 imports ``transformers`` only when an encoder is built.
 """
 

@@ -5,8 +5,8 @@ A saved model is a directory::
     config.json          {"format": "structkd", "version": 1, "class": <registered name>, "args": {...}}
     model.safetensors    every parameter and persistent buffer (safetensors.torch.save_model: shared tensors ok)
     vocab.json           BiLSTM taggers: words, characters and tags (TaggerVocab.save)
-    encoder/             transformer taggers: the transformers config and tokenizer files, so that the
-                         model rebuilds offline (its weights are in model.safetensors)
+    encoder/             transformer taggers and parsers: the transformers config and tokenizer files, so
+                         that the model rebuilds offline (its weights are in model.safetensors)
 
 ``args`` are the constructor arguments of the registered class (``model.config``).  :func:`load_pretrained`
 rebuilds the model from them and loads the weights; every inconsistency (missing file, unknown class, a label
@@ -93,6 +93,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, config: dict | None
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(model, TransformerTagger):
         model.encoder.save_files(directory / ENCODER_DIR)
+    elif isinstance(getattr(getattr(model, "encoder", None), "transformer", None), SubwordEncoder):
+        model.encoder.transformer.save_files(directory / ENCODER_DIR)  # transformer parsers (ParserEncoder)
     if vocab is not None:
         vocab.save(directory / VOCAB_NAME)
         document["vocab"] = VOCAB_NAME

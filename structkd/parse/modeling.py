@@ -1,0 +1,238 @@
+"""One interface over the parsers: build, run on a batch of sentences, gold loss, decoding, attachment scores.
+
+A :class:`ParseModel` wraps a :class:`~structkd.models.parsers.BiaffineParser` (a tree distribution plus
+relation logits) or a :class:`~structkd.models.parsers.SeqLabelingParser` (a MaxEnt over ``(head offset,
+relation)`` labels), so that training, distillation and evaluation code is the same for both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from structkd.data import ParsedSentence
+from structkd.models.parsers import (
+    BiaffineParser,
+    SeqLabelingParser,
+    build_labels,
+    build_vocab,
+    save_parser,
+)
+from structkd.models.serialization import load_pretrained
+from structkd.models.transformer import shrink_encoder
+from structkd.ner.modeling import resolve_encoder
+from structkd.parse.config import ModelConfig
+from structkd.parse.metrics import attachment_scores
+from structkd.structs.base import StructuredDistribution
+from structkd.structs.heads import projective
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class ParserOutput:
+    """What a parser returns for a batch.
+
+    Attributes:
+        dist: the tree distribution (``DependencyCRF``, ``MatrixTree``, ``Dependency2oCRF``; arc potentials
+            ``[batch_size, seq_len + 1, seq_len + 1]``) or, for a sequence-labeling parser, a ``MaxEnt`` over its
+            labels (``[batch_size, seq_len, n_labels]``).
+        rel_logits: ``[batch_size, seq_len + 1, seq_len + 1, n_rels]`` (``[b, d, h, r]``) of a biaffine parser,
+            ``None`` for a sequence-labeling parser.
+    """
+
+    dist: StructuredDistribution
+    rel_logits: Tensor | None
+
+
+@dataclass
+class Batch:
+    """Sentences of a batch with their dataset indices."""
+
+    indices: list[int]
+    sentences: list[ParsedSentence]
+
+
+class ParseModel(nn.Module):
+    """A biaffine or sequence-labeling parser behind one interface.
+
+    Args:
+        parser: a :class:`BiaffineParser` or :class:`SeqLabelingParser` (a BiLSTM parser carries its vocabulary
+            as ``parser.vocab``).
+        decoder: ``mst`` or ``repair``, how a sequence-labeling parser turns labels into trees.
+    """
+
+    def __init__(self, parser: BiaffineParser | SeqLabelingParser, decoder: str = "mst"):
+        super().__init__()
+        if not isinstance(parser, (BiaffineParser, SeqLabelingParser)):
+            raise TypeError(f"expected a BiaffineParser or SeqLabelingParser, got {type(parser).__name__}")
+        self.parser = parser
+        self.decoder = decoder
+
+    @property
+    def kind(self) -> str:
+        return "biaffine" if isinstance(self.parser, BiaffineParser) else "seqlabel"
+
+    @property
+    def tree(self) -> str | None:
+        """``projective``, ``nonprojective`` or ``2o`` for a biaffine parser, ``None`` otherwise."""
+        return self.parser.tree if self.kind == "biaffine" else None
+
+    @property
+    def rels(self) -> list[str]:
+        return list(self.parser.rels)
+
+    @property
+    def needs_projective(self) -> bool:
+        return self.tree in ("projective", "2o")
+
+    @property
+    def multiroot(self) -> bool:
+        return bool(getattr(self.parser, "multiroot", False))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, sentences: Sequence[ParsedSentence]) -> ParserOutput:
+        if self.kind == "biaffine":
+            return ParserOutput(*self.parser(list(sentences)))
+        return ParserOutput(self.parser(list(sentences)), None)
+
+    def gold_loss(self, out: ParserOutput, sentences: Sequence[ParsedSentence]) -> Tensor:
+        """Per-sentence gold loss ``[batch_size]``: tree NLL plus relation cross-entropy (biaffine), or the
+        labels' NLL (sequence labeling)."""
+        if self.kind == "biaffine":
+            heads, rels = self.parser.gold(sentences, out.dist.device)
+            return self.parser.loss(out.dist, out.rel_logits, heads, rels)
+        return SeqLabelingParser.loss(out.dist, self.parser.gold(sentences, out.dist.device))
+
+    def decode(self, out: ParserOutput) -> tuple[Tensor, Tensor]:
+        """``(heads, rels)``, ``LongTensor [batch_size, seq_len + 1]`` (-1 at position 0 and padding)."""
+        if self.kind == "biaffine":
+            return self.parser.decode(out.dist, out.rel_logits)
+        return self.parser.decode(out.dist, self.decoder)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, directory: str | Path) -> Path:
+        """``save_parser`` plus the decoder choice (``decoder.txt``)."""
+        directory = save_parser(self.parser, directory)
+        (Path(directory) / "decoder.txt").write_text(self.decoder + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> ParseModel:
+        parser = load_pretrained(directory, device=device)
+        decoder_file = Path(directory) / "decoder.txt"
+        decoder = decoder_file.read_text(encoding="utf-8").strip() if decoder_file.is_file() else "mst"
+        return cls(parser, decoder).to(device)
+
+
+def _encoder_options(config: ModelConfig) -> dict:
+    return {"word_dim": config.word_dim, "hidden": config.hidden, "char_filters": config.char_filters,
+            "layers": config.layers, "dropout": config.dropout}
+
+
+def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[ParsedSentence],
+                multiroot: bool = False, teacher: ParseModel | None = None) -> ParseModel:
+    """A fresh parser from its config.
+
+    Args:
+        rels: the relation inventory.
+        sentences: training sentences (BiLSTM vocabulary; label inventory of a sequence-labeling parser).
+        multiroot: whether the tree distribution allows several root words.
+        teacher: serves ``keep_every`` (a transformer student from the teacher's layers; a biaffine student of a
+            biaffine teacher with the same MLP widths also starts from the teacher's scorers).
+    """
+    encoder, options, vocab = config.encoder, {}, None
+    if config.keep_every:
+        if teacher is None or not teacher.parser.encoder.is_transformer:
+            raise ValueError("model.keep_every builds a student from a transformer teacher: pass kd.teacher")
+        encoder = shrink_encoder(teacher.parser.encoder.transformer, config.keep_every)
+    elif config.encoder == "bilstm":
+        vocab = build_vocab(sentences, rels)
+        options = _encoder_options(config)
+    else:
+        encoder = resolve_encoder(config.encoder)
+        options = {"pooling": config.pooling}
+    if config.kind == "biaffine":
+        parser = BiaffineParser(encoder, rels, config.tree, multiroot, arc_hidden=config.arc_hidden,
+                                rel_hidden=config.rel_hidden, sib_hidden=config.sib_hidden, sib_rank=config.sib_rank,
+                                dropout=config.dropout, encoder_options=options, vocab=vocab)
+        if config.keep_every and teacher.kind == "biaffine":
+            _copy_scorers(teacher.parser, parser)
+    else:
+        parser = SeqLabelingParser(encoder, rels, build_labels(sentences, rels), dropout=config.dropout,
+                                   encoder_options=options, vocab=vocab)
+    return ParseModel(parser, config.decoder)
+
+
+def _copy_scorers(source: BiaffineParser, target: BiaffineParser) -> None:
+    """Start a student from its teacher's root vector and scorers where the shapes agree."""
+    mine = target.state_dict()
+    copied = {k: v for k, v in source.state_dict().items()
+              if not k.startswith("encoder.") and k in mine and mine[k].shape == v.shape}
+    target.load_state_dict(copied, strict=False)
+
+
+def split_projective(sentences: Sequence[ParsedSentence], chunk: int = 256
+                     ) -> tuple[list[ParsedSentence], list[ParsedSentence]]:
+    """``(projective, nonprojective)`` sentences, in their order."""
+    flags: list[bool] = []
+    for start in range(0, len(sentences), chunk):
+        part = sentences[start:start + chunk]
+        heads = torch.full((len(part), max(len(s) for s in part) + 1), -1, dtype=torch.long)
+        for b, s in enumerate(part):
+            heads[b, 1:len(s) + 1] = torch.tensor(s.heads, dtype=torch.long)
+        flags += projective(heads, torch.tensor([len(s) for s in part])).tolist()
+    keep = [s for s, ok in zip(sentences, flags) if ok]
+    drop = [s for s, ok in zip(sentences, flags) if not ok]
+    return keep, drop
+
+
+def batches(sentences: Sequence, batch_size: int):
+    for start in range(0, len(sentences), batch_size):
+        yield sentences[start:start + batch_size]
+
+
+def predict(model: ParseModel, sentences: Sequence, batch_size: int = 64) -> tuple[list[list[int]], list[list[str]]]:
+    """Heads (``0`` = root) and relation names of every sentence (eval mode, no gradient).  Sentences are
+    parsed in batches of similar lengths and returned in their order."""
+    model.eval()
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    heads: list[list[int] | None] = [None] * len(sentences)
+    rels: list[list[str] | None] = [None] * len(sentences)
+    names = model.rels
+    with torch.no_grad():
+        for chunk in batches(order, batch_size):
+            batch_heads, batch_rels = model.decode(model([sentences[i] for i in chunk]))
+            for row, i in enumerate(chunk):
+                n = len(sentences[i])
+                heads[i] = batch_heads[row, 1:n + 1].tolist()
+                rels[i] = [names[r] for r in batch_rels[row, 1:n + 1].tolist()]
+    return heads, rels
+
+
+def evaluate(model: ParseModel, sentences: Sequence[ParsedSentence], batch_size: int = 64,
+             report: bool = False) -> dict:
+    """Attachment scores (:func:`structkd.parse.metrics.attachment_scores`) and sentences per second; the
+    per-relation table only with ``report``."""
+    if not sentences:
+        raise ValueError("evaluation needs sentences")
+    if any(h < 0 for s in sentences for h in s.heads):
+        raise ValueError("evaluation needs gold trees (some HEAD values are '_')")
+    start = time.perf_counter()
+    heads, rels = predict(model, sentences, batch_size)
+    elapsed = time.perf_counter() - start
+    result = attachment_scores(sentences, heads, rels)
+    result["sentences_per_second"] = len(sentences) / max(elapsed, 1e-9)
+    if not report:
+        result.pop("per_relation")
+    return result

@@ -1,0 +1,249 @@
+"""The parsing commands: train a teacher or a baseline, distill a student, evaluate, predict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from structkd.data import ParsedSentence, read_conllu, write_conllu
+from structkd.models.parsers import build_rels
+from structkd.parse.config import DataConfig, ParseConfig
+from structkd.parse.distillation import (
+    StudentSpec,
+    check_method,
+    compute_teacher_outputs,
+    kd_loss,
+    kd_weight,
+    teacher_fields,
+)
+from structkd.parse.modeling import Batch, ParseModel, build_model, evaluate, predict, split_projective
+from structkd.train import TeacherCache, Trainer, load_checkpoint
+
+logger = logging.getLogger("structkd.parse")
+
+
+@dataclass
+class ParseData:
+    train: list[ParsedSentence] = field(default_factory=list)
+    dev: list[ParsedSentence] = field(default_factory=list)
+    test: list[ParsedSentence] = field(default_factory=list)
+
+
+def read_treebank(path: str, config: DataConfig) -> list[ParsedSentence]:
+    sentences = read_conllu(path, multiroot=config.multiroot)
+    return sentences[: config.max_sentences] if config.max_sentences else sentences
+
+
+def read_data(config: DataConfig) -> ParseData:
+    """Read every treebank named in the data config."""
+    data = ParseData()
+    for name in ("train", "dev", "test"):
+        path = getattr(config, name)
+        if path:
+            setattr(data, name, read_treebank(path, config))
+    return data
+
+
+def training_trees(sentences: list[ParsedSentence], config: DataConfig, needs_projective: bool,
+                   what: str = "model") -> list[ParsedSentence]:
+    """The training sentences, without non-projective trees when the model needs projective ones (or
+    ``data.projective_only`` says so): skipped with a logged count, or an error (``data.on_nonprojective``)."""
+    only = needs_projective if config.projective_only is None else config.projective_only
+    if not only:
+        return sentences
+    keep, drop = split_projective(sentences)
+    if drop:
+        if config.on_nonprojective == "error":
+            raise ValueError(f"{drop[0].source}: a non-projective training tree ({len(drop)} of {len(sentences)}), "
+                             f"which the projective {what} cannot learn; set data.on_nonprojective=skip, or use "
+                             f"model.tree=nonprojective")
+        logger.warning("skipping %d non-projective training trees of %d (%.2f%%): the %s needs projective trees",
+                       len(drop), len(sentences), 100 * len(drop) / len(sentences), what)
+    if not keep:
+        raise ValueError("no projective training tree is left")
+    return keep
+
+
+def collate(items: list[tuple[int, ParsedSentence]]) -> Batch:
+    return Batch([i for i, _ in items], [s for _, s in items])
+
+
+def _evaluate_fn(model: ParseModel, dev: list[ParsedSentence]) -> dict[str, float]:
+    return {k: v for k, v in evaluate(model, dev).items() if isinstance(v, float)}
+
+
+def _finish(model: ParseModel, config: ParseConfig, data: ParseData, extra: dict | None = None) -> dict:
+    """Load the best weights, save the model for ``ParseModel.load`` and evaluate it."""
+    out = Path(config.training.output_dir)
+    if data.dev and (out / "best").exists():
+        load_checkpoint(out / "best", model)
+    model.save(out / "model")
+    results = {}
+    for name in ("dev", "test"):
+        sentences = getattr(data, name)
+        if sentences:
+            results[name] = evaluate(model, sentences, report=True)
+    results.update(extra or {})
+    results["parameters"] = model.parameter_count()
+    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    return results
+
+
+def _model_name(config: ParseConfig) -> str:
+    m = config.model
+    return f"{m.encoder} {m.kind}" + (f" ({m.tree})" if m.kind == "biaffine" else "") + " parser"
+
+
+def train_command(config: ParseConfig, resume: bool = False) -> dict:
+    """Train a teacher or a baseline parser on gold trees; returns dev/test results."""
+    data = read_data(config.data)
+    if not data.train:
+        raise ValueError("data.train is required")
+    train = training_trees(data.train, config.data, config.model.needs_projective, _model_name(config))
+    torch.manual_seed(config.training.seed)
+    # the relation inventory covers every training tree, so that students trained on trees this model skips
+    # (non-projective ones) share it
+    model = build_model(config.model, build_rels(data.train), train, config.data.multiroot)
+    out = Path(config.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "parse_config.json")
+
+    def loss_fn(m: ParseModel, batch: Batch) -> torch.Tensor:
+        return m.gold_loss(m(batch.sentences), batch.sentences).mean()
+
+    trainer = Trainer(model, config.training, list(enumerate(train)), data.dev or None, loss_fn,
+                      _evaluate_fn if data.dev else None, collate_fn=collate)
+    trainer.train(resume=resume)
+    return _finish(model, config, data, {"skipped_nonprojective": len(data.train) - len(train)})
+
+
+def _teacher_id(directory: str) -> str:
+    """A fingerprint of a saved teacher: the hash of its weights and config files."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def build_teacher_cache(teacher: ParseModel, config: ParseConfig, sentences: list[ParsedSentence],
+                        spec: StudentSpec, rebuild: bool = False) -> TeacherCache | None:
+    """Compute (or reuse) the teacher's outputs over the student's training sentences."""
+    kd = config.kd
+    if kd.method == "none":
+        return None
+    directory = Path(kd.cache_dir or Path(config.training.output_dir) / "teacher_cache")
+    options = {"method": kd.method, "temperature": kd.temperature, "mode": kd.temperature_mode,
+               "top_k": kd.top_k, "relations": kd.relations, "fields": teacher_fields(kd, spec), **spec.options()}
+    teacher.eval()
+    return TeacherCache.build(
+        directory, sentences, lambda chunk: compute_teacher_outputs(teacher, chunk, kd, spec),
+        teacher_id=_teacher_id(kd.teacher), tokens=[s.words for s in sentences], options=options,
+        batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
+
+
+def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: torch.device) -> dict:
+    n = max(len(s) for s in batch.sentences)
+    shapes = {"arcs": [n + 1, n + 1], "arc_logits": [n + 1, n + 1], "sibs": [n + 1, n + 1, n + 1],
+              "rels": [n + 1, n + 1, None], "gold_rels": [n, None], "topk_heads": [None, n],
+              "topk_rels": [None, n], "topk_labels": [None, n], "topk_weights": None}
+    out = {}
+    for name in fields:
+        pad = -1.0 if name.startswith("topk_") and name != "topk_weights" else 0.0
+        out[name] = cache.batch(batch.indices, name, shapes[name], pad_value=pad).to(device)
+    return out
+
+
+def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
+    """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
+    kd = config.kd
+    if not kd.teacher:
+        raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    data = read_data(config.data)
+    if not data.train:
+        raise ValueError("data.train is required")
+    teacher = ParseModel.load(kd.teacher)
+    trees = training_trees(data.train, config.data, config.model.needs_projective, "student")
+    train = _known_relations(trees, teacher.rels)
+    torch.manual_seed(config.training.seed)
+    student = build_model(config.model, teacher.rels, train, config.data.multiroot, teacher=teacher)
+    spec = StudentSpec.of(student)
+    check_method(kd, spec, teacher)
+    out = Path(config.training.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "parse_config.json")
+    cache = build_teacher_cache(teacher, config, train, spec, rebuild=rebuild_cache)
+    fields = teacher_fields(kd, spec)
+    del teacher
+    state = {"trainer": None}
+
+    def loss_fn(m: ParseModel, batch: Batch) -> torch.Tensor:
+        output = m(batch.sentences)
+        gold = m.gold_loss(output, batch.sentences)
+        if cache is None:
+            return gold.mean()
+        trainer = state["trainer"]
+        weight = kd_weight(kd, trainer.progress.global_step, trainer.total_steps)
+        heads, rels = _gold_tensors(batch.sentences, m.rels, output.dist.device)
+        distill = kd_loss(kd, m, output, _cached_batch(cache, fields, batch, output.dist.device), heads, rels)
+        return (weight * distill + (1 - weight) * gold).mean()
+
+    trainer = Trainer(student, config.training, list(enumerate(train)), data.dev or None, loss_fn,
+                      _evaluate_fn if data.dev else None, collate_fn=collate)
+    state["trainer"] = trainer
+    trainer.train(resume=resume)
+    return _finish(student, config, data, {"skipped_nonprojective": len(data.train) - len(trees),
+                                           "skipped_unknown_relations": len(trees) - len(train)})
+
+
+def _known_relations(sentences: list[ParsedSentence], rels: list[str]) -> list[ParsedSentence]:
+    """Sentences whose relations are all in the teacher's inventory (the others are skipped, with a count)."""
+    known = set(rels)
+    keep = [s for s in sentences if known.issuperset(s.deprels)]
+    if len(keep) < len(sentences):
+        missing = sorted({r for s in sentences for r in s.deprels} - known)
+        logger.warning("skipping %d training trees with relations the teacher does not know: %s",
+                       len(sentences) - len(keep), ", ".join(missing))
+    if not keep:
+        raise ValueError("no training tree uses only the teacher's relations")
+    return keep
+
+
+def _gold_tensors(sentences, rels, device) -> tuple[torch.Tensor, torch.Tensor]:
+    index = {r: k for k, r in enumerate(rels)}
+    size = max(len(s) for s in sentences) + 1
+    heads = torch.full((len(sentences), size), -1, dtype=torch.long)
+    labels = torch.full((len(sentences), size), -1, dtype=torch.long)
+    for b, s in enumerate(sentences):
+        heads[b, 1:len(s) + 1] = torch.tensor(s.heads)
+        labels[b, 1:len(s) + 1] = torch.tensor([index.get(r, 0) for r in s.deprels])
+    return heads.to(device), labels.to(device)
+
+
+def evaluate_command(model_dir: str, data_path: str, config: DataConfig) -> dict:
+    """Attachment scores, complete match, a per-relation table and the speed of a saved parser on a treebank."""
+    model = ParseModel.load(model_dir)
+    return evaluate(model, read_treebank(data_path, config), report=True)
+
+
+def _read_input(path: str, config: DataConfig) -> list[ParsedSentence]:
+    if Path(path).suffix in (".txt", ".text"):
+        lines = [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+        return [ParsedSentence(words, ["_"] * len(words), [-1] * len(words), ["_"] * len(words),
+                               source=f"{path}:{n}") for n, words in enumerate(lines, start=1) if words]
+    sentences = read_conllu(path, multiroot=config.multiroot, validate=False)
+    return sentences[: config.max_sentences] if config.max_sentences else sentences
+
+
+def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig) -> int:
+    """Parse a CoNLL-U file (HEAD and DEPREL may be ``_``) or a text file (``.txt``: one whitespace-tokenized
+    sentence per line) and write CoNLL-U with HEAD and DEPREL replaced, every other column and comment kept."""
+    model = ParseModel.load(model_dir)
+    sentences = _read_input(input_path, config)
+    heads, rels = predict(model, sentences)
+    write_conllu(output_path, sentences, heads, rels)
+    return len(sentences)

@@ -1,0 +1,227 @@
+"""The parsing commands end to end on a tiny treebank: teachers, every KD method, evaluate, predict, resume."""
+
+import json
+import logging
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tiny_models import write_tiny_bert  # noqa: E402
+
+from structkd.cli import main  # noqa: E402
+from structkd.data import read_conllu  # noqa: E402
+from structkd.kd import structural_kd_loss  # noqa: E402
+from structkd.parse import (  # noqa: E402
+    ParseModel,
+    build_model,
+    build_parse_config,
+    distill_command,
+    load_parse_config,
+    train_command,
+)
+from structkd.parse.config import KdConfig  # noqa: E402
+from structkd.parse.distillation import StudentSpec, compute_teacher_outputs, kd_loss  # noqa: E402
+from structkd.parse.pipeline import _gold_tensors  # noqa: E402
+
+# (words, UPOS, heads, relations); the fifth tree is non-projective (arcs 3->1 and 4->2 cross)
+TREES = [
+    ("John Smith lives in New York .", "PROPN PROPN VERB ADP PROPN PROPN PUNCT", [3, 1, 0, 6, 6, 3, 3],
+     "nsubj flat root case compound obl punct"),
+    ("Paris is nice .", "PROPN AUX ADJ PUNCT", [3, 3, 0, 3], "nsubj cop root punct"),
+    ("Hi john", "INTJ PROPN", [0, 1], "root vocative"),
+    ("the city of Paris", "DET NOUN ADP PROPN", [2, 0, 4, 2], "det root case nmod"),
+    ("john paris is nice", "PROPN PROPN AUX ADJ", [3, 4, 0, 3], "nsubj obj root xcomp"),
+    ("Smith is in the city", "PROPN AUX ADP DET NOUN", [5, 5, 5, 5, 0], "nsubj cop case det root"),
+    ("New York is unbelievable", "PROPN PROPN AUX ADJ", [2, 4, 4, 0], "compound nsubj cop root"),
+    ("the city is nice , john", "DET NOUN AUX ADJ PUNCT PROPN", [2, 4, 4, 0, 6, 4], "det nsubj cop root punct "
+     "vocative"),
+    ("john lives in paris", "PROPN VERB ADP PROPN", [2, 0, 4, 2], "nsubj root case obl"),
+    ("nice city", "ADJ NOUN", [2, 0], "amod root"),
+    ("York is nice .", "PROPN AUX ADJ PUNCT", [3, 3, 0, 3], "nsubj cop root punct"),
+]
+
+
+def block(n, words, upos, heads, rels):
+    words, upos, rels = words.split(), upos.split(), rels.split()
+    lines = [f"# sent_id = s{n}", f"# text = {' '.join(words)}"]
+    lines += [f"{i}\t{w}\t{w.lower()}\t{u}\t_\t_\t{h}\t{r}\t_\t_"
+              for i, (w, u, h, r) in enumerate(zip(words, upos, heads, rels), start=1)]
+    return "\n".join(lines)
+
+
+MULTIWORD = "\n".join([
+    "# sent_id = mwt", "# text = johns city", "1-2\tjohns\t_\t_\t_\t_\t_\t_\t_\t_",
+    "1\tjohn\tjohn\tPROPN\t_\t_\t3\tnmod:poss\t_\t_", "2\ts\t's\tPART\t_\t_\t1\tcase\t_\t_",
+    "3\tcity\tcity\tNOUN\t_\t_\t0\troot\t_\tSpaceAfter=No"])
+
+
+def write_treebank(path, repeat):
+    blocks = [block(n, *t) for n, t in enumerate(TREES)] + [MULTIWORD]
+    path.write_text("\n\n".join(blocks * repeat) + "\n\n", encoding="utf-8")
+    return str(path)
+
+
+def bilstm(kind="biaffine", tree="projective"):
+    return {"kind": kind, "tree": tree, "encoder": "bilstm", "word_dim": 8, "hidden": 8, "char_filters": 4,
+            "layers": 1, "arc_hidden": 8, "rel_hidden": 6, "sib_hidden": 4}
+
+
+def training(out, epochs=1):
+    return {"epochs": epochs, "batch_size": 8, "lr": 5e-3, "output_dir": str(out), "progress": False, "log_every": 2}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parse")
+    return {"train": write_treebank(root / "train.conllu", 2), "dev": write_treebank(root / "dev.conllu", 1),
+            "root": root}
+
+
+@pytest.fixture(scope="module")
+def teachers(corpus):
+    """A second-order BiLSTM teacher, a first-order tiny-BERT teacher (non-projective)."""
+    root = corpus["root"]
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    results = train_command(build_parse_config({"data": data, "model": bilstm(tree="2o"),
+                                                "training": training(root / "2o", epochs=2)}))
+    assert 0.0 <= results["dev"]["las"] <= results["dev"]["uas"] <= 1.0
+    assert results["skipped_nonprojective"] == 2
+    bert = write_tiny_bert(root / "bert", layers=2, max_positions=32)
+    first = build_parse_config({"data": data, "model": {"kind": "biaffine", "tree": "nonprojective", "encoder": bert,
+                                                        "arc_hidden": 8, "rel_hidden": 6},
+                                "training": training(root / "1o")})
+    results = train_command(first)
+    assert results["skipped_nonprojective"] == 0
+    assert (root / "1o" / "model" / "encoder" / "config.json").exists()
+    return {"2o": str(root / "2o" / "model"), "1o": str(root / "1o" / "model")}
+
+
+@pytest.mark.parametrize("method", ["structural", "token", "topk", "none"])
+def test_second_order_teacher_to_first_order_student(corpus, teachers, tmp_path, method):
+    config = build_parse_config({
+        "data": {"train": corpus["train"], "dev": corpus["dev"]}, "model": bilstm(tree="projective"),
+        "kd": {"method": method, "teacher": teachers["2o"], "temperature": 2.0, "top_k": 3},
+        "training": training(tmp_path / method)})
+    results = distill_command(config)
+    dev = results["dev"]
+    assert 0.0 <= dev["las"] <= dev["uas"] <= 1.0 and 0.0 <= dev["ucm"] <= 1.0 and dev["sentences_per_second"] > 0
+    assert (tmp_path / method / "model" / "model.safetensors").exists()
+    log = [json.loads(line) for line in (tmp_path / method / "train_log.jsonl").read_text().splitlines()]
+    assert any(r.get("type") == "eval" and "las" in r for r in log)
+    if method != "none":
+        assert (tmp_path / method / "teacher_cache" / "index.json").exists()
+
+
+def test_first_order_teacher_to_students(corpus, teachers, tmp_path, caplog):
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    # first-order (non-projective transformer) teacher to a non-projective BiLSTM: every tree is kept
+    config = build_parse_config({"data": data, "model": bilstm(tree="nonprojective"),
+                                 "kd": {"method": "structural", "teacher": teachers["1o"], "relations": "gold"},
+                                 "training": training(tmp_path / "mt")})
+    assert distill_command(config)["skipped_nonprojective"] == 0
+    # to a projective student: the non-projective trees are skipped, with a logged count
+    with caplog.at_level(logging.WARNING, logger="structkd.parse"):
+        config = build_parse_config({"data": data, "model": bilstm(tree="projective"),
+                                     "kd": {"method": "topk", "teacher": teachers["1o"], "top_k": 2},
+                                     "training": training(tmp_path / "proj")})
+        assert distill_command(config)["skipped_nonprojective"] == 2
+    assert "skipping 2 non-projective training trees of 24" in caplog.text
+    # second-order teacher to the sequence-labeling student
+    config = build_parse_config({"data": data, "model": bilstm(kind="seqlabel"),
+                                 "kd": {"method": "structural", "teacher": teachers["2o"], "temperature": 2.0},
+                                 "training": training(tmp_path / "seq")})
+    results = distill_command(config)
+    assert 0.0 <= results["dev"]["las"] <= 1.0
+    index = json.loads((tmp_path / "seq" / "teacher_cache" / "index.json").read_text())
+    assert set(index["fields"]) == {"arcs", "rels"}
+
+
+def test_cached_structural_loss_equals_direct_loss(corpus, teachers):
+    """Second-order teacher, first-order student: the loss from cached (float16) arc marginals is the exact
+    cross-entropy computed from both distributions."""
+    teacher = ParseModel.load(teachers["2o"])
+    sentences = read_conllu(corpus["dev"])[:5]
+    torch.manual_seed(0)
+    student = build_model(build_parse_config({"model": bilstm()}).model, teacher.rels, sentences).eval()
+    spec = StudentSpec.of(student)
+    kd = KdConfig(method="structural", relations="none")
+    rows = compute_teacher_outputs(teacher, sentences, kd, spec)
+    size = max(len(s) for s in sentences) + 1
+    arcs = torch.zeros(len(sentences), size, size)
+    for b, row in enumerate(rows):
+        n = row["arcs"].shape[0]
+        arcs[b, :n, :n] = row["arcs"]
+    heads, rels = _gold_tensors(sentences, student.rels, "cpu")
+    with torch.no_grad():
+        t_out, s_out = teacher(sentences), student(sentences)
+        loss = kd_loss(kd, student, s_out, {"arcs": arcs}, heads, rels)
+        torch.testing.assert_close(loss, structural_kd_loss(t_out.dist, s_out.dist), atol=2e-3, rtol=1e-3)
+    # the sequence-labeling student: label marginals = arc marginals x relation probabilities
+    torch.manual_seed(0)
+    tagger = build_model(build_parse_config({"model": bilstm("seqlabel")}).model, teacher.rels, sentences).eval()
+    spec = StudentSpec.of(tagger)
+    rows = compute_teacher_outputs(teacher, sentences, kd, spec)
+    rel_probs = torch.zeros(len(sentences), size, size, len(teacher.rels))
+    for b, row in enumerate(rows):
+        n = row["arcs"].shape[0]
+        arcs[b, :n, :n], rel_probs[b, :n, :n] = row["arcs"], row["rels"]
+    with torch.no_grad():
+        s_out = tagger(sentences)
+        loss = kd_loss(kd, tagger, s_out, {"arcs": arcs, "rels": rel_probs}, heads, rels)
+        direct = structural_kd_loss(t_out.dist, s_out.dist, offsets=tagger.parser.offsets,
+                                    rel_probs=t_out.rel_logits.softmax(-1))
+    torch.testing.assert_close(loss, direct, atol=5e-3, rtol=1e-3)
+
+
+def test_cli_evaluate_predict_and_resume(corpus, teachers, tmp_path, capsys):
+    assert main(["parse", "evaluate", teachers["2o"], corpus["dev"]]) == 0
+    printed = capsys.readouterr().out
+    assert "UAS" in printed and "without punct" in printed and "nsubj" in printed
+    out = tmp_path / "pred.conllu"
+    assert main(["parse", "predict", teachers["1o"], corpus["dev"], str(out)]) == 0
+    predicted, gold = read_conllu(out), read_conllu(corpus["dev"])
+    assert [s.words for s in predicted] == [s.words for s in gold]
+    assert [s.comments for s in predicted] == [s.comments for s in gold]
+    assert "1-2\tjohns" in out.read_text() and "SpaceAfter=No" in out.read_text()
+    text = tmp_path / "raw.txt"
+    text.write_text("John lives in Paris\nHi\n", encoding="utf-8")
+    assert main(["parse", "predict", teachers["2o"], str(text), str(tmp_path / "raw.conllu")]) == 0
+    assert [s.words for s in read_conllu(tmp_path / "raw.conllu")] == [["John", "lives", "in", "Paris"], ["Hi"]]
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data:\n  train: {corpus['train']}\n  dev: {corpus['dev']}\nmodel:\n  kind: seqlabel\n"
+                      f"  word_dim: 8\n  hidden: 8\n  char_filters: 4\n  layers: 1\ntraining:\n  epochs: 1\n"
+                      f"  batch_size: 8\n  progress: false\n", encoding="utf-8")
+    run = str(tmp_path / "run")
+    args = ["parse", "train", "--config", str(config), f"training.output_dir={run}"]
+    assert main(args) == 0 and main(args + ["--resume"]) == 0
+    epochs = [r for r in map(json.loads, open(f"{run}/train_log.jsonl")) if r.get("type") == "eval"]
+    assert len(epochs) == 1
+    assert (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "model").is_dir()
+
+
+def test_config_errors_and_nonprojective_error(corpus, tmp_path):
+    with pytest.raises(KeyError, match="unknown ModelConfig key 'trees'"):
+        build_parse_config({"model": {"trees": "2o"}})
+    with pytest.raises(ValueError, match="kd.method"):
+        load_parse_config(None, ["kd.method=posterior"])
+    with pytest.raises(ValueError, match="model.tree"):
+        load_parse_config(None, ["model.tree=cubic"])
+    config = load_parse_config(None, ["kd.temperature=2", "data.multiroot=true"])
+    assert config.training.metric == "las" and config.kd.temperature == 2.0 and config.data.multiroot
+    strict = build_parse_config({"data": {"train": corpus["train"], "on_nonprojective": "error"},
+                                 "model": bilstm(), "training": training(tmp_path)})
+    with pytest.raises(ValueError, match=r"train.conllu:\d+: a non-projective training tree"):
+        train_command(strict)
+    with pytest.raises(ValueError, match="kd.teacher"):
+        distill_command(build_parse_config({"data": {"train": corpus["train"]}, "model": bilstm(),
+                                            "training": training(tmp_path)}))
+
+
+@pytest.mark.parametrize("name", ["ewt_teacher.yaml", "ewt_distill.yaml"])
+def test_example_configs_parse(name):
+    from pathlib import Path
+
+    config = load_parse_config(Path(__file__).resolve().parents[1] / "examples" / "configs" / name)
+    assert config.data.train and config.training.output_dir.startswith("runs/") and config.training.metric == "las"
