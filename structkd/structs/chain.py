@@ -49,9 +49,8 @@ def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | No
     every step's sum stays above :data:`_TRUSTED` (terms that underflow are then below the precision of the
     result); returns ``None`` otherwise, so the caller falls back to the log-space scan."""
     E, c, shared = _exp_transitions(edges)
-    trusted = _TRUSTED.get(unary.dtype, 1e-30)
     alpha = unary[:, 0]
-    alphas, bad = [alpha], torch.zeros((), dtype=torch.bool, device=unary.device)
+    alphas, sums = [alpha], []
     for i in range(1, unary.shape[1]):
         m = alpha.amax(-1, keepdim=True)
         weights = (alpha - m).exp()
@@ -59,19 +58,25 @@ def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | No
             r, shift = weights @ E, c
         else:
             r, shift = torch.bmm(weights.unsqueeze(1), E[:, i - 1]).squeeze(1), c[:, i - 1].unsqueeze(-1)
-        bad = bad | ((r < trusted) & (i < lens).unsqueeze(-1)).any()
+        sums.append(r)
         alpha = r.log() + m + shift + unary[:, i]
         alphas.append(alpha)
-    return None if bool(bad) else torch.stack(alphas, 1)
+    inside = torch.arange(1, unary.shape[1], device=unary.device) < lens.unsqueeze(-1)  # [B, L - 1]
+    return None if _untrusted(torch.stack(sums, 1), inside) else torch.stack(alphas, 1)
+
+
+def _untrusted(sums: Tensor, inside: Tensor) -> bool:
+    """Whether any exp-space step sum ``[B, L - 1, N]`` at a real position fell below :data:`_TRUSTED`."""
+    trusted = _TRUSTED.get(sums.dtype, 1e-30)
+    return bool(((sums < trusted) & inside.unsqueeze(-1)).any())
 
 
 def _exp_scan_backward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | None:
     """Backward scan in exp space (as :func:`_exp_scan_forward`); ``None`` when a step is not trusted."""
     E, c, shared = _exp_transitions(edges)
-    trusted = _TRUSTED.get(unary.dtype, 1e-30)
     batch_size, seq_len, n_tags = unary.shape
     beta = unary.new_zeros(batch_size, n_tags)
-    betas, bad = [beta], torch.zeros((), dtype=torch.bool, device=unary.device)
+    betas, sums = [beta], []
     for i in range(seq_len - 2, -1, -1):
         nxt = unary[:, i + 1] + beta
         m = nxt.amax(-1, keepdim=True)
@@ -80,11 +85,11 @@ def _exp_scan_backward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | N
             r, shift = weights @ E.t(), c
         else:
             r, shift = torch.bmm(E[:, i], weights.unsqueeze(-1)).squeeze(-1), c[:, i].unsqueeze(-1)
-        inside = (i < lens - 1).unsqueeze(-1)
-        bad = bad | ((r < trusted) & inside).any()
-        beta = torch.where(inside, r.log() + m + shift, torch.zeros_like(r))
+        sums.append(r)
+        beta = torch.where((i < lens - 1).unsqueeze(-1), r.log() + m + shift, torch.zeros_like(r))
         betas.append(beta)
-    return None if bool(bad) else torch.stack(betas[::-1], 1)
+    inside = torch.arange(seq_len - 1, device=unary.device) < (lens - 1).unsqueeze(-1)
+    return None if _untrusted(torch.stack(sums[::-1], 1), inside) else torch.stack(betas[::-1], 1)
 
 
 def forward_scan(unary: Tensor, edges: Tensor, lens: Tensor | None = None) -> Tensor:
