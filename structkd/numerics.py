@@ -14,6 +14,9 @@ import torch
 LOG_ZERO: float = -1e12
 """Log-potential of an impossible part (``log 0``), used everywhere instead of ``-inf``."""
 
+STORED_LOG_ZERO: float = -1e4
+""":data:`LOG_ZERO` as stored in float16 caches (whose range ends at 65504): still exactly 0 after a softmax."""
+
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The floating type a dynamic program runs in for inputs of ``dtype``.

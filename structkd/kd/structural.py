@@ -86,21 +86,33 @@ def _substructure_axes(student: StructuredDistribution) -> list[int | None]:
     return [None] * len(student.potentials)
 
 
+def _compact(potential: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """The tensor behind a potential expanded over some axes (stride 0), and those axes."""
+    axes = tuple(k for k, stride in enumerate(potential.stride()) if stride == 0 and potential.shape[k] > 1)
+    index = tuple(slice(0, 1) if k in axes else slice(None) for k in range(potential.dim()))
+    return potential[index], axes
+
+
 def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor], impossible: str) -> tuple:
     """Teacher mass on parts the student forbids makes the exact cross-entropy infinite."""
     if impossible not in ("error", "ignore"):
         raise ValueError(f"impossible must be 'error' or 'ignore', got {impossible!r}")
     out = []
     for m, p in zip(marginals, student.potentials):
-        banned = is_impossible(p.detach())
+        core, axes = _compact(p.detach())
+        banned = is_impossible(core)
+        if not bool(banned.any()):  # the usual case: nothing is forbidden, nothing to check
+            out.append(m)
+            continue
         if impossible == "error":
-            lost = (m * banned).reshape(m.shape[0], -1).sum(-1)
+            summed = m.sum(tuple(a for a in axes if a > 0), keepdim=True) if any(a > 0 for a in axes) else m
+            lost = (summed * banned).flatten(1).sum(-1)
             if bool((lost > 1e-6).any()):
                 b = int((lost > 1e-6).nonzero()[0])
                 raise ValueError(f"sentence {b}: the teacher puts mass {float(lost[b]):.3g} on parts the student "
                                  f"forbids (for example BIO transition constraints), so the cross-entropy is "
                                  f"infinite; drop the student's constraints or pass impossible='ignore'")
-        out.append(torch.where(banned, torch.zeros_like(m), m))
+        out.append(m.masked_fill(banned, 0.0))
     return tuple(out)
 
 

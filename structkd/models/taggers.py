@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from structkd.numerics import LOG_ZERO
 from structkd.schemes import allowed_transitions
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import LinearChainCRF, MaxEnt
@@ -29,8 +30,10 @@ class CharCNN(nn.Module):
     def forward(self, chars: Tensor) -> Tensor:
         batch_size, seq_len, width = chars.shape
         x = self.embed(chars.view(-1, width)).transpose(1, 2)  # [B*L, char_dim, W]
-        h = self.conv(x).masked_fill((chars.view(-1, 1, width) == 0), -1e4)
-        return h.max(-1).values.clamp(min=-1e3).view(batch_size, seq_len, -1)
+        padding = chars.view(-1, 1, width) == 0
+        pooled = self.conv(x).masked_fill(padding, LOG_ZERO).max(-1).values  # max over real characters
+        empty = padding.all(-1)  # padding words: no characters at all
+        return pooled.masked_fill(empty, 0.0).view(batch_size, seq_len, -1)
 
 
 class BiLSTMEncoder(nn.Module):

@@ -31,7 +31,7 @@ from structkd.kd import (
 from structkd.models.span import chart_to_tags
 from structkd.ner.config import KdConfig
 from structkd.ner.modeling import NerModel
-from structkd.numerics import LOG_ZERO
+from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import LinearChainCRF, MaxEnt
 from structkd.structs.semimarkov import SemiMarkovCRF
@@ -99,8 +99,8 @@ def compute_teacher_outputs(teacher: NerModel, sentences: Sequence, kd: KdConfig
         elif kd.method == "token":
             if isinstance(dist, SemiMarkovCRF):
                 raise ValueError("token KD needs per-token teacher scores: use a CRF or MaxEnt teacher")
-            # impossible tags (constraints) are LOG_ZERO; -1e4 is as impossible after a softmax and fits float16
-            per_batch["logits"] = dist.potentials[0].clamp(min=-1e4)
+            # impossible tags (constraints) are LOG_ZERO, stored as STORED_LOG_ZERO in the float16 cache
+            per_batch["logits"] = dist.potentials[0].clamp(min=STORED_LOG_ZERO)
         elif kd.method in ("topk", "topwk", "seqlevel"):
             k = 1 if kd.method == "seqlevel" else kd.top_k
             index = {t: i for i, t in enumerate(student_tags)}

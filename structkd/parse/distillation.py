@@ -48,7 +48,7 @@ from structkd.kd import (
     teacher_annealing,
     token_kd_loss,
 )
-from structkd.numerics import LOG_ZERO
+from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
 from structkd.parse.config import KdConfig
 from structkd.parse.modeling import ParseModel, ParserOutput
 from structkd.structs.heads import is_tree, projective, word_mask
@@ -163,8 +163,8 @@ def compute_teacher_outputs(teacher: ParseModel, sentences: Sequence, kd: KdConf
                 index = heads.clamp(min=0).view(*heads.shape, 1, 1).expand(-1, -1, 1, probs.shape[-1])
                 batch["gold_rels"] = probs.gather(2, index).squeeze(2)[:, 1:]
         if "arc_logits" in fields:
-            # impossible arcs are LOG_ZERO; -1e4 is as impossible after a softmax and fits float16
-            batch["arc_logits"] = dist.potentials[0].float().clamp(-1e4, 1e4)
+            # impossible arcs are LOG_ZERO, stored as STORED_LOG_ZERO in the float16 cache
+            batch["arc_logits"] = dist.potentials[0].float().clamp(STORED_LOG_ZERO, -STORED_LOG_ZERO)
         if kd.method == "topk":
             trees, rels, weights = _top_trees(out, kd.top_k, spec, out.rel_logits.argmax(-1))
             if spec.kind == "seqlabel":

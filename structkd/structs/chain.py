@@ -349,6 +349,22 @@ class LinearChainCRF(StructuredDistribution):
         edge_mask = mask[:, 1:]
         return mask.unsqueeze(-1), edge_mask.view(*edge_mask.shape, 1, 1)
 
+    def expected_score(self, marginals) -> Tensor:
+        """As :meth:`StructuredDistribution.expected_score`; with transitions shared over positions the edge
+        term is ``sum_ab T[a, b] * sum_i m[i, a, b]``, which never materializes ``m * T`` per position."""
+        unary_m, edge_m = marginals
+        shared = _shared_transitions(self.potentials[1])
+        if shared is None or edge_m.shape != self.potentials[1].shape:
+            return super().expected_score(marginals)
+        unary, _ = self.potentials
+        if unary_m.shape != unary.shape:
+            raise ValueError(f"marginals of shape {list(unary_m.shape)} do not match potentials of shape "
+                             f"{list(unary.shape)}")
+        mask = length_mask(self.lens, self.max_len)
+        total = torch.where(mask.unsqueeze(-1), unary_m.to(unary.dtype) * unary, 0.0).flatten(1).sum(-1)
+        counts = torch.einsum("bi,biac->bac", mask[:, 1:].to(unary.dtype), edge_m.to(unary.dtype))
+        return total + (counts * shared).flatten(1).sum(-1)
+
     @property
     def edge_marginals(self) -> Tensor:
         """``[batch_size, seq_len - 1, n_tags, n_tags]``: ``P(y_i = a, y_{i+1} = b)`` (detached)."""
