@@ -2,8 +2,10 @@
 
     python data_scripts/make_wnut17_sample.py --source ../shared/data/wnut17 [--train 800 --dev 250]
 
-Takes the first sentences of the training and development splits unchanged (the files are read and
-checked with :func:`structkd.data.read_columns` first, so a malformed corpus fails with file and line).
+Takes the first sentences of the training and development splits unchanged, and writes the remaining
+training sentences without their tags as ``unlabeled.txt`` (one sentence per line) for distillation on
+unlabeled text.  The files are read and checked with :func:`structkd.data.read_columns` first, so a
+malformed corpus fails with file and line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ def make_sample(source: Path, target: Path, n_train: int, n_dev: int) -> None:
         sentences = read_columns(source / name, layout="token-tag")[:count]
         write_columns(target / name, sentences)
         print(f"{split}: {len(sentences)} sentences -> {target / name}")
+    rest = read_columns(source / "train.conll", layout="token-tag")[n_train:]
+    (target / "unlabeled.txt").write_text("".join(" ".join(s.tokens) + "\n" for s in rest), encoding="utf-8")
+    print(f"unlabeled: {len(rest)} sentences -> {target / 'unlabeled.txt'}")
 
 
 def main(argv=None) -> None:

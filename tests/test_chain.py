@@ -300,3 +300,19 @@ def test_against_pytorch_crf():
     decoded = crf.decode(em, mask=mask)
     for b in range(4):
         assert ours.argmax[b, : int(lens[b])].tolist() == decoded[b]
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_shared_transition_gradient_equals_summed_edge_marginals(scale):
+    """The backward pass sums edge marginals over positions without building them (or falls back to them
+    when constraints make the rescaling unsafe): both must equal the explicit edge marginals."""
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    allowed, allowed_start, allowed_end = allowed_transitions(labels, "BIO")
+    em, tr, start, end, lens = random_chain(21, batch=5, seq_len=7, n_tags=5, scale=scale)
+    for constraints in ({}, {"allowed": allowed, "allowed_start": allowed_start, "allowed_end": allowed_end}):
+        tr_leaf = tr.clone().requires_grad_()
+        weights = torch.rand(5, dtype=torch.float64)
+        dist = LinearChainCRF(em, tr_leaf, lens, start, end, **constraints)
+        (dist.log_partition * weights).sum().backward()
+        expected = (dist.edge_marginals * weights.view(-1, 1, 1, 1)).sum((0, 1))
+        torch.testing.assert_close(tr_leaf.grad, expected)

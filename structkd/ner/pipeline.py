@@ -167,7 +167,10 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     teacher = NerModel.load(kd.teacher)
     torch.manual_seed(config.training.seed)
     sentences = data.train + data.unlabeled
-    student = build_model(config.model, teacher.tags, target_scheme(config.data), sentences, teacher=teacher)
+    # a student whose word embeddings come from the teacher can embed any word: its vocabulary covers every
+    # split (tokens only); otherwise it is learned from the training and unlabeled sentences alone
+    vocab_sentences = sentences + data.dev + data.test if config.model.init_from_teacher else sentences
+    student = build_model(config.model, teacher.tags, target_scheme(config.data), vocab_sentences, teacher=teacher)
     out = Path(config.training.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "ner_config.json")

@@ -80,14 +80,13 @@ class _LogPartition(torch.autograd.Function):
     def forward(ctx, dist: StructuredDistribution, *potentials: Tensor) -> Tensor:
         ctx.dist = dist
         ctx.needed = tuple(ctx.needs_input_grad[1:])
-        log_z, _ = dist._teacher_pass(ctx.needed)
+        log_z, _ = dist._teacher_pass(dist._forward_needs(ctx.needed))
         return log_z.clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        _, marginals = ctx.dist._teacher_pass(ctx.needed)
-        return (None, *(None if m is None else m * _expand_batch(grad, m) for m in marginals))
+        return (None, *ctx.dist._log_partition_grads(grad, ctx.needed))
 
 
 class StructuredDistribution(ABC):
@@ -156,6 +155,16 @@ class StructuredDistribution(ABC):
         """Like :meth:`_inside_outside` but only the part types flagged in ``needed`` must be returned (others
         may be ``None``); override it when some part marginals are expensive and often not needed."""
         return self._inside_outside()
+
+    def _forward_needs(self, needed: tuple[bool, ...]) -> tuple[bool, ...]:
+        """Part marginals to compute already in ``log_partition``'s forward pass (default: all it will need)."""
+        return needed
+
+    def _log_partition_grads(self, grad: Tensor, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+        """Gradient of ``sum_b grad[b] * log Z[b]`` for each potential: ``grad[b]`` times its marginals."""
+        _, marginals = self._teacher_pass(needed)
+        return tuple(None if m is None or not need else m * _expand_batch(grad, m)
+                     for m, need in zip(marginals, needed))
 
     # ------------------------------------------------------------------ derived machinery
     @property

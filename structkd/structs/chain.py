@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from structkd.numerics import LOG_ZERO
+from structkd.numerics import LOG_ZERO, exp_nonpositive
 from structkd.structs.base import StructuredDistribution, check_lens, length_mask
 
 Tensor = torch.Tensor
@@ -38,9 +38,9 @@ def _exp_transitions(edges: Tensor) -> tuple[Tensor, Tensor, bool]:
     shared = _shared_transitions(edges)
     if shared is not None:
         c = shared.max()
-        return (shared - c).exp(), c, True
+        return exp_nonpositive(shared - c), c, True
     c = edges.flatten(2).amax(-1)
-    return (edges - c[..., None, None]).exp(), c, False
+    return exp_nonpositive(edges - c[..., None, None]), c, False
 
 
 def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | None:
@@ -53,7 +53,7 @@ def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | No
     alphas, sums = [alpha], []
     for i in range(1, unary.shape[1]):
         m = alpha.amax(-1, keepdim=True)
-        weights = (alpha - m).exp()
+        weights = exp_nonpositive(alpha - m)
         if shared:
             r, shift = weights @ E, c
         else:
@@ -80,7 +80,7 @@ def _exp_scan_backward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | N
     for i in range(seq_len - 2, -1, -1):
         nxt = unary[:, i + 1] + beta
         m = nxt.amax(-1, keepdim=True)
-        weights = (nxt - m).exp()
+        weights = exp_nonpositive(nxt - m)
         if shared:
             r, shift = weights @ E.t(), c
         else:
@@ -336,13 +336,57 @@ class LinearChainCRF(StructuredDistribution):
         # instead of the global log Z cancels the rounding error of log Z for large scores
         local = alpha + beta
         local_z = torch.logsumexp(local, -1, keepdim=True)  # [B, L, 1]
-        unary_marg = (local - local_z).exp()
+        self._cache["charts"] = (alpha, beta, local_z)
+        unary_marg = exp_nonpositive(local - local_z)
         edge_marg = None
         if needed[1]:
             tail = (unary[:, 1:] + beta[:, 1:]).unsqueeze(-2)
             edge_logits = (alpha[:, :-1] - local_z[:, :-1]).unsqueeze(-1) + edges + tail
-            edge_marg = edge_logits.exp_()
+            edge_marg = exp_nonpositive(edge_logits.clamp_(max=0.0))
         return log_z, (unary_marg, edge_marg)
+
+    # --- gradients for transitions shared over positions, without [B, L - 1, N, N] intermediates
+    def _forward_needs(self, needed):
+        if needed[1] and _shared_transitions(self.potentials[1]) is not None:
+            return (True, False)  # the edge part is summed over positions in the backward pass
+        return needed
+
+    def _log_partition_grads(self, grad, needed):
+        unary, edges = self.potentials
+        cached = self._cache.get("teacher_pass")
+        if needed[1] and _shared_transitions(edges) is not None and (cached is None or cached[1][1] is None):
+            summed = self._summed_edge_marginals(grad)
+            if summed is not None:
+                _, (unary_marg, _) = self._teacher_pass((True, False))
+                unary_grad = unary_marg * grad.view(-1, 1, 1) if needed[0] else None
+                # the edge potential is ``transitions`` expanded over [B, L - 1]: autograd sums this gradient
+                # over the expanded axes, which gives exactly ``summed`` for the transitions
+                count = edges.shape[0] * edges.shape[1]
+                return unary_grad, (summed / count).expand_as(edges)
+        return super()._log_partition_grads(grad, needed)
+
+    def _summed_edge_marginals(self, grad: Tensor) -> Tensor | None:
+        """``sum_b grad[b] sum_i P_b(y_i = a, y_{i+1} = c)`` ``[N, N]`` for shared transitions, as a product
+        of rescaled forward and backward vectors.  ``None`` when a rescaling factor exceeds ``e^20`` (hard
+        constraints between the most likely tags): then terms lost to underflow could matter, and the caller
+        uses the per-position edge marginals instead."""
+        self._teacher_pass((True, False))
+        alpha, beta, local_z = self._cache["charts"]
+        unary, edges = self.potentials
+        trans = _shared_transitions(edges)
+        c = trans.max()
+        forward = alpha[:, :-1]
+        backward = unary[:, 1:] + beta[:, 1:]
+        top_f = forward.amax(-1, keepdim=True)
+        top_b = backward.amax(-1, keepdim=True)
+        log_factor = top_f + top_b + c - local_z[:, :-1]  # [B, L - 1, 1]
+        inside = (torch.arange(edges.shape[1], device=self.device) < (self.lens - 1).unsqueeze(-1)).unsqueeze(-1)
+        if bool(((log_factor > 20) & inside).any()):
+            return None
+        factor = torch.where(inside, log_factor.exp(), 0.0) * grad.view(-1, 1, 1).to(forward.dtype)
+        p = (exp_nonpositive(forward - top_f) * factor).flatten(0, 1)
+        q = exp_nonpositive(backward - top_b).flatten(0, 1)
+        return (p.t() @ q) * exp_nonpositive(trans - c)
 
     def _part_masks(self):
         mask = length_mask(self.lens, self.max_len)
