@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = ner.add_parser("demo", help="MiniLM teacher to BiLSTM-CRF student on the shipped WNUT17 sample")
     demo.add_argument("--output-dir", default="runs/ner-demo")
-    demo.add_argument("--teacher-epochs", type=int, default=4)
-    demo.add_argument("--student-epochs", type=int, default=10)
+    demo.add_argument("--teacher-epochs", type=int, default=3)
+    demo.add_argument("--student-epochs", type=int, default=8)
     demo.add_argument("--max-sentences", type=int, default=None, help="use only this many sentences per split")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")

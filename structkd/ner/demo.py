@@ -55,7 +55,7 @@ def demo_configs(output_dir: str, teacher_epochs: int, student_epochs: int, max_
     return teacher, baseline, distilled
 
 
-def run_ner_demo(output_dir: str = "runs/ner-demo", teacher_epochs: int = 4, student_epochs: int = 10,
+def run_ner_demo(output_dir: str = "runs/ner-demo", teacher_epochs: int = 3, student_epochs: int = 8,
                  max_sentences: int | None = None, seed: int = 0, threads: int | None = None) -> list[dict]:
     """Run the demo and print its table; returns one row per model."""
     if threads:
