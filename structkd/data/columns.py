@@ -52,14 +52,16 @@ class Sentence:
         return len(self.tokens)
 
 
-def _read_lines(path: Path) -> list[str]:
+def read_utf8_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file (a leading byte-order mark dropped); bytes that are not UTF-8 raise
+    :class:`CorpusError` with the line."""
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise CorpusError(path, line, f"not valid UTF-8 (byte {err.start}: {err.reason})") from None
-    return text.splitlines()
+    return text.removeprefix("\ufeff").splitlines()
 
 
 def _guess_layout(fields: list[str], path: Path, line: int) -> str:
@@ -106,7 +108,7 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     scheme = check_scheme(scheme)
-    lines = _read_lines(path)
+    lines = read_utf8_lines(path)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -171,7 +173,7 @@ def read_text(path: str | Path) -> list[Sentence]:
     """Unlabeled text, one whitespace-tokenized sentence per line (blank lines skipped)."""
     path = Path(path)
     sentences = [Sentence(line.split(), None, f"{path}:{n}", [n])
-                 for n, line in enumerate(_read_lines(path), start=1) if line.strip()]
+                 for n, line in enumerate(read_utf8_lines(path), start=1) if line.strip()]
     if not sentences:
         raise CorpusError(path, None, "the file holds no sentences")
     return sentences

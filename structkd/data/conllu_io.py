@@ -24,7 +24,7 @@ from pathlib import Path
 import conllu
 import torch
 
-from structkd.data.columns import CorpusError
+from structkd.data.columns import CorpusError, read_utf8_lines
 from structkd.structs.heads import projective
 
 N_COLUMNS = 10
@@ -72,16 +72,6 @@ class ParsedSentence:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _decode(path: Path) -> list[str]:
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise CorpusError(path, line, f"not valid UTF-8 (byte {err.start}: {err.reason})") from None
-    return text.removeprefix("\ufeff").splitlines()
-
-
 def _blocks(lines: list[str]) -> Iterable[list[tuple[int, str]]]:
     """Sentence blocks as lists of ``(line number, raw line)``."""
     block: list[tuple[int, str]] = []
@@ -193,7 +183,7 @@ def read_conllu(path: str | Path, multiroot: bool = False, validate: bool = True
         CorpusError: ``path:line: problem`` for the first problem found.
     """
     path = Path(path)
-    sentences = [_parse_block(path, block, multiroot, validate) for block in _blocks(_decode(path))]
+    sentences = [_parse_block(path, block, multiroot, validate) for block in _blocks(read_utf8_lines(path))]
     if not sentences:
         raise CorpusError(path, 1, "the file holds no sentences")
     return sentences

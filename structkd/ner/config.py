@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from structkd.train.config import TrainConfig, dataclass_from_dict, parse_overrides
+from structkd.train.config import TrainConfig, build_sections, read_yaml_mapping
 
 KD_METHODS = ("structural", "posterior", "token", "topk", "topwk", "seqlevel", "none")
 
@@ -102,32 +100,11 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "kd": KdConfig, "training"
 def build_ner_config(values: dict[str, Any], overrides: list[str] | None = None, source: str = "config"
                      ) -> NerConfig:
     """A :class:`NerConfig` from nested values plus ``section.key=value`` overrides."""
-    values = {k: dict(v or {}) for k, v in (values or {}).items()}
-    for key, value in parse_overrides(overrides).items():
-        section, _, name = key.partition(".")
-        if section == "extra" or not name:
-            raise KeyError(f"override {key!r} must name a section: one of {', '.join(SECTIONS)} (e.g. kd.method)")
-        values.setdefault(section, {})[name] = value
-    unknown = set(values) - set(SECTIONS)
-    if unknown:
-        raise KeyError(f"{source}: unknown section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
-    parts = {}
-    for name, cls in SECTIONS.items():
-        section = values.get(name, {})
-        parts[name] = (TrainConfig.from_dict(section, source=f"{source} [training]") if cls is TrainConfig
-                       else dataclass_from_dict(cls, section, source=f"{source} [{name}]"))
+    parts = build_sections(values, overrides, SECTIONS, source)
     return NerConfig(**parts)
 
 
 def load_ner_config(path: str | Path | None, overrides: list[str] | None = None) -> NerConfig:
     """Read a YAML config (or none) and apply overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    values = read_yaml_mapping(path) if path is not None else {}
     return build_ner_config(values, overrides, source=str(path or "overrides"))

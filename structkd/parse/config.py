@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from structkd.train.config import TrainConfig, dataclass_from_dict, parse_overrides
+from structkd.train.config import TrainConfig, build_sections, read_yaml_mapping
 
 KD_METHODS = ("structural", "token", "topk", "none")
 RELATION_MODES = ("marginal", "gold", "none")
@@ -145,33 +143,11 @@ def build_parse_config(values: dict[str, Any], overrides: list[str] | None = Non
                        ) -> ParseConfig:
     """A :class:`ParseConfig` from nested values plus ``section.key=value`` overrides (``training.metric``
     defaults to ``las``, the development metric that picks the best model)."""
-    values = {k: dict(v or {}) for k, v in (values or {}).items()}
-    for key, value in parse_overrides(overrides).items():
-        section, _, name = key.partition(".")
-        if section == "extra" or not name:
-            raise KeyError(f"override {key!r} must name a section: one of {', '.join(SECTIONS)} (e.g. kd.method)")
-        values.setdefault(section, {})[name] = value
-    unknown = set(values) - set(SECTIONS)
-    if unknown:
-        raise KeyError(f"{source}: unknown section(s) {sorted(unknown)}; expected {', '.join(SECTIONS)}")
-    values.setdefault("training", {}).setdefault("metric", "las")
-    parts = {}
-    for name, cls in SECTIONS.items():
-        section = values.get(name, {})
-        parts[name] = (TrainConfig.from_dict(section, source=f"{source} [training]") if cls is TrainConfig
-                       else dataclass_from_dict(cls, section, source=f"{source} [{name}]"))
+    parts = build_sections(values, overrides, SECTIONS, source, defaults={"training": {"metric": "las"}})
     return ParseConfig(**parts)
 
 
 def load_parse_config(path: str | Path | None, overrides: list[str] | None = None) -> ParseConfig:
     """Read a YAML config (or none) and apply overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    values = read_yaml_mapping(path) if path is not None else {}
     return build_parse_config(values, overrides, source=str(path or "overrides"))

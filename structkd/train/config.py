@@ -233,3 +233,43 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
         else:
             values[key] = value
     return TrainConfig.from_dict(values, source=source)
+
+
+def build_sections(values: dict[str, Any] | None, overrides: list[str] | None, sections: dict[str, type],
+                   source: str = "config", defaults: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Build the section dataclasses of a pipeline config (``data``, ``model``, ``kd``, ``training``, ...).
+
+    Args:
+        values: nested ``{section: {key: value}}`` (e.g. parsed YAML).
+        overrides: ``section.key=value`` strings, applied on top.
+        sections: the dataclass of each section (:class:`TrainConfig` for the training section).
+        source: where the values come from, for error messages.
+        defaults: per-section values used when neither the file nor an override sets them.
+    """
+    values = {k: dict(v or {}) for k, v in (values or {}).items()}
+    for key, value in parse_overrides(overrides).items():
+        section, _, name = key.partition(".")
+        if section == "extra" or not name:
+            raise KeyError(f"override {key!r} must name a section: one of {', '.join(sections)} (e.g. kd.method)")
+        values.setdefault(section, {})[name] = value
+    unknown = set(values) - set(sections)
+    if unknown:
+        raise KeyError(f"{source}: unknown section(s) {sorted(unknown)}; expected {', '.join(sections)}")
+    for section, entries in (defaults or {}).items():
+        for key, value in entries.items():
+            values.setdefault(section, {}).setdefault(key, value)
+    return {name: (TrainConfig.from_dict(values.get(name, {}), source=f"{source} [{name}]") if cls is TrainConfig
+                   else dataclass_from_dict(cls, values.get(name, {}), source=f"{source} [{name}]"))
+            for name, cls in sections.items()}
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; errors name the file."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    return values
