@@ -571,12 +571,11 @@ def _meta(device: torch.device, args, threads: int) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or platform.machine()
         try:
             name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                         if line.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
+        except (OSError, StopIteration):  # no /proc/cpuinfo (not Linux) or no model name in it
+            name = platform.processor() or platform.machine()
     versions = {}
     for dist in ("torch", "torch-struct", "supar", "pytorch-crf", "structkd"):
         try:

@@ -183,7 +183,7 @@ def test_unsupported_pair_lists_supported_ones():
 
 def test_registry_is_extensible():
     class MySpans(SemiMarkovCRF):
-        pass
+        """A user-defined structure type."""
 
     @register_projection(MySpans, MySpans)
     def same(teacher, student):

@@ -154,3 +154,17 @@ def test_distill_requires_teacher(corpus, tmp_path):
     with pytest.raises(ValueError, match="kd.teacher"):
         distill_command(build_ner_config({"data": {"train": corpus["train"]}, "model": bilstm(),
                                           "training": training(tmp_path)}))
+
+
+def test_span_head_covers_the_longest_training_entity(tmp_path):
+    from structkd.data import Sentence
+    from structkd.ner.config import ModelConfig
+    from structkd.ner.modeling import build_model
+
+    bert = write_tiny_bert(tmp_path / "bert", layers=1, max_positions=32)
+    sentences = [Sentence("the new york city paris john smith".split(), ["O"] + ["B-LOC"] + ["I-LOC"] * 5)]
+    config = ModelConfig(kind="transformer", encoder=bert, head="span", max_width=2)
+    model = build_model(config, ["O", "B-LOC", "I-LOC"], "BIO", sentences)
+    dist = model(sentences)
+    tags, _ = model.tag_tensor(sentences)
+    assert torch.isfinite(model.gold_loss(dist, tags)).all()  # a 6-token entity with max_width=2 in the config

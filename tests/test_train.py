@@ -226,7 +226,7 @@ def test_interrupted_save_leaves_previous_checkpoint(tmp_path, monkeypatch):
 
 
 class Crash(RuntimeError):
-    pass
+    """A crash injected into training."""
 
 
 def test_crash_and_resume_gives_identical_weights(tmp_path):

@@ -6,6 +6,7 @@ BiLSTM taggers read index tensors built from their vocabulary; transformer tagge
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import TransformerTagger, student_from_teacher
 from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.ner.config import ModelConfig
+from structkd.schemes import spans
 from structkd.structs.base import StructuredDistribution
 
 Tensor = torch.Tensor
+logger = logging.getLogger("structkd.ner")
 
 
 def resolve_encoder(name: str) -> str:
@@ -123,18 +126,30 @@ class NerModel(nn.Module):
         return cls(tagger, getattr(tagger, "vocab", None))
 
 
+def longest_entity(sentences: Sequence[Sentence], scheme: str) -> int:
+    """Length in tokens of the longest entity of the labeled sentences (0 if none)."""
+    return max((end - start + 1 for s in sentences if s.tags for start, end, _ in spans(s.tags, scheme)), default=0)
+
+
 def build_model(config: ModelConfig, tags: Sequence[str], scheme: str, sentences: Sequence[Sentence],
                 teacher: NerModel | None = None) -> NerModel:
-    """A fresh model from its config; ``sentences`` build a BiLSTM vocabulary, ``teacher`` serves
-    ``keep_every`` (transformer student from the teacher's layers) and ``init_from_teacher``."""
+    """A fresh model from its config; ``sentences`` build a BiLSTM vocabulary (and raise a span head's
+    ``max_width`` to the longest training entity), ``teacher`` serves ``keep_every`` (transformer student from
+    the teacher's layers) and ``init_from_teacher``."""
     constraint_scheme = scheme if (config.constrained or config.head == "span") else None
     if config.kind == "transformer":
         if config.keep_every:
             if teacher is None or not isinstance(teacher.tagger, TransformerTagger):
                 raise ValueError("model.keep_every builds a student from a transformer teacher: pass kd.teacher")
             return NerModel(student_from_teacher(teacher.tagger, config.keep_every, head=config.head))
+        max_width = config.max_width
+        if config.head == "span":
+            longest = longest_entity(sentences, scheme)
+            if longest > max_width:
+                logger.info("model.max_width %d raised to %d, the longest training entity", max_width, longest)
+                max_width = longest
         tagger = TransformerTagger(resolve_encoder(config.encoder), list(tags), config.head, constraint_scheme,
-                                   dropout=config.dropout, max_width=config.max_width, pooling=config.pooling)
+                                   dropout=config.dropout, max_width=max_width, pooling=config.pooling)
         return NerModel(tagger)
     if config.kind != "bilstm":
         raise ValueError(f"model.kind must be 'transformer' or 'bilstm', got {config.kind!r}")
