@@ -316,3 +316,19 @@ def test_shared_transition_gradient_equals_summed_edge_marginals(scale):
         (dist.log_partition * weights).sum().backward()
         expected = (dist.edge_marginals * weights.view(-1, 1, 1, 1)).sum((0, 1))
         torch.testing.assert_close(tr_leaf.grad, expected)
+
+
+def test_tag_without_successor_and_padding_stay_finite():
+    """A tag that no tag may follow (an all-zero row of exp(transitions)) forces the log-space fallback at
+    real positions and must not poison padded ones."""
+    em, tr, start, end, lens = random_chain(31, batch=4, seq_len=6, n_tags=3, dtype=torch.float32)
+    allowed = torch.ones(3, 3, dtype=torch.bool)
+    allowed[2] = False  # tag 2 can only end a sentence
+    dist = LinearChainCRF(em, tr, lens, start, end, allowed=allowed)
+    assert torch.isfinite(dist.log_partition).all() and torch.isfinite(dist.marginals).all()
+    for b in range(4):
+        n = int(lens[b])
+        score = chain_scorer(em.double(), tr.double(), start.double(), end.double(), b, n, allowed)
+        ys, unary, _ = brute_chain(score, n, 3, 6)
+        assert dist.log_partition[b].item() == pytest.approx(brute.log_partition(ys, score), abs=1e-4)
+        torch.testing.assert_close(dist.marginals[b], unary.float(), atol=1e-5, rtol=1e-4)

@@ -43,23 +43,28 @@ def _exp_transitions(edges: Tensor) -> tuple[Tensor, Tensor, bool]:
     return exp_nonpositive(edges - c[..., None, None]), c, False
 
 
+def _scan_weights(x: Tensor) -> Tensor:
+    """``exp(x - max x)`` per row for the exp-space scans, in place on ``x``.  Arguments are floored at the
+    smallest normal exponent (avoiding exp's slow subnormal path): a floored entry weighs 1e-38 instead of
+    less, far below the precision of the step's sum, which the trust check covers anyway."""
+    m = x.amax(-1, keepdim=True)
+    return x.sub_(m).clamp_(min=-87.0 if x.dtype != torch.float64 else -700.0).exp_(), m
+
+
 def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | None:
     """Forward scan with matrix products in exp space, rescaled at every step:
     ``alpha_i = log(exp(alpha_{i-1} - m) @ exp(T - c)) + m + c + unary_i``.  Exact up to rounding as long as
     every step's sum stays above :data:`_TRUSTED` (terms that underflow are then below the precision of the
     result); returns ``None`` otherwise, so the caller falls back to the log-space scan."""
     E, c, shared = _exp_transitions(edges)
+    shifted = unary[:, 1:] + (c if shared else c.unsqueeze(-1))  # unary_i + c, once for all positions
     alpha = unary[:, 0]
     alphas, sums = [alpha], []
     for i in range(1, unary.shape[1]):
-        m = alpha.amax(-1, keepdim=True)
-        weights = exp_nonpositive(alpha - m)
-        if shared:
-            r, shift = weights @ E, c
-        else:
-            r, shift = torch.bmm(weights.unsqueeze(1), E[:, i - 1]).squeeze(1), c[:, i - 1].unsqueeze(-1)
+        weights, m = _scan_weights(alpha.clone())
+        r = weights @ E if shared else torch.bmm(weights.unsqueeze(1), E[:, i - 1]).squeeze(1)
         sums.append(r)
-        alpha = r.log() + m + shift + unary[:, i]
+        alpha = r.log().add_(m).add_(shifted[:, i - 1])
         alphas.append(alpha)
     inside = torch.arange(1, unary.shape[1], device=unary.device) < lens.unsqueeze(-1)  # [B, L - 1]
     return None if _untrusted(torch.stack(sums, 1), inside) else torch.stack(alphas, 1)
@@ -75,20 +80,17 @@ def _exp_scan_backward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | N
     """Backward scan in exp space (as :func:`_exp_scan_forward`); ``None`` when a step is not trusted."""
     E, c, shared = _exp_transitions(edges)
     batch_size, seq_len, n_tags = unary.shape
+    inside = torch.arange(seq_len - 1, device=unary.device) < (lens - 1).unsqueeze(-1)  # [B, L - 1]
+    keep = inside.unsqueeze(-1)  # beta is 0 at and beyond the last position
+    shift = c if shared else c.unsqueeze(-1)
     beta = unary.new_zeros(batch_size, n_tags)
     betas, sums = [beta], []
     for i in range(seq_len - 2, -1, -1):
-        nxt = unary[:, i + 1] + beta
-        m = nxt.amax(-1, keepdim=True)
-        weights = exp_nonpositive(nxt - m)
-        if shared:
-            r, shift = weights @ E.t(), c
-        else:
-            r, shift = torch.bmm(E[:, i], weights.unsqueeze(-1)).squeeze(-1), c[:, i].unsqueeze(-1)
+        weights, m = _scan_weights(unary[:, i + 1] + beta)
+        r = weights @ E.t() if shared else torch.bmm(E[:, i], weights.unsqueeze(-1)).squeeze(-1)
         sums.append(r)
-        beta = torch.where((i < lens - 1).unsqueeze(-1), r.log() + m + shift, torch.zeros_like(r))
+        beta = torch.where(keep[:, i], r.log().add_(m).add_(shift if shared else shift[:, i]), 0.0)
         betas.append(beta)
-    inside = torch.arange(seq_len - 1, device=unary.device) < (lens - 1).unsqueeze(-1)
     return None if _untrusted(torch.stack(sums[::-1], 1), inside) else torch.stack(betas[::-1], 1)
 
 
