@@ -99,17 +99,19 @@ class StructuredDistribution(ABC):
         lens: ``LongTensor [batch_size]``, the number of positions of each sentence, or ``None`` when
             every sentence fills the padded length ``max_len``.
         max_len: the padded length that ``lens`` indexes into.
+        lens_checked: ``lens`` is already the output of :func:`check_lens` for this batch (internal).
 
     Every per-sentence result has shape ``[batch_size]``.  Results are cached: a distribution is
     immutable once built.
     """
 
-    def __init__(self, potentials: Sequence[Tensor], lens: Tensor | None, max_len: int):
+    def __init__(self, potentials: Sequence[Tensor], lens: Tensor | None, max_len: int, lens_checked: bool = False):
         first = potentials[0]
         self.potentials: tuple[Tensor, ...] = tuple(p.to(compute_dtype(p.dtype)) for p in potentials)
         self.batch_size: int = first.shape[0]
         self.max_len: int = max_len
-        self.lens: Tensor = check_lens(lens, self.batch_size, max_len, first.device)
+        # a subclass that already validated ``lens`` with check_lens says so, sparing a second host sync
+        self.lens: Tensor = lens if lens_checked else check_lens(lens, self.batch_size, max_len, first.device)
         self._cache: dict = {}
 
     # ------------------------------------------------------------------ what a subclass writes

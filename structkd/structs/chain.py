@@ -277,8 +277,8 @@ class LinearChainCRF(StructuredDistribution):
         batch_size, seq_len, n_tags = emissions.shape
         self.n_tags = n_tags
         unary = emissions
-        lens_checked = _lens_for(emissions, lens, seq_len)
-        mask = length_mask(lens_checked, seq_len)
+        checked_lens = _lens_for(emissions, lens, seq_len)
+        mask = length_mask(checked_lens, seq_len)
         last = mask & ~torch.cat([mask[:, 1:], mask.new_zeros(batch_size, 1)], 1)
         first = mask & (torch.arange(seq_len, device=emissions.device) == 0)
         if start is not None:
@@ -292,8 +292,8 @@ class LinearChainCRF(StructuredDistribution):
             forbid = last.unsqueeze(-1) & ~_check_vector(allowed_end, n_tags, "allowed_end").bool()
             unary = unary.masked_fill(forbid, LOG_ZERO)
         unary = unary.masked_fill(~mask.unsqueeze(-1), 0.0)
-        edges = self._edges(transitions, allowed, emissions, lens_checked)
-        super().__init__((unary, edges), lens_checked, seq_len)
+        edges = self._edges(transitions, allowed, emissions, checked_lens)
+        super().__init__((unary, edges), checked_lens, seq_len, lens_checked=True)
 
     @staticmethod
     def _edges(transitions: Tensor | None, allowed: Tensor | None, emissions: Tensor, lens: Tensor) -> Tensor:
@@ -503,9 +503,9 @@ class MaxEnt(StructuredDistribution):
             raise ValueError(f"logits must be [batch_size, seq_len, n_tags], got {list(logits.shape)}")
         seq_len = logits.shape[1]
         self.n_tags = logits.shape[2]
-        lens_checked = _lens_for(logits, lens, seq_len)
-        mask = length_mask(lens_checked, seq_len).unsqueeze(-1)
-        super().__init__((logits.masked_fill(~mask, 0.0),), lens_checked, seq_len)
+        checked_lens = _lens_for(logits, lens, seq_len)
+        mask = length_mask(checked_lens, seq_len).unsqueeze(-1)
+        super().__init__((logits.masked_fill(~mask, 0.0),), checked_lens, seq_len, lens_checked=True)
 
     def _inside(self, potentials):
         (logits,) = potentials

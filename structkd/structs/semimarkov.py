@@ -58,7 +58,7 @@ class SemiMarkovCRF(StructuredDistribution):
         self.max_width = seq_len if max_width is None else min(max_width, max(seq_len, 1))
         lens = check_lens(lens, batch_size, seq_len, scores.device)
         valid = self._valid_segments(lens, seq_len)
-        super().__init__((scores.masked_fill(~valid.unsqueeze(-1), LOG_ZERO),), lens, seq_len)
+        super().__init__((scores.masked_fill(~valid.unsqueeze(-1), LOG_ZERO),), lens, seq_len, lens_checked=True)
 
     def _valid_segments(self, lens: Tensor, seq_len: int) -> Tensor:
         """``BoolTensor [batch_size, seq_len, seq_len]``: segment ``i..j`` lies inside the sentence."""

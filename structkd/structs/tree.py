@@ -87,7 +87,7 @@ class _FirstOrderTree(StructuredDistribution):
         lens = check_lens(lens, batch_size, seq_len - 1, scores.device)
         mask = arc_mask(lens, seq_len)
         scores = scores.to(compute_dtype(scores.dtype)).masked_fill(~mask, LOG_ZERO)
-        super().__init__((scores,), lens, seq_len - 1)
+        super().__init__((scores,), lens, seq_len - 1, lens_checked=True)
         self.seq_len: int = seq_len
         self.multiroot: bool = bool(multiroot)
 
