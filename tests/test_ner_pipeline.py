@@ -148,6 +148,10 @@ def test_config_errors(tmp_path):
         load_ner_config(bad)
     config = load_ner_config(None, ["training.lr=1e-4", "kd.temperature=2", "data.unlabeled=[a.txt, b.txt]"])
     assert config.training.lr == 1e-4 and config.kd.temperature == 2.0 and config.data.unlabeled == ["a.txt", "b.txt"]
+    config.save(tmp_path / "saved.json")
+    saved = json.loads((tmp_path / "saved.json").read_text())
+    assert set(saved) == {"data", "model", "kd", "training"} and saved["kd"]["temperature"] == 2.0
+    assert build_ner_config(saved).to_dict() == saved  # a saved config rebuilds the same config
 
 
 def test_distill_requires_teacher(corpus, tmp_path):

@@ -10,13 +10,11 @@ A config has four sections::
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from structkd.train.config import TrainConfig, build_sections, read_yaml_mapping
+from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
 
 KD_METHODS = ("structural", "token", "topk", "none")
 RELATION_MODES = ("marginal", "gold", "none")
@@ -122,18 +120,12 @@ class KdConfig:
 
 
 @dataclass
-class ParseConfig:
+class ParseConfig(SectionedConfig):
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     kd: KdConfig = field(default_factory=KdConfig)
     training: TrainConfig = field(default_factory=lambda: TrainConfig(metric="las"))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"data": dataclasses.asdict(self.data), "model": dataclasses.asdict(self.model),
-                "kd": dataclasses.asdict(self.kd), "training": self.training.to_dict()}
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "kd": KdConfig, "training": TrainConfig}

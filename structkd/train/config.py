@@ -273,3 +273,19 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
     return values
+
+
+class SectionedConfig:
+    """Mixin for a pipeline config: a dataclass whose fields are section dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able nested dict of every section."""
+        out = {}
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            out[f.name] = section.to_dict() if isinstance(section, TrainConfig) else dataclasses.asdict(section)
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` as JSON (kept next to a run's outputs)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
