@@ -4,30 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
+from structkd.cli_common import add_training_commands, config_arguments, load_task_config
+
 
 def _config(args: argparse.Namespace):
-    from structkd.ner.config import load_ner_config
-
-    return load_ner_config(args.config, args.overrides)
-
-
-def _train(args: argparse.Namespace) -> int:
-    from structkd.ner.pipeline import train_command
-
-    print(json.dumps(_summary(train_command(_config(args), resume=args.resume)), indent=2))
-    return 0
-
-
-def _distill(args: argparse.Namespace) -> int:
-    from structkd.ner.pipeline import distill_command
-
-    results = distill_command(_config(args), resume=args.resume, rebuild_cache=args.rebuild_cache)
-    print(json.dumps(_summary(results), indent=2))
-    return 0
+    return load_task_config("ner", args)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -61,38 +45,24 @@ def _summary(results: dict) -> dict:
     return {split: {k: v for k, v in r.items() if k != "per_type"} for split, r in results.items()}
 
 
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config with sections data, model, kd, training")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. kd.method=token")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structkd", description="Structural knowledge distillation.")
     tasks = parser.add_subparsers(dest="task", required=True)
     ner = tasks.add_parser("ner", help="named entity recognition").add_subparsers(dest="command", required=True)
 
-    train = ner.add_parser("train", help="train a teacher or a baseline student on gold labels")
-    _config_arguments(train)
-    train.add_argument("--resume", action="store_true", help="continue from output_dir/last")
-    train.set_defaults(run=_train)
-
-    distill = ner.add_parser("distill", help="distill kd.teacher into a student (kd.method, temperature, ...)")
-    _config_arguments(distill)
-    distill.add_argument("--resume", action="store_true", help="continue from output_dir/last")
-    distill.add_argument("--rebuild-cache", action="store_true", help="recompute the teacher cache")
-    distill.set_defaults(run=_distill)
+    add_training_commands(ner, "ner", _summary, "train a teacher or a baseline student on gold labels")
 
     evaluate = ner.add_parser("evaluate", help="entity F1 and a per-type table of a saved model")
     evaluate.add_argument("model", help="directory of a saved model")
     evaluate.add_argument("data", help="a labeled column file")
-    _config_arguments(evaluate)
+    config_arguments(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     pred = ner.add_parser("predict", help="tag text (.txt, one sentence per line) or a column file")
     pred.add_argument("model")
     pred.add_argument("input")
     pred.add_argument("output")
-    _config_arguments(pred)
+    config_arguments(pred)
     pred.set_defaults(run=_predict)
 
     demo = ner.add_parser("demo", help="MiniLM teacher to BiLSTM-CRF student on the shipped WNUT17 sample")

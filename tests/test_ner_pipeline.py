@@ -142,6 +142,10 @@ def test_config_errors(tmp_path):
         load_ner_config(None, ["epochs=3"])
     with pytest.raises(ValueError, match="kd.method"):
         load_ner_config(None, ["kd.method=magic"])
+    with pytest.raises(ValueError, match="kd.temperature_mode"):
+        load_ner_config(None, ["kd.temperature_mode=lukewarm"])
+    with pytest.raises(ValueError, match="kd.kd_weight"):
+        load_ner_config(None, ["kd.kd_weight=1.5"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed\n", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid YAML"):

@@ -225,3 +225,12 @@ def test_example_configs_parse(name):
 
     config = load_parse_config(Path(__file__).resolve().parents[1] / "examples" / "configs" / name)
     assert config.data.train and config.training.output_dir.startswith("runs/") and config.training.metric == "las"
+
+
+@pytest.mark.parametrize("override,name", [("kd.relations=x", "kd.relations"), ("kd.method=posterior", "kd.method"),
+                                           ("kd.temperature_mode=x", "kd.temperature_mode")])
+def test_kd_config_is_validated(override, name):
+    from structkd.parse.config import load_parse_config
+
+    with pytest.raises(ValueError, match=name):
+        load_parse_config(None, [override])

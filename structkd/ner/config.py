@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
 
@@ -70,11 +70,18 @@ class KdConfig:
     teacher: str | None = None
     cache_dir: str | None = None
 
+    METHODS: ClassVar[tuple[str, ...]] = KD_METHODS
+
     def __post_init__(self):
-        if self.method not in KD_METHODS:
-            raise ValueError(f"kd.method must be one of {', '.join(KD_METHODS)}, got {self.method!r}")
-        if self.annealing not in ("none", "teacher"):
-            raise ValueError(f"kd.annealing must be 'none' or 'teacher', got {self.annealing!r}")
+        checks = (("method", self.METHODS), ("annealing", ("none", "teacher")),
+                  ("temperature_mode", ("global", "local")))
+        for name, allowed in checks:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"kd.{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.temperature <= 0 or not 0.0 <= self.kd_weight <= 1.0:
+            raise ValueError(f"kd.temperature must be positive and kd.kd_weight in [0, 1], got "
+                             f"{self.temperature} and {self.kd_weight}")
 
 
 @dataclass

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from structkd.ner.config import KdConfig as NerKdConfig
 from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
 
 KD_METHODS = ("structural", "token", "topk", "none")
@@ -86,7 +87,7 @@ class ModelConfig:
 
 
 @dataclass
-class KdConfig:
+class KdConfig(NerKdConfig):
     """Distillation options (see :mod:`structkd.parse.distillation`).
 
     ``relations``: how a biaffine student learns the teacher's relations: ``marginal`` (KL on every arc,
@@ -94,29 +95,14 @@ class KdConfig:
     student always learns relations through its ``(offset, relation)`` labels.
     """
 
-    method: str = "structural"
-    temperature: float = 1.0
-    temperature_mode: str = "global"
-    kd_weight: float = 0.5
-    annealing: str = "none"
     relations: str = "marginal"
-    top_k: int = 5
-    teacher: str | None = None
-    cache_dir: str | None = None
+
+    METHODS: ClassVar[tuple[str, ...]] = KD_METHODS
 
     def __post_init__(self):
-        if self.method not in KD_METHODS:
-            raise ValueError(f"kd.method must be one of {', '.join(KD_METHODS)}, got {self.method!r}")
-        if self.annealing not in ("none", "teacher"):
-            raise ValueError(f"kd.annealing must be 'none' or 'teacher', got {self.annealing!r}")
+        super().__post_init__()
         if self.relations not in RELATION_MODES:
             raise ValueError(f"kd.relations must be one of {', '.join(RELATION_MODES)}, got {self.relations!r}")
-        if self.temperature_mode not in ("global", "local"):
-            raise ValueError(f"kd.temperature_mode must be 'global' or 'local', got {self.temperature_mode!r}")
-        if self.temperature <= 0:
-            raise ValueError(f"kd.temperature must be positive, got {self.temperature}")
-        if self.top_k < 1:
-            raise ValueError(f"kd.top_k must be at least 1, got {self.top_k}")
 
 
 @dataclass

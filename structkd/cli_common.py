@@ -1,0 +1,50 @@
+"""Pieces shared by the task command lines (``structkd ner ...``, ``structkd parse ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from collections.abc import Callable
+
+
+def config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and trailing ``section.key=value`` overrides."""
+    parser.add_argument("--config", help="YAML config with sections data, model, kd, training")
+    parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. kd.method=token")
+
+
+def load_task_config(task: str, args: argparse.Namespace):
+    """The task's config (``structkd.<task>.config.load_<task>_config``) from ``--config`` and overrides."""
+    module = importlib.import_module(f"structkd.{task}.config")
+    return getattr(module, f"load_{task}_config")(args.config, args.overrides)
+
+
+def add_training_commands(commands, task: str, summary: Callable[[dict], dict], train_help: str) -> None:
+    """``train`` and ``distill`` for a task whose pipeline module (``structkd.<task>.pipeline``) has
+    ``train_command(config, resume)`` and ``distill_command(config, resume, rebuild_cache)``; each prints the
+    ``summary`` of the returned dev/test results as JSON."""
+
+    def run_train(args: argparse.Namespace) -> int:
+        pipeline = importlib.import_module(f"structkd.{task}.pipeline")
+        print(json.dumps(summary(pipeline.train_command(load_task_config(task, args), resume=args.resume)),
+                         indent=2))
+        return 0
+
+    def run_distill(args: argparse.Namespace) -> int:
+        pipeline = importlib.import_module(f"structkd.{task}.pipeline")
+        results = pipeline.distill_command(load_task_config(task, args), resume=args.resume,
+                                           rebuild_cache=args.rebuild_cache)
+        print(json.dumps(summary(results), indent=2))
+        return 0
+
+    train = commands.add_parser("train", help=train_help)
+    config_arguments(train)
+    train.add_argument("--resume", action="store_true", help="continue from output_dir/last")
+    train.set_defaults(run=run_train)
+
+    distill = commands.add_parser("distill", help="distill kd.teacher into a student (kd.method, temperature, ...)")
+    config_arguments(distill)
+    distill.add_argument("--resume", action="store_true", help="continue from output_dir/last")
+    distill.add_argument("--rebuild-cache", action="store_true", help="recompute the teacher cache")
+    distill.set_defaults(run=run_distill)
