@@ -332,3 +332,34 @@ def test_tag_without_successor_and_padding_stay_finite():
         ys, unary, _ = brute_chain(score, n, 3, 6)
         assert dist.log_partition[b].item() == pytest.approx(brute.log_partition(ys, score), abs=1e-4)
         torch.testing.assert_close(dist.marginals[b], unary.float(), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1.0, 20.0])
+def test_exp_space_scans_stay_exact_on_peaked_constrained_scores(scale):
+    """A tagger late in training has peaked emissions and BIO constraints: the exp-space scans (float64 inside)
+    must stay on their fast path there and agree with the log-space scans, and so must the summed edge
+    marginals of the shared-transition gradient."""
+    from structkd.structs import chain
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
+    allowed, allowed_start, allowed_end = allowed_transitions(labels, "BIO")
+    generator = torch.Generator().manual_seed(5)
+    lens = torch.randint(1, 41, (16,), generator=generator)
+    em = torch.randn(16, 40, 7, generator=generator) * scale
+    tr = torch.randn(7, 7, generator=generator)
+    dist = LinearChainCRF(em, tr, lens, allowed=allowed, allowed_start=allowed_start, allowed_end=allowed_end)
+    unary, edges = dist.potentials
+    with torch.no_grad():
+        fast_alpha = chain._exp_scan_forward(unary, edges, dist.lens)
+        fast_beta = chain._exp_scan_backward(unary, edges, dist.lens)
+    assert fast_alpha is not None and fast_beta is not None
+    with torch.enable_grad():  # the log-space scans
+        alpha = chain.forward_scan(unary.double(), edges.double())
+        beta = chain.backward_scan(unary.double(), edges.double(), dist.lens)
+    inside = torch.arange(40) < lens.unsqueeze(-1)
+    real = inside.unsqueeze(-1) & (alpha > LOG_ZERO / 2) & (beta > LOG_ZERO / 2)
+    torch.testing.assert_close(fast_alpha.double()[real], alpha[real], rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(fast_beta.double()[real], beta[real], rtol=1e-5, atol=1e-3)
+    summed = dist._summed_edge_marginals(torch.ones(16))
+    assert summed is not None
+    torch.testing.assert_close(summed, dist.edge_marginals.sum((0, 1)), rtol=1e-4, atol=1e-4)

@@ -105,6 +105,10 @@ class StructuredDistribution(ABC):
     immutable once built.
     """
 
+    _exact_zero_outside_parts: bool = False
+    """Set by a subclass whose ``_inside_outside_parts`` already returns exact zeros outside ``_part_masks()``
+    (the detached marginals then skip a masking pass)."""
+
     def __init__(self, potentials: Sequence[Tensor], lens: Tensor | None, max_len: int, lens_checked: bool = False):
         first = potentials[0]
         self.potentials: tuple[Tensor, ...] = tuple(p.to(compute_dtype(p.dtype)) for p in potentials)
@@ -201,7 +205,8 @@ class StructuredDistribution(ABC):
         want = tuple(a or b for a, b in zip(needed, have))
         with torch.no_grad():
             log_z, marginals = self._inside_outside_parts(want)
-        marginals = self._mask_marginals(marginals)
+        if not self._exact_zero_outside_parts:
+            marginals = self._mask_marginals(marginals)
         result = (log_z.detach(), tuple(None if m is None else m.detach() for m in marginals))
         self._cache["teacher_pass"] = result
         return result

@@ -24,74 +24,110 @@ def _shared_transitions(edges: Tensor) -> Tensor | None:
     return None
 
 
+# The exp-space scans run in float64 whatever the scores' dtype: their vectors are small ([B, N] per step, so
+# the cost is the same) and float64's range (e^-708 against float32's e^-87) keeps peaked scores, such as a
+# trained tagger's late in training, on this path instead of the log-space fallback.
+_EXP_DTYPE = torch.float64
 # Smallest trustworthy value of an exp-space step (see _exp_transitions); below it, terms that underflowed may
 # have mattered and the scan is redone in log space.
-_TRUSTED = {torch.float32: 1e-30, torch.float64: 1e-280}
+_TRUSTED = 1e-280
 
 
 def _exp_transitions(edges: Tensor) -> tuple[Tensor, Tensor, bool]:
-    """``exp(edges - c)`` with ``c`` the maximum of each transition matrix, for scans in exp space.
+    """``exp(edges - c)`` in :data:`_EXP_DTYPE` with ``c`` the maximum of each transition matrix, for scans in exp
+    space.
 
     Returns ``(E, c, shared)``: ``E [N, N]`` and ``c []`` for transitions shared over positions, else
     ``E [B, L - 1, N, N]`` and ``c [B, L - 1]``.  Impossible transitions (:data:`LOG_ZERO`) become exactly 0.
     """
     shared = _shared_transitions(edges)
     if shared is not None:
+        shared = shared.to(_EXP_DTYPE)
         c = shared.max()
         return exp_nonpositive(shared - c), c, True
+    edges = edges.to(_EXP_DTYPE)
     c = edges.flatten(2).amax(-1)
     return exp_nonpositive(edges - c[..., None, None]), c, False
 
 
-def _scan_weights(x: Tensor) -> Tensor:
-    """``exp(x - max x)`` per row for the exp-space scans, in place on ``x``.  Arguments are floored at the
-    smallest normal exponent (avoiding exp's slow subnormal path): a floored entry weighs 1e-38 instead of
-    less, far below the precision of the step's sum, which the trust check covers anyway."""
-    m = x.amax(-1, keepdim=True)
-    return x.sub_(m).clamp_(min=-87.0 if x.dtype != torch.float64 else -700.0).exp_(), m
+def _scaled_unary(unary: Tensor) -> tuple[Tensor, Tensor]:
+    """``(exp(unary - m), m)`` with ``m [B, L, 1]`` the maximum over tags, for the exp-space scans (weights
+    below the smallest normal number are 0, see :func:`~structkd.numerics.exp_nonpositive`)."""
+    m = unary.amax(-1, keepdim=True)
+    return exp_nonpositive(unary - m), m
+
+
+def _log_scaled(weights: Tensor, offsets: Tensor) -> Tensor:
+    """``log(weights) + offsets`` with weights that underflowed to 0 (terms far below the precision of the
+    sums they enter) kept at :data:`LOG_ZERO` instead of ``-inf``."""
+    return weights.log().clamp_(min=LOG_ZERO).add_(offsets)
 
 
 def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | None:
-    """Forward scan with matrix products in exp space, rescaled at every step:
-    ``alpha_i = log(exp(alpha_{i-1} - m) @ exp(T - c)) + m + c + unary_i``.  Exact up to rounding as long as
-    every step's sum stays above :data:`_TRUSTED` (terms that underflow are then below the precision of the
-    result); returns ``None`` otherwise, so the caller falls back to the log-space scan."""
+    """Forward scan in exp space with matrix products (the scaled forward algorithm).
+
+    Each step keeps ``p_i = exp(alpha_i - K_i)`` with its largest entry 1: ``q = (p_{i-1} @ exp(T - c)) *
+    exp(unary_i - m_i)``, ``p_i = q / max q`` and ``K_i = K_{i-1} + c + m_i + log max q``, so a step costs four
+    small operations and the logarithms are taken once for all positions.  Exact up to rounding as long as
+    every step's sum ``p_{i-1} @ exp(T - c)`` stays above :data:`_TRUSTED` (computed in :data:`_EXP_DTYPE`) (terms that underflow are then below
+    the precision of the result); returns ``None`` otherwise, so the caller falls back to the log-space scan.
+    """
     E, c, shared = _exp_transitions(edges)
-    shifted = unary[:, 1:] + (c if shared else c.unsqueeze(-1))  # unary_i + c, once for all positions
-    alpha = unary[:, 0]
-    alphas, sums = [alpha], []
+    weights, top = _scaled_unary(unary.to(_EXP_DTYPE))
+    steps = weights.unbind(1)  # per-position views taken at once: fewer small operations in the loop
+    transitions = None if shared else E.unbind(1)
+    p = steps[0]
+    ps, sums, scales = [p], [], []
     for i in range(1, unary.shape[1]):
-        weights, m = _scan_weights(alpha.clone())
-        r = weights @ E if shared else torch.bmm(weights.unsqueeze(1), E[:, i - 1]).squeeze(1)
+        r = p @ E if shared else torch.bmm(p.unsqueeze(1), transitions[i - 1]).squeeze(1)
+        q = r * steps[i]
+        scale = q.amax(-1, keepdim=True)
+        p = q / scale
         sums.append(r)
-        alpha = r.log().add_(m).add_(shifted[:, i - 1])
-        alphas.append(alpha)
+        scales.append(scale)
+        ps.append(p)
     inside = torch.arange(1, unary.shape[1], device=unary.device) < lens.unsqueeze(-1)  # [B, L - 1]
-    return None if _untrusted(torch.stack(sums, 1), inside) else torch.stack(alphas, 1)
+    if _untrusted(torch.stack(sums, 1), inside):
+        return None
+    steps = torch.stack(scales, 1).log_().add_(top[:, 1:]).add_(c if shared else c.unsqueeze(-1))
+    offsets = torch.cat([top[:, :1], steps], 1).cumsum(1)  # K_i, [B, L, 1]
+    return _log_scaled(torch.stack(ps, 1), offsets).to(unary.dtype)
 
 
 def _untrusted(sums: Tensor, inside: Tensor) -> bool:
     """Whether any exp-space step sum ``[B, L - 1, N]`` at a real position fell below :data:`_TRUSTED`."""
-    trusted = _TRUSTED.get(sums.dtype, 1e-30)
-    return bool(((sums < trusted) & inside.unsqueeze(-1)).any())
+    return bool(((sums < _TRUSTED) & inside.unsqueeze(-1)).any())
 
 
 def _exp_scan_backward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | None:
-    """Backward scan in exp space (as :func:`_exp_scan_forward`); ``None`` when a step is not trusted."""
+    """Backward scan in exp space, scaled as :func:`_exp_scan_forward`: ``pb_i = exp(beta_i - K_i)`` with
+    ``r = exp(T - c) @ (exp(unary_{i+1} - m_{i+1}) * pb_{i+1})``, ``pb_i = r / max r``; at and beyond each
+    sentence's last position ``pb = 1`` and the offset is 0.  ``None`` when a step is not trusted."""
     E, c, shared = _exp_transitions(edges)
+    weights, top = _scaled_unary(unary.to(_EXP_DTYPE))
     batch_size, seq_len, n_tags = unary.shape
     inside = torch.arange(seq_len - 1, device=unary.device) < (lens - 1).unsqueeze(-1)  # [B, L - 1]
     keep = inside.unsqueeze(-1)  # beta is 0 at and beyond the last position
-    shift = c if shared else c.unsqueeze(-1)
-    beta = unary.new_zeros(batch_size, n_tags)
-    betas, sums = [beta], []
+    E_t = E.t() if shared else None
+    steps, keeps = weights.unbind(1), keep.unbind(1)
+    transitions = None if shared else E.unbind(1)
+    ones = weights.new_ones(batch_size, n_tags)
+    pb = ones
+    pbs, sums, scales = [pb], [], []
     for i in range(seq_len - 2, -1, -1):
-        weights, m = _scan_weights(unary[:, i + 1] + beta)
-        r = weights @ E.t() if shared else torch.bmm(E[:, i], weights.unsqueeze(-1)).squeeze(-1)
+        q = steps[i + 1] * pb
+        r = q @ E_t if shared else torch.bmm(transitions[i], q.unsqueeze(-1)).squeeze(-1)
+        scale = r.amax(-1, keepdim=True)
+        pb = torch.where(keeps[i], r / scale, ones)
         sums.append(r)
-        beta = torch.where(keep[:, i], r.log().add_(m).add_(shift if shared else shift[:, i]), 0.0)
-        betas.append(beta)
-    return None if _untrusted(torch.stack(sums[::-1], 1), inside) else torch.stack(betas[::-1], 1)
+        scales.append(scale)
+        pbs.append(pb)
+    if _untrusted(torch.stack(sums[::-1], 1), inside):
+        return None
+    steps = torch.stack(scales[::-1], 1).log_().add_(top[:, 1:]).add_(c if shared else c.unsqueeze(-1))
+    steps = torch.where(keep, steps, 0.0)  # [B, L - 1, 1]; the offset of position i sums steps i..L-2
+    offsets = torch.cat([steps.flip(1).cumsum(1).flip(1), steps.new_zeros(batch_size, 1, 1)], 1)
+    return _log_scaled(torch.stack(pbs[::-1], 1), offsets).to(unary.dtype)
 
 
 def forward_scan(unary: Tensor, edges: Tensor, lens: Tensor | None = None) -> Tensor:
@@ -369,26 +405,26 @@ class LinearChainCRF(StructuredDistribution):
 
     def _summed_edge_marginals(self, grad: Tensor) -> Tensor | None:
         """``sum_b grad[b] sum_i P_b(y_i = a, y_{i+1} = c)`` ``[N, N]`` for shared transitions, as a product
-        of rescaled forward and backward vectors.  ``None`` when a rescaling factor exceeds ``e^20`` (hard
-        constraints between the most likely tags): then terms lost to underflow could matter, and the caller
-        uses the per-position edge marginals instead."""
+        of rescaled forward and backward vectors (in :data:`_EXP_DTYPE`).  ``None`` when a rescaling factor
+        exceeds ``e^300``: a term dropped to underflow (below ``e^-708``) could then exceed ``e^-408`` of the
+        total, and the caller uses the per-position edge marginals instead."""
         self._teacher_pass((True, False))
         alpha, beta, local_z = self._cache["charts"]
         unary, edges = self.potentials
-        trans = _shared_transitions(edges)
+        trans = _shared_transitions(edges).to(_EXP_DTYPE)
         c = trans.max()
-        forward = alpha[:, :-1]
-        backward = unary[:, 1:] + beta[:, 1:]
+        forward = alpha[:, :-1].to(_EXP_DTYPE)
+        backward = (unary[:, 1:] + beta[:, 1:]).to(_EXP_DTYPE)
         top_f = forward.amax(-1, keepdim=True)
         top_b = backward.amax(-1, keepdim=True)
         log_factor = top_f + top_b + c - local_z[:, :-1]  # [B, L - 1, 1]
         inside = (torch.arange(edges.shape[1], device=self.device) < (self.lens - 1).unsqueeze(-1)).unsqueeze(-1)
-        if bool(((log_factor > 20) & inside).any()):
+        if bool(((log_factor > 300) & inside).any()):
             return None
-        factor = torch.where(inside, log_factor.exp(), 0.0) * grad.view(-1, 1, 1).to(forward.dtype)
+        factor = torch.where(inside, log_factor.exp(), 0.0) * grad.view(-1, 1, 1).to(_EXP_DTYPE)
         p = (exp_nonpositive(forward - top_f) * factor).flatten(0, 1)
         q = exp_nonpositive(backward - top_b).flatten(0, 1)
-        return (p.t() @ q) * exp_nonpositive(trans - c)
+        return ((p.t() @ q) * exp_nonpositive(trans - c)).to(edges.dtype)
 
     def _part_masks(self):
         mask = length_mask(self.lens, self.max_len)

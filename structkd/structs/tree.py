@@ -55,8 +55,9 @@ def arc_mask(lens: Tensor, seq_len: int) -> Tensor:
     words = word_mask(lens, seq_len)
     heads = words.clone()
     heads[:, 0] = True
-    eye = torch.eye(seq_len, dtype=torch.bool, device=lens.device)
-    return words.unsqueeze(2) & heads.unsqueeze(1) & ~eye
+    mask = words.unsqueeze(2) & heads.unsqueeze(1)
+    mask.diagonal(dim1=1, dim2=2).fill_(False)
+    return mask
 
 
 def tree_scores(scores: Tensor, heads: Tensor, lens: Tensor) -> Tensor:
@@ -90,9 +91,10 @@ class _FirstOrderTree(StructuredDistribution):
         super().__init__((scores,), lens, seq_len - 1, lens_checked=True)
         self.seq_len: int = seq_len
         self.multiroot: bool = bool(multiroot)
+        self._arc_mask: Tensor = mask
 
     def _part_masks(self) -> tuple[Tensor, ...]:
-        return (arc_mask(self.lens, self.seq_len),)
+        return (self._arc_mask,)
 
     def parts(self, structure: Tensor) -> tuple[Tensor, ...]:
         """Arc indicators ``[batch_size, seq_len, seq_len]`` of ``heads`` ``LongTensor [batch_size, seq_len]``;
@@ -261,7 +263,8 @@ def _root_value(top: Tensor, lens: Tensor) -> Tensor:
 
 def _spread(grad: Tensor, value: Tensor, ops: tuple[Tensor, Tensor], grads: tuple[Tensor, Tensor]) -> None:
     """Outside step of log-sum-exp items: add ``grad * softmax`` of their candidates to both operands
-    (softmax weights below ``exp(-cut)``, see :func:`_exp_cut`, are exactly 0).
+    (log-weights below ``-cut`` are clamped there, see :func:`_exp_cut`: such a weight is below ``2e-35`` of the
+    item's marginal, and the marginals of impossible arcs are masked to exact zeros afterwards).
 
     Args:
         grad: ``[..., n, 1]`` marginal probability of the items.
@@ -270,9 +273,7 @@ def _spread(grad: Tensor, value: Tensor, ops: tuple[Tensor, Tensor], grads: tupl
         grads: the matching stripes of the gradient charts, updated in place.
     """
     weight = (ops[0] + ops[1]).sub_(value.unsqueeze(-2))
-    cut = -_exp_cut(weight.dtype)
-    negligible = weight < cut
-    weight = weight.clamp_(min=cut).exp_().masked_fill_(negligible, 0.0).mul_(grad.unsqueeze(-2))
+    weight = weight.clamp_(min=-_exp_cut(weight.dtype)).exp_().mul_(grad.unsqueeze(-2))
     grads[0].add_(weight)
     grads[1].add_(weight)
 
@@ -435,90 +436,113 @@ class DependencyCRF(_FirstOrderTree):
 
 
 # ---------------------------------------------------------------------------------------------- Matrix-Tree
-def _shifted_weights(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Arc weights with each dependent's scores shifted by its own maximum.
-
-    Args:
-        scores: ``[B, S, S]`` float64 masked arc scores ``[b, d, h]``.
-        mask: ``BoolTensor [B, S, S]`` possible arcs (:func:`arc_mask`).
+def _arc_mask_weights(lens: Tensor, seq_len: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Float masks built from lengths by arithmetic (selecting with boolean tensors costs several times more
+    than a multiplication on CPU).
 
     Returns:
-        ``(weights [B, S, S], shift [B])``: ``weights = exp(scores - max_h scores)`` (0 off the mask and below
-        ``exp(-cut)``, see :func:`_exp_cut`; the best head of each word weighs 1) and the sum of the shifts,
-        so that ``log Z = log det + shift``.
+        ``(arcs [B, S, S], words [B, S])``: 1.0 at possible arcs ``[b, d, h]`` (as :func:`arc_mask`) and at the
+        word positions ``1..lens[b]``, 0.0 elsewhere.
     """
-    top = scores.detach().amax(-1, keepdim=True)
-    top = torch.where(mask.any(-1, keepdim=True), top, torch.zeros_like(top))
-    shifted, cut = scores - top, -_exp_cut(scores.dtype)
-    keep = mask & (shifted.detach() > cut)
-    weights = torch.where(keep, torch.exp(shifted.clamp(min=cut)), torch.zeros((), dtype=scores.dtype,
-                                                                              device=scores.device))
-    return weights, top.squeeze(-1).sum(-1)
+    positions = torch.arange(seq_len, device=lens.device)
+    words = ((positions >= 1) & (positions <= lens.unsqueeze(-1))).to(dtype)
+    heads = words.clone()
+    heads[:, 0] = 1.0
+    arcs = words.unsqueeze(2) * heads.unsqueeze(1)
+    arcs.diagonal(dim1=1, dim2=2).zero_()
+    return arcs, words
 
 
-def _laplacian(weights: Tensor, lens: Tensor, multiroot: bool) -> Tensor:
+def _shifted_weights(scores: Tensor, lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Arc weights with each dependent's scores shifted by its own maximum, as float64.
+
+    The exponentials are taken in the scores' own dtype (a float32 weight is the exact weight of a score
+    perturbed by one rounding, which changes log Z by at most ``n * 6e-8``); the Laplacian built from them is
+    float64, where its cancellations happen.
+
+    Args:
+        scores: ``[B, S, S]`` masked arc scores ``[b, d, h]`` (LOG_ZERO off the possible arcs).
+        lens: ``LongTensor [B]``.
+
+    Returns:
+        ``(weights [B, S, S], shift [B], words [B, S])``: ``weights = exp(scores - max_h scores)`` (exactly 0
+        off the possible arcs; arguments below ``-cut`` are clamped there, see :func:`_exp_cut`; the best head
+        of each word weighs 1), the sum of the shifts over words, so that ``log Z = log det + shift``, and the
+        float64 word mask of :func:`_arc_mask_weights`.
+    """
+    top = scores.detach().amax(-1, keepdim=True)  # LOG_ZERO on rows without arcs, whose weights are masked
+    shifted = (scores - top).clamp(min=-_exp_cut(scores.dtype))
+    arcs, words = _arc_mask_weights(lens, scores.shape[1], torch.float64)
+    weights = (shifted.exp_() if not shifted.requires_grad else shifted.exp()).double() * arcs
+    return weights, (top.squeeze(-1).double() * words).sum(-1), words
+
+
+def _laplacian(weights: Tensor, words: Tensor, multiroot: bool) -> Tensor:
     """The (Koo et al., 2007) Laplacian over words, ``[B, S-1, S-1]``, identity at padding.
 
     ``L[h, d] = -A(h -> d)`` off the diagonal and ``L[d, d]`` the total weight of arcs into ``d`` (including
-    the root's when ``multiroot``); with a single root the first row is replaced by the root weights.
+    the root's when ``multiroot``); with a single root the first row is replaced by the root weights (the
+    first unit vector for an empty sentence).  Each matrix is stored column-major, the layout LAPACK reads.
 
     Args:
         weights: ``[B, S, S]`` arc weights ``[b, d, h]`` from :func:`_shifted_weights`.
-        lens: ``LongTensor [B]``.
+        words: ``[B, S]`` float word mask (:func:`_arc_mask_weights`).
         multiroot: see the module docstring.
     """
-    seq_len = weights.shape[1]
-    padding = ~word_mask(lens, seq_len)[:, 1:]
-    words = weights[:, 1:, 1:]
-    incoming = (weights[:, 1:, :] if multiroot else words).sum(-1)
-    laplacian = torch.diag_embed(incoming + padding.to(weights.dtype)) - words.transpose(1, 2)
-    if multiroot or seq_len == 1:
-        return laplacian
-    first = torch.zeros_like(weights[:, 1:, 0])
-    first[:, 0] = 1.0
-    first = torch.where((lens > 0).unsqueeze(1), weights[:, 1:, 0], first)
-    return torch.cat([first.unsqueeze(1), laplacian[:, 1:]], 1)
+    padding = 1.0 - words[:, 1:]
+    between = weights[:, 1:, 1:]
+    incoming = (weights[:, 1:, :] if multiroot else between).sum(-1)
+    laplacian = between.transpose(1, 2).neg()  # a fresh tensor: the in-place writes below are safe for autograd
+    laplacian.diagonal(dim1=1, dim2=2).add_(incoming + padding)
+    if not multiroot and weights.shape[1] > 1:
+        laplacian[:, 0] = weights[:, 1:, 0]
+        laplacian[:, 0, 0] += padding[:, 0]
+    return laplacian
 
 
 def _marginals_from_inverse(weights: Tensor, inverse: Tensor, multiroot: bool) -> Tensor:
-    """Closed-form arc marginals ``[B, S, S]`` (``[b, d, h]``) from the inverse Laplacian ``[B, S-1, S-1]``:
-    ``mu(h, d) = A(h -> d) * (M[d, d] - M[d, h])`` (Koo et al., 2007, with its single-root corrections)."""
+    """Closed-form arc marginals ``[B, S, S]`` (``[b, d, h]``) from the inverse Laplacian ``M [B, S-1, S-1]``:
+    ``mu(h, d) = A(h -> d) * (M[d, d] - M[d, h])`` (Koo et al., 2007); with a single root the root arcs are
+    ``A(0 -> d) M[d, 0]`` and the terms of the first word's row/column drop out.  ``inverse`` is overwritten.
+    """
+    marginals = torch.zeros_like(weights)
     if inverse.shape[-1] == 0:
-        return torch.zeros_like(weights)
-    diag = inverse.diagonal(dim1=1, dim2=2)
+        return marginals
+    diag = inverse.diagonal(dim1=1, dim2=2)  # a view: zeroing column 0 below also zeroes M[0, 0]
     if multiroot:
-        words = weights[:, 1:, 1:] * (diag.unsqueeze(2) - inverse)
-        root = weights[:, 1:, 0] * diag
+        torch.mul(weights[:, 1:, 0], diag, out=marginals[:, 1:, 0])
     else:
-        not_first = (torch.arange(diag.shape[-1], device=diag.device) != 0).to(diag.dtype).expand_as(diag)
-        words = weights[:, 1:, 1:] * (diag.unsqueeze(2) * not_first.unsqueeze(2) - inverse * not_first.unsqueeze(1))
-        root = weights[:, 1:, 0] * inverse[:, :, 0]
-    return torch.cat([torch.zeros_like(weights[:, :1]),
-                      torch.cat([root.unsqueeze(2), words], 2)], 1)
+        torch.mul(weights[:, 1:, 0], inverse[:, :, 0], out=marginals[:, 1:, 0])
+        inverse[:, :, 0] = 0.0
+    torch.mul(diag.unsqueeze(2) - inverse, weights[:, 1:, 1:], out=marginals[:, 1:, 1:])
+    return marginals
 
 
 def _lu_logdet_inverse(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """``(log |det|, ok, inverse)`` of ``[B, n, n]`` matrices from one LU factorization; ``ok`` is False where
-    the determinant is not positive or a pivot is below :data:`PIVOT_TOLERANCE` (cancellation)."""
+    """``(log |det|, ok, inverse)`` of ``[B, n, n]`` matrices (``n >= 1``) from one LU factorization; ``ok`` is
+    False where the determinant is not positive or a pivot is below :data:`PIVOT_TOLERANCE` (cancellation; a
+    zero pivot gives ``log |det| = -inf``)."""
     lu, pivots, _ = torch.linalg.lu_factor_ex(matrix)
     diag = lu.diagonal(dim1=1, dim2=2)
-    swaps = (pivots != torch.arange(1, matrix.shape[-1] + 1, device=matrix.device)).sum(-1)
-    negative = (diag < 0).sum(-1) + swaps
-    ok = (negative % 2 == 0) & (diag.abs() >= PIVOT_TOLERANCE).all(-1)
-    logdet = diag.abs().clamp(min=torch.finfo(diag.dtype).tiny).log().sum(-1)
+    size = diag.abs()
+    # sign of the determinant: parity of the negative pivots plus the row swaps
+    flips = ((diag < 0) ^ (pivots != torch.arange(1, matrix.shape[-1] + 1, device=matrix.device))).sum(-1)
+    ok = (flips % 2 == 0) & (size.amin(-1) >= PIVOT_TOLERANCE)
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device).expand_as(matrix)
-    return logdet, ok, torch.linalg.lu_solve(lu, pivots, eye)
+    return size.log().sum(-1), ok, torch.linalg.lu_solve(lu, pivots, eye)
 
 
-def _matrix_tree_fast(scores: Tensor, lens: Tensor, multiroot: bool, mask: Tensor):
-    """LU-based ``(log Z [B], marginals [B, S, S], trusted [B])`` of float64 masked ``scores``; ``trusted``
-    is False where cancellation (very peaked scores) made the result inaccurate."""
-    weights, shift = _shifted_weights(scores, mask)
-    logdet, ok, inverse = _lu_logdet_inverse(_laplacian(weights, lens, multiroot))
+def _matrix_tree_fast(scores: Tensor, lens: Tensor, multiroot: bool):
+    """LU-based float64 ``(log Z [B], marginals [B, S, S], trusted [B])`` of masked ``scores`` (no autograd);
+    ``trusted`` is False where cancellation (very peaked scores) made the result inaccurate.  The marginals
+    are exactly 0 off the possible arcs."""
+    weights, shift, words = _shifted_weights(scores, lens)
+    if scores.shape[1] == 1:
+        return shift, torch.zeros_like(weights), torch.ones_like(lens, dtype=torch.bool)
+    logdet, ok, inverse = _lu_logdet_inverse(_laplacian(weights, words, multiroot))
     marginals = _marginals_from_inverse(weights, inverse, multiroot)
-    words = word_mask(lens, scores.shape[1])
-    rows_ok = ((marginals.sum(-1) - 1).abs() <= MARGINAL_TOLERANCE) | ~words
-    trusted = ok & torch.isfinite(logdet) & rows_ok.all(-1) & (marginals >= -MARGINAL_TOLERANCE).flatten(1).all(-1)
+    row_error = (marginals.sum(-1) - words).abs_().amax(-1)
+    trusted = ok & (row_error <= MARGINAL_TOLERANCE) & (marginals.flatten(1).amin(-1) >= -MARGINAL_TOLERANCE)
     return logdet + shift, marginals, trusted
 
 
@@ -579,13 +603,13 @@ def _matrix_tree_robust(scores: Tensor, lens: Tensor, multiroot: bool) -> Tensor
 
 
 def _matrix_tree_solve(scores: Tensor, lens: Tensor, multiroot: bool, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """``(log Z [B], marginals [B, S, S])`` of float64 masked ``scores``: the LU path, and for the sentences it
+    """Float64 ``(log Z [B], marginals [B, S, S])`` of masked ``scores``: the LU path, and for the sentences it
     cannot be trusted on, the log-space elimination differentiated once."""
-    log_z, marginals, trusted = _matrix_tree_fast(scores, lens, multiroot, mask)
-    bad = (~trusted).nonzero().squeeze(1)
-    if bad.numel():
+    log_z, marginals, trusted = _matrix_tree_fast(scores, lens, multiroot)
+    if not bool(trusted.all()):
+        bad = (~trusted).nonzero().squeeze(1)
         with torch.enable_grad():
-            leaf = scores[bad].detach().requires_grad_()
+            leaf = scores[bad].detach().double().requires_grad_()
             robust = _matrix_tree_robust(leaf, lens[bad], multiroot)
             (grad,) = torch.autograd.grad(robust.sum(), leaf)
         log_z = log_z.index_put((bad,), robust.detach())
@@ -725,27 +749,25 @@ class MatrixTree(_FirstOrderTree):
 
     projective = False
 
-    def _masked64(self, potentials: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        mask = arc_mask(self.lens, self.seq_len)
-        return potentials[0].double(), mask
+    _exact_zero_outside_parts = True
 
     def _inside(self, potentials: Sequence[Tensor]) -> Tensor:
-        scores, mask = self._masked64(potentials)
+        scores = potentials[0]
         with torch.no_grad():
-            _, _, trusted = _matrix_tree_fast(scores.detach(), self.lens, self.multiroot, mask)
-        weights, shift = _shifted_weights(scores, mask)
-        laplacian = _laplacian(weights, self.lens, self.multiroot)
+            _, _, trusted = _matrix_tree_fast(scores.detach(), self.lens, self.multiroot)
+        weights, shift, words = _shifted_weights(scores, self.lens)
+        laplacian = _laplacian(weights, words, self.multiroot)
         eye = torch.eye(laplacian.shape[-1], dtype=laplacian.dtype, device=laplacian.device)
         laplacian = torch.where(trusted[:, None, None], laplacian, eye)
         log_z = torch.linalg.slogdet(laplacian)[1] + shift
         bad = (~trusted).nonzero().squeeze(1)
         if bad.numel():
-            log_z = log_z.index_put((bad,), _matrix_tree_robust(scores[bad], self.lens[bad], self.multiroot))
+            robust = _matrix_tree_robust(scores[bad].double(), self.lens[bad], self.multiroot)
+            log_z = log_z.index_put((bad,), robust)
         return log_z.to(potentials[0].dtype)
 
     def _inside_outside(self) -> tuple[Tensor, tuple[Tensor, ...]]:
-        scores, mask = self._masked64(self.potentials)
-        log_z, marginals = _matrix_tree_solve(scores, self.lens, self.multiroot, mask)
+        log_z, marginals = _matrix_tree_solve(self.potentials[0], self.lens, self.multiroot, self._arc_mask)
         return log_z.to(self.dtype), (marginals.to(self.dtype),)
 
     def _numpy_scores(self) -> np.ndarray:
@@ -777,7 +799,7 @@ class MatrixTree(_FirstOrderTree):
         return self._finish_topk(values, heads)
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
-        scores, mask = self._masked64(self.potentials)
+        scores, mask = self.potentials[0].double(), self._arc_mask
         size, seq_len = n * self.batch_size, self.seq_len
         current = scores.repeat(n, 1, 1)
         lens, mask = self.lens.repeat(n), mask.repeat(n, 1, 1)
