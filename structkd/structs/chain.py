@@ -68,9 +68,10 @@ def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | No
 
     Each step keeps ``p_i = exp(alpha_i - K_i)`` with its largest entry 1: ``q = (p_{i-1} @ exp(T - c)) *
     exp(unary_i - m_i)``, ``p_i = q / max q`` and ``K_i = K_{i-1} + c + m_i + log max q``, so a step costs four
-    small operations and the logarithms are taken once for all positions.  Exact up to rounding as long as
-    every step's sum ``p_{i-1} @ exp(T - c)`` stays above :data:`_TRUSTED` (computed in :data:`_EXP_DTYPE`) (terms that underflow are then below
-    the precision of the result); returns ``None`` otherwise, so the caller falls back to the log-space scan.
+    small operations and the logarithms are taken once for all positions.  Computed in :data:`_EXP_DTYPE`, exact
+    up to rounding as long as every step's sum ``p_{i-1} @ exp(T - c)`` stays above :data:`_TRUSTED` (terms that
+    underflow are then below the precision of the result); returns ``None`` otherwise, so the caller falls back
+    to the log-space scan.
     """
     E, c, shared = _exp_transitions(edges)
     weights, top = _scaled_unary(unary.to(_EXP_DTYPE))
