@@ -25,18 +25,19 @@ def add_training_commands(commands, task: str, summary: Callable[[dict], dict], 
     ``train_command(config, resume)`` and ``distill_command(config, resume, rebuild_cache)``; each prints the
     ``summary`` of the returned dev/test results as JSON."""
 
+    def report(results: dict) -> int:
+        if results:  # empty on the non-main processes of a launched run: the main one reports
+            print(json.dumps(summary(results), indent=2))
+        return 0
+
     def run_train(args: argparse.Namespace) -> int:
         pipeline = importlib.import_module(f"structkd.{task}.pipeline")
-        print(json.dumps(summary(pipeline.train_command(load_task_config(task, args), resume=args.resume)),
-                         indent=2))
-        return 0
+        return report(pipeline.train_command(load_task_config(task, args), resume=args.resume))
 
     def run_distill(args: argparse.Namespace) -> int:
         pipeline = importlib.import_module(f"structkd.{task}.pipeline")
-        results = pipeline.distill_command(load_task_config(task, args), resume=args.resume,
-                                           rebuild_cache=args.rebuild_cache)
-        print(json.dumps(summary(results), indent=2))
-        return 0
+        return report(pipeline.distill_command(load_task_config(task, args), resume=args.resume,
+                                               rebuild_cache=args.rebuild_cache))
 
     train = commands.add_parser("train", help=train_help)
     config_arguments(train)

@@ -22,8 +22,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_cpu_processes(tmp_path):
-    out = tmp_path / "run"
+def _launch_env(tmp_path) -> dict:
     env = dict(os.environ)
     env.update({
         "HF_HOME": str(tmp_path / "hf"),  # no accelerate config file: defaults only
@@ -34,13 +33,23 @@ def test_two_cpu_processes(tmp_path):
         "CUDA_VISIBLE_DEVICES": "",  # CPU processes even on a GPU machine
         "ACCELERATE_USE_CPU": "true",
     })
-    # ``--cpu`` alone runs a single process without MPI; ``--multi_gpu`` goes through torchrun, and with no
-    # visible GPU, Accelerate sets up gloo between the CPU processes.
+    return env
+
+
+def _launch(tmp_path, *target: str) -> subprocess.CompletedProcess:
+    """``accelerate launch`` with two CPU processes: ``--cpu`` alone runs a single process without MPI;
+    ``--multi_gpu`` goes through torchrun, and with no visible GPU, Accelerate sets up gloo between them."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), str(SCRIPT), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), *target]
+    proc = subprocess.run(cmd, env=_launch_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:-1500]
+    return proc
+
+
+def test_two_cpu_processes(tmp_path):
+    out = tmp_path / "run"
+    _launch(tmp_path, str(SCRIPT), str(out))
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were synchronized
@@ -55,3 +64,40 @@ def test_two_cpu_processes(tmp_path):
     assert (out / "last" / "model.safetensors").is_file() and (out / "best" / "model.safetensors").is_file()
     rng = json.loads((out / "last" / "rng.json").read_text())
     assert len(rng["processes"]) == 2
+
+
+def test_ner_distill_command_under_two_processes(tmp_path):
+    """``structkd ner distill`` launched on two processes: the teacher cache is computed once (by the main
+    process, the other reads it), the student is trained on both, and the model, config and results are
+    written once; the result loads and matches the main process's report."""
+    from structkd.ner import NerModel, build_ner_config, train_command
+
+    rows = [("John Smith lives in New York .", "B-PER I-PER O O B-LOC I-LOC O"), ("Paris is nice .", "B-LOC O O O"),
+            ("Hi john", "O B-PER"), ("the city of Paris", "O O O B-LOC")]
+    lines = []
+    for _ in range(4):
+        for words, tags in rows:
+            lines += [f"{w}\t{t}" for w, t in zip(words.split(), tags.split())] + [""]
+    train = tmp_path / "train.conll"
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = {"kind": "bilstm", "head": "crf", "word_dim": 8, "hidden": 8, "char_filters": 4}
+    training = {"epochs": 1, "batch_size": 4, "lr": 5e-3, "progress": False, "log_every": 1}
+    teacher = build_ner_config({"data": {"train": str(train), "dev": str(train)}, "model": model,
+                                "training": {**training, "output_dir": str(tmp_path / "teacher")}})
+    train_command(teacher)
+    out = tmp_path / "student"
+    overrides = [f"data.train={train}", f"data.dev={train}", "model.kind=bilstm", "model.head=maxent",
+                 "model.word_dim=8", "model.hidden=8", "model.char_filters=4", "kd.method=structural",
+                 f"kd.teacher={tmp_path / 'teacher' / 'model'}", "training.epochs=2", "training.batch_size=2",
+                 "training.progress=false", "training.log_every=1", f"training.output_dir={out}"]
+    proc = _launch(tmp_path, "--module", "structkd.cli", "ner", "distill", *overrides)
+    reported = json.loads(proc.stdout[proc.stdout.index("{"):])  # printed once, by the main process
+    assert proc.stdout.count('"dev"') == 1
+    cache = out / "teacher_cache"
+    assert json.loads((cache / "index.json").read_text())["fingerprint"]["n_sentences"] == 16
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no leftover temporary dirs
+    results = json.loads((out / "results.json").read_text())
+    assert results["dev"]["f1"] == reported["dev"]["f1"]
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len([r for r in records if r["type"] == "train"]) == 8  # 16 sentences / batch 2 / 2 processes, 2 epochs
+    assert NerModel.load(out / "model").head_kind == "maxent"

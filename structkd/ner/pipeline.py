@@ -14,7 +14,7 @@ from structkd.data import Sentence, read_columns, read_text, write_columns
 from structkd.ner.config import DataConfig, NerConfig
 from structkd.ner.distillation import compute_teacher_outputs, kd_loss, kd_weight, teacher_fields
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
-from structkd.train import TeacherCache, Trainer, load_checkpoint
+from structkd.train import TeacherCache, Trainer, is_main_process, load_checkpoint, main_process_first
 
 logger = logging.getLogger("structkd.ner")
 
@@ -80,6 +80,8 @@ def _plain(value):
 def _finish(trainer: Trainer, model: NerModel, config: NerConfig, data: NerData) -> dict:
     """Load the best weights, save the model for ``from_pretrained`` and evaluate it."""
     out = Path(config.training.output_dir)
+    if not is_main_process():  # the main process saves and evaluates the (identical) trained model
+        return {}
     if data.dev and (out / "best").exists():
         load_checkpoint(out / "best", model)
     model.save(out / "model")
@@ -100,8 +102,9 @@ def train_command(config: NerConfig, resume: bool = False) -> dict:
     torch.manual_seed(config.training.seed)
     model = build_model(config.model, label_set(data.train + data.dev), target_scheme(config.data), data.train)
     out = Path(config.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "ner_config.json")
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "ner_config.json")
 
     def loss_fn(m: NerModel, batch: Batch) -> torch.Tensor:
         return _gold(m, m(batch.sentences), batch).mean()
@@ -172,9 +175,11 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     vocab_sentences = sentences + data.dev + data.test if config.model.init_from_teacher else sentences
     student = build_model(config.model, teacher.tags, target_scheme(config.data), vocab_sentences, teacher=teacher)
     out = Path(config.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "ner_config.json")
-    cache = build_teacher_cache(teacher, config, sentences, student, rebuild=rebuild_cache)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "ner_config.json")
+    with main_process_first():  # computed once; the other processes then read it
+        cache = build_teacher_cache(teacher, config, sentences, student, rebuild=rebuild_cache)
     fields = teacher_fields(kd.method, student.head_kind)
     del teacher
     state = {"trainer": None}

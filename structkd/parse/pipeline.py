@@ -22,7 +22,7 @@ from structkd.parse.distillation import (
     teacher_fields,
 )
 from structkd.parse.modeling import Batch, ParseModel, build_model, evaluate, predict, split_projective
-from structkd.train import TeacherCache, Trainer, load_checkpoint
+from structkd.train import TeacherCache, Trainer, is_main_process, load_checkpoint, main_process_first
 
 logger = logging.getLogger("structkd.parse")
 
@@ -80,6 +80,8 @@ def _evaluate_fn(model: ParseModel, dev: list[ParsedSentence]) -> dict[str, floa
 def _finish(model: ParseModel, config: ParseConfig, data: ParseData, extra: dict | None = None) -> dict:
     """Load the best weights, save the model for ``ParseModel.load`` and evaluate it."""
     out = Path(config.training.output_dir)
+    if not is_main_process():  # the main process saves and evaluates the (identical) trained model
+        return {}
     if data.dev and (out / "best").exists():
         load_checkpoint(out / "best", model)
     model.save(out / "model")
@@ -110,8 +112,9 @@ def train_command(config: ParseConfig, resume: bool = False) -> dict:
     # (non-projective ones) share it
     model = build_model(config.model, build_rels(data.train), train, config.data.multiroot)
     out = Path(config.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "parse_config.json")
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "parse_config.json")
 
     def loss_fn(m: ParseModel, batch: Batch) -> torch.Tensor:
         return m.gold_loss(m(batch.sentences), batch.sentences).mean()
@@ -174,9 +177,11 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     spec = StudentSpec.of(student)
     check_method(kd, spec, teacher)
     out = Path(config.training.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "parse_config.json")
-    cache = build_teacher_cache(teacher, config, train, spec, rebuild=rebuild_cache)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "parse_config.json")
+    with main_process_first():  # computed once; the other processes then read it
+        cache = build_teacher_cache(teacher, config, train, spec, rebuild=rebuild_cache)
     fields = teacher_fields(kd, spec)
     del teacher
     state = {"trainer": None}

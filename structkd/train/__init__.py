@@ -5,13 +5,15 @@
   atomic resumable checkpoints, Accelerate (multi-process / multi-GPU) and mixed precision on CUDA
 - :func:`save_checkpoint` / :func:`load_checkpoint`: pickle-free checkpoints (safetensors + JSON)
 - :class:`TeacherCache`: a teacher's per-sentence outputs computed once, stored as float16 memory maps
+- :func:`main_process_first`, :func:`is_main_process`: process roles around the loop in a launched run
 """
 
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
 from .cache import CacheMismatchError, TeacherCache, cache_fingerprint
 from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .config import TrainConfig, load_config, parse_overrides
-from .engine import Trainer, running_under_accelerate
+from .distributed import is_main_process, main_process_first, running_under_accelerate, wait_for_everyone
+from .engine import Trainer
 from .logs import JsonlLogger, plot_learning_curves, read_jsonl
 from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
 
@@ -29,8 +31,10 @@ __all__ = [
     "cache_fingerprint",
     "epoch_batches",
     "get_rng_state",
+    "is_main_process",
     "load_checkpoint",
     "load_config",
+    "main_process_first",
     "move_to_device",
     "param_groups",
     "parse_overrides",
@@ -39,4 +43,5 @@ __all__ = [
     "running_under_accelerate",
     "save_checkpoint",
     "set_rng_state",
+    "wait_for_everyone",
 ]

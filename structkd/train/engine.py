@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from .atomic import resolve_dir
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
 from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .distributed import running_under_accelerate
 from .logs import JsonlLogger, plot_learning_curves
 from .optim import build_optimizer, build_scheduler
 
@@ -35,11 +35,6 @@ logger = logging.getLogger("structkd.train")
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 EvaluateFn = Callable[[nn.Module, Any], dict[str, float]]
-
-
-def running_under_accelerate() -> bool:
-    """True inside ``accelerate launch`` (which exports ``ACCELERATE_MIXED_PRECISION``) or ``torchrun``."""
-    return "ACCELERATE_MIXED_PRECISION" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _make_accelerator(config: TrainConfig) -> Any:
@@ -52,6 +47,20 @@ def _make_accelerator(config: TrainConfig) -> Any:
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
 
 
+class _WrappedModelView:
+    """What ``loss_fn`` receives in a distributed run: calls go through the wrapper (DistributedDataParallel
+    records them to synchronize gradients), attributes come from the module it wraps."""
+
+    def __init__(self, wrapper: nn.Module, module: nn.Module) -> None:
+        self._wrapper, self._module = wrapper, module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapper(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+
 class Trainer:
     """Train ``model`` with AdamW, a warmup + decay schedule, clipping, early stopping and checkpoints.
 
@@ -61,7 +70,9 @@ class Trainer:
         train_data: a map-style dataset (``len`` and ``__getitem__``); batches are
             ``collate_fn([train_data[i] for i in batch_indices])``.
         dev_data: anything ``evaluate_fn`` understands (or ``None``: no evaluation, no early stopping).
-        loss_fn: ``loss_fn(model, batch) -> scalar tensor`` (the batch already on the device).
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor`` (the batch already on the device).  In a
+            distributed run ``model(...)`` goes through the DistributedDataParallel wrapper (which synchronizes
+            the gradients) while any other attribute (``model.gold_loss``, ...) is the wrapped module's.
         evaluate_fn: ``evaluate_fn(model, dev_data) -> {name: value}`` including ``config.metric``; called
             under ``torch.no_grad()`` with the model in eval mode (the unwrapped model, on the main process
             only in a distributed run; the metrics are then broadcast to every process).
@@ -119,8 +130,11 @@ class Trainer:
         self.autocast_dtype, self.scaler = self._setup_amp()
         if accelerator is not None:
             self.model, self.optimizer = accelerator.prepare(model, optimizer)
+            wrapped = self.accelerator.unwrap_model(self.model)
+            self._loss_view = self.model if wrapped is self.model else _WrappedModelView(self.model, wrapped)
         else:
             self.model, self.optimizer = model, optimizer
+            self._loss_view = model
 
     # -- setup -----------------------------------------------------------------------------------------
 
@@ -197,7 +211,7 @@ class Trainer:
         """Forward, backward, clip, optimizer and scheduler step. Returns (detached loss, grad norm)."""
         self.model.train()
         with self._autocast():
-            loss = self.loss_fn(self.model, batch)
+            loss = self.loss_fn(self._loss_view, batch)
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
         if self.accelerator is not None:
