@@ -113,6 +113,31 @@ def test_no_weight_decay_on_bias_and_layernorm():
     assert len(groups[1]["params"]) == 4  # two biases, LayerNorm weight and bias
 
 
+def test_head_lr_for_parameters_outside_pretrained_models():
+    from transformers import BertConfig, BertModel
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = BertModel(BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1,
+                                                num_attention_heads=2, intermediate_size=16))
+            self.head = nn.Linear(8, 3)
+
+    model = Tagger()
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-4, head_lr=1e-2, weight_decay=0.1))
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in optimizer.param_groups for p in g["params"]}
+    assert len(lr_of) == len(list(model.parameters()))
+    assert lr_of[id(model.head.weight)] == (1e-2, 0.1) and lr_of[id(model.head.bias)] == (1e-2, 0.0)
+    assert {lr_of[id(p)][0] for p in model.encoder.parameters()} == {1e-4}
+    scheduler = build_scheduler(optimizer, TrainConfig(warmup=2, schedule="constant"), total_steps=4)
+    optimizer.step()
+    scheduler.step()
+    assert sorted({g["lr"] for g in optimizer.param_groups}) == pytest.approx([5e-5, 5e-3])  # warmup scales both
+    assert param_groups(model, 0.1) == param_groups(model, 0.1, None)  # no head_lr: the two plain groups
+    with pytest.raises(ValueError, match="head_lr"):
+        TrainConfig(head_lr=0.0)
+
+
 # -- config ---------------------------------------------------------------------------------------------
 
 

@@ -28,11 +28,15 @@ class TrainConfig:
     training after that many evaluations without improvement of ``metric`` (higher is better unless
     ``metric_mode="min"``); ``None`` disables early stopping. ``amp`` enables mixed precision on CUDA only.
     ``max_grad_norm=None`` disables clipping; ``checkpoint_every_steps=None`` checkpoints at epoch ends only.
+    ``head_lr`` is the learning rate of every parameter outside a pretrained ``transformers`` model (the
+    randomly initialized heads and layers of a fine-tuned encoder, which want a larger step than the
+    pretrained weights' ``lr``); ``None`` uses ``lr`` for all.
     """
 
     epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
+    head_lr: float | None = None
     weight_decay: float = 0.01
     warmup: int | float = 0.0
     schedule: str = "linear"
@@ -61,6 +65,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
+            (self.head_lr is None or self.head_lr > 0, "head_lr must be > 0 or None"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
             (self.metric_mode in ("max", "min"), f"metric_mode must be 'max' or 'min', got {self.metric_mode!r}"),

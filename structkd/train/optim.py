@@ -14,34 +14,52 @@ __all__ = ["WarmupDecay", "build_optimizer", "build_scheduler", "param_groups"]
 _NO_DECAY_MODULES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def _pretrained_parameter_ids(model: nn.Module) -> set[int]:
+    """Parameters of the pretrained ``transformers`` models inside ``model`` (none without ``transformers``)."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a dependency; stay usable without it
+        return set()
+    return {id(p) for module in model.modules() if isinstance(module, PreTrainedModel) for p in module.parameters()}
+
+
+def param_groups(model: nn.Module, weight_decay: float, head_lr: float | None = None) -> list[dict]:
     """Split trainable parameters into a decayed group and a group without weight decay.
 
     No decay for biases, one-dimensional parameters (norm gains, CRF start/end scores) and the weights of
     normalization layers (``_NO_DECAY_MODULES``, or any module whose class name contains
-    ``"Norm"``). Empty groups are dropped.
+    ``"Norm"``). With ``head_lr``, the parameters outside pretrained ``transformers`` models form their own
+    groups with that learning rate (the others keep the optimizer's default). Empty groups are dropped.
     """
     no_decay_ids: set[int] = set()
     for module in model.modules():
         if isinstance(module, _NO_DECAY_MODULES) or "norm" in type(module).__name__.lower():
             no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
-    decay, no_decay = [], []
+    pretrained = _pretrained_parameter_ids(model) if head_lr is not None else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if id(p) in no_decay_ids or p.ndim <= 1 or name.endswith(".bias") or name == "bias":
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        decayed = not (id(p) in no_decay_ids or p.ndim <= 1 or name.endswith(".bias") or name == "bias")
+        head = head_lr is not None and id(p) not in pretrained
+        groups.setdefault((head, decayed), []).append(p)
+    out = []
+    for head in (False, True):
+        for decayed in (True, False):
+            params = groups.get((head, decayed))
+            if params:
+                group = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
+                if head:
+                    group["lr"] = head_lr
+                out.append(group)
+    return out
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups` with ``config.lr``, ``adam_betas``, ``adam_eps``, ``weight_decay``."""
-    return torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=config.lr, betas=config.adam_betas, eps=config.adam_eps
-    )
+    """AdamW over :func:`param_groups` with ``config.lr`` (``head_lr`` for the parameters outside pretrained
+    models), ``adam_betas``, ``adam_eps``, ``weight_decay``."""
+    return torch.optim.AdamW(param_groups(model, config.weight_decay, config.head_lr), lr=config.lr,
+                             betas=config.adam_betas, eps=config.adam_eps)
 
 
 class WarmupDecay:
