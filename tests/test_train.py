@@ -336,3 +336,24 @@ def test_missing_metric_is_an_error(tmp_path):
     trainer = Trainer(make_model(0), config(tmp_path, epochs=1), make_data(8, 0), [0], loss_fn, lambda m, d: {"acc": 1})
     with pytest.raises(KeyError, match="f1"):
         trainer.train()
+
+
+def test_finish_run_loads_best_saves_evaluates_and_writes_results(tmp_path):
+    from structkd.train import finish_run
+
+    class Saved(nn.Linear):
+        def save(self, directory):
+            directory.mkdir(parents=True)
+            (directory / "weight.txt").write_text(str(float(self.weight.sum())))
+
+    model = Saved(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    save_checkpoint(tmp_path / "best", model)
+    with torch.no_grad():
+        model.weight.fill_(5.0)  # later, worse weights: the best ones must come back
+    results = finish_run(model, tmp_path, {"dev": [1, 2], "test": []},
+                         lambda m, xs: {"n": len(xs), "w": float(m.weight.sum())}, {"parameters": 3})
+    assert results == {"dev": {"n": 2, "w": 2.0}, "parameters": 3}  # the empty test split is skipped
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert (tmp_path / "model" / "weight.txt").read_text() == "2.0"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from structkd.data import Sentence, read_columns, read_text, write_columns
 from structkd.ner.config import DataConfig, NerConfig
 from structkd.ner.distillation import compute_teacher_outputs, kd_loss, kd_weight, teacher_fields
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
-from structkd.train import TeacherCache, Trainer, is_main_process, load_checkpoint, main_process_first
+from structkd.train import TeacherCache, Trainer, finish_run, is_main_process, main_process_first
 
 logger = logging.getLogger("structkd.ner")
 
@@ -78,20 +77,9 @@ def _plain(value):
 
 
 def _finish(trainer: Trainer, model: NerModel, config: NerConfig, data: NerData) -> dict:
-    """Load the best weights, save the model for ``from_pretrained`` and evaluate it."""
-    out = Path(config.training.output_dir)
-    if not is_main_process():  # the main process saves and evaluates the (identical) trained model
-        return {}
-    if data.dev and (out / "best").exists():
-        load_checkpoint(out / "best", model)
-    model.save(out / "model")
-    results = {}
-    for name in ("dev", "test"):
-        sentences = getattr(data, name)
-        if sentences:
-            results[name] = evaluate(model, sentences, report=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=_plain), encoding="utf-8")
-    return results
+    """Load the best weights, save the model for ``from_pretrained`` and evaluate it (:func:`finish_run`)."""
+    return finish_run(model, config.training.output_dir, {"dev": data.dev, "test": data.test},
+                      lambda m, sentences: evaluate(m, sentences, report=True), json_default=_plain)
 
 
 def train_command(config: NerConfig, resume: bool = False) -> dict:

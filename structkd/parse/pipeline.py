@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from structkd.parse.distillation import (
     teacher_fields,
 )
 from structkd.parse.modeling import Batch, ParseModel, build_model, evaluate, predict, split_projective
-from structkd.train import TeacherCache, Trainer, is_main_process, load_checkpoint, main_process_first
+from structkd.train import TeacherCache, Trainer, finish_run, is_main_process, main_process_first
 
 logger = logging.getLogger("structkd.parse")
 
@@ -78,22 +77,10 @@ def _evaluate_fn(model: ParseModel, dev: list[ParsedSentence]) -> dict[str, floa
 
 
 def _finish(model: ParseModel, config: ParseConfig, data: ParseData, extra: dict | None = None) -> dict:
-    """Load the best weights, save the model for ``ParseModel.load`` and evaluate it."""
-    out = Path(config.training.output_dir)
-    if not is_main_process():  # the main process saves and evaluates the (identical) trained model
-        return {}
-    if data.dev and (out / "best").exists():
-        load_checkpoint(out / "best", model)
-    model.save(out / "model")
-    results = {}
-    for name in ("dev", "test"):
-        sentences = getattr(data, name)
-        if sentences:
-            results[name] = evaluate(model, sentences, report=True)
-    results.update(extra or {})
-    results["parameters"] = model.parameter_count()
-    (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    return results
+    """Load the best weights, save the model for ``ParseModel.load`` and evaluate it (:func:`finish_run`)."""
+    return finish_run(model, config.training.output_dir, {"dev": data.dev, "test": data.test},
+                      lambda m, sentences: evaluate(m, sentences, report=True),
+                      {**(extra or {}), "parameters": model.parameter_count()})
 
 
 def _model_name(config: ParseConfig) -> str:

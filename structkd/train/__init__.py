@@ -14,6 +14,7 @@ from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, save_chec
 from .config import TrainConfig, load_config, parse_overrides
 from .distributed import is_main_process, main_process_first, running_under_accelerate, wait_for_everyone
 from .engine import Trainer
+from .finish import finish_run
 from .logs import JsonlLogger, plot_learning_curves, read_jsonl
 from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
 
@@ -30,6 +31,7 @@ __all__ = [
     "build_scheduler",
     "cache_fingerprint",
     "epoch_batches",
+    "finish_run",
     "get_rng_state",
     "is_main_process",
     "load_checkpoint",
