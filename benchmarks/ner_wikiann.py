@@ -11,7 +11,8 @@ Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
    teacher scores, which a span teacher does not have)
 
 Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard
-deviation), the teachers' F1, parameter counts and CPU tagging speed.  The default is a reduced setting
+deviation), the teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS``
+passes).  The default is a reduced setting
 (a subset of the training sentences, few epochs) that finishes in about 30 minutes on 2 CPU cores;
 ``--full`` uses all of WikiANN's training data and more epochs.
 
@@ -37,6 +38,7 @@ from structkd.ner.pipeline import read_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+SPEED_REPEATS = 3  # inference speed: best of this many passes over the test set
 METHODS = ("none", "token", "posterior", "topk", "structural")
 CASES = (  # (case, teacher head, student head)
     ("1", "crf", "crf"),
@@ -100,7 +102,9 @@ def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: 
 def speed_and_size(model_dir: Path, sentences) -> dict:
     torch.manual_seed(0)
     model = NerModel.load(model_dir)
-    result = evaluate(model, sentences)
+    # the best of a few passes: timings on a shared machine only ever err on the slow side
+    results = [evaluate(model, sentences) for _ in range(SPEED_REPEATS)]
+    result = max(results, key=lambda r: r["sentences_per_second"])
     return {"parameters": model.parameter_count(), "sentences_per_second": result["sentences_per_second"],
             "f1": result["f1"]}
 
@@ -131,6 +135,7 @@ def main(argv=None) -> list[dict]:
     name = "quick" if args.quick else "full" if args.full else "reduced"
     setting = SETTINGS[name]
     out = args.out / name
+    resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
     teacher_dirs = {head: train_teacher(head, args.data, setting, out) for head in ("crf", "maxent", "span")}
     rows = []
@@ -150,7 +155,8 @@ def main(argv=None) -> list[dict]:
     for head in ("crf", "maxent"):
         models[f"student BiLSTM-{head}"] = out / "students" / f"crf-to-{head}-structural-seed0" / "model"
     sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
-    meta = {"setting": name, "seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads(),
+    meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
+            "threads": torch.get_num_threads(),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if name == "reduced" else f"_{name}"

@@ -11,8 +11,9 @@ a BiLSTM sequence-labeling parser ((head offset, relation) labels, MST decoding)
 * each student without KD (``none``), once, since it does not depend on the teacher
 
 Each student is trained with 3 seeds; the tables report dev and test LAS and UAS over all words (mean and
-standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set.  The
-default is a reduced setting (1000 sentences per split, 3 teacher and 5 student epochs, 36 student runs:
+standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set (the best of
+``SPEED_REPEATS`` passes, batches of 64).  The
+default is a reduced setting (1000 sentences per split, 10 teacher and 5 student epochs, 36 student runs:
 about an hour on one CPU core; the second-order teacher's top-k trees are the slowest part); ``--full``
 uses every sentence and more epochs; ``--quick`` is a smoke test.
 
@@ -37,6 +38,7 @@ from structkd.parse.pipeline import read_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+SPEED_REPEATS = 3  # inference speed: best of this many passes over the test set
 TEACHERS = ("1o", "2o")
 STUDENTS = {"bilstm-1o": {"kind": "biaffine", "tree": "projective"}, "seqlabel": {"kind": "seqlabel"}}
 METHODS = {"bilstm-1o": ("token", "topk", "structural"), "seqlabel": ("topk", "structural")}
@@ -53,7 +55,7 @@ class Setting:
 
 SETTINGS = {
     "quick": Setting(40, 1, 1, (0,), 32),
-    "reduced": Setting(1000, 3, 5, (0, 1, 2), 128),
+    "reduced": Setting(1000, 10, 5, (0, 1, 2), 128),
     "full": Setting(None, 5, 20, (0, 1, 2), 400),
 }
 
@@ -102,7 +104,9 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
 def speed_and_size(model_dir: Path, sentences) -> dict:
     torch.manual_seed(0)
     model = ParseModel.load(model_dir)
-    result = evaluate(model, sentences)
+    # the best of a few passes: timings on a shared machine only ever err on the slow side
+    results = [evaluate(model, sentences) for _ in range(SPEED_REPEATS)]
+    result = max(results, key=lambda r: r["sentences_per_second"])
     return {"parameters": model.parameter_count(), "sentences_per_second": result["sentences_per_second"],
             "las": result["las"], "uas": result["uas"]}
 
@@ -140,6 +144,7 @@ def main(argv=None) -> list[dict]:
     name = "quick" if args.quick else "full" if args.full else "reduced"
     setting = SETTINGS[name]
     out = args.out / name
+    resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
     teacher_dirs = {order: train_teacher(order, args.data, setting, out) for order in TEACHERS}
     runs = [(student, None, "none") for student in STUDENTS]
@@ -160,7 +165,8 @@ def main(argv=None) -> list[dict]:
     for student in STUDENTS:
         models[f"student {student}"] = out / "students" / f"2o-to-{student}-structural-seed0" / "model"
     sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
-    meta = {"setting": name, "seconds": round(time.perf_counter() - start), "threads": torch.get_num_threads(),
+    meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
+            "threads": torch.get_num_threads(),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds),
             "teacher_epochs": setting.teacher_epochs, "student_epochs": setting.student_epochs}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from structkd.models.parsers import (  # noqa: E402
     repair_tree,
     save_parser,
 )
+from structkd.parse.modeling import ParseModel  # noqa: E402
 from structkd.structs import Dependency2oCRF, DependencyCRF, MatrixTree, MaxEnt  # noqa: E402
 from structkd.structs.heads import is_tree, projective  # noqa: E402
 
@@ -100,6 +101,24 @@ def test_distribution_loss_and_decoding(tree, multiroot):
     assert bool(((predicted_rels >= 0) == (predicted >= 0)).all())
     words, names = model.predict(SENTENCES)
     assert [len(w) for w in words] == [len(s) for s in SENTENCES] and set(sum(names, [])) <= set(RELS)
+
+
+@pytest.mark.parametrize("tree", sorted(TREE_TYPES))
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_parse_equals_decode_of_forward(tree, multiroot):
+    """``parse`` scores relations only at the predicted arcs; it must agree with decoding the full output."""
+    model = biaffine(tree, multiroot).eval()
+    with torch.no_grad():
+        dist, rel_logits = model(SENTENCES)
+        heads, rels = model.decode(dist, rel_logits)
+        x, _ = model.features(SENTENCES)
+        model.rel._BLOCK = 5  # several blocks of words (the instance attribute shadows the class default)
+        at = model.rel.at(x, heads)
+        expected = rel_logits.gather(2, heads.clamp(min=0).view(*heads.shape, 1, 1).expand(-1, -1, 1, len(RELS)))
+        torch.testing.assert_close(at, expected.squeeze(2), atol=1e-5, rtol=1e-5)
+    fast_heads, fast_rels = model.parse(SENTENCES)
+    assert torch.equal(fast_heads, heads) and torch.equal(fast_rels, rels)
+    assert ParseModel(model).parse(SENTENCES)[0].tolist() == heads.tolist()
 
 
 def test_sibling_scorer_decompositions():
@@ -199,6 +218,27 @@ def test_repair_always_gives_valid_trees_and_keeps_valid_ones():
     # the documented rule on a small case: two roots and a cycle
     assert repair_tree([0, 0, 4, 3]) == [0, 1, 2, 3]
     assert repair_tree([2, 1, 0]) == [3, 1, 0]
+
+
+def test_seqlabeling_arc_scores_match_a_direct_reading_of_the_labels():
+    model = seqlabeler(3).eval()
+    with torch.no_grad():
+        dist = model(SENTENCES)
+        scores, best_rel = model.arc_scores(dist)
+    logp = dist.potentials[0].log_softmax(-1)
+    for b, s in enumerate(SENTENCES):
+        n = len(s)
+        expressible = [(d, h) for d in range(1, n + 1) for h in range(n + 1) if h != d]
+        for d, h in expressible:
+            ks = [k for k, (o, _) in enumerate(model.labels) if o == h - d]
+            if ks:
+                best = max(ks, key=lambda k: float(logp[b, d - 1, k]))
+                assert float(scores[b, d, h]) == pytest.approx(float(logp[b, d - 1, best]), abs=1e-6)
+                assert int(best_rel[b, d, h]) == model.labels[best][1]
+            else:  # no label expresses the arc: below every expressible arc of the sentence
+                lowest = min(float(scores[b, x, y]) for x, y in expressible
+                             if any(o == y - x for o, _ in model.labels))
+                assert float(scores[b, d, h]) < lowest
 
 
 def test_seqlabeling_decoding_keeps_valid_label_trees():

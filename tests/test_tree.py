@@ -91,6 +91,24 @@ def test_log_prob_sums_to_one(cls, multiroot):
         assert total == pytest.approx(1.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("cls", CLASSES, ids=[c.__name__ for c in CLASSES])
+def test_single_root_argmax_vs_brute_many_seeds(cls):
+    """Both decoders' single-root paths (Chu-Liu-Edmonds: the greedy shortcut when the best heads already form a
+    single-root tree, else the root penalty; Eisner: the host backtrack) on many random and peaked batches."""
+    greedy_trees = 0
+    for seed in range(40):
+        lens = torch.randint(1, 6, (4,), generator=torch.Generator().manual_seed(seed))
+        scores = make_scores(lens, seed, scale=1.0 if seed % 2 else 4.0)
+        dist = cls(scores, lens)
+        for b, n in enumerate(lens.tolist()):
+            trees = all_trees(cls, n, False)
+            best = max(trees, key=lambda t: tree_score(scores, b, t))
+            assert tuple(dist.argmax[b, 1:n + 1].tolist()) == best
+            greedy = scores[b, 1:n + 1, :n + 1].argmax(-1)
+            greedy_trees += tuple(greedy.tolist()) in trees
+    assert greedy_trees > 10  # the shortcut was taken (and the fallback, by the other sentences)
+
+
 @pytest.mark.parametrize("cls,multiroot", MODES, ids=MODE_IDS)
 def test_argmax_and_topk_vs_brute(cls, multiroot):
     scores = make_scores(LENS, 4)
@@ -103,6 +121,9 @@ def test_argmax_and_topk_vs_brute(cls, multiroot):
         trees = all_trees(cls, n, multiroot)
         best = sorted((tree_score(scores, b, t) for t in trees), reverse=True)
         assert dist.max[b].item() == pytest.approx(best[0], abs=1e-9)
+        # argmax has its own backtrack (Eisner: a host walk of the 1-best choices): same tree as topk's first
+        assert tuple(dist.argmax[b, 1:n + 1].tolist()) in trees
+        assert torch.equal(dist.argmax[b], topk[0, b])
         for rank in range(k):
             if rank < len(best):
                 assert kmax[rank, b].item() == pytest.approx(best[rank], abs=1e-9)

@@ -43,6 +43,9 @@ class Vocabulary:
         return 1
 
     def lookup(self, values: Sequence[str]) -> list[int]:
+        if self.special:
+            get = self.index.get
+            return [get(v, 1) for v in values]
         return [self[v] for v in values]
 
 
@@ -78,21 +81,20 @@ class TaggerVocab:
     def encode(self, sentences, max_word_len: int = 20, device: torch.device | str | None = None) -> dict:
         """Padded index tensors of a batch: ``words [B, L]``, ``chars [B, L, W]``, ``lens [B]`` and, for
         labeled sentences, ``tags [B, L]`` (-1 at padding)."""
-        batch_size = len(sentences)
         seq_len = max(len(s) for s in sentences)
         width = min(max_word_len, max(len(t) for s in sentences for t in s.tokens))
-        words = torch.zeros(batch_size, seq_len, dtype=torch.long)
-        chars = torch.zeros(batch_size, seq_len, width, dtype=torch.long)
-        tags = torch.full((batch_size, seq_len), -1, dtype=torch.long)
-        for b, s in enumerate(sentences):
-            words[b, :len(s)] = torch.tensor(self.words.lookup([t.lower() for t in s.tokens]))
-            for i, token in enumerate(s.tokens):
-                ids = self.chars.lookup(list(token[:width]))
-                chars[b, i, :len(ids)] = torch.tensor(ids)
+        word_pad, char_pad, tag_pad = [0] * seq_len, [0] * width, [-1] * seq_len
+        words, chars, tags = [], [], []
+        for s in sentences:  # Python lists, one tensor each at the end (a tensor per word costs more than this)
+            pad = seq_len - len(s)
+            words.append(self.words.lookup([t.lower() for t in s.tokens]) + word_pad[:pad])
+            rows = [self.chars.lookup(token[:width]) for token in s.tokens]
+            chars.append([row + char_pad[:width - len(row)] for row in rows] + [char_pad] * pad)
             if s.tags is not None:
-                tags[b, :len(s)] = torch.tensor(self.tags.lookup(s.tags))
+                tags.append(self.tags.lookup(s.tags) + tag_pad[:pad])
         lens = torch.tensor([len(s) for s in sentences])
-        batch = {"words": words, "chars": chars, "lens": lens}
-        if all(s.tags is not None for s in sentences):
-            batch["tags"] = tags
+        batch = {"words": torch.tensor(words, dtype=torch.long), "chars": torch.tensor(chars, dtype=torch.long),
+                 "lens": lens}
+        if len(tags) == len(sentences):
+            batch["tags"] = torch.tensor(tags, dtype=torch.long)
         return {k: v.to(device) for k, v in batch.items()}

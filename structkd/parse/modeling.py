@@ -118,6 +118,14 @@ class ParseModel(nn.Module):
             return self.parser.decode(out.dist, out.rel_logits)
         return self.parser.decode(out.dist, self.decoder)
 
+    @torch.no_grad()
+    def parse(self, sentences: Sequence[ParsedSentence]) -> tuple[Tensor, Tensor]:
+        """``decode(self(sentences))`` without building what decoding does not read (a biaffine parser scores
+        relations at the predicted arcs only, see :meth:`BiaffineParser.parse`).  No gradient."""
+        if self.kind == "biaffine":
+            return self.parser.parse(list(sentences))
+        return self.decode(self(sentences))
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -212,7 +220,7 @@ def predict(model: ParseModel, sentences: Sequence, batch_size: int = 64) -> tup
     names = model.rels
     with torch.no_grad():
         for chunk in batches(order, batch_size):
-            batch_heads, batch_rels = model.decode(model([sentences[i] for i in chunk]))
+            batch_heads, batch_rels = model.parse([sentences[i] for i in chunk])
             for row, i in enumerate(chunk):
                 n = len(sentences[i])
                 heads[i] = batch_heads[row, 1:n + 1].tolist()

@@ -210,7 +210,10 @@ def _kbest_reduce(k: int) -> Reduce:
     """k-best (max) combination of operand stripes ``[..., n, w, k]``: the k best of the ``w * k * k`` sums,
     ``([..., n, k] values, [..., n, k] flat indices over (t, k1, k2))``."""
     def reduce(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        return (a.unsqueeze(-1) + b.unsqueeze(-2)).flatten(-3).topk(k, -1)
+        candidates = (a.unsqueeze(-1) + b.unsqueeze(-2)).flatten(-3)
+        if k == 1:  # the same choice as topk(1), at the cost of a max
+            return candidates.max(-1, keepdim=True)
+        return candidates.topk(k, -1)
     return reduce
 
 
@@ -363,6 +366,52 @@ def _eisner_backtrack(top_shape: torch.Size, lens: Tensor, n_trees: int, ranks: 
     return g_inc.view(n_trees, batch_size, seq_len, seq_len, k).sum(-1)
 
 
+def _best_heads(aux: Sequence[tuple[Tensor, Tensor, Tensor]], lens: Tensor, seq_len: int) -> Tensor:
+    """The best tree of each sentence, followed top-down through the 1-best Eisner choices on the host.
+
+    A tree has ``2n - 1`` items to visit, so a per-sentence walk costs far less than the vectorized
+    :func:`_eisner_backtrack` (``3 (S - 1)`` batched scatters over ``[B, S, S]`` count charts), which stays the
+    route of ``topk`` and ``sample``.
+
+    Args:
+        aux: per width ``w`` (entry ``w - 1``) the chosen candidates ``(pair, right, left)``, each
+            ``LongTensor [B, S - w, 1]`` (``t``: split ``i + t`` of a pair, modifier ``i + 1 + t`` of a right
+            item, ``i + t`` of a left item ``i``).
+        lens: ``LongTensor [B]``.
+        seq_len: ``S``, root included.
+
+    Returns:
+        heads ``LongTensor [B, S]`` (-1 at position 0 and padding), on ``lens``' device.
+    """
+    batch_size = lens.shape[0]
+    table = torch.zeros(3, seq_len, batch_size, seq_len, dtype=torch.long, device=lens.device)
+    for w, parts in enumerate(aux, start=1):
+        for kind, chosen in enumerate(parts):
+            table[kind, w, :, :chosen.shape[1]] = chosen[..., 0]
+    pair, right, left = table.cpu().numpy()
+    heads = np.full((batch_size, seq_len), -1, dtype=np.int64)
+    for b, n in enumerate(lens.tolist()):
+        out = heads[b]
+        stack = [(1, 0, n)]  # (kind, i, j), i < j: 0 the arc item over (i, j) with head ``h``, 1 the complete span
+        while stack:         # headed by i reaching right to j, 2 the one headed by j reaching left to i
+            kind, i, j, *h = stack.pop()
+            if i == j:
+                continue
+            w = j - i
+            if kind == 1:
+                m = i + 1 + int(right[w, b, i])
+                stack += [(0, i, m, i), (1, m, j)]
+            elif kind == 2:
+                m = i + int(left[w, b, i])
+                stack += [(2, i, m), (0, m, j, j)]
+            else:
+                head = h[0]
+                out[j if head == i else i] = head
+                r = i + int(pair[w, b, i])
+                stack += [(1, i, r), (2, r + 1, j)]
+    return torch.from_numpy(heads).to(lens.device)
+
+
 def _heads_from_arcs(arcs: Tensor, lens: Tensor) -> Tensor:
     """``LongTensor [..., B, S]`` heads from 0/1 arc indicators ``[..., B, S, S]`` in ``(head, dependent)``
     layout; -1 at non-words and where a word received no head."""
@@ -425,7 +474,9 @@ class DependencyCRF(_FirstOrderTree):
         return self._finish_topk(_root_value(top, self.lens).t(), _heads_from_arcs(arcs, self.lens))
 
     def _viterbi(self) -> tuple[Tensor, Tensor]:
-        scores, heads = self._topk(1)
+        top, _, aux = _eisner(self._arcs(self.potentials), self.multiroot, _kbest_reduce(1), 1)
+        heads = _best_heads(aux, self.lens, self.seq_len)
+        scores, heads = self._finish_topk(_root_value(top, self.lens).t(), heads.unsqueeze(0))
         return scores[0], heads[0]
 
     def _sample(self, n: int, generator: torch.Generator | None) -> Tensor:
@@ -617,23 +668,29 @@ def _matrix_tree_solve(scores: Tensor, lens: Tensor, multiroot: bool, mask: Tens
     return log_z, marginals
 
 
-def _find_cycle(heads: np.ndarray) -> list[int] | None:
-    """A cycle of the head graph ``heads [m]`` (``heads[0] = -1``) as a list of nodes, or None."""
-    state = np.zeros(len(heads), dtype=np.int8)
+def _find_cycles(heads: np.ndarray) -> list[list[int]]:
+    """Every cycle of the head graph ``heads [m]`` (``heads[0] = -1``), each as a list of nodes."""
+    heads = heads.tolist()
+    state = [0] * len(heads)  # 0 unseen, 1 on the current path, 2 done
+    cycles = []
     for start in range(1, len(heads)):
         path, node = [], start
         while node > 0 and state[node] == 0:
             state[node] = 1
             path.append(node)
-            node = int(heads[node])
+            node = heads[node]
         if node > 0 and state[node] == 1:
-            return path[path.index(node):]
-        state[path] = 2
-    return None
+            cycles.append(path[path.index(node):])
+        for x in path:
+            state[x] = 2
+    return cycles
 
 
 def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     """Maximum spanning arborescence rooted at 0 (several root children allowed).
+
+    Every cycle of the greedy head choice is contracted at once (they are disjoint, and each keeps all its
+    arcs but one in some best arborescence), so the recursion is about ``log n`` deep rather than ``n``.
 
     Args:
         scores: ``[m, m]`` float64 arc scores ``[d, h]``; row 0 and the diagonal impossible (LOG_ZERO).
@@ -641,46 +698,57 @@ def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     Returns:
         heads ``[m]`` with ``heads[0] = -1``.
     """
+    m = len(scores)
     heads = scores.argmax(1)
     heads[0] = -1
-    cycle = _find_cycle(heads)
-    if cycle is None:
+    cycles = _find_cycles(heads)
+    if not cycles:
         return heads
-    cyc = np.array(cycle)
-    in_cycle = np.zeros(len(heads), dtype=bool)
-    in_cycle[cyc] = True
-    rest = np.flatnonzero(~in_cycle)
-    enter = scores[np.ix_(cyc, rest)] - scores[cyc, heads[cyc]][:, None]
-    leave = scores[np.ix_(rest, cyc)]
-    r = len(rest)
-    contracted = np.full((r + 1, r + 1), LOG_ZERO)
-    contracted[:r, :r] = scores[np.ix_(rest, rest)]
-    contracted[:r, r] = leave.max(1)
-    contracted[r, :r] = enter.max(0)
-    contracted[0, r] = LOG_ZERO
+    in_cycle = np.zeros(m, dtype=bool)
+    for cycle in cycles:
+        in_cycle[cycle] = True
+    rest = np.flatnonzero(~in_cycle)                         # the root first
+    order = np.concatenate([rest] + [np.asarray(c) for c in cycles])
+    sizes = np.array([1] * len(rest) + [len(c) for c in cycles])
+    starts = np.cumsum(sizes) - sizes
+    # entering a cycle node d replaces its cycle arc: scores relative to it
+    own = np.where(in_cycle, scores[np.arange(m), np.maximum(heads, 0)], 0.0)[order]
+    relative = scores[order[:, None], order] - own[:, None]
+    contracted = np.maximum.reduceat(np.maximum.reduceat(relative, starts, axis=1), starts, axis=0)
+    size = len(sizes)
+    contracted[np.arange(size), np.arange(size)] = LOG_ZERO
+    contracted[0] = LOG_ZERO
     sub = _chu_liu_edmonds(contracted)
     out = heads.copy()
-    for i in range(1, r):
-        h = sub[i]
-        out[rest[i]] = cyc[leave[i].argmax()] if h == r else rest[h]
-    h = sub[r]
-    out[cyc[enter[:, h].argmax()]] = rest[h]
+    single = (sizes[1:] == 1) & (sizes[sub[1:]] == 1)         # a plain node taking a plain head
+    groups = np.arange(1, size)
+    out[order[starts[groups[single]]]] = order[starts[sub[groups[single]]]]
+    for g in groups[~single].tolist():                       # the arc that enters a cycle or leaves one
+        h = sub[g]
+        block = relative[starts[g]:starts[g] + sizes[g], starts[h]:starts[h] + sizes[h]]
+        d, c = divmod(int(block.argmax()), sizes[h])
+        out[order[starts[g] + d]] = order[starts[h] + c]
     return out
 
 
 def _mst(scores: np.ndarray, multiroot: bool) -> np.ndarray:
     """Best tree of one sentence, ``heads [m]`` (``heads[0] = -1``), from masked ``scores [m, m]`` (``[d, h]``).
 
-    Single root: every root arc is penalized by more than the score range of all trees, so the best
+    Single root: when the best arborescence has one root child, that is the answer (no single-root tree
+    scores more); otherwise every root arc is penalized by more than the score range of all trees, so the best
     arborescence has as few root children as possible (one whenever a single-root tree exists)."""
+    if multiroot or len(scores) < 2:
+        return _chu_liu_edmonds(scores)
+    free = _chu_liu_edmonds(scores)
+    if int((free[1:] == 0).sum()) == 1 and bool((scores[np.arange(1, len(scores)), free[1:]] > LOG_ZERO / 2).all()):
+        return free
     scores = scores.copy()
-    if not multiroot:
-        possible = scores > LOG_ZERO / 2
-        if possible.any():
-            span = float(scores[possible].max() - scores[possible].min())
-            penalty = span * len(scores) + 1.0
-            root = scores[1:, 0]
-            scores[1:, 0] = np.where(possible[1:, 0], root - penalty, root)
+    possible = scores > LOG_ZERO / 2
+    if possible.any():
+        span = float(scores[possible].max() - scores[possible].min())
+        penalty = span * len(scores) + 1.0
+        root = scores[1:, 0]
+        scores[1:, 0] = np.where(possible[1:, 0], root - penalty, root)
     return _chu_liu_edmonds(scores)
 
 
