@@ -44,6 +44,8 @@ def _make_accelerator(config: TrainConfig) -> Any:
     mixed = None  # let ``accelerate launch`` decide
     if config.amp and torch.cuda.is_available():
         mixed = "bf16" if config.amp_dtype == "bfloat16" else "fp16"
+    elif config.amp and config.amp_dtype == "bfloat16":  # CPU autocast supports bfloat16 only
+        mixed = "bf16"
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
 
 
@@ -150,11 +152,16 @@ class Trainer:
         return math.ceil(n_batches / self.num_processes)
 
     def _setup_amp(self) -> tuple[torch.dtype | None, Any]:
-        """Mixed precision without an accelerator: autocast dtype and a ``GradScaler`` (float16 only)."""
+        """Mixed precision without an accelerator: autocast dtype and a ``GradScaler`` (float16 only).
+
+        CUDA: float16 (with loss scaling) or bfloat16.  CPU: bfloat16 autocast (fast on CPUs with bfloat16
+        instructions); float16 is ignored there.  Structured distributions are unaffected either way: their
+        dynamic programs run in float32 or float64, which autocast leaves alone."""
         if not self.config.amp:
             return None, None
-        if self.device.type != "cuda":
-            logger.info("amp=True ignored: mixed precision is used on CUDA devices only (device: %s)", self.device)
+        cpu_bf16 = self.device.type == "cpu" and self.config.amp_dtype == "bfloat16"
+        if self.device.type != "cuda" and not cpu_bf16:
+            logger.info("amp=True ignored: float16 mixed precision needs a CUDA device (device: %s)", self.device)
             return None, None
         if self.accelerator is not None:
             if self.accelerator.mixed_precision == "no":

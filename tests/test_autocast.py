@@ -1,0 +1,123 @@
+"""Mixed precision: the structures and KD losses are unchanged under autocast, and the Trainer trains under CPU
+bfloat16 autocast (the CUDA paths, float16 with loss scaling, need a GPU and are not run here)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from structkd.kd import structural_kd_loss
+from structkd.structs import (
+    Dependency2oCRF,
+    DependencyCRF,
+    LinearChainCRF,
+    MatrixTree,
+    MaxEnt,
+    SemiMarkovCRF,
+)
+from structkd.train import TrainConfig, Trainer
+
+B, L, T = 3, 9, 5
+LENS = torch.tensor([9, 6, 2])
+
+
+def _inputs(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return {"em": torch.randn(B, L, T, generator=g), "tr": torch.randn(T, T, generator=g),
+            "arcs": torch.randn(B, L + 1, L + 1, generator=g) * 3,
+            "sib": torch.randn(B, L + 1, L + 1, L + 1, generator=g),
+            "spans": torch.randn(B, L, L, T, generator=g)}
+
+
+BUILDERS = {
+    "LinearChainCRF": lambda x, s: LinearChainCRF(s["em"] if x is None else x, s["tr"], LENS),
+    "MaxEnt": lambda x, s: MaxEnt(s["em"] if x is None else x, LENS),
+    "SemiMarkovCRF": lambda x, s: SemiMarkovCRF(s["spans"] if x is None else x, LENS),
+    "DependencyCRF": lambda x, s: DependencyCRF(s["arcs"] if x is None else x, LENS),
+    "MatrixTree": lambda x, s: MatrixTree(s["arcs"] if x is None else x, LENS),
+    "Dependency2oCRF": lambda x, s: Dependency2oCRF(s["arcs"] if x is None else x, s["sib"], LENS),
+}
+FIRST = {"LinearChainCRF": "em", "MaxEnt": "em", "SemiMarkovCRF": "spans", "DependencyCRF": "arcs",
+         "MatrixTree": "arcs", "Dependency2oCRF": "arcs"}
+
+
+def _results(name: str, s: dict) -> dict:
+    dist = BUILDERS[name](None, s)
+    leaf = s[FIRST[name]].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(BUILDERS[name](leaf, s).log_partition.sum(), leaf)
+    return {"log_z": dist.log_partition, "marginals": dist.marginals, "grad": grad, "argmax": dist.argmax}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_structures_are_unchanged_under_bfloat16_autocast(name):
+    s = _inputs(0)
+    plain = _results(name, s)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = _results(name, s)
+    for key, value in plain.items():
+        assert mixed[key].dtype == value.dtype, key
+        assert torch.equal(mixed[key], value), key
+
+
+def test_structural_kd_loss_is_unchanged_under_bfloat16_autocast():
+    teacher, student = _inputs(1), _inputs(2)
+    t = Dependency2oCRF(teacher["arcs"], teacher["sib"], LENS)
+
+    def loss():
+        leaf = student["arcs"].clone().requires_grad_()
+        value = structural_kd_loss(t, DependencyCRF(leaf, LENS)).sum()
+        return value, torch.autograd.grad(value, leaf)[0]
+
+    plain = loss()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss()
+    assert torch.equal(plain[0], mixed[0]) and torch.equal(plain[1], mixed[1])
+
+
+class _Tagger(nn.Module):
+    """A linear CRF tagger that records the autocast state its forward pass ran under."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(4, T)
+        self.transitions = nn.Parameter(torch.zeros(T, T))
+        self.seen: list[tuple[bool, torch.dtype]] = []
+
+    def forward(self, x):
+        emissions = self.proj(x)
+        self.seen.append((torch.is_autocast_enabled("cpu"), emissions.dtype))
+        return LinearChainCRF(emissions, self.transitions)
+
+
+def _data(n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(n, L, 4, generator=g)
+    y = torch.randint(0, T, (n, L), generator=g)
+    return [{"x": x[i], "y": y[i]} for i in range(n)]
+
+
+def _nll(model, batch) -> torch.Tensor:
+    dist = model(batch["x"])
+    return -dist.log_prob(batch["y"]).mean()
+
+
+@pytest.mark.parametrize("amp,dtype,expected", [(True, "bfloat16", torch.bfloat16), (True, "float16", torch.float32),
+                                                (False, "bfloat16", torch.float32)])
+def test_trainer_autocast_on_cpu(tmp_path, amp, dtype, expected):
+    model = _Tagger()
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=0.05, output_dir=str(tmp_path), progress=False, amp=amp,
+                      amp_dtype=dtype)
+    trainer = Trainer(model, cfg, _data(16), None, _nll, None, device="cpu")
+    everything = {"x": torch.stack([d["x"] for d in _data(16)]), "y": torch.stack([d["y"] for d in _data(16)])}
+    before = _nll(model, everything)
+    model.seen.clear()
+    trainer.train()
+    assert {d for _, d in model.seen[:8]} == {expected}
+    assert all(enabled == (expected == torch.bfloat16) for enabled, _ in model.seen[:8])
+    after = _nll(model, everything)
+    assert math.isfinite(float(after)) and float(after) < float(before)
+    assert model.proj.weight.dtype == torch.float32  # weights stay float32: autocast casts per operation
