@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from run_claims import train_groups
 
 from structkd.ner import NerModel, build_ner_config, distill_command, train_command
 from structkd.ner.modeling import evaluate
@@ -59,7 +60,7 @@ class Setting:
 
 SETTINGS = {
     "quick": Setting(40, 1, 1, (0,)),
-    "reduced": Setting(2000, 2, 4, (0, 1, 2)),
+    "reduced": Setting(2000, 4, 4, (0, 1, 2)),
     "full": Setting(None, 3, 10, (0, 1, 2)),
 }
 
@@ -76,8 +77,9 @@ def train_teacher(head: str, data_dir: Path, setting: Setting, out: Path) -> Pat
         config = build_ner_config({
             "data": data_section(data_dir, setting),
             "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
-            "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "warmup": 0.1,
-                         "output_dir": str(target), "log_every": 20}})
+            # pretrained encoder at 1e-4, the randomly initialized heads (CRF, classifier, span scorer) at 2e-3
+            "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "head_lr": 2e-3,
+                         "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
         train_command(config)
     return target / "model"
 
@@ -129,6 +131,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ner_wikiann")
     parser.add_argument("--full", action="store_true", help="all training data, more epochs")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
+    parser.add_argument("--worker", action="store_true",
+                        help="help a main run on the same --out (say, on another core): train the student runs "
+                             "nobody has claimed, from the end of the list, then stop (no tables)")
     args = parser.parse_args(argv)
     if not (args.data / "train.conllu").exists():
         raise SystemExit(f"{args.data}: WikiANN English not found (expected train.conllu, val.conllu, test.conllu)")
@@ -137,19 +142,35 @@ def main(argv=None) -> list[dict]:
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
-    teacher_dirs = {head: train_teacher(head, args.data, setting, out) for head in ("crf", "maxent", "span")}
+    heads = ("crf", "maxent", "span")
+    if args.worker and not all((out / f"teacher-{h}" / "model" / "model.safetensors").exists() for h in heads):
+        raise SystemExit(f"{out}: the teachers are not trained yet; a worker starts once the main run has them")
+    teacher_dirs = {head: train_teacher(head, args.data, setting, out) for head in heads}
+    runs = [(case, method) for case in CASES for method in METHODS if not (method == "token" and case[1] == "span")]
+
+    def group(run) -> str:
+        (_, teacher_head, student_head), method = run
+        return f"{teacher_head}-to-{student_head}-{method}"
+
+    def seed_results(run) -> list[dict]:
+        case, method = run
+        return [train_student(case, method, seed, teacher_dirs[case[1]], args.data, setting, out)
+                for seed in setting.seeds]
+
+    def finished(run) -> bool:
+        return all((out / "students" / f"{group(run)}-seed{seed}" / "results.json").exists() for seed in setting.seeds)
+
+    train_groups(out, runs, group, finished, seed_results, args.worker)
+    if args.worker:
+        return []
     rows = []
-    for case in CASES:
-        for method in METHODS:
-            if method == "token" and case[1] == "span":
-                continue
-            results = [train_student(case, method, seed, teacher_dirs[case[1]], args.data, setting, out)
-                       for seed in setting.seeds]
-            dev = [r["dev"]["f1"] for r in results]
-            test = [r["test"]["f1"] for r in results]
-            rows.append({"case": case[0], "teacher": case[1], "student": case[2], "method": method,
-                         "dev_mean": statistics.mean(dev), "dev_std": statistics.pstdev(dev),
-                         "test_mean": statistics.mean(test), "test_std": statistics.pstdev(test), "seeds": dev})
+    for case, method in runs:
+        results = seed_results((case, method))  # read back from each run's results.json
+        dev = [r["dev"]["f1"] for r in results]
+        test = [r["test"]["f1"] for r in results]
+        rows.append({"case": case[0], "teacher": case[1], "student": case[2], "method": method,
+                     "dev_mean": statistics.mean(dev), "dev_std": statistics.pstdev(dev),
+                     "test_mean": statistics.mean(test), "test_std": statistics.pstdev(test), "seeds": dev})
     test_sentences = read_data(build_ner_config({"data": data_section(args.data, setting)}).data).test
     models = {f"teacher MiniLM-{h}": d for h, d in teacher_dirs.items()}
     for head in ("crf", "maxent"):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from run_claims import train_groups
 
 from structkd.parse import ParseModel, build_parse_config, distill_command, evaluate, train_command
 from structkd.parse.pipeline import read_data
@@ -138,6 +139,9 @@ def main(argv=None) -> list[dict]:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true", help="every sentence, more epochs")
     mode.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
+    parser.add_argument("--worker", action="store_true",
+                        help="help a main run on the same --out (say, on another core): train the student runs "
+                             "nobody has claimed, from the end of the list, then stop (no tables)")
     args = parser.parse_args(argv)
     if not (args.data / "en_ewt-ud-train.conllu").exists():
         raise SystemExit(f"{args.data}: UD English EWT not found (expected en_ewt-ud-{{train,dev,test}}.conllu)")
@@ -146,14 +150,31 @@ def main(argv=None) -> list[dict]:
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
+    if args.worker and not all((out / f"teacher-{o}" / "model" / "model.safetensors").exists() for o in TEACHERS):
+        raise SystemExit(f"{out}: the teachers are not trained yet; a worker starts once the main run has them")
     teacher_dirs = {order: train_teacher(order, args.data, setting, out) for order in TEACHERS}
     runs = [(student, None, "none") for student in STUDENTS]
     runs += [(student, teacher, method) for student in STUDENTS for teacher in TEACHERS
              for method in METHODS[student]]
+
+    def seed_results(run) -> list[dict]:
+        student, teacher, method = run
+        return [train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out)
+                for seed in setting.seeds]
+
+    def finished(run) -> bool:
+        return all((out / "students" / f"{group(run)}-seed{seed}" / "results.json").exists() for seed in setting.seeds)
+
+    def group(run) -> str:
+        return f"{run[1] or 'gold'}-to-{run[0]}-{run[2]}"
+
+    train_groups(out, runs, group, finished, seed_results, args.worker)
+    if args.worker:
+        return []
     rows = []
-    for student, teacher, method in runs:
-        results = [train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out)
-                   for seed in setting.seeds]
+    for run in runs:
+        student, teacher, method = run
+        results = seed_results(run)  # read back from each run's results.json
         row = {"teacher": teacher, "student": student, "method": method,
                "seeds": [{"dev_las": r["dev"]["las"], "test_las": r["test"]["las"]} for r in results]}
         for split in ("dev", "test"):

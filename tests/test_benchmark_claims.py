@@ -1,0 +1,46 @@
+"""The lock files that let several benchmark processes share one output directory (benchmarks/run_claims.py)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+from run_claims import Claims  # noqa: E402
+
+
+def test_claim_is_exclusive_and_released(tmp_path):
+    mine, other = Claims(tmp_path), Claims(tmp_path)
+    assert mine.claim("g1") and mine.claim("g1")  # idempotent for the owner
+    lock = tmp_path / "locks" / "g1.lock"
+    assert lock.read_text() == mine.me
+    other.me = f"{socket.gethostname()} 1"  # pid 1 is alive: a live owner keeps its claim
+    assert not other.claim("g1")
+    mine.release("g1")
+    assert not lock.exists() and other.claim("g1")
+    mine.release("g1")  # not the owner: nothing happens
+    assert lock.exists()
+
+
+def test_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "g.lock").write_text(f"{socket.gethostname()} {int(dead.stdout)}")
+    claims = Claims(tmp_path)
+    assert claims.claim("g") and (tmp_path / "locks" / "g.lock").read_text() == claims.me
+
+
+def test_wait_runs_free_work_and_polls_busy_groups(tmp_path):
+    claims = Claims(tmp_path)
+    done, calls = [], []
+    claims.wait("free", lambda: bool(done), lambda: (calls.append("work"), done.append(1)), poll=0.01)
+    assert calls == ["work"] and not (tmp_path / "locks" / "free.lock").exists()
+    busy = Claims(tmp_path)
+    busy.me = f"{socket.gethostname()} 1"
+    assert busy.claim("busy")
+    checks = iter([False, False, True])
+    claims.wait("busy", lambda: next(checks), lambda: calls.append("never"), poll=0.01)
+    assert calls == ["work"]  # the busy group was finished by its owner: only polled
