@@ -263,6 +263,20 @@ def test_seqlabeling_decoding_keeps_valid_label_trees():
             heads, rels = model.decode(dist, method)
             assert bool(is_tree(heads, lens, multiroot=False).all())
             assert bool(((rels >= 0) == (heads >= 0)).all())
+    # a batch of label trees (even sentences) and label sequences that are not trees: the shortcut for the former
+    # changes nothing, the decoders get the latter
+    lens = torch.tensor([len(s) for s in SENTENCES])
+    logits = torch.randn(len(SENTENCES), int(lens.max()), len(LABELS), generator=torch.Generator().manual_seed(7)) * 3
+    for b, s in enumerate(SENTENCES):
+        if b % 2 == 0:
+            for d, (h, r) in enumerate(zip(s.heads, s.deprels), start=1):
+                logits[b, d - 1, index[(h - d, RELS.index(r))]] = 20.0
+    dist = MaxEnt(logits, lens)
+    for method in ("mst", "repair"):
+        heads, rels = model.decode(dist, method)
+        slow_heads, slow_rels = model._decode_trees(dist, method)
+        assert torch.equal(heads, slow_heads) and torch.equal(rels, slow_rels)
+        assert all(heads[b, 1:len(s) + 1].tolist() == s.heads for b, s in enumerate(SENTENCES) if b % 2 == 0)
 
 
 # ------------------------------------------------------------------------------------------- saving

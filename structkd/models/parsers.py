@@ -36,7 +36,7 @@ from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.numerics import LOG_ZERO
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import MaxEnt
-from structkd.structs.heads import word_mask
+from structkd.structs.heads import is_tree, word_mask
 from structkd.structs.tree import DependencyCRF, MatrixTree, arc_mask
 from structkd.structs.tree2o import Dependency2oCRF
 
@@ -633,6 +633,21 @@ class SeqLabelingParser(nn.Module):
         tree."""
         if method not in DECODERS:
             raise ValueError(f"method must be one of {', '.join(DECODERS)}, got {method!r}")
+        # the labels' own trees first (vectorized); only the other sentences need arc scores and a decoder
+        best = dist.argmax                                                        # [B, L], -1 at padding
+        positions = torch.arange(1, best.shape[1] + 1, device=best.device)
+        offsets, label_rels = self.label_offsets.to(best.device), self.label_rels.to(best.device)
+        none = torch.full_like(best[:, :1], -1)
+        heads = torch.cat([none, torch.where(best >= 0, positions + offsets[best.clamp(min=0)], -1)], 1)
+        rels = torch.cat([none, torch.where(best >= 0, label_rels[best.clamp(min=0)], -1)], 1)
+        todo = (~is_tree(heads, dist.lens, multiroot=False)).nonzero().squeeze(1)
+        if todo.numel():
+            rest = MaxEnt(dist.potentials[0].index_select(0, todo), dist.lens.index_select(0, todo))
+            heads[todo], rels[todo] = self._decode_trees(rest, method)
+        return heads, rels
+
+    def _decode_trees(self, dist: MaxEnt, method: str) -> tuple[Tensor, Tensor]:
+        """:meth:`decode` for sentences whose labels do not make a single-root tree."""
         scores, best_rel, logp = self._label_arcs(dist)
         lens = dist.lens
         if method == "mst":
