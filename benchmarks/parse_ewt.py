@@ -14,7 +14,8 @@ Each student is trained with 3 seeds; the tables report dev and test LAS and UAS
 standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set (the best of
 ``SPEED_REPEATS`` passes, batches of 64).  The
 default is a reduced setting (1000 sentences per split, 10 teacher and 5 student epochs, 36 student runs:
-about an hour on one CPU core; the second-order teacher's top-k trees are the slowest part); ``--full``
+about two hours on one CPU core, less with a ``--worker`` on another; the second-order teacher's top-k
+trees are the slowest part of the student runs); ``--full``
 uses every sentence and more epochs; ``--quick`` is a smoke test.
 
     python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--out DIR]
