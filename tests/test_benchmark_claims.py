@@ -44,3 +44,22 @@ def test_wait_runs_free_work_and_polls_busy_groups(tmp_path):
     checks = iter([False, False, True])
     claims.wait("busy", lambda: next(checks), lambda: calls.append("never"), poll=0.01)
     assert calls == ["work"]  # the busy group was finished by its owner: only polled
+
+
+def test_train_groups_main_in_order_worker_from_the_end(tmp_path):
+    from run_claims import train_groups
+
+    done, order = set(), []
+
+    def train(group):
+        order.append(group)
+        done.add(group)
+
+    Claims(tmp_path).claim("g2")  # held by this process, as if a worker were on it: a worker skips it
+    lock = tmp_path / "locks" / "g2.lock"
+    lock.write_text(f"{socket.gethostname()} 1")
+    train_groups(tmp_path, ["g0", "g1", "g2", "g3"], str, lambda g: g in done, train, worker=True)
+    assert order == ["g3", "g1", "g0"]  # from the end, skipping the claimed group
+    lock.unlink()  # its owner finished without results: the main run trains it, and skips the finished ones
+    train_groups(tmp_path, ["g0", "g1", "g2", "g3"], str, lambda g: g in done, train, worker=False)
+    assert order == ["g3", "g1", "g0", "g2"] and not list((tmp_path / "locks").iterdir())
