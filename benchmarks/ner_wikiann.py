@@ -13,7 +13,7 @@ Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
 Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard
 deviation), the teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS``
 passes).  The default is a reduced setting
-(a subset of the training sentences, few epochs) that finishes in about 30 minutes on 2 CPU cores;
+(2000 sentences per split, few epochs: about 95 minutes on 2 CPU cores with ``--worker``);
 ``--full`` uses all of WikiANN's training data and more epochs.
 
     python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
