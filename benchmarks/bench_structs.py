@@ -20,10 +20,12 @@ How it is organised
   ``torch.autograd.grad`` of its log partition) every variant is timed and the fastest is reported.
 * Modes: ``teacher`` = log Z and detached marginals from inputs that do not require grad;
   ``student`` = ``log Z``, summed, ``.backward()`` to all score tensors.
-* Timing: ``torch.set_num_threads(available cores)`` (or ``--threads``), a warm-up run, then the median of up
-  to ``--repeats`` ``time.perf_counter`` measurements (fewer when they would exceed ``--max-seconds``; none
-  beyond the warm-up run when that alone takes longer; the count is recorded), ``torch.cuda.synchronize()``
-  around each on CUDA.
+* Timing: ``torch.set_num_threads(available cores)`` (or ``--threads``), a warm-up run of every thunk of a
+  case, then the median of up to ``--repeats`` ``time.perf_counter`` measurements (fewer when they would
+  exceed ``--max-seconds``; none beyond the warm-up run when that alone takes longer; the count is recorded),
+  ``torch.cuda.synchronize()`` around each on CUDA.  The measurements of a case are interleaved: round after
+  round, every implementation and mode runs once, so that a machine whose speed drifts during the case
+  (a shared machine does) shifts all of them alike and the ratios stay fair.
 * Peak memory: on CPU each (case, implementation, mode) runs once in a fresh subprocess (``--probe``) that
   reports the growth of its peak RSS (``VmHWM``, else ``ru_maxrss``) over a baseline taken after imports,
   input creation and a tiny autograd warm-up, the high-water mark being reset first
@@ -418,27 +420,49 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_thunk(thunk: Thunk, device: torch.device, repeats: int, max_seconds: float) -> tuple[float, int, Tensor]:
-    """Median milliseconds over up to ``repeats`` runs after a warm-up run (the warm-up run alone when it takes
-    ``max_seconds`` or more); also the number of timed runs and log Z."""
-    _sync(device)
-    start = time.perf_counter()
-    log_z = thunk()
-    _sync(device)
-    first = time.perf_counter() - start
-    if first >= max_seconds:  # too slow to repeat: the first run is the measurement
-        return 1e3 * first, 1, log_z.detach().float().cpu()
-    if first * 2 < max_seconds / repeats:  # cheap: a second warm-up run
-        thunk()
-    n = max(1, min(repeats, int(max_seconds / max(first, 1e-9))))
-    times = []
-    for _ in range(n):
+@dataclass
+class _Timer:
+    """One thunk under measurement: its warm-up, its budgeted number of timed runs and their times."""
+    thunk: Thunk
+    runs: int = 0
+    times: list = field(default_factory=list)
+    log_z: Tensor | None = None
+    thunk_result: Tensor | None = None
+
+    def warm_up(self, device: torch.device, repeats: int, max_seconds: float) -> None:
+        """A warm-up run (the measurement itself when it takes ``max_seconds`` or more), a second one when
+        cheap, and the number of timed runs that fit ``max_seconds``."""
+        first = self.once(device)
+        self.log_z = self.thunk_result.detach().float().cpu()
+        if first >= max_seconds:  # too slow to repeat: the first run is the measurement
+            self.times, self.runs = [first], 0
+            return
+        self.times = []
+        if first * 2 < max_seconds / repeats:
+            self.once(device)
+        self.runs = max(1, min(repeats, int(max_seconds / max(first, 1e-9))))
+
+    def once(self, device: torch.device) -> float:
         _sync(device)
         start = time.perf_counter()
-        thunk()
+        self.thunk_result = self.thunk()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times), n, log_z.detach().float().cpu()
+        return time.perf_counter() - start
+
+    @property
+    def ms(self) -> float:
+        return 1e3 * statistics.median(self.times)
+
+
+def time_interleaved(timers: list[_Timer], device: torch.device) -> None:
+    """Time warmed-up timers in rounds, each round running every timer that still has runs left once,
+    starting one further along each round: a machine that slows down or speeds up during a case affects
+    every implementation alike, so the ratios between them hold."""
+    for round_ in range(max((t.runs for t in timers), default=0)):
+        shift = round_ % max(len(timers), 1)
+        for timer in timers[shift:] + timers[:shift]:
+            if round_ < timer.runs:
+                timer.times.append(timer.once(device))
 
 
 def cuda_peak_mb(thunk: Thunk, device: torch.device) -> float:
@@ -510,42 +534,49 @@ class Row:
 
 
 def run_case(case: Case, device: torch.device, args) -> list[Row]:
-    """Time every implementation and mode of one case (peak memory comes later, see :func:`add_memory`)."""
+    """Time every implementation and mode of one case, interleaved (:func:`time_interleaved`); peak memory
+    comes later, see :func:`add_memory`."""
     inputs = case.inputs(device)
-    rows, ref_ms, ref_logz = [], {}, {}
+    rows, timers = [], {}  # timers: {(row index, variant): _Timer}
     for impl in case.impls:
         for mode in MODES:
             row = Row(case.group, case.name, impl.name, mode)
             rows.append(row)
             try:
                 _require(impl.module)
-                thunks = impl.make(inputs, mode)
-                for variant, thunk in thunks.items():
-                    ms, n, log_z = time_thunk(thunk, device, args.repeats, args.max_seconds)
-                    row.variants_ms[variant] = round(ms, 3)
-                    if row.ms is None or ms < row.ms:
-                        row.ms, row.variant, row.repeats = ms, variant, n
-                        row_logz = log_z
+                for variant, thunk in impl.make(inputs, mode).items():
+                    timer = _Timer(thunk)
+                    timer.warm_up(device, args.repeats, args.max_seconds)  # fails here rather than mid-round
+                    timers[len(rows) - 1, variant] = timer
             except Unavailable as exc:
                 row.status = str(exc)
             except Exception as exc:  # noqa: BLE001 - report, keep benchmarking the others
                 row.status = f"error: {type(exc).__name__}: {exc}"[:200]
-            if row.ms is None:
-                if impl.name == STRUCTKD:  # nothing to compare with
-                    rows += [Row(case.group, case.name, other.name, m, status=f"skipped: structkd {row.status}")
-                             for other in case.impls for m in MODES if (other.name, m) != (STRUCTKD, mode)]
-                    return rows
-                continue
-            if impl.name == STRUCTKD:
-                ref_ms[mode], ref_logz[mode] = row.ms, row_logz
-            else:
-                row.ratio = row.ms / ref_ms[mode]
-                offset = impl.logz_offset(inputs)
-                row.logz_maxdiff = float((row_logz - offset - ref_logz[mode]).abs().max())
-            if case.tokens:
-                row.us_per_token = 1e3 * row.ms / case.tokens
-            print(f"  {case.key:40s} {impl.name:13s} {mode:8s} {row.variant:10s} {row.ms:10.2f} ms"
-                  + (f"  x{row.ratio:.2f}" if row.ratio else ""), flush=True)
+    time_interleaved(list(timers.values()), device)
+    best = {}
+    for (index, variant), timer in timers.items():
+        row = rows[index]
+        row.variants_ms[variant] = round(timer.ms, 3)
+        if row.ms is None or timer.ms < row.ms:
+            row.ms, row.variant, row.repeats = timer.ms, variant, len(timer.times)
+            best[index] = timer.log_z
+    reference = {r.mode: (r, best.get(i)) for i, r in enumerate(rows) if r.impl == STRUCTKD}
+    if any(r.ms is None for r, _ in reference.values()):
+        failed = next(r for r, _ in reference.values() if r.ms is None)
+        return [r if r.impl == STRUCTKD else Row(case.group, case.name, r.impl, r.mode,
+                                                 status=f"skipped: structkd {failed.status}") for r in rows]
+    for index, row in enumerate(rows):
+        if row.ms is None:
+            continue
+        if row.impl != STRUCTKD:
+            ref_row, ref_logz = reference[row.mode]
+            row.ratio = row.ms / ref_row.ms
+            impl = next(i for i in case.impls if i.name == row.impl)
+            row.logz_maxdiff = float((best[index] - impl.logz_offset(inputs) - ref_logz).abs().max())
+        if case.tokens:
+            row.us_per_token = 1e3 * row.ms / case.tokens
+        print(f"  {case.key:40s} {row.impl:13s} {row.mode:8s} {row.variant:10s} {row.ms:10.2f} ms"
+              + (f"  x{row.ratio:.2f}" if row.ratio else ""), flush=True)
     return rows
 
 

@@ -57,9 +57,10 @@ def check_lens(lens: Tensor | None, batch_size: int, max_len: int, device: torch
     if lens.shape != (batch_size,):
         raise ValueError(f"lens must have shape [batch_size] = [{batch_size}], got {list(lens.shape)}")
     lens = lens.to(device=device, dtype=torch.long)
-    if batch_size and (int(lens.min()) < 0 or int(lens.max()) > max_len):
-        raise ValueError(f"lens must lie in [0, {max_len}] (the padded length), got min {int(lens.min())} "
-                         f"and max {int(lens.max())}")
+    if batch_size:
+        low, high = torch.stack(torch.aminmax(lens)).tolist()  # one host sync
+        if low < 0 or high > max_len:
+            raise ValueError(f"lens must lie in [0, {max_len}] (the padded length), got min {low} and max {high}")
     return lens
 
 

@@ -48,16 +48,18 @@ def arc_mask(lens: Tensor, seq_len: int) -> Tensor:
     """``BoolTensor [batch_size, seq_len, seq_len]``: True at ``[b, d, h]`` when ``d`` is a word (``1..lens[b]``),
     ``h`` is the root or a word (``0..lens[b]``) and ``h != d``.
 
+    Built by one comparison per entry: an arc is possible when its farther end ``max(d, h)`` lies within the
+    sentence, and arcs that are never possible (into the root, self-loops) get the end ``seq_len``.
+
     Args:
         lens: ``LongTensor [batch_size]`` number of words.
         seq_len: the padded length, root included.
     """
-    words = word_mask(lens, seq_len)
-    heads = words.clone()
-    heads[:, 0] = True
-    mask = words.unsqueeze(2) & heads.unsqueeze(1)
-    mask.diagonal(dim1=1, dim2=2).fill_(False)
-    return mask
+    positions = torch.arange(seq_len, device=lens.device)
+    farther_end = torch.maximum(positions.unsqueeze(1), positions)
+    farther_end[0] = seq_len
+    farther_end.fill_diagonal_(seq_len)
+    return farther_end <= lens.view(-1, 1, 1)
 
 
 def tree_scores(scores: Tensor, heads: Tensor, lens: Tensor) -> Tensor:
@@ -487,24 +489,7 @@ class DependencyCRF(_FirstOrderTree):
 
 
 # ---------------------------------------------------------------------------------------------- Matrix-Tree
-def _arc_mask_weights(lens: Tensor, seq_len: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Float masks built from lengths by arithmetic (selecting with boolean tensors costs several times more
-    than a multiplication on CPU).
-
-    Returns:
-        ``(arcs [B, S, S], words [B, S])``: 1.0 at possible arcs ``[b, d, h]`` (as :func:`arc_mask`) and at the
-        word positions ``1..lens[b]``, 0.0 elsewhere.
-    """
-    positions = torch.arange(seq_len, device=lens.device)
-    words = ((positions >= 1) & (positions <= lens.unsqueeze(-1))).to(dtype)
-    heads = words.clone()
-    heads[:, 0] = 1.0
-    arcs = words.unsqueeze(2) * heads.unsqueeze(1)
-    arcs.diagonal(dim1=1, dim2=2).zero_()
-    return arcs, words
-
-
-def _shifted_weights(scores: Tensor, lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _shifted_weights(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Arc weights with each dependent's scores shifted by its own maximum, as float64.
 
     The exponentials are taken in the scores' own dtype (a float32 weight is the exact weight of a score
@@ -513,17 +498,18 @@ def _shifted_weights(scores: Tensor, lens: Tensor) -> tuple[Tensor, Tensor, Tens
 
     Args:
         scores: ``[B, S, S]`` masked arc scores ``[b, d, h]`` (LOG_ZERO off the possible arcs).
-        lens: ``LongTensor [B]``.
+        mask: ``BoolTensor [B, S, S]``, the possible arcs (:func:`arc_mask`).
 
     Returns:
         ``(weights [B, S, S], shift [B], words [B, S])``: ``weights = exp(scores - max_h scores)`` (exactly 0
         off the possible arcs; arguments below ``-cut`` are clamped there, see :func:`_exp_cut`; the best head
         of each word weighs 1), the sum of the shifts over words, so that ``log Z = log det + shift``, and the
-        float64 word mask of :func:`_arc_mask_weights`.
+        float64 word mask (1.0 at ``1..lens[b]``, the rows whose root arc is possible).
     """
     top = scores.detach().amax(-1, keepdim=True)  # LOG_ZERO on rows without arcs, whose weights are masked
     shifted = (scores - top).clamp(min=-_exp_cut(scores.dtype))
-    arcs, words = _arc_mask_weights(lens, scores.shape[1], torch.float64)
+    arcs = mask.to(torch.float64)  # masks multiply: selecting with a boolean tensor costs several times more
+    words = arcs[:, :, 0]  # every word may attach to the root
     weights = (shifted.exp_() if not shifted.requires_grad else shifted.exp()).double() * arcs
     return weights, (top.squeeze(-1).double() * words).sum(-1), words
 
@@ -537,7 +523,7 @@ def _laplacian(weights: Tensor, words: Tensor, multiroot: bool) -> Tensor:
 
     Args:
         weights: ``[B, S, S]`` arc weights ``[b, d, h]`` from :func:`_shifted_weights`.
-        words: ``[B, S]`` float word mask (:func:`_arc_mask_weights`).
+        words: ``[B, S]`` float word mask (:func:`_shifted_weights`).
         multiroot: see the module docstring.
     """
     padding = 1.0 - words[:, 1:]
@@ -583,13 +569,14 @@ def _lu_logdet_inverse(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return size.log().sum(-1), ok, torch.linalg.lu_solve(lu, pivots, eye)
 
 
-def _matrix_tree_fast(scores: Tensor, lens: Tensor, multiroot: bool):
-    """LU-based float64 ``(log Z [B], marginals [B, S, S], trusted [B])`` of masked ``scores`` (no autograd);
+def _matrix_tree_fast(scores: Tensor, mask: Tensor, multiroot: bool):
+    """LU-based float64 ``(log Z [B], marginals [B, S, S], trusted [B])`` of masked ``scores`` (no autograd) with
+    possible arcs ``mask`` (:func:`arc_mask`);
     ``trusted`` is False where cancellation (very peaked scores) made the result inaccurate.  The marginals
     are exactly 0 off the possible arcs."""
-    weights, shift, words = _shifted_weights(scores, lens)
+    weights, shift, words = _shifted_weights(scores, mask)
     if scores.shape[1] == 1:
-        return shift, torch.zeros_like(weights), torch.ones_like(lens, dtype=torch.bool)
+        return shift, torch.zeros_like(weights), torch.ones_like(shift, dtype=torch.bool)
     logdet, ok, inverse = _lu_logdet_inverse(_laplacian(weights, words, multiroot))
     marginals = _marginals_from_inverse(weights, inverse, multiroot)
     row_error = (marginals.sum(-1) - words).abs_().amax(-1)
@@ -656,7 +643,7 @@ def _matrix_tree_robust(scores: Tensor, lens: Tensor, multiroot: bool) -> Tensor
 def _matrix_tree_solve(scores: Tensor, lens: Tensor, multiroot: bool, mask: Tensor) -> tuple[Tensor, Tensor]:
     """Float64 ``(log Z [B], marginals [B, S, S])`` of masked ``scores``: the LU path, and for the sentences it
     cannot be trusted on, the log-space elimination differentiated once."""
-    log_z, marginals, trusted = _matrix_tree_fast(scores, lens, multiroot)
+    log_z, marginals, trusted = _matrix_tree_fast(scores, mask, multiroot)
     if not bool(trusted.all()):
         bad = (~trusted).nonzero().squeeze(1)
         with torch.enable_grad():
@@ -822,8 +809,8 @@ class MatrixTree(_FirstOrderTree):
     def _inside(self, potentials: Sequence[Tensor]) -> Tensor:
         scores = potentials[0]
         with torch.no_grad():
-            _, _, trusted = _matrix_tree_fast(scores.detach(), self.lens, self.multiroot)
-        weights, shift, words = _shifted_weights(scores, self.lens)
+            _, _, trusted = _matrix_tree_fast(scores.detach(), self._arc_mask, self.multiroot)
+        weights, shift, words = _shifted_weights(scores, self._arc_mask)
         laplacian = _laplacian(weights, words, self.multiroot)
         eye = torch.eye(laplacian.shape[-1], dtype=laplacian.dtype, device=laplacian.device)
         laplacian = torch.where(trusted[:, None, None], laplacian, eye)
