@@ -60,7 +60,7 @@ class Setting:
 
 SETTINGS = {
     "quick": Setting(40, 1, 1, (0,)),
-    "reduced": Setting(2000, 4, 4, (0, 1, 2)),
+    "reduced": Setting(2000, 4, 10, (0, 1, 2)),
     "full": Setting(None, 3, 10, (0, 1, 2)),
 }
 

@@ -356,3 +356,29 @@ def test_matrix_tree_fast_and_robust_paths_agree(multiroot):
         robust = tree._matrix_tree_robust(masked, lens, multiroot)
         torch.testing.assert_close(log_z[trusted], robust[trusted], rtol=1e-10, atol=1e-9)
         torch.testing.assert_close(dist.log_partition, robust, rtol=1e-10, atol=1e-9)
+
+
+def test_iter_cycles_finds_every_cycle_once():
+    import numpy as np
+
+    from structkd.structs.heads import iter_cycles
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 9))
+        heads = [-1] + rng.integers(-1, n + 1, size=n).tolist()  # -1: detached; may point at itself
+        found = list(iter_cycles(heads))
+        # a node is on a cycle when following heads from it comes back to it
+        on_cycle = set()
+        for d in range(1, n + 1):
+            node = heads[d]
+            for _ in range(n + 1):
+                if node < 0 or node == d:
+                    break
+                node = heads[node]
+            if node == d:
+                on_cycle.add(d)
+        assert sorted(x for c in found for x in c) == sorted(on_cycle)
+        for cycle in found:  # each in head order, closing on itself
+            assert [heads[x] for x in cycle] == cycle[1:] + cycle[:1]
+        assert next(iter_cycles(heads), None) == (found[0] if found else None)

@@ -25,7 +25,7 @@ import conllu
 import torch
 
 from structkd.data.columns import CorpusError, read_utf8_lines
-from structkd.structs.heads import projective
+from structkd.structs.heads import iter_cycles, projective
 
 N_COLUMNS = 10
 HEAD, DEPREL = 6, 7
@@ -85,22 +85,6 @@ def _blocks(lines: list[str]) -> Iterable[list[tuple[int, str]]]:
         yield block
 
 
-def _find_cycle(heads: Sequence[int]) -> list[int] | None:
-    """Words (1-based) on a cycle of ``heads`` (all in range), or None."""
-    state = [0] * (len(heads) + 1)
-    for start in range(1, len(heads) + 1):
-        path, node = [], start
-        while node > 0 and state[node] == 0:
-            state[node] = 1
-            path.append(node)
-            node = heads[node - 1]
-        if node > 0 and state[node] == 1:
-            return path[path.index(node):]
-        for n in path:
-            state[n] = 2
-    return None
-
-
 def _check_tree(path: Path, heads: list[int], lines: list[int], multiroot: bool) -> None:
     n = len(heads)
     for i, h in enumerate(heads, start=1):
@@ -108,7 +92,7 @@ def _check_tree(path: Path, heads: list[int], lines: list[int], multiroot: bool)
             what = "the word itself" if h == i else f"beyond the sentence's {n} words"
             raise CorpusError(path, lines[i - 1], f"HEAD {h} of word {i} is out of range ({what})")
     roots = [i for i, h in enumerate(heads, start=1) if h == 0]
-    cycle = _find_cycle(heads)  # a sentence without a root word always has one
+    cycle = next(iter_cycles([-1, *heads]), None)  # a sentence without a root word always has one
     if cycle is not None:
         first = min(cycle)
         order = cycle[cycle.index(first):] + cycle[:cycle.index(first)] + [first]

@@ -36,7 +36,7 @@ from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.numerics import LOG_ZERO
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import MaxEnt
-from structkd.structs.heads import is_tree, word_mask
+from structkd.structs.heads import is_tree, iter_cycles, word_mask
 from structkd.structs.tree import DependencyCRF, MatrixTree, arc_mask
 from structkd.structs.tree2o import Dependency2oCRF
 
@@ -450,7 +450,7 @@ def repair_tree(heads: Sequence[int], scores: np.ndarray | None = None) -> list[
         if detached:
             word = detached[0]
         else:
-            cycle = _cycle_from(out, loose[0])
+            cycle = next(iter_cycles([-1, *out]))  # the first loose word's: the ones before reach the root
             word = min(cycle, key=lambda d: (scores[d, out[d - 1]], d))
         targets = [h for h in words if connected[h]]
         out[word - 1] = max(targets, key=lambda h: (scores[word, h], -abs(h - word), -h))
@@ -471,16 +471,6 @@ def _connected(heads: list[int]) -> list[bool]:
         for p in path:
             state[p] = result
     return [s == 1 for s in state]
-
-
-def _cycle_from(heads: list[int], start: int) -> list[int]:
-    """The cycle reached by following heads from ``start`` (which must not reach the root or a detached word)."""
-    seen: list[int] = []
-    node = start
-    while node not in seen:
-        seen.append(node)
-        node = heads[node - 1]
-    return seen[seen.index(node):]
 
 
 # ------------------------------------------------------------------------------------------- sequence labeling

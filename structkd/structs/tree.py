@@ -28,7 +28,7 @@ import torch
 
 from structkd.numerics import LOG_ZERO, compute_dtype, is_impossible
 from structkd.structs.base import StructuredDistribution, check_lens
-from structkd.structs.heads import arc_indicators, check_heads, word_mask
+from structkd.structs.heads import arc_indicators, check_heads, iter_cycles, word_mask
 
 Tensor = torch.Tensor
 
@@ -655,24 +655,6 @@ def _matrix_tree_solve(scores: Tensor, lens: Tensor, multiroot: bool, mask: Tens
     return log_z, marginals
 
 
-def _find_cycles(heads: np.ndarray) -> list[list[int]]:
-    """Every cycle of the head graph ``heads [m]`` (``heads[0] = -1``), each as a list of nodes."""
-    heads = heads.tolist()
-    state = [0] * len(heads)  # 0 unseen, 1 on the current path, 2 done
-    cycles = []
-    for start in range(1, len(heads)):
-        path, node = [], start
-        while node > 0 and state[node] == 0:
-            state[node] = 1
-            path.append(node)
-            node = heads[node]
-        if node > 0 and state[node] == 1:
-            cycles.append(path[path.index(node):])
-        for x in path:
-            state[x] = 2
-    return cycles
-
-
 def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     """Maximum spanning arborescence rooted at 0 (several root children allowed).
 
@@ -688,7 +670,7 @@ def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     m = len(scores)
     heads = scores.argmax(1)
     heads[0] = -1
-    cycles = _find_cycles(heads)
+    cycles = list(iter_cycles(heads.tolist()))
     if not cycles:
         return heads
     in_cycle = np.zeros(m, dtype=bool)
