@@ -56,3 +56,40 @@ def test_vocab_round_trip(tmp_path):
     assert loaded.words["zzz-unknown"] == 1
     with pytest.raises(KeyError, match="label vocabulary"):
         loaded.tags["B-ORG"]
+
+
+def test_char_cnn_computes_each_distinct_word_once_with_the_same_result():
+    from structkd.models.taggers import CharCNN
+
+    torch.manual_seed(0)
+    cnn = CharCNN(n_chars=12, char_dim=5, n_filters=4).double()
+    chars = torch.randint(1, 12, (3, 6, 5))
+    chars[:, :, 3:] = 0            # words of three characters
+    chars[0, 1] = chars[2, 4]      # repeated words
+    chars[1, 2, 1:] = 0            # a one-character word
+    chars[2, 5:] = 0               # padding words
+    seen = []
+    hook = cnn.conv.register_forward_hook(lambda module, args, output: seen.append(args[0].shape[0]))
+    out = cnn(chars)
+    hook.remove()
+    assert seen == [len(torch.unique(chars.view(-1, 5), dim=0))] and seen[0] < 18
+
+    def reference(c):  # every row on its own, as the unbatched definition
+        rows = []
+        for word in c.view(-1, c.shape[-1]):
+            real = word[word > 0]
+            if real.numel() == 0:
+                rows.append(torch.zeros(4, dtype=torch.float64))
+                continue
+            conv = cnn.conv(cnn.embed(word).t().unsqueeze(0))[0]      # [filters, W]
+            rows.append(conv[:, word > 0].max(-1).values)
+        return torch.stack(rows).view(*c.shape[:2], -1)
+
+    expected = reference(chars)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(out[2, 5], torch.zeros(4, dtype=torch.float64))
+    weights = torch.randn_like(out)
+    grads = torch.autograd.grad((out * weights).sum(), [cnn.embed.weight, cnn.conv.weight])
+    expected_grads = torch.autograd.grad((expected * weights).sum(), [cnn.embed.weight, cnn.conv.weight])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
