@@ -56,6 +56,17 @@ def test_reads_words_subtypes_comments_and_skips_multiword_and_empty(tmp_path):
     assert bool(is_tree(heads_tensor([first, second]), multiroot=False).all())
 
 
+def test_max_sentences_reads_the_first_ones_only(tmp_path):
+    broken = GOOD + "\n# sent_id = 3\n1\tOops\t_\t_\t_\t_\t5\troot\t_\t_\n"  # head out of range
+    path = write(tmp_path, broken)
+    with pytest.raises(CorpusError):
+        read_conllu(path)
+    assert [s.words for s in read_conllu(path, max_sentences=2)] == [s.words for s in read_conllu(write(
+        tmp_path, GOOD, "good.conllu"))]
+    (first,) = read_conllu(path, max_sentences=1)
+    assert first.heads == [3, 3, 0, 7, 6, 7, 3, 3]
+
+
 def test_round_trip_with_new_heads_and_relations(tmp_path):
     sentences = read_conllu(write(tmp_path, GOOD))
     out = tmp_path / "out.conllu"

@@ -16,6 +16,7 @@ and 0 is the root.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -153,7 +154,8 @@ def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, vali
                           word_lines)
 
 
-def read_conllu(path: str | Path, multiroot: bool = False, validate: bool = True) -> list[ParsedSentence]:
+def read_conllu(path: str | Path, multiroot: bool = False, validate: bool = True,
+                max_sentences: int | None = None) -> list[ParsedSentence]:
     """Read a CoNLL-U file into sentences.
 
     Args:
@@ -162,12 +164,15 @@ def read_conllu(path: str | Path, multiroot: bool = False, validate: bool = True
         validate: check every basic tree (heads in range, acyclic, roots as ``multiroot`` says; DEPREL present).
             ``False`` reads unannotated files (HEAD ``_`` gives -1) without the tree checks; the column
             count, IDs and integer heads are always checked.
+        max_sentences: read only the first sentences (the rest of the file is neither parsed nor checked:
+            parsing is most of the time, about 0.5 ms per sentence).
 
     Raises:
         CorpusError: ``path:line: problem`` for the first problem found.
     """
     path = Path(path)
-    sentences = [_parse_block(path, block, multiroot, validate) for block in _blocks(read_utf8_lines(path))]
+    blocks = itertools.islice(_blocks(read_utf8_lines(path)), max_sentences)
+    sentences = [_parse_block(path, block, multiroot, validate) for block in blocks]
     if not sentences:
         raise CorpusError(path, 1, "the file holds no sentences")
     return sentences

@@ -34,8 +34,7 @@ class ParseData:
 
 
 def read_treebank(path: str, config: DataConfig) -> list[ParsedSentence]:
-    sentences = read_conllu(path, multiroot=config.multiroot)
-    return sentences[: config.max_sentences] if config.max_sentences else sentences
+    return read_conllu(path, multiroot=config.multiroot, max_sentences=config.max_sentences or None)
 
 
 def read_data(config: DataConfig) -> ParseData:
@@ -227,8 +226,7 @@ def _read_input(path: str, config: DataConfig) -> list[ParsedSentence]:
         lines = [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines()]
         return [ParsedSentence(words, ["_"] * len(words), [-1] * len(words), ["_"] * len(words),
                                source=f"{path}:{n}") for n, words in enumerate(lines, start=1) if words]
-    sentences = read_conllu(path, multiroot=config.multiroot, validate=False)
-    return sentences[: config.max_sentences] if config.max_sentences else sentences
+    return read_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=config.max_sentences or None)
 
 
 def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig) -> int:
