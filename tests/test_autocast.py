@@ -1,5 +1,6 @@
-"""Mixed precision: the structures and KD losses are unchanged under autocast, and the Trainer trains under CPU
-bfloat16 autocast (the CUDA paths, float16 with loss scaling, need a GPU and are not run here)."""
+"""Mixed precision: the structures and KD losses are unchanged under autocast, and the Trainer trains under
+CPU autocast: bfloat16, and float16 with loss scaling (the GradScaler code path CUDA runs too: skipped steps
+on overflow, unscaling before clipping, the scaler's state in checkpoints)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,7 @@ def _nll(model, batch) -> torch.Tensor:
     return -dist.log_prob(batch["y"]).mean()
 
 
-@pytest.mark.parametrize("amp,dtype,expected", [(True, "bfloat16", torch.bfloat16), (True, "float16", torch.float32),
+@pytest.mark.parametrize("amp,dtype,expected", [(True, "bfloat16", torch.bfloat16), (True, "float16", torch.float16),
                                                 (False, "bfloat16", torch.float32)])
 def test_trainer_autocast_on_cpu(tmp_path, amp, dtype, expected):
     model = _Tagger()
@@ -117,7 +118,41 @@ def test_trainer_autocast_on_cpu(tmp_path, amp, dtype, expected):
     model.seen.clear()
     trainer.train()
     assert {d for _, d in model.seen[:8]} == {expected}
-    assert all(enabled == (expected == torch.bfloat16) for enabled, _ in model.seen[:8])
+    assert all(enabled == amp for enabled, _ in model.seen[:8])
+    assert (trainer.scaler is not None) == (amp and dtype == "float16")
     after = _nll(model, everything)
     assert math.isfinite(float(after)) and float(after) < float(before)
     assert model.proj.weight.dtype == torch.float32  # weights stay float32: autocast casts per operation
+
+
+def test_float16_loss_scaling_skips_overflowing_steps_and_resumes(tmp_path):
+    model = _Tagger()
+    cfg = TrainConfig(epochs=2, batch_size=4, lr=0.05, output_dir=str(tmp_path), progress=False, amp=True,
+                      amp_dtype="float16", max_grad_norm=1.0, seed=0)
+    overflow = {"steps": {1}, "count": 0}
+
+    def loss_fn(m, batch):
+        value = _nll(m, batch)
+        overflow["count"] += 1
+        if overflow["count"] in overflow["steps"]:  # the gradient of this step is inf
+            value = value * torch.tensor(float("inf"))
+        return value
+
+    trainer = Trainer(model, cfg, _data(16), None, loss_fn, None, device="cpu")
+    start_scale = trainer.scaler.get_scale()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train_step({"x": torch.stack([d["x"] for d in _data(4)]), "y": torch.stack([d["y"] for d in _data(4)])})
+    # the overflowing step changed nothing but the scale: weights and learning rate stay
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert trainer.scaler.get_scale() == start_scale / 2
+    assert trainer.scheduler.last_epoch == 0
+    trainer.train()
+    assert not all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    scale = trainer.scaler.get_scale()
+    # a resumed trainer gets the scaler's state back from the checkpoint
+    again = Trainer(_Tagger(), cfg, _data(16), None, loss_fn, None, device="cpu")
+    assert again.scaler.get_scale() == start_scale
+    again.resume()
+    assert again.scaler.get_scale() == scale
+    for key, value in again.unwrapped_model.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key]), key

@@ -27,7 +27,7 @@ class TrainConfig:
     (``"linear"`` or ``"cosine"`` to ``min_lr_ratio * lr``; ``"constant"`` keeps it). ``patience`` stops
     training after that many evaluations without improvement of ``metric`` (higher is better unless
     ``metric_mode="min"``); ``None`` disables early stopping. ``amp`` enables mixed precision
-    (``amp_dtype``: bfloat16 on CUDA or CPU, float16 with loss scaling on CUDA).
+    (``amp_dtype``: bfloat16, or float16 with loss scaling; on CPU bfloat16 is the fast one).
     ``max_grad_norm=None`` disables clipping; ``checkpoint_every_steps=None`` checkpoints at epoch ends only.
     ``head_lr`` is the learning rate of every parameter outside a pretrained ``transformers`` model (the
     randomly initialized heads and layers of a fine-tuned encoder, which want a larger step than the

@@ -154,22 +154,22 @@ class Trainer:
     def _setup_amp(self) -> tuple[torch.dtype | None, Any]:
         """Mixed precision without an accelerator: autocast dtype and a ``GradScaler`` (float16 only).
 
-        CUDA: float16 (with loss scaling) or bfloat16.  CPU: bfloat16 autocast (fast on CPUs with bfloat16
-        instructions); float16 is ignored there.  Structured distributions are unaffected either way: their
-        dynamic programs run in float32 or float64, which autocast leaves alone."""
+        bfloat16 (CUDA, or CPU with bfloat16 instructions) needs no loss scaling; float16 gets a
+        ``GradScaler`` on the training device: the usual choice on CUDA, and on CPU the same code path (slow on
+        most CPUs, where bfloat16 is the one to use, but it runs and is tested there).  Structured distributions
+        are unaffected either way: their dynamic programs run in float32 or float64, which autocast leaves
+        alone."""
         if not self.config.amp:
-            return None, None
-        cpu_bf16 = self.device.type == "cpu" and self.config.amp_dtype == "bfloat16"
-        if self.device.type != "cuda" and not cpu_bf16:
-            logger.info("amp=True ignored: float16 mixed precision needs a CUDA device (device: %s)", self.device)
             return None, None
         if self.accelerator is not None:
             if self.accelerator.mixed_precision == "no":
                 logger.info("amp=True but the Accelerator has mixed_precision='no': configure it there")
             return None, None
-        dtype = torch.bfloat16 if self.config.amp_dtype == "bfloat16" else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-        return dtype, scaler
+        if self.config.amp_dtype == "bfloat16":
+            return torch.bfloat16, None
+        if self.device.type == "cpu":
+            logger.info("float16 autocast on CPU: correct but slow on most CPUs (amp_dtype: bfloat16 is faster)")
+        return torch.float16, torch.amp.GradScaler(self.device.type)
 
     @property
     def unwrapped_model(self) -> nn.Module:
@@ -236,12 +236,16 @@ class Trainer:
                     self.scaler.unscale_(self.optimizer)
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
             grad_norm = float(norm) if norm is not None else None
+        skipped = False
         if self.scaler is not None:
-            self.scaler.step(self.optimizer)
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)  # skipped when the gradients overflowed
             self.scaler.update()
+            skipped = self.scaler.get_scale() < scale
         else:
             self.optimizer.step()
-        self.scheduler.step()
+        if not skipped:  # a skipped step leaves the schedule where it was
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach().float(), grad_norm
 
