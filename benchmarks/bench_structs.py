@@ -644,7 +644,8 @@ GROUP_NOTES = {
 def to_markdown(meta: dict, rows: list[Row]) -> str:
     out = [f"# structkd structured distributions: {meta['device']} ({meta['device_name']})", "",
            f"{meta['date']}, torch {meta['versions']['torch']}, {meta['threads']} threads, float32, "
-           f"median of up to {meta['repeats']} runs, load average {meta['loadavg_start'][0]} at the start and "
+           f"median of up to {meta['repeats']} runs interleaved across implementations, "
+           f"load average {meta['loadavg_start'][0]} at the start and "
            f"{meta['loadavg_end'][0]} at the end. Versions: "
            + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if k != "torch") + ".", "",
            *(["**--quick smoke test: tiny sizes, batch 4; the numbers mean nothing.**", ""] if meta["quick"] else []),
