@@ -427,27 +427,30 @@ class _Timer:
     runs: int = 0
     times: list = field(default_factory=list)
     log_z: Tensor | None = None
-    thunk_result: Tensor | None = None
 
     def warm_up(self, device: torch.device, repeats: int, max_seconds: float) -> None:
-        """A warm-up run (the measurement itself when it takes ``max_seconds`` or more), a second one when
-        cheap, and the number of timed runs that fit ``max_seconds``."""
-        first = self.once(device)
-        self.log_z = self.thunk_result.detach().float().cpu()
+        """A warm-up run (the measurement itself when it takes ``max_seconds`` or more; it also keeps log Z),
+        a second one when cheap, and the number of timed runs that fit ``max_seconds``."""
+        first, log_z = self._run(device)
+        self.log_z = log_z.detach().float().cpu()
         if first >= max_seconds:  # too slow to repeat: the first run is the measurement
             self.times, self.runs = [first], 0
             return
         self.times = []
         if first * 2 < max_seconds / repeats:
-            self.once(device)
+            self._run(device)
         self.runs = max(1, min(repeats, int(max_seconds / max(first, 1e-9))))
 
     def once(self, device: torch.device) -> float:
+        """Seconds of one run."""
+        return self._run(device)[0]
+
+    def _run(self, device: torch.device) -> tuple[float, Tensor]:
         _sync(device)
         start = time.perf_counter()
-        self.thunk_result = self.thunk()
+        result = self.thunk()
         _sync(device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, result
 
     @property
     def ms(self) -> float:

@@ -3,7 +3,9 @@
 Convention shared by every tree structure: a batch of trees is ``heads``, ``LongTensor [batch_size,
 seq_len]`` where position 0 is the artificial root and ``heads[b, d]`` (for ``d`` in ``1..lens[b]``) is the
 head of word ``d`` (0 = the root).  Every other entry (position 0 and padding) is -1.  ``lens`` counts
-words, without the root, so ``seq_len >= lens.max() + 1``.  All checks are vectorized over the batch.
+words, without the root, so ``seq_len >= lens.max() + 1``.  All checks are vectorized over the batch;
+:func:`iter_cycles` walks one head vector (Python ints), for the decoders and file checks that need the
+cycles themselves.
 """
 
 from __future__ import annotations
