@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from structkd.train import (
     save_checkpoint,
 )
 from structkd.train import checkpoint as ckpt_module
+from structkd.train.logs import plot_learning_curves
 
 N_FEATS, N_TAGS = 4, 3
 
@@ -357,3 +360,13 @@ def test_finish_run_loads_best_saves_evaluates_and_writes_results(tmp_path):
     assert results == {"dev": {"n": 2, "w": 2.0}, "parameters": 3}  # the empty test split is skipped
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert (tmp_path / "model" / "weight.txt").read_text() == "2.0"
+
+
+def test_learning_curves_before_any_train_record_plot_without_warnings(tmp_path):
+    # an epoch shorter than log_every logs only its eval record: the plot has no loss line, and no legend for it
+    log = tmp_path / "train_log.jsonl"
+    log.write_text(json.dumps({"type": "eval", "epoch": 1, "global_step": 30, "las": 0.5}) + "\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        png = plot_learning_curves(log, tmp_path / "curves.png", "las")
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

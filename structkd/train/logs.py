@@ -65,7 +65,8 @@ def plot_learning_curves(log_path: str | os.PathLike, png_path: str | os.PathLik
                      [r["loss"] for r in evals if r.get("loss") is not None], "o-", label="dev loss")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
-    ax_loss.legend(loc="best")
+    if ax_loss.get_legend_handles_labels()[0]:  # nothing logged yet before the first log_every steps
+        ax_loss.legend(loc="best")
     names = sorted({k for r in evals for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
                    - {"epoch", "global_step", "loss", "time", "best_metric"})
     for name in names:
