@@ -208,6 +208,9 @@ def test_config_errors_and_nonprojective_error(corpus, tmp_path):
         load_parse_config(None, ["kd.method=posterior"])
     with pytest.raises(ValueError, match="model.tree"):
         load_parse_config(None, ["model.tree=cubic"])
+    with pytest.raises(ValueError, match="model.decoder must be one of mst, eisner, repair"):
+        load_parse_config(None, ["model.kind=seqlabel", "model.decoder=greedy"])
+    assert load_parse_config(None, ["model.kind=seqlabel", "model.decoder=eisner"]).model.decoder == "eisner"
     config = load_parse_config(None, ["kd.temperature=2", "data.multiroot=true"])
     assert config.training.metric == "las" and config.kd.temperature == 2.0 and config.data.multiroot
     strict = build_parse_config({"data": {"train": corpus["train"], "on_nonprojective": "error"},

@@ -14,6 +14,7 @@ from structkd.data import ParsedSentence  # noqa: E402
 from structkd.kd import structural_kd_loss  # noqa: E402
 from structkd.models import load_pretrained  # noqa: E402
 from structkd.models.parsers import (  # noqa: E402
+    DECODERS,
     BiaffineParser,
     SeqLabelingParser,
     SiblingScorer,
@@ -180,7 +181,7 @@ def test_seqlabeling_parser_distribution_loss_and_padding():
     allowed = model.label_mask(dist.lens, 7)[1, 0]
     assert {model.labels[k][0] for k in allowed.nonzero().flatten().tolist()} == {-1}
     with torch.no_grad():
-        for method in ("mst", "repair"):
+        for method in DECODERS:
             heads, rels = model.decode(dist, method)
             assert bool(is_tree(heads, dist.lens, multiroot=False).all())
             for b, s in enumerate(SENTENCES):
@@ -250,7 +251,7 @@ def test_seqlabeling_decoding_keeps_valid_label_trees():
         for d, (h, r) in enumerate(zip(s.heads, s.deprels), start=1):
             logits[0, d - 1, index[(h - d, RELS.index(r))]] = 10.0
         dist = MaxEnt(logits, torch.tensor([len(s)]))
-        for method in ("mst", "repair"):
+        for method in DECODERS:
             heads, rels = model.decode(dist, method)
             assert heads[0, 1:].tolist() == s.heads
             assert [RELS[r] for r in rels[0, 1:].tolist()] == s.deprels
@@ -259,7 +260,7 @@ def test_seqlabeling_decoding_keeps_valid_label_trees():
         generator = torch.Generator().manual_seed(seed)
         lens = torch.randint(1, 8, (3,), generator=generator)
         dist = MaxEnt(torch.randn(3, int(lens.max()), len(LABELS), generator=generator) * 5, lens)
-        for method in ("mst", "repair"):
+        for method in DECODERS:
             heads, rels = model.decode(dist, method)
             assert bool(is_tree(heads, lens, multiroot=False).all())
             assert bool(((rels >= 0) == (heads >= 0)).all())
@@ -272,11 +273,36 @@ def test_seqlabeling_decoding_keeps_valid_label_trees():
             for d, (h, r) in enumerate(zip(s.heads, s.deprels), start=1):
                 logits[b, d - 1, index[(h - d, RELS.index(r))]] = 20.0
     dist = MaxEnt(logits, lens)
-    for method in ("mst", "repair"):
+    for method in DECODERS:
         heads, rels = model.decode(dist, method)
         slow_heads, slow_rels = model._decode_trees(dist, method)
         assert torch.equal(heads, slow_heads) and torch.equal(rels, slow_rels)
         assert all(heads[b, 1:len(s) + 1].tolist() == s.heads for b, s in enumerate(SENTENCES) if b % 2 == 0)
+
+
+def test_seqlabeling_eisner_decoder_gives_the_best_projective_tree():
+    model = seqlabeler()
+    index = {label: k for k, label in enumerate(model.labels)}
+    # a non-projective label tree (arcs 3 -> 1 and 4 -> 2 cross): kept by mst and repair, not by eisner
+    crossing = sentence("a b c d", [3, 4, 0, 3], "nsubj nsubj root punct")
+    logits = torch.zeros(1, 4, len(LABELS))
+    for d, (h, r) in enumerate(zip(crossing.heads, crossing.deprels), start=1):
+        logits[0, d - 1, index[(h - d, RELS.index(r))]] = 10.0
+    dist = MaxEnt(logits, torch.tensor([4]))
+    for method in ("mst", "repair"):
+        assert model.decode(dist, method)[0][0, 1:].tolist() == crossing.heads
+    heads, _ = model.decode(dist, "eisner")
+    assert heads[0, 1:].tolist() != crossing.heads and bool(projective(heads, dist.lens).all())
+    # random label scores: a projective single-root tree scoring the projective maximum of the label-derived arcs
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        lens = torch.randint(1, 8, (4,), generator=generator)
+        dist = MaxEnt(torch.randn(4, int(lens.max()), len(LABELS), generator=generator) * 4, lens)
+        heads, rels = model.decode(dist, "eisner")
+        assert bool((is_tree(heads, lens, multiroot=False) & projective(heads, lens)).all())
+        scores, _ = model.arc_scores(dist)
+        best = DependencyCRF(scores.double(), lens, multiroot=False)
+        torch.testing.assert_close(best.score(heads), best.max)
 
 
 # ------------------------------------------------------------------------------------------- saving

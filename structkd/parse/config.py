@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from structkd.models.parsers import DECODERS
 from structkd.ner.config import KdConfig as NerKdConfig
 from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
 
@@ -50,7 +51,7 @@ class ModelConfig:
     """The parser to build (a teacher, a baseline or a student).
 
     ``kind``: ``biaffine`` (:class:`structkd.models.parsers.BiaffineParser`, with ``tree``) or ``seqlabel``
-    (:class:`structkd.models.parsers.SeqLabelingParser`, decoded with ``decoder``: ``mst`` or ``repair``).
+    (:class:`structkd.models.parsers.SeqLabelingParser`, decoded with ``decoder``: ``mst``, ``eisner`` (projective) or ``repair``).
     ``encoder``: ``bilstm`` (word embeddings + character CNN + BiLSTM of ``layers`` layers), ``minilm`` (the
     offline MiniLM), or any ``transformers`` hub name or local path.  ``keep_every`` builds a transformer
     student from a transformer teacher's layers (:func:`structkd.models.transformer.shrink_encoder`).
@@ -77,8 +78,8 @@ class ModelConfig:
             raise ValueError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
         if self.tree not in TREES:
             raise ValueError(f"model.tree must be one of {', '.join(TREES)}, got {self.tree!r}")
-        if self.decoder not in ("mst", "repair"):
-            raise ValueError(f"model.decoder must be 'mst' or 'repair', got {self.decoder!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
 
     @property
     def needs_projective(self) -> bool:

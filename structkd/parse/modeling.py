@@ -64,7 +64,7 @@ class ParseModel(nn.Module):
     Args:
         parser: a :class:`BiaffineParser` or :class:`SeqLabelingParser` (a BiLSTM parser carries its vocabulary
             as ``parser.vocab``).
-        decoder: ``mst`` or ``repair``, how a sequence-labeling parser turns labels into trees.
+        decoder: ``mst``, ``eisner`` or ``repair``, how a sequence-labeling parser turns labels into trees.
     """
 
     def __init__(self, parser: BiaffineParser | SeqLabelingParser, decoder: str = "mst"):
