@@ -51,7 +51,8 @@ class ModelConfig:
     """The parser to build (a teacher, a baseline or a student).
 
     ``kind``: ``biaffine`` (:class:`structkd.models.parsers.BiaffineParser`, with ``tree``) or ``seqlabel``
-    (:class:`structkd.models.parsers.SeqLabelingParser`, decoded with ``decoder``: ``mst``, ``eisner`` (projective) or ``repair``).
+    (:class:`structkd.models.parsers.SeqLabelingParser`, decoded with ``decoder``: ``mst``, ``eisner``
+    (projective) or ``repair``).
     ``encoder``: ``bilstm`` (word embeddings + character CNN + BiLSTM of ``layers`` layers), ``minilm`` (the
     offline MiniLM), or any ``transformers`` hub name or local path.  ``keep_every`` builds a transformer
     student from a transformer teacher's layers (:func:`structkd.models.transformer.shrink_encoder`).
