@@ -358,6 +358,17 @@ def test_matrix_tree_fast_and_robust_paths_agree(multiroot):
         torch.testing.assert_close(dist.log_partition, robust, rtol=1e-10, atol=1e-9)
 
 
+def test_arc_mask_matches_its_definition_for_every_length():
+    from structkd.structs import tree
+
+    for seq_len in (1, 2, 5, 8, 5):  # the cached ends of each length, asked for again
+        lens = torch.arange(seq_len)
+        mask = tree.arc_mask(lens, seq_len)
+        expected = [[[1 <= d <= n and 0 <= h <= n and h != d for h in range(seq_len)] for d in range(seq_len)]
+                    for n in lens.tolist()]
+        assert mask.tolist() == expected
+
+
 def test_iter_cycles_finds_every_cycle_once():
     import numpy as np
 

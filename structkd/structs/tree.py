@@ -19,6 +19,7 @@ Conventions shared by both classes (and by :mod:`structkd.structs.heads`):
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections.abc import Callable, Sequence
@@ -55,11 +56,18 @@ def arc_mask(lens: Tensor, seq_len: int) -> Tensor:
         lens: ``LongTensor [batch_size]`` number of words.
         seq_len: the padded length, root included.
     """
-    positions = torch.arange(seq_len, device=lens.device)
+    return _farther_ends(seq_len, lens.device) <= lens.view(-1, 1, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _farther_ends(seq_len: int, device: torch.device) -> Tensor:
+    """``LongTensor [seq_len, seq_len]``: ``max(d, h)`` at ``[d, h]``, ``seq_len`` where no arc is ever possible
+    (row 0, the diagonal).  Cached per length and device (a batch of trees builds one per distribution, and
+    its seven small operations cost as much as the comparison); read only."""
+    positions = torch.arange(seq_len, device=device)
     farther_end = torch.maximum(positions.unsqueeze(1), positions)
     farther_end[0] = seq_len
-    farther_end.fill_diagonal_(seq_len)
-    return farther_end <= lens.view(-1, 1, 1)
+    return farther_end.fill_diagonal_(seq_len)
 
 
 def tree_scores(scores: Tensor, heads: Tensor, lens: Tensor) -> Tensor:
@@ -89,7 +97,7 @@ class _FirstOrderTree(StructuredDistribution):
         batch_size, seq_len = scores.shape[:2]
         lens = check_lens(lens, batch_size, seq_len - 1, scores.device)
         mask = arc_mask(lens, seq_len)
-        scores = scores.to(compute_dtype(scores.dtype)).masked_fill(~mask, LOG_ZERO)
+        scores = torch.where(mask, scores.to(compute_dtype(scores.dtype)), LOG_ZERO)
         super().__init__((scores,), lens, seq_len - 1, lens_checked=True)
         self.seq_len: int = seq_len
         self.multiroot: bool = bool(multiroot)
@@ -507,11 +515,14 @@ def _shifted_weights(scores: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tens
         float64 word mask (1.0 at ``1..lens[b]``, the rows whose root arc is possible).
     """
     top = scores.detach().amax(-1, keepdim=True)  # LOG_ZERO on rows without arcs, whose weights are masked
-    shifted = (scores - top).clamp(min=-_exp_cut(scores.dtype))
+    roots = mask[:, :, 0]  # the words: every word may attach to the root
+    shift = (top.squeeze(-1) * roots).sum(-1, dtype=torch.float64)
     arcs = mask.to(torch.float64)  # masks multiply: selecting with a boolean tensor costs several times more
-    words = arcs[:, :, 0]  # every word may attach to the root
-    weights = (shifted.exp_() if not shifted.requires_grad else shifted.exp()).double() * arcs
-    return weights, (top.squeeze(-1).double() * words).sum(-1), words
+    if torch.is_grad_enabled() and scores.requires_grad:
+        weights = (scores - top).clamp(min=-_exp_cut(scores.dtype)).exp().double() * arcs
+    else:  # in place: no further [B, S, S] buffers
+        weights = arcs.mul_((scores - top).clamp_(min=-_exp_cut(scores.dtype)).exp_())
+    return weights, shift, roots.to(torch.float64)
 
 
 def _laplacian(weights: Tensor, words: Tensor, multiroot: bool) -> Tensor:
@@ -540,19 +551,21 @@ def _laplacian(weights: Tensor, words: Tensor, multiroot: bool) -> Tensor:
 def _marginals_from_inverse(weights: Tensor, inverse: Tensor, multiroot: bool) -> Tensor:
     """Closed-form arc marginals ``[B, S, S]`` (``[b, d, h]``) from the inverse Laplacian ``M [B, S-1, S-1]``:
     ``mu(h, d) = A(h -> d) * (M[d, d] - M[d, h])`` (Koo et al., 2007); with a single root the root arcs are
-    ``A(0 -> d) M[d, 0]`` and the terms of the first word's row/column drop out.  ``inverse`` is overwritten.
+    ``A(0 -> d) M[d, 0]`` and the terms of the first word's row/column drop out.
+
+    Written into ``weights`` (returned; exactly 0 wherever the weight is, row 0 included), and ``inverse`` is
+    overwritten: fresh buffers of this size cost page faults on every call on CPU.
     """
-    marginals = torch.zeros_like(weights)
     if inverse.shape[-1] == 0:
-        return marginals
-    diag = inverse.diagonal(dim1=1, dim2=2)  # a view: zeroing column 0 below also zeroes M[0, 0]
+        return weights
     if multiroot:
-        torch.mul(weights[:, 1:, 0], diag, out=marginals[:, 1:, 0])
+        weights[:, 1:, 0].mul_(inverse.diagonal(dim1=1, dim2=2))
     else:
-        torch.mul(weights[:, 1:, 0], inverse[:, :, 0], out=marginals[:, 1:, 0])
-        inverse[:, :, 0] = 0.0
-    torch.mul(diag.unsqueeze(2) - inverse, weights[:, 1:, 1:], out=marginals[:, 1:, 1:])
-    return marginals
+        weights[:, 1:, 0].mul_(inverse[:, :, 0])
+        inverse[:, :, 0] = 0.0  # also M[0, 0]: the first word's terms drop out
+    diag = inverse.diagonal(dim1=1, dim2=2).unsqueeze(2).clone()
+    weights[:, 1:, 1:].mul_(torch.sub(diag, inverse, out=inverse))
+    return weights
 
 
 def _lu_logdet_inverse(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
