@@ -23,7 +23,7 @@ from structkd.parse import (  # noqa: E402
 )
 from structkd.parse.config import KdConfig  # noqa: E402
 from structkd.parse.distillation import StudentSpec, compute_teacher_outputs, kd_loss  # noqa: E402
-from structkd.parse.pipeline import _gold_tensors  # noqa: E402
+from structkd.parse.modeling import stand_in_trees  # noqa: E402
 
 # (words, UPOS, heads, relations); the fifth tree is non-projective (arcs 3->1 and 4->2 cross)
 TREES = [
@@ -153,7 +153,7 @@ def test_cached_structural_loss_equals_direct_loss(corpus, teachers):
     for b, row in enumerate(rows):
         n = row["arcs"].shape[0]
         arcs[b, :n, :n] = row["arcs"]
-    heads, rels = _gold_tensors(sentences, student.rels, "cpu")
+    heads, rels = stand_in_trees(sentences, student.rels, "cpu")
     with torch.no_grad():
         t_out, s_out = teacher(sentences), student(sentences)
         loss = kd_loss(kd, student, s_out, {"arcs": arcs}, heads, rels)
@@ -237,3 +237,63 @@ def test_kd_config_is_validated(override, name):
 
     with pytest.raises(ValueError, match=name):
         load_parse_config(None, [override])
+
+
+def test_gold_loss_is_zero_without_a_tree_and_unchanged_with_one(corpus):
+    from structkd.parse.modeling import has_tree, split_projective, without_tree
+
+    sentences = split_projective(read_conllu(corpus["dev"]))[0][:6]
+    mixed = [s if b % 2 == 0 else without_tree(s) for b, s in enumerate(sentences)]
+    assert [has_tree(s) for s in mixed] == [True, False] * 3
+    for kind in ("biaffine", "seqlabel"):
+        torch.manual_seed(0)
+        model = build_model(build_parse_config({"model": bilstm(kind)}).model,
+                            sorted({r for s in sentences for r in s.deprels}), sentences).eval()
+        with torch.no_grad():
+            loss = model.gold_loss(model(mixed), mixed)
+            alone = model.gold_loss(model(mixed[0::2]), mixed[0::2])
+        assert loss[1::2].tolist() == [0.0] * 3
+        torch.testing.assert_close(loss[0::2], alone, atol=1e-5, rtol=1e-5)
+        # no gradient from the sentences without trees
+        model.zero_grad()
+        model.gold_loss(model(mixed[1::2]), mixed[1::2]).sum().backward()
+        assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+def test_distillation_on_unlabeled_sentences(corpus, teachers, tmp_path):
+    root = tmp_path
+    # unlabeled data: a text file (one sentence per line) and a CoNLL-U file whose HEAD and DEPREL are "_"
+    (root / "raw.txt").write_text("zorba lives in paris\n\nnice zorba city .\n", encoding="utf-8")
+    blank = "\n".join(line if line.startswith("#") else "\t".join(c if i not in (6, 7) else "_"
+                                                                for i, c in enumerate(line.split("\t")))
+                      for line in block(0, *TREES[1]).splitlines())
+    (root / "blank.conllu").write_text(blank + "\n\n", encoding="utf-8")
+    unlabeled = [str(root / "raw.txt"), str(root / "blank.conllu")]
+    data = {"train": corpus["train"], "dev": corpus["dev"], "unlabeled": unlabeled}
+    for kind, method in (("biaffine", "structural"), ("seqlabel", "structural"), ("biaffine", "topk")):
+        out = root / f"{kind}-{method}"
+        config = build_parse_config({"data": data, "model": bilstm(kind),
+                                     "kd": {"method": method, "teacher": teachers["2o"], "top_k": 2},
+                                     "training": training(out)})
+        results = distill_command(config)
+        assert results["unlabeled_sentences"] == 3 and 0.0 <= results["dev"]["las"] <= 1.0
+        index = json.loads((out / "teacher_cache" / "index.json").read_text())
+        # the training trees the student learns (a projective one skips 2 of 24) and every unlabeled sentence
+        assert index["n_sentences"] == (22 if kind == "biaffine" else 24) + 3
+        student = ParseModel.load(out / "model")
+        assert "zorba" in student.parser.vocab.words.items  # unlabeled words are in the student's vocabulary
+    # a biaffine student may learn from unlabeled sentences alone
+    config = build_parse_config({"data": {"dev": corpus["dev"], "unlabeled": unlabeled}, "model": bilstm(),
+                                 "kd": {"method": "structural", "teacher": teachers["2o"]},
+                                 "training": training(root / "kd-only")})
+    assert distill_command(config)["unlabeled_sentences"] == 3
+    # what unlabeled sentences cannot serve, with the reason
+    bad = [({"method": "structural", "relations": "gold"}, bilstm(), "kd.relations=gold"),
+           ({"method": "structural"}, bilstm("seqlabel"), "label inventory from the training trees"),
+           ({"method": "none"}, bilstm(), "kd.method=none")]
+    for kd, model, message in bad:
+        train = corpus["train"] if "relations" in kd else None
+        config = build_parse_config({"data": {"train": train, "unlabeled": unlabeled}, "model": model,
+                                     "kd": {**kd, "teacher": teachers["2o"]}, "training": training(root / "bad")})
+        with pytest.raises(ValueError, match=message):
+            distill_command(config)

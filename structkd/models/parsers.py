@@ -261,7 +261,9 @@ class SiblingScorer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- biaffine parser
-def _heads_and_rels(sentences, rels: Sequence[str], device: torch.device | str | None) -> tuple[Tensor, Tensor]:
+def heads_and_rels(sentences, rels: Sequence[str], device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """Gold ``(heads, relation indices)`` of sentences, ``LongTensor [batch_size, seq_len + 1]`` each (-1 at
+    position 0 and padding); a relation outside ``rels`` raises ``ValueError`` naming the sentence."""
     index = {r: n for n, r in enumerate(rels)}
     seq_len = max((len(s.heads) for s in sentences), default=0) + 1
     heads = torch.full((len(sentences), seq_len), -1, dtype=torch.long)
@@ -353,7 +355,7 @@ class BiaffineParser(nn.Module):
     def gold(self, sentences, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
         """Gold ``(heads, rels)`` of parsed sentences, ``LongTensor [batch_size, seq_len + 1]`` each (-1 at 0 and
         padding)."""
-        return _heads_and_rels(sentences, self.rels, device)
+        return heads_and_rels(sentences, self.rels, device)
 
     def loss(self, dist: StructuredDistribution, rel_logits: Tensor, heads: Tensor, rels: Tensor) -> Tensor:
         """Per-sentence gold loss ``[batch_size]``: the tree CRF's NLL of the gold heads plus the relation
@@ -541,7 +543,7 @@ class SeqLabelingParser(nn.Module):
     def gold(self, sentences, device: torch.device | str | None = None) -> Tensor:
         """Gold label indices ``LongTensor [batch_size, seq_len]`` (-1 at padding); a label missing from the
         inventory raises ``ValueError`` naming the sentence."""
-        heads, rels = _heads_and_rels(sentences, self.rels, None)
+        heads, rels = heads_and_rels(sentences, self.rels, None)
         index = {label: k for k, label in enumerate(self.labels)}
         out = torch.full((heads.shape[0], max(heads.shape[1] - 1, 0)), -1, dtype=torch.long)
         for b, s in enumerate(sentences):
@@ -703,5 +705,5 @@ register_model(SeqLabelingParser, _parser_builder(SeqLabelingParser))
 
 __all__ = [
     "BiaffineArcScorer", "BiaffineParser", "BiaffineRelScorer", "MLP", "ParserEncoder", "SeqLabelingParser",
-    "SiblingScorer", "build_labels", "build_rels", "build_vocab", "repair_tree", "save_parser",
+    "SiblingScorer", "build_labels", "build_rels", "build_vocab", "heads_and_rels", "repair_tree", "save_parser",
 ]

@@ -31,11 +31,17 @@ class DataConfig:
     ``projective_only``: drop non-projective training trees (``None``: exactly when the trained model needs
     projective trees, i.e. a ``projective`` or ``2o`` biaffine parser).  ``on_nonprojective`` says what happens
     to them: ``skip`` (logged with their count) or ``error``.  Development and test trees are never dropped.
+
+    ``unlabeled``: files of sentences the student distils from without gold trees (``structkd parse distill``
+    only): CoNLL-U, whose HEAD and DEPREL are ignored (they may be ``_``), or ``.txt`` with one
+    whitespace-tokenized sentence per line.  They get the KD loss alone; the training trees get the
+    ``kd_weight`` mix of KD and gold loss.  ``max_sentences`` applies to each file.
     """
 
     train: str | None = None
     dev: str | None = None
     test: str | None = None
+    unlabeled: list[str] = field(default_factory=list)
     max_sentences: int | None = None
     multiroot: bool = False
     projective_only: bool | None = None

@@ -7,6 +7,7 @@ relation)`` labels), so that training, distillation and evaluation code is the s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from structkd.models.parsers import (
     SeqLabelingParser,
     build_labels,
     build_vocab,
+    heads_and_rels,
     save_parser,
 )
 from structkd.models.serialization import load_pretrained
@@ -56,6 +58,27 @@ class Batch:
 
     indices: list[int]
     sentences: list[ParsedSentence]
+
+
+def has_tree(sentence: ParsedSentence) -> bool:
+    """Whether a sentence carries a gold tree (every HEAD known); unlabeled sentences have ``-1`` heads."""
+    return bool(sentence.heads) and min(sentence.heads) >= 0
+
+
+def without_tree(sentence: ParsedSentence) -> ParsedSentence:
+    """The sentence with HEAD and DEPREL dropped (``-1`` and ``_``): distillation data for the teacher alone."""
+    n = len(sentence.words)
+    return dataclasses.replace(sentence, heads=[-1] * n, deprels=["_"] * n)
+
+
+def stand_in_trees(sentences: Sequence[ParsedSentence], rels: Sequence[str],
+                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """``(heads, rels)`` as :meth:`BiaffineParser.gold`, with the chain ``d -> d - 1`` (projective, one root
+    word) and relation 0 for every sentence without a tree: a placeholder wherever a valid tree is required
+    but its score is weighted 0."""
+    chained = [s if has_tree(s) else dataclasses.replace(s, heads=list(range(len(s.words))),
+                                                         deprels=[rels[0]] * len(s.words)) for s in sentences]
+    return heads_and_rels(chained, rels, device)
 
 
 class ParseModel(nn.Module):
@@ -106,7 +129,26 @@ class ParseModel(nn.Module):
 
     def gold_loss(self, out: ParserOutput, sentences: Sequence[ParsedSentence]) -> Tensor:
         """Per-sentence gold loss ``[batch_size]``: tree NLL plus relation cross-entropy (biaffine), or the
-        labels' NLL (sequence labeling)."""
+        labels' NLL (sequence labeling); exactly 0 for a sentence without a tree (:func:`has_tree`: unlabeled
+        distillation data), which contributes no gradient."""
+        labeled = [has_tree(s) for s in sentences]
+        if all(labeled):
+            return self._gold_loss(out, sentences)
+        # the rows without a tree are scored on a stand-in (any valid structure) and then zeroed
+        device = out.dist.device
+        if self.kind == "biaffine":
+            heads, rels = stand_in_trees(sentences, self.rels, device)
+            loss = self.parser.loss(out.dist, out.rel_logits, heads, rels)
+        else:
+            labels = out.dist.argmax.clone()
+            rows = [b for b, ok in enumerate(labeled) if ok]
+            if rows:
+                gold = self.parser.gold([sentences[b] for b in rows], device)
+                labels[rows, :gold.shape[1]] = gold
+            loss = SeqLabelingParser.loss(out.dist, labels)
+        return torch.where(torch.tensor(labeled, device=device), loss, torch.zeros_like(loss))
+
+    def _gold_loss(self, out: ParserOutput, sentences: Sequence[ParsedSentence]) -> Tensor:
         if self.kind == "biaffine":
             heads, rels = self.parser.gold(sentences, out.dist.device)
             return self.parser.loss(out.dist, out.rel_logits, heads, rels)
@@ -149,13 +191,16 @@ def _encoder_options(config: ModelConfig) -> dict:
 
 
 def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[ParsedSentence],
-                multiroot: bool = False, teacher: ParseModel | None = None) -> ParseModel:
+                multiroot: bool = False, teacher: ParseModel | None = None,
+                vocab_sentences: Sequence[ParsedSentence] | None = None) -> ParseModel:
     """A fresh parser from its config.
 
     Args:
         rels: the relation inventory.
-        sentences: training sentences (BiLSTM vocabulary; label inventory of a sequence-labeling parser).
+        sentences: training trees (BiLSTM vocabulary; label inventory of a sequence-labeling parser).
         multiroot: whether the tree distribution allows several root words.
+        vocab_sentences: the sentences a BiLSTM parser's vocabulary covers instead (say, the training trees
+            plus unlabeled distillation sentences); the labels still come from ``sentences``.
         teacher: serves ``keep_every`` (a transformer student from the teacher's layers; a biaffine student of a
             biaffine teacher with the same MLP widths also starts from the teacher's scorers).
     """
@@ -165,7 +210,7 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
             raise ValueError("model.keep_every builds a student from a transformer teacher: pass kd.teacher")
         encoder = shrink_encoder(teacher.parser.encoder.transformer, config.keep_every)
     elif config.encoder == "bilstm":
-        vocab = build_vocab(sentences, rels)
+        vocab = build_vocab(sentences if vocab_sentences is None else vocab_sentences, rels)
         options = _encoder_options(config)
     else:
         encoder = resolve_encoder(config.encoder)

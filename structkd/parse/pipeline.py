@@ -20,7 +20,17 @@ from structkd.parse.distillation import (
     kd_weight,
     teacher_fields,
 )
-from structkd.parse.modeling import Batch, ParseModel, build_model, evaluate, predict, split_projective
+from structkd.parse.modeling import (
+    Batch,
+    ParseModel,
+    build_model,
+    evaluate,
+    has_tree,
+    predict,
+    split_projective,
+    stand_in_trees,
+    without_tree,
+)
 from structkd.train import TeacherCache, Trainer, finish_run, is_main_process, main_process_first
 
 logger = logging.getLogger("structkd.parse")
@@ -31,6 +41,7 @@ class ParseData:
     train: list[ParsedSentence] = field(default_factory=list)
     dev: list[ParsedSentence] = field(default_factory=list)
     test: list[ParsedSentence] = field(default_factory=list)
+    unlabeled: list[ParsedSentence] = field(default_factory=list)
 
 
 def read_treebank(path: str, config: DataConfig) -> list[ParsedSentence]:
@@ -44,6 +55,7 @@ def read_data(config: DataConfig) -> ParseData:
         path = getattr(config, name)
         if path:
             setattr(data, name, read_treebank(path, config))
+    data.unlabeled = [without_tree(s) for path in config.unlabeled for s in _read_input(path, config)]
     return data
 
 
@@ -153,21 +165,30 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
     data = read_data(config.data)
-    if not data.train:
-        raise ValueError("data.train is required")
+    if not data.train and not data.unlabeled:
+        raise ValueError("distillation needs data.train or data.unlabeled sentences")
+    if not data.train and (config.model.kind == "seqlabel" or kd.method == "none"):
+        raise ValueError("data.train is required: " + ("a sequence-labeling student takes its label inventory "
+                         "from the training trees" if kd.method != "none" else "kd.method=none learns from "
+                         "gold trees alone"))
     teacher = ParseModel.load(kd.teacher)
-    trees = training_trees(data.train, config.data, config.model.needs_projective, "student")
-    train = _known_relations(trees, teacher.rels)
+    trees = training_trees(data.train, config.data, config.model.needs_projective, "student") if data.train else []
+    train = _known_relations(trees, teacher.rels) if trees else []
     torch.manual_seed(config.training.seed)
-    student = build_model(config.model, teacher.rels, train, config.data.multiroot, teacher=teacher)
+    sentences = train + data.unlabeled
+    student = build_model(config.model, teacher.rels, train, config.data.multiroot, teacher=teacher,
+                          vocab_sentences=sentences)
     spec = StudentSpec.of(student)
     check_method(kd, spec, teacher)
+    if data.unlabeled and "gold_rels" in teacher_fields(kd, spec):
+        raise ValueError("kd.relations=gold distils relations on the gold arcs, which data.unlabeled sentences do "
+                         "not have: use kd.relations=marginal (or none)")
     out = Path(config.training.output_dir)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "parse_config.json")
     with main_process_first():  # computed once; the other processes then read it
-        cache = build_teacher_cache(teacher, config, train, spec, rebuild=rebuild_cache)
+        cache = build_teacher_cache(teacher, config, sentences, spec, rebuild=rebuild_cache)
     fields = teacher_fields(kd, spec)
     del teacher
     state = {"trainer": None}
@@ -179,16 +200,19 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
             return gold.mean()
         trainer = state["trainer"]
         weight = kd_weight(kd, trainer.progress.global_step, trainer.total_steps)
-        heads, rels = _gold_tensors(batch.sentences, m.rels, output.dist.device)
-        distill = kd_loss(kd, m, output, _cached_batch(cache, fields, batch, output.dist.device), heads, rels)
-        return (weight * distill + (1 - weight) * gold).mean()
+        device = output.dist.device
+        heads, rels = stand_in_trees(batch.sentences, m.rels, device)  # top-k: where a teacher tree is missing
+        distill = kd_loss(kd, m, output, _cached_batch(cache, fields, batch, device), heads, rels)
+        labeled = torch.tensor([has_tree(s) for s in batch.sentences], device=device)
+        return torch.where(labeled, weight * distill + (1 - weight) * gold, distill).mean()
 
-    trainer = Trainer(student, config.training, list(enumerate(train)), data.dev or None, loss_fn,
+    trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=collate)
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(student, config, data, {"skipped_nonprojective": len(data.train) - len(trees),
-                                           "skipped_unknown_relations": len(trees) - len(train)})
+                                           "skipped_unknown_relations": len(trees) - len(train),
+                                           "unlabeled_sentences": len(data.unlabeled)})
 
 
 def _known_relations(sentences: list[ParsedSentence], rels: list[str]) -> list[ParsedSentence]:
@@ -204,17 +228,6 @@ def _known_relations(sentences: list[ParsedSentence], rels: list[str]) -> list[P
     return keep
 
 
-def _gold_tensors(sentences, rels, device) -> tuple[torch.Tensor, torch.Tensor]:
-    index = {r: k for k, r in enumerate(rels)}
-    size = max(len(s) for s in sentences) + 1
-    heads = torch.full((len(sentences), size), -1, dtype=torch.long)
-    labels = torch.full((len(sentences), size), -1, dtype=torch.long)
-    for b, s in enumerate(sentences):
-        heads[b, 1:len(s) + 1] = torch.tensor(s.heads)
-        labels[b, 1:len(s) + 1] = torch.tensor([index.get(r, 0) for r in s.deprels])
-    return heads.to(device), labels.to(device)
-
-
 def evaluate_command(model_dir: str, data_path: str, config: DataConfig) -> dict:
     """Attachment scores, complete match, a per-relation table and the speed of a saved parser on a treebank."""
     model = ParseModel.load(model_dir)
@@ -224,8 +237,9 @@ def evaluate_command(model_dir: str, data_path: str, config: DataConfig) -> dict
 def _read_input(path: str, config: DataConfig) -> list[ParsedSentence]:
     if Path(path).suffix in (".txt", ".text"):
         lines = [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-        return [ParsedSentence(words, ["_"] * len(words), [-1] * len(words), ["_"] * len(words),
-                               source=f"{path}:{n}") for n, words in enumerate(lines, start=1) if words]
+        sentences = [ParsedSentence(words, ["_"] * len(words), [-1] * len(words), ["_"] * len(words),
+                                    source=f"{path}:{n}") for n, words in enumerate(lines, start=1) if words]
+        return sentences[:config.max_sentences] if config.max_sentences else sentences
     return read_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=config.max_sentences or None)
 
 
