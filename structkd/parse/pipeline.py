@@ -104,6 +104,9 @@ def train_command(config: ParseConfig, resume: bool = False) -> dict:
     data = read_data(config.data)
     if not data.train:
         raise ValueError("data.train is required")
+    if data.unlabeled:
+        logger.warning("data.unlabeled (%d sentences) is for parse distill: training on gold trees ignores it",
+                       len(data.unlabeled))
     train = training_trees(data.train, config.data, config.model.needs_projective, _model_name(config))
     torch.manual_seed(config.training.seed)
     # the relation inventory covers every training tree, so that students trained on trees this model skips
