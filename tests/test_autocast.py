@@ -114,13 +114,13 @@ def test_trainer_autocast_on_cpu(tmp_path, amp, dtype, expected):
                       amp_dtype=dtype)
     trainer = Trainer(model, cfg, _data(16), None, _nll, None, device="cpu")
     everything = {"x": torch.stack([d["x"] for d in _data(16)]), "y": torch.stack([d["y"] for d in _data(16)])}
-    before = _nll(model, everything)
+    before = _nll(model, everything).detach()
     model.seen.clear()
     trainer.train()
     assert {d for _, d in model.seen[:8]} == {expected}
     assert all(enabled == amp for enabled, _ in model.seen[:8])
     assert (trainer.scaler is not None) == (amp and dtype == "float16")
-    after = _nll(model, everything)
+    after = _nll(model, everything).detach()
     assert math.isfinite(float(after)) and float(after) < float(before)
     assert model.proj.weight.dtype == torch.float32  # weights stay float32: autocast casts per operation
 
