@@ -347,7 +347,7 @@ def test_finish_run_loads_best_saves_evaluates_and_writes_results(tmp_path):
     class Saved(nn.Linear):
         def save(self, directory):
             directory.mkdir(parents=True)
-            (directory / "weight.txt").write_text(str(float(self.weight.sum())))
+            (directory / "weight.txt").write_text(str(float(self.weight.detach().sum())))
 
     model = Saved(2, 1)
     with torch.no_grad():
