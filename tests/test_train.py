@@ -356,7 +356,7 @@ def test_finish_run_loads_best_saves_evaluates_and_writes_results(tmp_path):
     with torch.no_grad():
         model.weight.fill_(5.0)  # later, worse weights: the best ones must come back
     results = finish_run(model, tmp_path, {"dev": [1, 2], "test": []},
-                         lambda m, xs: {"n": len(xs), "w": float(m.weight.sum())}, {"parameters": 3})
+                         lambda m, xs: {"n": len(xs), "w": float(m.weight.detach().sum())}, {"parameters": 3})
     assert results == {"dev": {"n": 2, "w": 2.0}, "parameters": 3}  # the empty test split is skipped
     assert json.loads((tmp_path / "results.json").read_text()) == results
     assert (tmp_path / "model" / "weight.txt").read_text() == "2.0"
