@@ -170,10 +170,11 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     data = read_data(config.data)
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
-    if not data.train and (config.model.kind == "seqlabel" or kd.method == "none"):
-        raise ValueError("data.train is required: " + ("a sequence-labeling student takes its label inventory "
-                         "from the training trees" if kd.method != "none" else "kd.method=none learns from "
-                         "gold trees alone"))
+    if not data.train and kd.method == "none":
+        raise ValueError("data.train is required: kd.method=none learns from gold trees alone")
+    if not data.train and config.model.kind == "seqlabel":
+        raise ValueError("data.train is required: a sequence-labeling student takes its label inventory from the "
+                         "training trees")
     teacher = ParseModel.load(kd.teacher)
     trees = training_trees(data.train, config.data, config.model.needs_projective, "student") if data.train else []
     train = _known_relations(trees, teacher.rels) if trees else []
