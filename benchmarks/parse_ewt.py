@@ -19,11 +19,12 @@ dev scores level off; 36 student runs of about 6 minutes each on one CPU core: u
 ``--worker`` on a second core); ``--full``
 uses every sentence and more epochs; ``--quick`` is a smoke test.
 
-``--unlabeled N`` adds token and structural KD rows (structural only for the sequence-labeling student) where
-the students also distil on the N training sentences after the labeled ones, given without their trees
-(``data.unlabeled``).  The teachers were trained on the labeled sentences and score them almost perfectly
-(95 and 98 UAS, against 81-82 on dev), so there their tree marginals add little to the gold trees; on
-sentences they have not seen they carry the teachers' uncertainty.  Each such run reads twice the data.
+``--unlabeled N`` adds rows (``UNLABELED_RUNS``: every KD option of case 1 and of the sequence-labeling
+student's case 2, structural KD of the first-order student's case 2) where the students also distil on the N
+training sentences after the labeled ones, given without their trees (``data.unlabeled``). The teachers were
+trained on the labeled sentences and score them almost perfectly (95 and 98 UAS, against 81-82 on dev), so there
+their tree marginals add little to the gold trees; on sentences they have not seen they carry the teachers'
+uncertainty. Each such run reads twice the data.
 
     python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--unlabeled N]
                                    [--out DIR] [--worker]
@@ -57,8 +58,11 @@ TEACHERS = ("1o", "2o")
 STUDENTS = {"bilstm-1o": {"kind": "biaffine", "tree": "projective"},
             "seqlabel": {"kind": "seqlabel", "decoder": "eisner"}}
 METHODS = {"bilstm-1o": ("token", "topk", "structural"), "seqlabel": ("topk", "structural")}
-# with --unlabeled N: these methods again, each student also distilling on N training sentences without their trees
-UNLABELED_METHODS = {"bilstm-1o": ("token", "structural"), "seqlabel": ("structural",)}
+# with --unlabeled N: these (student, teacher, method) runs again, each student also distilling on N training
+# sentences without their trees: every KD option of case 1 (first-order teacher to first-order student) and of
+# case 2 for the sequence-labeling student, and structural KD of case 2 for the first-order student
+UNLABELED_RUNS = (("bilstm-1o", "1o", "token"), ("bilstm-1o", "1o", "topk"), ("bilstm-1o", "1o", "structural"),
+                  ("bilstm-1o", "2o", "structural"), ("seqlabel", "2o", "topk"), ("seqlabel", "2o", "structural"))
 
 
 @dataclass
@@ -184,7 +188,7 @@ def main(argv=None) -> list[dict]:
     mode.add_argument("--full", action="store_true", help="every sentence, more epochs")
     mode.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
     parser.add_argument("--unlabeled", type=int, default=0, metavar="N",
-                        help="also distil token and structural KD with N more training sentences given without "
+                        help="also distil the UNLABELED_RUNS with N more training sentences given without "
                              "their trees (the teachers never saw them); 0 (default): no such rows")
     parser.add_argument("--worker", action="store_true",
                         help="help a main run on the same --out (say, on another core): train the student runs "
@@ -205,27 +209,29 @@ def main(argv=None) -> list[dict]:
              for method in METHODS[student]]
     if args.unlabeled:
         unlabeled_file(args.data, setting, args.unlabeled, out)  # written once, before any worker reads it
-        runs += [(student, teacher, method, args.unlabeled) for student in STUDENTS for teacher in TEACHERS
-                 for method in UNLABELED_METHODS[student]]
+        runs += [(student, teacher, method, args.unlabeled) for student, teacher, method in UNLABELED_RUNS]
 
-    def seed_results(run) -> list[dict]:
-        student, teacher, method, unlabeled = run
-        return [train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out,
-                              unlabeled) for seed in setting.seeds]
+    def seed_result(unit) -> dict:  # one student run: trained, or read back from its results.json
+        (student, teacher, method, unlabeled), seed = unit
+        return train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out,
+                             unlabeled)
 
-    def finished(run) -> bool:
-        return all((out / "students" / f"{group(run)}-seed{seed}" / "results.json").exists() for seed in setting.seeds)
+    def unit_name(unit) -> str:
+        run, seed = unit
+        return f"{run_name(*run)}-seed{seed}"
 
-    def group(run) -> str:
-        return run_name(*run)
+    def finished(unit) -> bool:
+        return (out / "students" / unit_name(unit) / "results.json").exists()
 
-    train_groups(out, runs, group, finished, seed_results, args.worker)
+    # each seed of each run is claimed on its own, so that two processes share even a short list evenly
+    train_groups(out, [(run, seed) for run in runs for seed in setting.seeds], unit_name, finished, seed_result,
+                 args.worker)
     if args.worker:
         return []
     rows = []
     for run in runs:
         student, teacher, method, unlabeled = run
-        results = seed_results(run)  # read back from each run's results.json
+        results = [seed_result((run, seed)) for seed in setting.seeds]
         label = method + (f" + {unlabeled} unlabeled" if unlabeled else "")
         row = {"teacher": teacher, "student": student, "method": label,
                "seeds": [{"dev_las": r["dev"]["las"], "test_las": r["test"]["las"]} for r in results]}
