@@ -10,12 +10,12 @@ Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
 4. span teacher to MaxEnt and to CRF students (none, posterior, topk, structural; token KD needs per-token
    teacher scores, which a span teacher does not have)
 
-Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard
-deviation), the teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS``
-passes).  The default is a reduced setting (2000 sentences per split, teachers 4 and students 10
-epochs: the 63 student runs take about 75 minutes on 2 CPU cores with ``--worker``, after about 35 minutes
-for the three teachers; the span teacher's ``none`` rows repeat cases 1 and 2, whose students are the same);
-``--full`` uses all of WikiANN's training data and more epochs.
+Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation),
+the teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes). The default
+is a reduced setting (2000 sentences per split, teachers 4 and students 10 epochs: the 63 student runs take
+about 75 minutes on 2 CPU cores with ``--worker``, after the three teachers (about 35 minutes on one core; a
+worker trains one of them beside the main run); the span teacher's ``none`` rows repeat cases 1 and 2, whose
+students are the same); ``--full`` uses all of WikiANN's training data and more epochs.
 
     python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
 
@@ -72,9 +72,13 @@ def data_section(data_dir: Path, setting: Setting) -> dict:
             "test": str(data_dir / "test.conllu"), "layout": "index-token-tag", "max_sentences": limit}
 
 
+def _teacher_trained(out: Path, head: str) -> bool:
+    return (out / f"teacher-{head}" / "model" / "model.safetensors").exists()
+
+
 def train_teacher(head: str, data_dir: Path, setting: Setting, out: Path) -> Path:
     target = out / f"teacher-{head}"
-    if not (target / "model" / "model.safetensors").exists():
+    if not _teacher_trained(out, head):
         config = build_ner_config({
             "data": data_section(data_dir, setting),
             "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
@@ -148,8 +152,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--full", action="store_true", help="all training data, more epochs")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
     parser.add_argument("--worker", action="store_true",
-                        help="help a main run on the same --out (say, on another core): train the student runs "
-                             "nobody has claimed, from the end of the list, then stop (no tables)")
+                        help="help a main run on the same --out (say, on another core): train a teacher and "
+                             "then the student runs nobody has claimed, from the end of the lists, then stop "
+                             "(no tables)")
     args = parser.parse_args(argv)
     if not (args.data / "train.conllu").exists():
         raise SystemExit(f"{args.data}: WikiANN English not found (expected train.conllu, val.conllu, test.conllu)")
@@ -159,9 +164,11 @@ def main(argv=None) -> list[dict]:
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
     heads = ("crf", "maxent", "span")
-    if args.worker and not all((out / f"teacher-{h}" / "model" / "model.safetensors").exists() for h in heads):
-        raise SystemExit(f"{out}: the teachers are not trained yet; a worker starts once the main run has them")
-    teacher_dirs = {head: train_teacher(head, args.data, setting, out) for head in heads}
+    # the teachers first, shared between processes (a worker starts from the last one), and every process waits
+    # for all of them
+    train_groups(out, list(heads), lambda head: f"teacher-{head}", lambda head: _teacher_trained(out, head),
+                 lambda head: train_teacher(head, args.data, setting, out), args.worker, wait=True)
+    teacher_dirs = {head: train_teacher(head, args.data, setting, out) for head in heads}  # their paths
     table = [(case, method) for case in CASES for method in METHODS if not (method == "token" and case[1] == "span")]
     # a student without KD does not depend on the teacher: each student's is trained once, under its first case
     runs = [run for run in table if _trained_as(run) == run]

@@ -13,11 +13,11 @@ a BiLSTM sequence-labeling parser ((head offset, relation) labels).  Cases and K
 
 Each student is trained with 3 seeds; the tables report dev and test LAS and UAS over all words (mean and
 standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set (the best of
-``SPEED_REPEATS`` passes, batches of 64).  The
-default is a reduced setting (1000 sentences per split, 10 teacher and 12 student epochs, where the students'
-dev scores level off; 36 student runs of about 6 minutes each on one CPU core: under two hours with a
-``--worker`` on a second core); ``--full``
-uses every sentence and more epochs; ``--quick`` is a smoke test.
+``SPEED_REPEATS`` passes, batches of 64).  The default is a reduced setting (1000 sentences per split, 10
+teacher and 12 student epochs, where the students' dev scores level off): the two teachers take about 20
+minutes each on one CPU core and a ``--worker`` on a second core trains one of them, then 36 student runs of
+about 6 minutes each on one core (under two hours on two); ``--full`` uses every sentence and more epochs;
+``--quick`` is a smoke test.
 
 ``--unlabeled N`` adds rows (``UNLABELED_RUNS``: every KD option of case 1 and of the sequence-labeling
 student's case 2, structural KD of the first-order student's case 2) where the students also distil on the N
@@ -86,9 +86,13 @@ def data_section(data_dir: Path, setting: Setting) -> dict:
             "test": str(data_dir / "en_ewt-ud-test.conllu"), "max_sentences": setting.max_sentences}
 
 
+def _teacher_trained(out: Path, order: str) -> bool:
+    return (out / f"teacher-{order}" / "model" / "model.safetensors").exists()
+
+
 def train_teacher(order: str, data_dir: Path, setting: Setting, out: Path) -> Path:
     target = out / f"teacher-{order}"
-    if not (target / "model" / "model.safetensors").exists():
+    if not _teacher_trained(out, order):
         config = build_parse_config({
             "data": data_section(data_dir, setting),
             "model": {"kind": "biaffine", "tree": "2o" if order == "2o" else "projective", "encoder": "minilm",
@@ -191,8 +195,9 @@ def main(argv=None) -> list[dict]:
                         help="also distil the UNLABELED_RUNS with N more training sentences given without "
                              "their trees (the teachers never saw them); 0 (default): no such rows")
     parser.add_argument("--worker", action="store_true",
-                        help="help a main run on the same --out (say, on another core): train the student runs "
-                             "nobody has claimed, from the end of the list, then stop (no tables)")
+                        help="help a main run on the same --out (say, on another core): train a teacher and "
+                             "then the student runs nobody has claimed, from the end of the lists, then stop "
+                             "(no tables)")
     args = parser.parse_args(argv)
     if not (args.data / "en_ewt-ud-train.conllu").exists():
         raise SystemExit(f"{args.data}: UD English EWT not found (expected en_ewt-ud-{{train,dev,test}}.conllu)")
@@ -201,9 +206,10 @@ def main(argv=None) -> list[dict]:
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
-    if args.worker and not all((out / f"teacher-{o}" / "model" / "model.safetensors").exists() for o in TEACHERS):
-        raise SystemExit(f"{out}: the teachers are not trained yet; a worker starts once the main run has them")
-    teacher_dirs = {order: train_teacher(order, args.data, setting, out) for order in TEACHERS}
+    # the teachers first, one per process (a worker takes the last one), and every process waits for both
+    train_groups(out, list(TEACHERS), lambda order: f"teacher-{order}", lambda order: _teacher_trained(out, order),
+                 lambda order: train_teacher(order, args.data, setting, out), args.worker, wait=True)
+    teacher_dirs = {order: train_teacher(order, args.data, setting, out) for order in TEACHERS}  # their paths
     runs = [(student, None, "none", 0) for student in STUDENTS]
     runs += [(student, teacher, method, 0) for student in STUDENTS for teacher in TEACHERS
              for method in METHODS[student]]

@@ -75,12 +75,13 @@ class Claims:
 
 
 def train_groups(out: Path, groups: list, name: Callable[[object], str], finished: Callable[[object], bool],
-                 train: Callable[[object], object], worker: bool) -> None:
+                 train: Callable[[object], object], worker: bool, wait: bool | None = None) -> None:
     """Train every unfinished group, one claim at a time.
 
     The main run goes through ``groups`` in order and then waits for the groups other processes claimed
     (training any whose owner died); a worker goes from the end, skips claimed groups and returns when it
-    finds nothing left to claim.
+    finds nothing left to claim.  ``wait=True`` makes a worker wait for the claimed groups too (what it needs
+    before it can go on, such as the teachers); ``wait=False`` lets the main run return without them.
     """
     claims, elsewhere = Claims(out), []
     for group in (reversed(groups) if worker else groups):
@@ -93,7 +94,9 @@ def train_groups(out: Path, groups: list, name: Callable[[object], str], finishe
             train(group)
         finally:
             claims.release(name(group))
-    if worker:
+    if wait is None:
+        wait = not worker
+    if not wait:
         return
     for group in elsewhere:
         claims.wait(name(group), lambda group=group: finished(group), lambda group=group: train(group))

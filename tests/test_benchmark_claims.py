@@ -63,3 +63,25 @@ def test_train_groups_main_in_order_worker_from_the_end(tmp_path):
     lock.unlink()  # its owner finished without results: the main run trains it, and skips the finished ones
     train_groups(tmp_path, ["g0", "g1", "g2", "g3"], str, lambda g: g in done, train, worker=False)
     assert order == ["g3", "g1", "g0", "g2"] and not list((tmp_path / "locks").iterdir())
+
+
+def test_train_groups_a_worker_told_to_wait_waits_for_the_claimed_groups(tmp_path, monkeypatch):
+    import run_claims
+
+    done, order, naps = set(), [], []
+
+    def train(group):
+        order.append(group)
+        done.add(group)
+
+    def nap(seconds):  # the owner of g0 (alive: pid 1) finishes it while the worker sleeps
+        naps.append(seconds)
+        done.add("g0")
+
+    monkeypatch.setattr(run_claims.time, "sleep", nap)
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "g0.lock").write_text(f"{socket.gethostname()} 1")
+    run_claims.train_groups(tmp_path, ["g0", "g1"], str, lambda g: g in done, train, worker=True)
+    assert order == ["g1"] and not naps  # a worker does not wait by default
+    run_claims.train_groups(tmp_path, ["g0", "g1", "g2"], str, lambda g: g in done, train, worker=True, wait=True)
+    assert order == ["g1", "g2"] and naps and "g0" in done  # it waited for g0 and did not train it
