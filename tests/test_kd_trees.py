@@ -74,6 +74,42 @@ def test_same_factorization_minimum_is_teacher_entropy(kind):
     torch.testing.assert_close(loss.detach(), teacher.entropy)
 
 
+@pytest.mark.parametrize("multiroot", [False, True])
+@pytest.mark.parametrize("kind", ["dep", "mtt"])
+def test_token_kd_optimum_is_a_structural_kd_optimum_for_first_order_trees(kind, multiroot):
+    """Same first-order factorization (case 1): token KD on head-selection rows is zero exactly when the student's
+    arc scores are the teacher's plus a constant per dependent, and such a student has the teacher's tree
+    distribution (each tree has one head per word), so structural KD is at its minimum too.  Not conversely:
+    with a single root, a constant added to every root arc leaves the trees' distribution alone (one root arc
+    per tree) but changes the head-selection rows."""
+    from structkd.kd import token_kd_loss
+    from structkd.structs.heads import word_mask
+    from structkd.structs.tree import arc_mask
+
+    arcs = arc_scores(8)
+    size = arcs.shape[1]
+    teacher = build(kind, arcs, None, multiroot)
+    mask, heads = word_mask(LENS, size), arc_mask(LENS, size)
+
+    def both_losses(student_arcs):
+        token = token_kd_loss(arcs, student_arcs, mask, class_mask=heads)
+        return token, structural_kd_loss(teacher, build(kind, student_arcs, None, multiroot)) - teacher.entropy
+
+    shifted = arcs + torch.randn(3, size, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    token, structural = both_losses(shifted)
+    torch.testing.assert_close(token, torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(structural, torch.zeros(3, dtype=torch.float64))
+    several = LENS > 1  # a one-word sentence has one possible head, one tree: every student is exact there
+    token, structural = both_losses(arcs + 0.5 * arc_scores(10))  # any other student: both above their minimum
+    assert (token[several] > 1e-3).all() and (structural[several] > 1e-3).all()
+    root_shift = arcs.clone()
+    root_shift[:, :, 0] += 2.0
+    token, structural = both_losses(root_shift)
+    assert (token[several] > 1e-3).all()
+    if not multiroot:
+        torch.testing.assert_close(structural, torch.zeros(3, dtype=torch.float64))
+
+
 def test_padding_invariance_trees():
     arcs, sibs = arc_scores(6, words=5), sib_scores(7, words=5)
     lens = torch.tensor([5, 2, 3])
