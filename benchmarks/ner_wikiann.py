@@ -25,6 +25,7 @@ Results: ``benchmarks/results/ner_wikiann[_quick|_full].json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from run_claims import train_groups
+from run_claims import train_groups, train_teachers
 
 from structkd.ner import NerModel, build_ner_config, distill_command, train_command
 from structkd.ner.modeling import evaluate
@@ -72,21 +73,15 @@ def data_section(data_dir: Path, setting: Setting) -> dict:
             "test": str(data_dir / "test.conllu"), "layout": "index-token-tag", "max_sentences": limit}
 
 
-def _teacher_trained(out: Path, head: str) -> bool:
-    return (out / f"teacher-{head}" / "model" / "model.safetensors").exists()
-
-
-def train_teacher(head: str, data_dir: Path, setting: Setting, out: Path) -> Path:
-    target = out / f"teacher-{head}"
-    if not _teacher_trained(out, head):
-        config = build_ner_config({
-            "data": data_section(data_dir, setting),
-            "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
-            # pretrained encoder at 1e-4, the randomly initialized heads (CRF, classifier, span scorer) at 2e-3
-            "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "head_lr": 2e-3,
-                         "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
-        train_command(config)
-    return target / "model"
+def train_teacher(data_dir: Path, setting: Setting, head: str, target: Path) -> None:
+    """Train the ``head`` teacher into ``target`` (its model in ``target/model``)."""
+    config = build_ner_config({
+        "data": data_section(data_dir, setting),
+        "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
+        # pretrained encoder at 1e-4, the randomly initialized heads (CRF, classifier, span scorer) at 2e-3
+        "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "head_lr": 2e-3,
+                     "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
+    train_command(config)
 
 
 def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: Path, setting: Setting,
@@ -164,11 +159,7 @@ def main(argv=None) -> list[dict]:
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
     heads = ("crf", "maxent", "span")
-    # the teachers first, shared between processes (a worker starts from the last one), and every process waits
-    # for all of them
-    train_groups(out, list(heads), lambda head: f"teacher-{head}", lambda head: _teacher_trained(out, head),
-                 lambda head: train_teacher(head, args.data, setting, out), args.worker, wait=True)
-    teacher_dirs = {head: train_teacher(head, args.data, setting, out) for head in heads}  # their paths
+    teacher_dirs = train_teachers(out, list(heads), functools.partial(train_teacher, args.data, setting), args.worker)
     table = [(case, method) for case in CASES for method in METHODS if not (method == "token" and case[1] == "span")]
     # a student without KD does not depend on the teacher: each student's is trained once, under its first case
     runs = [run for run in table if _trained_as(run) == run]

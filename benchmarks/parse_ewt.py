@@ -35,6 +35,7 @@ Results: ``benchmarks/results/parse_ewt[_quick|_full].json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from run_claims import train_groups
+from run_claims import train_groups, train_teachers
 
 from structkd.data import read_conllu
 from structkd.parse import ParseModel, build_parse_config, distill_command, evaluate, train_command
@@ -86,22 +87,16 @@ def data_section(data_dir: Path, setting: Setting) -> dict:
             "test": str(data_dir / "en_ewt-ud-test.conllu"), "max_sentences": setting.max_sentences}
 
 
-def _teacher_trained(out: Path, order: str) -> bool:
-    return (out / f"teacher-{order}" / "model" / "model.safetensors").exists()
-
-
-def train_teacher(order: str, data_dir: Path, setting: Setting, out: Path) -> Path:
-    target = out / f"teacher-{order}"
-    if not _teacher_trained(out, order):
-        config = build_parse_config({
-            "data": data_section(data_dir, setting),
-            "model": {"kind": "biaffine", "tree": "2o" if order == "2o" else "projective", "encoder": "minilm",
-                      "arc_hidden": 300, "rel_hidden": 100, "sib_hidden": 100, "dropout": 0.2},
-            # pretrained encoder at 5e-5, the randomly initialized biaffine scorers at 2e-3
-            "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 5e-5, "head_lr": 2e-3,
-                         "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
-        train_command(config)
-    return target / "model"
+def train_teacher(data_dir: Path, setting: Setting, order: str, target: Path) -> None:
+    """Train the ``order`` teacher into ``target`` (its model in ``target/model``)."""
+    config = build_parse_config({
+        "data": data_section(data_dir, setting),
+        "model": {"kind": "biaffine", "tree": "2o" if order == "2o" else "projective", "encoder": "minilm",
+                  "arc_hidden": 300, "rel_hidden": 100, "sib_hidden": 100, "dropout": 0.2},
+        # pretrained encoder at 5e-5, the randomly initialized biaffine scorers at 2e-3
+        "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 5e-5, "head_lr": 2e-3,
+                     "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
+    train_command(config)
 
 
 def unlabeled_file(data_dir: Path, setting: Setting, count: int, out: Path) -> Path:
@@ -206,10 +201,8 @@ def main(argv=None) -> list[dict]:
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
-    # the teachers first, one per process (a worker takes the last one), and every process waits for both
-    train_groups(out, list(TEACHERS), lambda order: f"teacher-{order}", lambda order: _teacher_trained(out, order),
-                 lambda order: train_teacher(order, args.data, setting, out), args.worker, wait=True)
-    teacher_dirs = {order: train_teacher(order, args.data, setting, out) for order in TEACHERS}  # their paths
+    teacher_dirs = train_teachers(out, list(TEACHERS), functools.partial(train_teacher, args.data, setting),
+                                  args.worker)
     runs = [(student, None, "none", 0) for student in STUDENTS]
     runs += [(student, teacher, method, 0) for student in STUDENTS for teacher in TEACHERS
              for method in METHODS[student]]

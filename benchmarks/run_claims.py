@@ -100,3 +100,14 @@ def train_groups(out: Path, groups: list, name: Callable[[object], str], finishe
         return
     for group in elsewhere:
         claims.wait(name(group), lambda group=group: finished(group), lambda group=group: train(group))
+
+
+def train_teachers(out: Path, names: list[str], train: Callable[[str, Path], object], worker: bool) -> dict[str, Path]:
+    """Each teacher ``name`` is trained once, by ``train(name, out / f"teacher-{name}")``, which leaves the model in
+    that directory's ``model/``: one teacher per process (a worker from the end), and every process waits for all
+    of them.  Returns ``{name: model directory}``."""
+    models = {name: out / f"teacher-{name}" / "model" for name in names}
+    train_groups(out, list(names), lambda name: f"teacher-{name}",
+                 lambda name: (models[name] / "model.safetensors").exists(),
+                 lambda name: train(name, models[name].parent), worker, wait=True)
+    return models

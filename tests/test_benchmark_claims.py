@@ -85,3 +85,21 @@ def test_train_groups_a_worker_told_to_wait_waits_for_the_claimed_groups(tmp_pat
     assert order == ["g1"] and not naps  # a worker does not wait by default
     run_claims.train_groups(tmp_path, ["g0", "g1", "g2"], str, lambda g: g in done, train, worker=True, wait=True)
     assert order == ["g1", "g2"] and naps and "g0" in done  # it waited for g0 and did not train it
+
+
+def test_train_teachers_trains_the_missing_ones_and_names_their_model_directories(tmp_path):
+    from run_claims import train_teachers
+
+    trained = []
+
+    def train(name, target):
+        trained.append(name)
+        (target / "model").mkdir(parents=True)
+        (target / "model" / "model.safetensors").write_bytes(b"")
+
+    train("a", tmp_path / "teacher-a")  # trained by an earlier call
+    trained.clear()
+    models = train_teachers(tmp_path, ["a", "b", "c"], train, worker=True)
+    assert trained == ["c", "b"]  # a worker from the end, the trained one skipped
+    assert models == {name: tmp_path / f"teacher-{name}" / "model" for name in "abc"}
+    assert train_teachers(tmp_path, ["a", "b", "c"], train, worker=False) == models and trained == ["c", "b"]
