@@ -176,3 +176,31 @@ def test_span_head_covers_the_longest_training_entity(tmp_path):
     dist = model(sentences)
     tags, _ = model.tag_tensor(sentences)
     assert torch.isfinite(model.gold_loss(dist, tags)).all()  # a 6-token entity with max_width=2 in the config
+
+
+def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, monkeypatch):
+    """``training.group_by_length``: the Trainer gets the token count of each item it trains on (the training
+    sentences, then the unlabeled ones), in the items' order."""
+    import structkd.ner.pipeline as pipeline
+
+    made = []
+
+    class Recording(pipeline.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "Trainer", Recording)
+    (tmp_path / "raw.txt").write_text("zorba lives in paris\nnice zorba city today .\n", encoding="utf-8")
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    grouped = {**training(tmp_path / "gold", epochs=1), "group_by_length": True}
+    train_command(build_ner_config({"data": data, "model": bilstm(), "training": grouped}))
+    grouped = {**training(tmp_path / "kd", epochs=1), "group_by_length": True}
+    distill_command(build_ner_config({"data": {**data, "unlabeled": [str(tmp_path / "raw.txt")]},
+                                      "model": bilstm(), "kd": {"method": "structural", "teacher": teachers["crf"]},
+                                      "training": grouped}))
+    assert len(made) == 2
+    for trainer, n_items in zip(made, (18, 20)):  # 6 sentences 3 times; 2 unlabeled sentences added
+        items = [sentence for _, sentence in trainer.train_data]
+        assert len(items) == n_items and trainer.lengths == [len(s.tokens) for s in items]
+    assert [len(s.tokens) for _, s in made[1].train_data[-2:]] == [4, 5]

@@ -297,3 +297,31 @@ def test_distillation_on_unlabeled_sentences(corpus, teachers, tmp_path):
                                      "kd": {**kd, "teacher": teachers["2o"]}, "training": training(root / "bad")})
         with pytest.raises(ValueError, match=message):
             distill_command(config)
+
+
+def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, monkeypatch):
+    """``training.group_by_length``: the Trainer gets the word count of each item it trains on (the projective
+    trees a projective model keeps, then the unlabeled sentences), in the items' order."""
+    import structkd.parse.pipeline as pipeline
+
+    made = []
+
+    class Recording(pipeline.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(pipeline, "Trainer", Recording)
+    (tmp_path / "raw.txt").write_text("zorba lives in paris\nnice zorba city today .\n", encoding="utf-8")
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    grouped = {**training(tmp_path / "gold"), "group_by_length": True}
+    train_command(build_parse_config({"data": data, "model": bilstm(), "training": grouped}))
+    grouped = {**training(tmp_path / "kd"), "group_by_length": True}
+    distill_command(build_parse_config({"data": {**data, "unlabeled": [str(tmp_path / "raw.txt")]},
+                                        "model": bilstm(), "kd": {"method": "structural", "teacher": teachers["2o"]},
+                                        "training": grouped}))
+    assert len(made) == 2
+    for trainer, n_items in zip(made, (22, 24)):  # 2 non-projective trees skipped; 2 unlabeled sentences added
+        items = [sentence for _, sentence in trainer.train_data]
+        assert len(items) == n_items and trainer.lengths == [len(s.words) for s in items]
+    assert [len(s.words) for _, s in made[1].train_data[-2:]] == [4, 5]

@@ -257,11 +257,13 @@ class Crash(RuntimeError):
     """A crash injected into training."""
 
 
-def test_crash_and_resume_gives_identical_weights(tmp_path):
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_crash_and_resume_gives_identical_weights(tmp_path, group_by_length):
     train, dev = make_data(40, 0), make_data(16, 1)  # 5 steps per epoch, 15 steps in all
-    kw = dict(checkpoint_every_steps=3, schedule="cosine")
+    kw = dict(checkpoint_every_steps=3, schedule="cosine", group_by_length=group_by_length)
+    lengths = [(7 * i) % 13 + 1 for i in range(len(train))]
 
-    ref = Trainer(make_model(0), config(tmp_path / "ref", **kw), train, dev, loss_fn, evaluate_fn)
+    ref = Trainer(make_model(0), config(tmp_path / "ref", **kw), train, dev, loss_fn, evaluate_fn, lengths=lengths)
     ref.train()
     expected = weights(ref.model)
 
@@ -273,7 +275,8 @@ def test_crash_and_resume_gives_identical_weights(tmp_path):
             raise Crash
         return loss_fn(model, batch)
 
-    crashed = Trainer(make_model(0), config(tmp_path / "run", **kw), train, dev, crashing_loss, evaluate_fn)
+    crashed = Trainer(make_model(0), config(tmp_path / "run", **kw), train, dev, crashing_loss, evaluate_fn,
+                      lengths=lengths)
     with pytest.raises(Crash):
         crashed.train()
     state = json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())
@@ -281,7 +284,8 @@ def test_crash_and_resume_gives_identical_weights(tmp_path):
     assert state["progress"]["step_in_epoch"] == 2
 
     torch.manual_seed(1234)  # the resumed run must not depend on the process's RNG state
-    resumed = Trainer(make_model(3), config(tmp_path / "run", **kw), train, dev, loss_fn, evaluate_fn)
+    resumed = Trainer(make_model(3), config(tmp_path / "run", **kw), train, dev, loss_fn, evaluate_fn,
+                      lengths=lengths)
     progress = resumed.train(resume=True)
     assert progress.global_step == 15 and progress.finished
     assert_same_weights(expected, weights(resumed.model))

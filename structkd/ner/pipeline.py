@@ -98,7 +98,8 @@ def train_command(config: NerConfig, resume: bool = False) -> dict:
         return _gold(m, m(batch.sentences), batch).mean()
 
     trainer = Trainer(model, config.training, list(enumerate(data.train)), data.dev or None, loss_fn,
-                      _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, model))
+                      _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, model),
+                      lengths=[len(s.tokens) for s in data.train])
     trainer.train(resume=resume)
     return _finish(trainer, model, config, data)
 
@@ -185,7 +186,8 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
         return mixed.mean()
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
-                      _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, student))
+                      _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, student),
+                      lengths=[len(s.tokens) for s in sentences])
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(trainer, student, config, data)

@@ -121,7 +121,7 @@ def train_command(config: ParseConfig, resume: bool = False) -> dict:
         return m.gold_loss(m(batch.sentences), batch.sentences).mean()
 
     trainer = Trainer(model, config.training, list(enumerate(train)), data.dev or None, loss_fn,
-                      _evaluate_fn if data.dev else None, collate_fn=collate)
+                      _evaluate_fn if data.dev else None, collate_fn=collate, lengths=[len(s.words) for s in train])
     trainer.train(resume=resume)
     return _finish(model, config, data, {"skipped_nonprojective": len(data.train) - len(train)})
 
@@ -211,7 +211,8 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
         return torch.where(labeled, weight * distill + (1 - weight) * gold, distill).mean()
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
-                      _evaluate_fn if data.dev else None, collate_fn=collate)
+                      _evaluate_fn if data.dev else None, collate_fn=collate,
+                      lengths=[len(s.words) for s in sentences])
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(student, config, data, {"skipped_nonprojective": len(data.train) - len(trees),

@@ -1,8 +1,9 @@
 """Training engine shared by the NER and parser pipelines.
 
 - :class:`TrainConfig`, :func:`load_config` (YAML + ``key=value`` overrides)
-- :class:`Trainer`: AdamW, warmup + decay schedules, clipping, early stopping, JSONL logs, learning curves,
-  atomic resumable checkpoints, Accelerate (multi-process / multi-GPU) and mixed precision on CUDA
+- :class:`Trainer`: AdamW, warmup + decay schedules, clipping, early stopping, batches grouped by length,
+  JSONL logs, learning curves, atomic resumable checkpoints, Accelerate (multi-process / multi-GPU) and mixed
+  precision on CUDA
 - :func:`save_checkpoint` / :func:`load_checkpoint`: pickle-free checkpoints (safetensors + JSON)
 - :class:`TeacherCache`: a teacher's per-sentence outputs computed once, stored as float16 memory maps
 - :func:`main_process_first`, :func:`is_main_process`: process roles around the loop in a launched run

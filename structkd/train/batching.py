@@ -7,22 +7,44 @@ from typing import Any
 
 import torch
 
-__all__ = ["EpochBatchSampler", "epoch_batches", "move_to_device"]
+__all__ = ["EpochBatchSampler", "LENGTH_WINDOW", "epoch_batches", "move_to_device"]
+
+
+LENGTH_WINDOW = 50  # group_by_length: items are sorted by length within windows of this many batches
 
 
 def epoch_batches(
-    n_items: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False
+    n_items: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+    lengths: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Index batches of one epoch: a permutation of ``range(n_items)`` drawn from a generator seeded with
-    ``seed + epoch`` (identity if not ``shuffle``), cut into chunks of ``batch_size``."""
-    if shuffle:
-        gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-        order = torch.randperm(n_items, generator=gen).tolist()
-    else:
-        order = list(range(n_items))
+    ``seed + epoch`` (identity if not ``shuffle``), cut into chunks of ``batch_size``.
+
+    With ``lengths`` (one per item) the batches group items of similar length, so that a padded batch wastes
+    little work (a parser's arc scores grow with the square of the padded length, its inside algorithm with the
+    cube): the permutation is cut into windows of ``LENGTH_WINDOW * batch_size`` items, each window is sorted
+    by length (longest first; ties keep the permutation's order), the result is cut into batches, and the
+    batches are shuffled with the same generator (not when ``shuffle`` is false).  Every item still comes once
+    per epoch and the number of batches is the same; each batch is a random set of neighbours in length.
+    """
+    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    order = torch.randperm(n_items, generator=gen).tolist() if shuffle else list(range(n_items))
+    if lengths is not None:
+        if len(lengths) != n_items:
+            raise ValueError(f"lengths has {len(lengths)} entries for {n_items} items")
+        window = LENGTH_WINDOW * batch_size
+        order = [i for start in range(0, n_items, window)
+                 for i in sorted(order[start:start + window], key=lambda i: -lengths[i])]
     batches = [order[i : i + batch_size] for i in range(0, n_items, batch_size)]
     if drop_last and batches and len(batches[-1]) < batch_size:
         batches.pop()
+    if lengths is not None and shuffle:
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
     return batches
 
 

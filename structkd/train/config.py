@@ -31,7 +31,9 @@ class TrainConfig:
     ``max_grad_norm=None`` disables clipping; ``checkpoint_every_steps=None`` checkpoints at epoch ends only.
     ``head_lr`` is the learning rate of every parameter outside a pretrained ``transformers`` model (the
     randomly initialized heads and layers of a fine-tuned encoder, which want a larger step than the
-    pretrained weights' ``lr``); ``None`` uses ``lr`` for all.
+    pretrained weights' ``lr``); ``None`` uses ``lr`` for all.  ``group_by_length`` batches items of similar
+    length together (:func:`~structkd.train.batching.epoch_batches`; the pipelines give the sentence lengths):
+    far less padding, the same items and number of steps per epoch.
     """
 
     epochs: int = 10
@@ -55,6 +57,7 @@ class TrainConfig:
     amp_dtype: str = "bfloat16"
     log_every: int = 50
     shuffle: bool = True
+    group_by_length: bool = False
     drop_last: bool = False
     num_workers: int = 0
     progress: bool = True

@@ -82,6 +82,8 @@ class Trainer:
         accelerator: an ``accelerate.Accelerator``; created automatically under ``accelerate launch``.
             It prepares the model, optimizer and data loaders; only its main process writes files.
         device: the device without an accelerator (default: the device of the model's parameters).
+        lengths: the length of each training item (``len(train_data)`` of them), which
+            ``config.group_by_length`` batches by; required with it, unused without.
 
     ``config.output_dir`` receives ``config.json``, ``train_log.jsonl``, ``learning_curves.png``,
     ``last/`` (resume point) and ``best/`` (weights of the best evaluation).
@@ -98,9 +100,15 @@ class Trainer:
         collate_fn: Callable[[list[Any]], Any] | None = None,
         accelerator: Any | None = None,
         device: torch.device | str | None = None,
+        lengths: Sequence[int] | None = None,
     ) -> None:
         self.config = config
         self.train_data = train_data
+        if lengths is not None and len(lengths) != len(train_data):
+            raise ValueError(f"lengths has {len(lengths)} entries for {len(train_data)} training items")
+        if config.group_by_length and lengths is None:
+            raise ValueError("group_by_length needs the training items' lengths (Trainer(..., lengths=...))")
+        self.lengths = list(lengths) if config.group_by_length else None
         self.dev_data = dev_data
         self.loss_fn = loss_fn
         self.evaluate_fn = evaluate_fn
@@ -195,7 +203,8 @@ class Trainer:
     def epoch_loader(self, epoch: int, skip: int = 0) -> Any:
         """The (per-process) data loader of ``epoch`` without its first ``skip`` optimizer steps."""
         cfg = self.config
-        batches = epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, epoch, cfg.shuffle, cfg.drop_last)
+        batches = epoch_batches(len(self.train_data), cfg.batch_size, cfg.seed, epoch, cfg.shuffle, cfg.drop_last,
+                                self.lengths)
         if self.accelerator is None:
             batches = batches[skip:]
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # keeps the global RNG untouched
