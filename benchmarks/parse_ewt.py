@@ -13,11 +13,13 @@ a BiLSTM sequence-labeling parser ((head offset, relation) labels).  Cases and K
 
 Each student is trained with 3 seeds; the tables report dev and test LAS and UAS over all words (mean and
 standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set (the best of
-``SPEED_REPEATS`` passes, batches of 64).  The default is a reduced setting (1000 sentences per split, 10
-teacher and 12 student epochs, where the students' dev scores level off): the two teachers take about 20
-minutes each on one CPU core and a ``--worker`` on a second core trains one of them, then 36 student runs of
-about 6 minutes each on one core (under two hours on two); ``--full`` uses every sentence and more epochs;
-``--quick`` is a smoke test.
+``SPEED_REPEATS`` passes, batches of 64).  Every model trains on batches grouped by length
+(``training.group_by_length``: 2-3x less work per epoch than random batches on one CPU core,
+``benchmarks/bench_batching.py``).  The default is a reduced setting (1000 sentences per split, 10 teacher and
+24 student epochs; with 12, the students' dev LAS was still 6-7 points short: the learning rate decays to 0 by
+the last epoch, which flattens the curve before the model has converged): the two teachers train side by side,
+one of them in a ``--worker`` on a second core, then 36 student runs; ``--students`` keeps some students only.
+``--full`` uses every sentence and more epochs; ``--quick`` is a smoke test.
 
 ``--unlabeled N`` adds every KD row again (``UNLABELED_RUNS``: both teachers, every method of each student),
 where the students also distil on the N training sentences after the labeled ones, given without their trees
@@ -76,7 +78,7 @@ class Setting:
 
 SETTINGS = {
     "quick": Setting(40, 1, 1, (0,), 32),
-    "reduced": Setting(1000, 10, 12, (0, 1, 2), 128),
+    "reduced": Setting(1000, 10, 24, (0, 1, 2), 128),
     "full": Setting(None, 5, 20, (0, 1, 2), 400),
 }
 
@@ -93,7 +95,8 @@ def train_teacher(data_dir: Path, setting: Setting, order: str, target: Path) ->
         "model": {"kind": "biaffine", "tree": "2o" if order == "2o" else "projective", "encoder": "minilm",
                   "arc_hidden": 300, "rel_hidden": 100, "sib_hidden": 100, "dropout": 0.2},
         # pretrained encoder at 5e-5, the randomly initialized biaffine scorers at 2e-3
-        "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 5e-5, "head_lr": 2e-3,
+        "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "group_by_length": True, "lr": 5e-5,
+                     "head_lr": 2e-3,
                      "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
     train_command(config)
 
@@ -130,7 +133,7 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
     hidden = setting.student_hidden
     model = {**STUDENTS[student], "encoder": "bilstm", "word_dim": 100, "hidden": hidden, "layers": 2,
              "arc_hidden": 2 * hidden, "rel_hidden": 100}
-    training = {"epochs": setting.student_epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
+    training = {"epochs": setting.student_epochs, "batch_size": 32, "group_by_length": True, "lr": 2e-3, "seed": seed,
                 "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0}
     if teacher_dir is None:  # no KD: a baseline trained on gold trees
         return train_command(build_parse_config({"data": data_section(data_dir, setting), "model": model,
@@ -188,6 +191,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--unlabeled", type=int, default=0, metavar="N",
                         help="also distil the UNLABELED_RUNS with N more training sentences given without "
                              "their trees (the teachers never saw them); 0 (default): no such rows")
+    parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS),
+                        help="train and report these students only (default: all)")
     parser.add_argument("--worker", action="store_true",
                         help="help a main run on the same --out (say, on another core): train a teacher and "
                              "then the student runs nobody has claimed, from the end of the lists, then stop "
@@ -202,12 +207,13 @@ def main(argv=None) -> list[dict]:
     start = time.perf_counter()
     teacher_dirs = train_teachers(out, list(TEACHERS), functools.partial(train_teacher, args.data, setting),
                                   args.worker)
-    runs = [(student, None, "none", 0) for student in STUDENTS]
-    runs += [(student, teacher, method, 0) for student in STUDENTS for teacher in TEACHERS
+    runs = [(student, None, "none", 0) for student in args.students]
+    runs += [(student, teacher, method, 0) for student in args.students for teacher in TEACHERS
              for method in METHODS[student]]
     if args.unlabeled:
         unlabeled_file(args.data, setting, args.unlabeled, out)  # written once, before any worker reads it
-        runs += [(student, teacher, method, args.unlabeled) for student, teacher, method in UNLABELED_RUNS]
+        runs += [(student, teacher, method, args.unlabeled) for student, teacher, method in UNLABELED_RUNS
+                 if student in args.students]
 
     def seed_result(unit) -> dict:  # one student run: trained, or read back from its results.json
         (student, teacher, method, unlabeled), seed = unit
@@ -239,7 +245,7 @@ def main(argv=None) -> list[dict]:
         rows.append(row)
     test_sentences = read_data(build_parse_config({"data": data_section(args.data, setting)}).data).test
     models = {f"teacher MiniLM biaffine {order}": d for order, d in teacher_dirs.items()}
-    for student in STUDENTS:
+    for student in args.students:
         models[f"student {student}"] = out / "students" / f"2o-to-{student}-structural-seed0" / "model"
     sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
