@@ -178,19 +178,12 @@ def test_span_head_covers_the_longest_training_entity(tmp_path):
     assert torch.isfinite(model.gold_loss(dist, tags)).all()  # a 6-token entity with max_width=2 in the config
 
 
-def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, monkeypatch):
+def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, record_trainers):
     """``training.group_by_length``: the Trainer gets the token count of each item it trains on (the training
     sentences, then the unlabeled ones), in the items' order."""
     import structkd.ner.pipeline as pipeline
 
-    made = []
-
-    class Recording(pipeline.Trainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(pipeline, "Trainer", Recording)
+    made = record_trainers(pipeline)
     (tmp_path / "raw.txt").write_text("zorba lives in paris\nnice zorba city today .\n", encoding="utf-8")
     data = {"train": corpus["train"], "dev": corpus["dev"]}
     grouped = {**training(tmp_path / "gold", epochs=1), "group_by_length": True}

@@ -299,19 +299,12 @@ def test_distillation_on_unlabeled_sentences(corpus, teachers, tmp_path):
             distill_command(config)
 
 
-def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, monkeypatch):
+def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, record_trainers):
     """``training.group_by_length``: the Trainer gets the word count of each item it trains on (the projective
     trees a projective model keeps, then the unlabeled sentences), in the items' order."""
     import structkd.parse.pipeline as pipeline
 
-    made = []
-
-    class Recording(pipeline.Trainer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(pipeline, "Trainer", Recording)
+    made = record_trainers(pipeline)
     (tmp_path / "raw.txt").write_text("zorba lives in paris\nnice zorba city today .\n", encoding="utf-8")
     data = {"train": corpus["train"], "dev": corpus["dev"]}
     grouped = {**training(tmp_path / "gold"), "group_by_length": True}
