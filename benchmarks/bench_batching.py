@@ -62,12 +62,13 @@ def padded_work(lengths: list[int], epochs: int = 5) -> dict[str, dict[int, floa
     return out
 
 
-def time_training(name: str, data, device: torch.device, rounds: int, every: int) -> dict:
+def time_training(name: str, sentences, data_config, device: torch.device, rounds: int, every: int) -> dict:
     """Seconds of ``rounds`` epochs of each batch order (every ``every``-th batch), alternating."""
     options, lr = MODELS[name]
     torch.manual_seed(0)
-    model = build_model(build_parse_config({"model": options}).model, data.rels, data.train).to(device)
-    train = training_trees(data.train, data.config, model.needs_projective)
+    rels = sorted({r for s in sentences for r in s.deprels})
+    model = build_model(build_parse_config({"model": options}).model, rels, sentences).to(device)
+    train = training_trees(sentences, data_config, model.needs_projective)
     lengths = [len(s.words) for s in train]
     optimizer = torch.optim.Adam(model.parameters(), lr)
     model.train()
@@ -134,8 +135,6 @@ def main(argv=None) -> dict:
     config = build_parse_config({"data": {"train": str(args.data / "en_ewt-ud-train.conllu"),
                                           "max_sentences": args.sentences}})
     data = read_data(config.data)
-    data.config = config.data
-    data.rels = sorted({r for s in data.train for r in s.deprels})
     result = {"meta": {"device": device.type, "threads": torch.get_num_threads(), "sentences": len(data.train),
                        "torch": torch.__version__},
               "padding": {o: {p: round(v, 3) for p, v in r.items()}
@@ -143,7 +142,7 @@ def main(argv=None) -> dict:
               "training": {}}
     for name in args.models:
         every = 1 if name == "student" else args.teacher_every
-        result["training"][name] = time_training(name, data, device, args.rounds, every)
+        result["training"][name] = time_training(name, data.train, config.data, device, args.rounds, every)
         print(name, result["training"][name], flush=True)
     suffix = f"_{device.type}" + ("_quick" if args.quick else "")
     args.out.mkdir(parents=True, exist_ok=True)

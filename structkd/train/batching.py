@@ -30,7 +30,9 @@ def epoch_batches(
     cube): the permutation is cut into windows of ``LENGTH_WINDOW * batch_size`` items, each window is sorted
     by length (longest first; ties keep the permutation's order), the result is cut into batches, and the
     batches are shuffled with the same generator (not when ``shuffle`` is false).  Every item still comes once
-    per epoch and the number of batches is the same; each batch is a random set of neighbours in length.
+    per epoch and the number of batches is the same; each batch is a random set of neighbours in length.  With
+    ``drop_last`` the short batch left out holds the shortest items of the last window (other items each epoch,
+    as the permutation changes).
     """
     gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
     order = torch.randperm(n_items, generator=gen).tolist() if shuffle else list(range(n_items))
