@@ -18,6 +18,7 @@ worker trains one of them beside the main run); the span teacher's ``none`` rows
 students are the same); ``--full`` uses all of WikiANN's training data and more epochs.
 
     python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
+                                    [--jobs N | --worker]
 
 Results: ``benchmarks/results/ner_wikiann[_quick|_full].json`` and ``.md``.
 """
@@ -27,13 +28,21 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from run_claims import train_groups, train_teachers
+from run_claims import (
+    add_sharing_arguments,
+    check_sharing_arguments,
+    threads_per_job,
+    train_groups,
+    train_teachers,
+    worker_processes,
+)
 
 from structkd.ner import NerModel, build_ner_config, distill_command, train_command
 from structkd.ner.modeling import evaluate
@@ -146,11 +155,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ner_wikiann")
     parser.add_argument("--full", action="store_true", help="all training data, more epochs")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
-    parser.add_argument("--worker", action="store_true",
-                        help="help a main run on the same --out (say, on another core): train a teacher and "
-                             "then the student runs nobody has claimed, from the end of the lists, then stop "
-                             "(no tables)")
+    add_sharing_arguments(parser)
     args = parser.parse_args(argv)
+    check_sharing_arguments(parser, args)
     if not (args.data / "train.conllu").exists():
         raise SystemExit(f"{args.data}: WikiANN English not found (expected train.conllu, val.conllu, test.conllu)")
     name = "quick" if args.quick else "full" if args.full else "reduced"
@@ -159,7 +166,6 @@ def main(argv=None) -> list[dict]:
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
     heads = ("crf", "maxent", "span")
-    teacher_dirs = train_teachers(out, list(heads), functools.partial(train_teacher, args.data, setting), args.worker)
     table = [(case, method) for case in CASES for method in METHODS if not (method == "token" and case[1] == "span")]
     # a student without KD does not depend on the teacher: each student's is trained once, under its first case
     runs = [run for run in table if _trained_as(run) == run]
@@ -176,7 +182,13 @@ def main(argv=None) -> list[dict]:
     def finished(run) -> bool:
         return all((out / "students" / f"{group(run)}-seed{seed}" / "results.json").exists() for seed in setting.seeds)
 
-    train_groups(out, runs, group, finished, seed_results, args.worker)
+    if args.jobs > 1:
+        torch.set_num_threads(threads_per_job(args.jobs))
+    worker_argv = ["--data", str(args.data), "--out", str(args.out)] + ([f"--{name}"] if name != "reduced" else [])
+    with worker_processes(args.jobs, Path(__file__), worker_argv, out / "logs"):
+        teacher_dirs = train_teachers(out, list(heads), functools.partial(train_teacher, args.data, setting),
+                                      args.worker)
+        train_groups(out, runs, group, finished, seed_results, args.worker)
     if args.worker:
         return []
     rows = []
@@ -193,7 +205,7 @@ def main(argv=None) -> list[dict]:
         models[f"student BiLSTM-{head}"] = out / "students" / f"crf-to-{head}-structural-seed0" / "model"
     sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
-            "threads": torch.get_num_threads(),
+            "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if name == "reduced" else f"_{name}"

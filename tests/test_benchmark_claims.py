@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -103,3 +106,76 @@ def test_train_teachers_trains_the_missing_ones_and_names_their_model_directorie
     assert trained == ["c", "b"]  # a worker from the end, the trained one skipped
     assert models == {name: tmp_path / f"teacher-{name}" / "model" for name in "abc"}
     assert train_teachers(tmp_path, ["a", "b", "c"], train, worker=False) == models and trained == ["c", "b"]
+
+
+def test_threads_per_job_shares_the_cores_and_gives_each_job_one_at_least():
+    from run_claims import threads_per_job
+
+    assert threads_per_job(1, cores=16) == 16 and threads_per_job(8, cores=16) == 2
+    assert threads_per_job(3, cores=16) == 5 and threads_per_job(4, cores=2) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        threads_per_job(0, cores=2)
+
+
+def _recording_script(tmp_path) -> Path:
+    """A stand-in driver: records its arguments and thread count, fails when told to."""
+    script = tmp_path / "driver.py"
+    script.write_text("import json, os, sys\n"
+                      "out = os.path.join(sys.argv[1], f'args-{os.getpid()}.json')\n"
+                      "json.dump({'argv': sys.argv[2:], 'threads': os.environ['OMP_NUM_THREADS']}, open(out, 'w'))\n"
+                      "print('worker ran'); sys.exit(3 if 'fail' in sys.argv else 0)\n")
+    return script
+
+
+def test_worker_processes_starts_jobs_minus_one_workers_and_waits_for_them(tmp_path):
+    from run_claims import worker_processes
+
+    script = _recording_script(tmp_path)
+    with worker_processes(3, script, [str(tmp_path), "--quick"], tmp_path / "logs", threads=2) as workers:
+        assert len(workers) == 2
+    assert all(worker.returncode == 0 for worker in workers)  # waited for on leaving the block
+    records = [json.loads(path.read_text()) for path in tmp_path.glob("args-*.json")]
+    assert records == [{"argv": ["--quick", "--worker"], "threads": "2"}] * 2
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["worker-1.log", "worker-2.log"]
+    assert (tmp_path / "logs" / "worker-1.log").read_text() == "worker ran\n"
+    with worker_processes(1, script, [str(tmp_path)], tmp_path / "none") as workers:
+        assert workers == []  # one job: the main run alone, no log directory
+    assert not (tmp_path / "none").exists()
+
+
+def test_worker_processes_reports_a_failed_worker_and_stops_them_when_the_main_run_fails(tmp_path):
+    from run_claims import worker_processes
+
+    script = _recording_script(tmp_path)
+    with pytest.warns(RuntimeWarning, match=r"worker-1 exited with status 3; see .*worker-1\.log"):
+        with worker_processes(2, script, [str(tmp_path), "fail"], tmp_path / "logs", threads=1):
+            pass
+    sleeper = tmp_path / "sleeper.py"
+    sleeper.write_text("import time\ntime.sleep(60)\n")
+    with pytest.raises(KeyboardInterrupt):
+        with worker_processes(2, sleeper, [], tmp_path / "logs", threads=1) as workers:
+            raise KeyboardInterrupt
+    assert workers[0].returncode is not None and workers[0].returncode != 0  # terminated, not left running
+
+
+def test_sharing_arguments_refuse_jobs_below_one_and_jobs_on_a_worker():
+    import argparse
+    import os
+
+    import run_claims
+    from run_claims import add_sharing_arguments, check_sharing_arguments
+
+    parser = argparse.ArgumentParser()
+    add_sharing_arguments(parser)
+    args = parser.parse_args(["--jobs", "4"])
+    check_sharing_arguments(parser, args)
+    assert (args.jobs, args.worker) == (4, False)
+    args = parser.parse_args([])
+    check_sharing_arguments(parser, args)
+    assert args.jobs == min(os.cpu_count(), run_claims.AUTO_JOBS)  # one per core, at most AUTO_JOBS
+    args = parser.parse_args(["--worker"])
+    check_sharing_arguments(parser, args)
+    assert args.jobs == 1
+    for argv in (["--jobs", "0"], ["--worker", "--jobs", "2"]):
+        with pytest.raises(SystemExit):
+            check_sharing_arguments(parser, parser.parse_args(argv))
