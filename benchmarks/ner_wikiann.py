@@ -13,9 +13,10 @@ Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
 Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation),
 the teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes). The default
 is a reduced setting (2000 sentences per split, teachers 4 and students 10 epochs: the 63 student runs take
-about 75 minutes on 2 CPU cores with ``--worker``, after the three teachers (about 35 minutes on one core; a
-worker trains one of them beside the main run); the span teacher's ``none`` rows repeat cases 1 and 2, whose
-students are the same); ``--full`` uses all of WikiANN's training data and more epochs.
+about 75 minutes on 2 CPU cores shared by two processes (``--jobs``: one process per core by default, at
+most 8), after the three teachers (about 35 minutes on one core; a second process trains one of them beside
+the main run); the span teacher's ``none`` rows repeat cases 1 and 2, whose students are the same);
+``--full`` uses all of WikiANN's training data and more epochs.
 
     python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
                                     [--jobs N | --worker]
