@@ -148,8 +148,8 @@ def test_worker_processes_reports_a_failed_worker_and_stops_them_when_the_main_r
 
     script = _recording_script(tmp_path)
     with pytest.warns(RuntimeWarning, match=r"worker-1 exited with status 3; see .*worker-1\.log"):
-        with worker_processes(2, script, [str(tmp_path), "fail"], tmp_path / "logs", threads=1):
-            pass
+        with worker_processes(2, script, [str(tmp_path), "fail"], tmp_path / "logs", threads=1) as workers:
+            assert len(workers) == 1
     sleeper = tmp_path / "sleeper.py"
     sleeper.write_text("import time\ntime.sleep(60)\n")
     with pytest.raises(KeyboardInterrupt):
