@@ -68,7 +68,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SPEED_REPEATS = 3  # inference speed: best of this many passes over the test set
 TEACHERS = ("1o", "2o")
-# both students decode projective trees, as the teachers do (Eisner); the sequence-labeling student over the
+# every student decodes projective trees, as the teachers do (Eisner); the sequence-labeling student over the
 # arc scores its labels imply (``decoder: eisner``)
 STUDENTS = {"bilstm-1o": {"kind": "biaffine", "tree": "projective"},
             "seqlabel": {"kind": "seqlabel", "decoder": "eisner"},
