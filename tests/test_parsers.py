@@ -260,10 +260,14 @@ def test_seqlabeling_decoding_keeps_valid_label_trees():
         generator = torch.Generator().manual_seed(seed)
         lens = torch.randint(1, 8, (3,), generator=generator)
         dist = MaxEnt(torch.randn(3, int(lens.max()), len(LABELS), generator=generator) * 5, lens)
+        _, best_rel = model.arc_scores(dist)
         for method in DECODERS:
             heads, rels = model.decode(dist, method)
             assert bool(is_tree(heads, lens, multiroot=False).all())
             assert bool(((rels >= 0) == (heads >= 0)).all())
+            # each arc's relation is the one arc_scores gives that arc (decoding reads it at the chosen heads only)
+            at_heads = best_rel.gather(2, heads.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            assert torch.equal(rels, torch.where(heads >= 0, at_heads, -1))
     # a batch of label trees (even sentences) and label sequences that are not trees: the shortcut for the former
     # changes nothing, the decoders get the latter
     lens = torch.tensor([len(s) for s in SENTENCES])

@@ -515,6 +515,17 @@ class SeqLabelingParser(nn.Module):
         group = {o: i for i, o in enumerate(distinct)}
         self.register_buffer("distinct_offsets", torch.tensor(distinct), persistent=False)
         self.register_buffer("label_groups", torch.tensor([group[o] for o, _ in self.labels]), persistent=False)
+        # the labels of each offset, by index (-1 pads): the best label at a given head is one small gather
+        members = [[k for k, (o, _) in enumerate(self.labels) if o == offset] for offset in distinct]
+        width = max((len(m) for m in members), default=1)
+        self.register_buffer("group_labels", torch.tensor([m + [-1] * (width - len(m)) for m in members],
+                                                          dtype=torch.long).view(len(members), width),
+                             persistent=False)
+        # offset o (|o| <= span) -> its group at o + span, -1 where no label has that offset
+        span = max((abs(o) for o in distinct), default=0)
+        offset_groups = torch.full((2 * span + 1,), -1, dtype=torch.long)
+        offset_groups[torch.tensor(distinct, dtype=torch.long) + span] = torch.arange(len(distinct))
+        self.register_buffer("offset_groups", offset_groups, persistent=False)
 
     @property
     def offsets(self) -> list[tuple[int, int]]:
@@ -569,41 +580,67 @@ class SeqLabelingParser(nn.Module):
             ``scores [batch_size, seq_len + 1, seq_len + 1]``: ``scores[b, d, h]`` the best log-probability of
             a label of word ``d`` pointing at ``h`` (arcs no label expresses score below every expressible arc
             of the sentence); ``rels [batch_size, seq_len + 1, seq_len + 1]`` the relation of that label (the
-            word's most probable relation, summed over offsets, where no label expresses the arc).
+            lowest label index among equally probable ones; the word's most probable relation, summed over
+            offsets, where no label expresses the arc).
         """
-        scores, best_rel, logp = self._label_arcs(dist)
-        fallback = self._fallback_relations(logp)
-        best_rel = torch.where(best_rel < 0, fallback.unsqueeze(-1).expand_as(best_rel), best_rel)
-        return scores, best_rel
+        scores, logp = self._label_arcs(dist)
+        batch_size, size = scores.shape[:2]
+        every_head = torch.arange(size, device=scores.device).expand(batch_size, size, size)
+        rels = self._relations_at(logp, every_head)
+        fallback = self._fallback_relations(logp).unsqueeze(-1).expand_as(rels)
+        return scores, torch.where(rels < 0, fallback, rels)
 
-    def _label_arcs(self, dist: MaxEnt) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`arc_scores` with -1 as the relation of arcs no label expresses, and the labels' log-probabilities
-        ``[batch_size, seq_len, n_labels]``."""
+    def _label_arcs(self, dist: MaxEnt) -> tuple[Tensor, Tensor]:
+        """The ``scores`` of :meth:`arc_scores` and the labels' log-probabilities ``[batch_size, seq_len,
+        n_labels]``."""
         logp = dist.potentials[0].log_softmax(-1).detach()
-        batch_size, seq_len, n_labels = logp.shape
+        batch_size, seq_len, _ = logp.shape
         size = seq_len + 1
-        # per word and offset, the best label with that offset: its log-probability and (lowest) label index
+        # per word and offset, the log-probability of the best label with that offset
         groups = self.label_groups.to(logp.device).expand(batch_size, seq_len, -1)
         n_offsets = self.distinct_offsets.shape[0]
         values = logp.new_full((batch_size, seq_len, n_offsets), LOG_ZERO).scatter_reduce(-1, groups, logp, "amax")
-        winners = torch.where(logp == values.gather(-1, groups), torch.arange(n_labels, device=logp.device), n_labels)
-        best = torch.full_like(values, n_labels, dtype=torch.long).scatter_reduce(-1, groups, winners, "amin")
-        relations = self.label_rels.to(logp.device)[best.clamp(max=n_labels - 1)]         # [B, L, n_offsets]
         # word d (position d - 1) with offset o points at h = d + o
         words = torch.arange(1, size, device=logp.device).unsqueeze(1)
         heads = words + self.distinct_offsets.to(logp.device)                             # [L, n_offsets]
         keep = (heads >= 0) & (heads <= seq_len)
         d, h = words.expand_as(heads)[keep], heads[keep]
         scores = logp.new_full((batch_size, size, size), LOG_ZERO)
-        best_rel = torch.full((batch_size, size, size), -1, dtype=torch.long, device=logp.device)
         scores[:, d, h] = values[:, keep]
-        best_rel[:, d, h] = relations[:, keep]
         mask = arc_mask(dist.lens, size)
         expressible = mask & (scores > LOG_ZERO / 2)
         lowest = torch.where(expressible, scores, torch.full_like(scores, float("inf"))).amin((1, 2))
         floor = torch.where(torch.isfinite(lowest), lowest - 10.0, torch.zeros_like(lowest)).view(-1, 1, 1)
-        scores = torch.where(mask & ~expressible, floor, scores)
-        return scores, best_rel, logp
+        return torch.where(mask & ~expressible, floor, scores), logp
+
+    def _relations_at(self, logp: Tensor, heads: Tensor) -> Tensor:
+        """The relation of the best label (lowest index among ties) of each word pointing at the given heads.
+
+        Args:
+            logp: ``[batch_size, seq_len, n_labels]`` the labels' log-probabilities (word ``d`` at ``d - 1``).
+            heads: ``LongTensor [batch_size, seq_len + 1]`` or ``[batch_size, seq_len + 1, k]``: head(s) of word
+                ``d`` at ``[:, d]`` (position 0 is the root; -1 for none).
+
+        Returns:
+            ``LongTensor`` shaped like ``heads``: relation indices, -1 where no label expresses the arc, at
+            position 0 and where the head is -1.
+        """
+        single = heads.dim() == 2
+        heads = heads.unsqueeze(-1) if single else heads
+        batch_size, size, k = heads.shape
+        table = self.offset_groups.to(heads.device)
+        span = (table.numel() - 1) // 2
+        words = torch.arange(size, device=heads.device).view(1, -1, 1)
+        offsets = heads - words
+        inside = (heads >= 0) & (words > 0) & (offsets.abs() <= span)
+        group = torch.where(inside, table[(offsets + span).clamp(0, 2 * span)], -1)      # [B, S + 1, k]
+        members = self.group_labels.to(heads.device)[group.clamp(min=0)]                 # [B, S + 1, k, width]
+        rows = torch.cat([logp.new_zeros(batch_size, 1, logp.shape[-1]), logp], 1)       # row 0: the root
+        values = rows.gather(-1, members.clamp(min=0).flatten(2)).view_as(members)
+        best = values.masked_fill(members < 0, float("-inf")).argmax(-1, keepdim=True)   # first of equal maxima
+        labels = members.gather(-1, best).squeeze(-1)
+        rels = torch.where(group >= 0, self.label_rels.to(heads.device)[labels.clamp(min=0)], -1)
+        return rels.squeeze(-1) if single else rels
 
     def _fallback_relations(self, logp: Tensor) -> Tensor:
         """Each word's most probable relation summed over offsets, ``[batch_size, seq_len + 1]`` (position 0 the
@@ -645,7 +682,7 @@ class SeqLabelingParser(nn.Module):
 
     def _decode_trees(self, dist: MaxEnt, method: str) -> tuple[Tensor, Tensor]:
         """:meth:`decode` for sentences whose labels do not make a single-root tree."""
-        scores, best_rel, logp = self._label_arcs(dist)
+        scores, logp = self._label_arcs(dist)
         lens = dist.lens
         if method == "mst":
             heads = MatrixTree(scores, lens, multiroot=False).argmax
@@ -661,7 +698,7 @@ class SeqLabelingParser(nn.Module):
                 heads[b, 1:n + 1] = torch.tensor(repair_tree(proposed, numpy_scores[b, :n + 1, :n + 1]),
                                                  dtype=torch.long)
             heads = heads.to(scores.device)
-        rels = best_rel.gather(2, heads.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        rels = self._relations_at(logp, heads)
         unexpressed = (rels < 0) & (heads >= 0)
         if bool(unexpressed.any()):  # rare once trained: the fallback costs a pass over every label
             rels = torch.where(unexpressed, self._fallback_relations(logp), rels)
