@@ -221,6 +221,14 @@ def test_repair_always_gives_valid_trees_and_keeps_valid_ones():
     assert repair_tree([2, 1, 0]) == [3, 1, 0]
 
 
+def test_seqlabeling_parser_rejects_bad_label_inventories():
+    with pytest.raises(ValueError, match="needs its relations and labels"):
+        SeqLabelingParser("bilstm", RELS, [], vocab=VOCAB, encoder_options=SMALL)
+    for labels in ([(0, 0)], [(1, len(RELS))], [(1, -1)], [(1, 0), (-2, 1), (1, 0)]):
+        with pytest.raises(ValueError, match="labels must be distinct"):
+            SeqLabelingParser("bilstm", RELS, labels, vocab=VOCAB, encoder_options=SMALL)
+
+
 def test_seqlabeling_arc_scores_match_a_direct_reading_of_the_labels():
     model = seqlabeler(3).eval()
     with torch.no_grad():
