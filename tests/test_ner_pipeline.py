@@ -132,6 +132,10 @@ def test_cli_evaluate_predict_and_resume(corpus, teachers, tmp_path, capsys):
     assert main(args) == 0
     epochs = [r for r in map(json.loads, open(f"{run}/train_log.jsonl")) if r.get("type") == "eval"]
     assert len(epochs) == 1  # resuming a finished run trains nothing more (crash-resume: tests/test_train.py)
+    saved = (tmp_path / "run" / "ner_config.json").read_text()
+    with pytest.raises(ValueError, match=r"other settings \(model.hidden: 8 -> 16\)"):
+        main(args[:-1] + ["model.hidden=16", "--resume"])
+    assert (tmp_path / "run" / "ner_config.json").read_text() == saved  # refused before anything was written
     assert (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "model").is_dir()
 
 

@@ -198,6 +198,10 @@ def test_cli_evaluate_predict_and_resume(corpus, teachers, tmp_path, capsys):
     assert main(args) == 0 and main(args + ["--resume"]) == 0
     epochs = [r for r in map(json.loads, open(f"{run}/train_log.jsonl")) if r.get("type") == "eval"]
     assert len(epochs) == 1
+    saved = (tmp_path / "run" / "parse_config.json").read_text()
+    with pytest.raises(ValueError, match=r"other settings \(model.hidden: 8 -> 16; training.lr: 0.001 -> 0.01\)"):
+        main(args + ["model.hidden=16", "training.lr=0.01", "--resume"])
+    assert (tmp_path / "run" / "parse_config.json").read_text() == saved  # refused before anything was written
     assert (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "model").is_dir()
 
 

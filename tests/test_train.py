@@ -14,11 +14,13 @@ import torch
 from torch import nn
 
 from structkd.train import (
+    RESUME_FREE,
     TrainConfig,
     Trainer,
     WarmupDecay,
     build_optimizer,
     build_scheduler,
+    changed_settings,
     load_checkpoint,
     load_config,
     param_groups,
@@ -299,6 +301,65 @@ def test_crash_and_resume_gives_identical_weights(tmp_path, group_by_length):
     load_checkpoint(tmp_path / "ref" / "best", best_ref)
     load_checkpoint(tmp_path / "run" / "best", best_run)
     assert_same_weights(weights(best_ref), weights(best_run))
+
+
+def test_changed_settings_names_every_difference_but_the_free_ones():
+    saved = {"data": {"train": "a.conllu", "max_sentences": 10}, "training": {"lr": 0.1, "adam_betas": [0.9, 0.99],
+             "output_dir": "runs/a", "log_every": 5}, "kd": {"method": "token", "cache_dir": "c1"}}
+    same = {"data": {"train": "a.conllu", "max_sentences": 10}, "training": {"lr": 0.1, "adam_betas": (0.9, 0.99),
+            "output_dir": "runs/b", "log_every": 50}, "kd": {"method": "token", "cache_dir": "c2"}}
+    assert changed_settings(saved, same) == []  # tuples read back as lists; paths and logging are free
+    other = {"data": {"train": "b.conllu"}, "training": {**same["training"], "lr": 0.2},
+             "kd": {"method": "structural", "top_k": 5}}
+    assert changed_settings(saved, other) == [
+        "data.max_sentences: 10 -> '<unset>'", "data.train: 'a.conllu' -> 'b.conllu'",
+        "kd.method: 'token' -> 'structural'", "kd.top_k: '<unset>' -> 5", "training.lr: 0.1 -> 0.2"]
+    assert {"output_dir", "progress", "log_every"} <= RESUME_FREE and "epochs" not in RESUME_FREE
+
+
+def test_resume_under_other_settings_is_refused(tmp_path):
+    train, dev = make_data(40, 0), make_data(16, 1)
+    run_config = {"model": {"hidden": 8}, "kd": {"method": "structural"}}
+
+    def crash_after(steps):
+        calls = {"n": 0}
+
+        def crashing_loss(model, batch):
+            calls["n"] += 1
+            if calls["n"] > steps:
+                raise Crash
+            return loss_fn(model, batch)
+        return crashing_loss
+
+    cfg = config(tmp_path, checkpoint_every_steps=3)
+    with pytest.raises(Crash):
+        Trainer(make_model(0), cfg, train, dev, crash_after(7), evaluate_fn, run_config=run_config).train()
+    checkpoint = json.loads((tmp_path / "last" / "trainer_state.json").read_text())
+    assert checkpoint["extra"]["run_config"] == run_config
+    log = (tmp_path / "train_log.jsonl").read_bytes()
+    refusals = [(config(tmp_path, checkpoint_every_steps=3, epochs=5), run_config, "training.epochs: 3 -> 5"),
+                (config(tmp_path, checkpoint_every_steps=3, lr=0.1), run_config, "training.lr: 0.05 -> 0.1"),
+                (cfg, {"model": {"hidden": 16}, "kd": {"method": "structural"}}, "model.hidden: 8 -> 16")]
+    for other_cfg, other_run, named in refusals:
+        with pytest.raises(ValueError, match=f"other settings \\({named}\\); resuming would mix two runs"):
+            Trainer(make_model(0), other_cfg, train, dev, loss_fn, evaluate_fn,
+                    run_config=other_run).train(resume=True)
+        assert (tmp_path / "train_log.jsonl").read_bytes() == log  # nothing touched
+        assert json.loads((tmp_path / "last" / "trainer_state.json").read_text()) == checkpoint
+    # where files go and how progress shows may change; the run then ends as an uninterrupted one does
+    ref = Trainer(make_model(0), config(tmp_path / "ref"), train, dev, loss_fn, evaluate_fn, run_config=run_config)
+    ref.train()
+    moved = config(tmp_path, checkpoint_every_steps=None, log_every=1)
+    resumed = Trainer(make_model(0), moved, train, dev, loss_fn, evaluate_fn, run_config=run_config)
+    assert resumed.train(resume=True).finished
+    assert_same_weights(weights(ref.model), weights(resumed.model))
+    # a checkpoint written without a run config is compared on its training settings only
+    bare = tmp_path / "bare"
+    with pytest.raises(Crash):
+        Trainer(make_model(0), config(bare, checkpoint_every_steps=3), train, dev, crash_after(4),
+                evaluate_fn).train()
+    assert Trainer(make_model(0), config(bare), train, dev, loss_fn, evaluate_fn,
+                   run_config=run_config).train(resume=True).finished
 
 
 def test_early_stopping_best_checkpoint_logs_and_plot(tmp_path):

@@ -13,7 +13,14 @@ from structkd.data import Sentence, read_columns, read_text, write_columns
 from structkd.ner.config import DataConfig, NerConfig
 from structkd.ner.distillation import compute_teacher_outputs, kd_loss, kd_weight, teacher_fields
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
-from structkd.train import TeacherCache, Trainer, finish_run, is_main_process, main_process_first
+from structkd.train import (
+    TeacherCache,
+    Trainer,
+    check_resumable,
+    finish_run,
+    is_main_process,
+    main_process_first,
+)
 
 logger = logging.getLogger("structkd.ner")
 
@@ -84,6 +91,8 @@ def _finish(trainer: Trainer, model: NerModel, config: NerConfig, data: NerData)
 
 def train_command(config: NerConfig, resume: bool = False) -> dict:
     """Train a teacher or a baseline student on gold labels; returns dev/test results."""
+    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
+        check_resumable(config.training.output_dir, config.training, config.to_dict())
     data = read_data(config.data)
     if not data.train:
         raise ValueError("data.train is required")
@@ -99,7 +108,7 @@ def train_command(config: NerConfig, resume: bool = False) -> dict:
 
     trainer = Trainer(model, config.training, list(enumerate(data.train)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, model),
-                      lengths=[len(s.tokens) for s in data.train])
+                      lengths=[len(s.tokens) for s in data.train], run_config=config.to_dict())
     trainer.train(resume=resume)
     return _finish(trainer, model, config, data)
 
@@ -150,6 +159,8 @@ def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: 
 
 def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
     """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
+    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
+        check_resumable(config.training.output_dir, config.training, config.to_dict())
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
@@ -187,7 +198,7 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, student),
-                      lengths=[len(s.tokens) for s in sentences])
+                      lengths=[len(s.tokens) for s in sentences], run_config=config.to_dict())
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(trainer, student, config, data)

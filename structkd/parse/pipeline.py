@@ -31,7 +31,14 @@ from structkd.parse.modeling import (
     stand_in_trees,
     without_tree,
 )
-from structkd.train import TeacherCache, Trainer, finish_run, is_main_process, main_process_first
+from structkd.train import (
+    TeacherCache,
+    Trainer,
+    check_resumable,
+    finish_run,
+    is_main_process,
+    main_process_first,
+)
 
 logger = logging.getLogger("structkd.parse")
 
@@ -101,6 +108,8 @@ def _model_name(config: ParseConfig) -> str:
 
 def train_command(config: ParseConfig, resume: bool = False) -> dict:
     """Train a teacher or a baseline parser on gold trees; returns dev/test results."""
+    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
+        check_resumable(config.training.output_dir, config.training, config.to_dict())
     data = read_data(config.data)
     if not data.train:
         raise ValueError("data.train is required")
@@ -121,7 +130,8 @@ def train_command(config: ParseConfig, resume: bool = False) -> dict:
         return m.gold_loss(m(batch.sentences), batch.sentences).mean()
 
     trainer = Trainer(model, config.training, list(enumerate(train)), data.dev or None, loss_fn,
-                      _evaluate_fn if data.dev else None, collate_fn=collate, lengths=[len(s.words) for s in train])
+                      _evaluate_fn if data.dev else None, collate_fn=collate, lengths=[len(s.words) for s in train],
+                      run_config=config.to_dict())
     trainer.train(resume=resume)
     return _finish(model, config, data, {"skipped_nonprojective": len(data.train) - len(train)})
 
@@ -164,6 +174,8 @@ def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: 
 
 def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
     """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
+    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
+        check_resumable(config.training.output_dir, config.training, config.to_dict())
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
@@ -212,7 +224,7 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=collate,
-                      lengths=[len(s.words) for s in sentences])
+                      lengths=[len(s.words) for s in sentences], run_config=config.to_dict())
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(student, config, data, {"skipped_nonprojective": len(data.train) - len(trees),

@@ -11,15 +11,23 @@
 
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
 from .cache import CacheMismatchError, TeacherCache, cache_fingerprint
-from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
-from .config import TrainConfig, load_config, parse_overrides
+from .checkpoint import (
+    TrainProgress,
+    get_rng_state,
+    load_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import RESUME_FREE, TrainConfig, changed_settings, load_config, parse_overrides
 from .distributed import is_main_process, main_process_first, running_under_accelerate, wait_for_everyone
-from .engine import Trainer
+from .engine import Trainer, check_resumable
 from .finish import finish_run
 from .logs import JsonlLogger, plot_learning_curves, read_jsonl
 from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
 
 __all__ = [
+    "RESUME_FREE",
     "CacheMismatchError",
     "EpochBatchSampler",
     "JsonlLogger",
@@ -31,12 +39,15 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "cache_fingerprint",
+    "changed_settings",
+    "check_resumable",
     "epoch_batches",
     "finish_run",
     "get_rng_state",
     "is_main_process",
     "load_checkpoint",
     "load_config",
+    "read_checkpoint_state",
     "main_process_first",
     "move_to_device",
     "param_groups",

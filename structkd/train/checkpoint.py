@@ -39,6 +39,7 @@ __all__ = [
     "TrainProgress",
     "save_checkpoint",
     "load_checkpoint",
+    "read_checkpoint_state",
     "flatten_state",
     "unflatten_state",
     "get_rng_state",
@@ -220,6 +221,15 @@ def save_checkpoint(
         }
         _write_json(tmp / STATE_FILE, state)
     return directory
+
+
+def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's ``trainer_state.json`` (``format``, ``progress``, ``config``, ``extra``) as stored, without
+    loading any weights.  Raises ``FileNotFoundError`` if there is no checkpoint."""
+    path = resolve_dir(directory)
+    if path is None or not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"no checkpoint at {directory}")
+    return _read_json(path / STATE_FILE)
 
 
 def load_checkpoint(

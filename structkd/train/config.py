@@ -13,9 +13,37 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TrainConfig", "load_config", "parse_overrides", "SCHEDULES"]
+__all__ = ["TrainConfig", "load_config", "parse_overrides", "changed_settings", "SCHEDULES", "RESUME_FREE"]
 
 SCHEDULES = ("linear", "cosine", "constant")
+
+
+# settings that may differ between a checkpoint and the run resuming it: where files go and how progress
+# shows, none of which changes a number the run computes
+RESUME_FREE = frozenset({"output_dir", "progress", "log_every", "num_workers", "checkpoint_every_steps",
+                         "cache_dir"})
+
+
+def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """The settings that differ between two nested JSON-able config dicts, as ``"path: saved -> current"``
+    (keys of :data:`RESUME_FREE` ignored at any depth; tuples and lists compare equal).
+
+    Args:
+        saved: the settings a checkpoint was written under (as read back from JSON).
+        current: the settings of the run that would resume it.
+    """
+    current = json.loads(json.dumps(current))
+    changes = []
+    for key in sorted(set(saved) | set(current), key=str):
+        if key in RESUME_FREE:
+            continue
+        path = f"{prefix}{key}"
+        old, new = saved.get(key, "<unset>"), current.get(key, "<unset>")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += changed_settings(old, new, f"{path}.")
+        elif old != new:
+            changes.append(f"{path}: {old!r} -> {new!r}")
+    return changes
 
 
 @dataclass

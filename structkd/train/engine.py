@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from .atomic import resolve_dir
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
-from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, read_checkpoint_state, save_checkpoint
+from .config import TrainConfig, changed_settings
 from .distributed import running_under_accelerate
 from .logs import JsonlLogger, plot_learning_curves
 from .optim import build_optimizer, build_scheduler
@@ -47,6 +47,28 @@ def _make_accelerator(config: TrainConfig) -> Any:
     elif config.amp and config.amp_dtype == "bfloat16":  # CPU autocast supports bfloat16 only
         mixed = "bf16"
     return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+
+
+def check_resumable(output_dir: str | Path, config: TrainConfig, run_config: dict[str, Any] | None = None) -> bool:
+    """Whether ``output_dir/last`` holds a checkpoint to resume (:meth:`Trainer.resume` does; a pipeline asks
+    before its own setup work).
+
+    Raises ``ValueError`` naming each setting that differs (:func:`changed_settings`) if the checkpoint was
+    written under another ``config`` or, where both have one, another ``run_config``."""
+    last = resolve_dir(Path(output_dir) / "last")
+    if last is None:
+        return False
+    saved = read_checkpoint_state(last)
+    # the training settings under the name a pipeline's config gives them (its ``training`` section)
+    changes = set(changed_settings(saved.get("config") or {}, config.to_dict(), prefix="training."))
+    if run_config is not None and (saved.get("extra") or {}).get("run_config") is not None:
+        changes |= set(changed_settings(saved["extra"]["run_config"], run_config))
+    changes = sorted(changes)
+    if changes:
+        raise ValueError(f"{last}: this checkpoint was written with other settings ({'; '.join(changes)}); "
+                         f"resuming would mix two runs: restore those settings, or start over in a new "
+                         f"output_dir (or without resume)")
+    return True
 
 
 class _WrappedModelView:
@@ -84,6 +106,9 @@ class Trainer:
         device: the device without an accelerator (default: the device of the model's parameters).
         lengths: the length of each training item (``len(train_data)`` of them), which
             ``config.group_by_length`` batches by; required with it, unused without.
+        run_config: the whole run's settings (a pipeline's config as a JSON-able dict: data, model, KD), kept
+            in every checkpoint: resuming under other settings is refused, as is resuming under another
+            ``config`` (see :func:`changed_settings`).
 
     ``config.output_dir`` receives ``config.json``, ``train_log.jsonl``, ``learning_curves.png``,
     ``last/`` (resume point) and ``best/`` (weights of the best evaluation).
@@ -101,8 +126,10 @@ class Trainer:
         accelerator: Any | None = None,
         device: torch.device | str | None = None,
         lengths: Sequence[int] | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         self.config = config
+        self.run_config = run_config
         self.train_data = train_data
         if lengths is not None and len(lengths) != len(train_data):
             raise ValueError(f"lengths has {len(lengths)} entries for {len(train_data)} training items")
@@ -299,7 +326,8 @@ class Trainer:
         if self.is_main:
             self.progress.log_offset = self.log.offset()
             save_checkpoint(self.output_dir / name, self.unwrapped_model, self.optimizer, self.scheduler,
-                            self._scaler_for_checkpoint(), self.progress, self.config, rng_states=rng_states)
+                            self._scaler_for_checkpoint(), self.progress, self.config, rng_states=rng_states,
+                            extra={"run_config": self.run_config} if self.run_config is not None else None)
         self._barrier()
 
     def _save_best(self) -> None:
@@ -308,8 +336,11 @@ class Trainer:
                             config=self.config, save_rng=False)
 
     def resume(self) -> bool:
-        """Load ``output_dir/last`` if it exists (restoring every state). Returns whether it did."""
-        if resolve_dir(self.output_dir / "last") is None:
+        """Load ``output_dir/last`` if it exists (restoring every state). Returns whether it did.
+
+        Raises ``ValueError`` naming the settings that differ if the checkpoint was written under other
+        training settings or another ``run_config`` (a run continued under new settings would be neither)."""
+        if not check_resumable(self.output_dir, self.config, self.run_config):
             return False
         self._barrier()
         state = load_checkpoint(self.output_dir / "last", self.unwrapped_model, self.optimizer, self.scheduler,
