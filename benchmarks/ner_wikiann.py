@@ -39,6 +39,7 @@ import torch
 from run_claims import (
     add_sharing_arguments,
     check_sharing_arguments,
+    run_once,
     threads_per_job,
     train_groups,
     train_teachers,
@@ -91,7 +92,7 @@ def train_teacher(data_dir: Path, setting: Setting, head: str, target: Path) -> 
         # pretrained encoder at 1e-4, the randomly initialized heads (CRF, classifier, span scorer) at 2e-3
         "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "head_lr": 2e-3,
                      "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
-    train_command(config)
+    train_command(config, resume=True)  # a teacher cut short goes on from its last checkpoint
 
 
 def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: Path, setting: Setting,
@@ -99,8 +100,6 @@ def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: 
     _, teacher_head, student_head = case
     name = f"{teacher_head}-to-{student_head}-{method}-seed{seed}"
     target = out / "students" / name
-    if (target / "results.json").exists():
-        return json.loads((target / "results.json").read_text())
     config = build_ner_config({
         "data": data_section(data_dir, setting),
         "model": {"kind": "bilstm", "head": student_head, "constrained": _constrained(case)},
@@ -108,7 +107,7 @@ def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: 
                "cache_dir": str(out / "caches" / f"{teacher_head}-{student_head}-{method}")},
         "training": {"epochs": setting.student_epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
                      "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0}})
-    return distill_command(config)
+    return run_once(config, "ner_config.json", distill_command)
 
 
 def _constrained(case: tuple) -> bool:

@@ -56,6 +56,7 @@ import torch
 from run_claims import (
     add_sharing_arguments,
     check_sharing_arguments,
+    run_once,
     threads_per_job,
     train_groups,
     train_teachers,
@@ -118,7 +119,7 @@ def train_teacher(data_dir: Path, setting: Setting, order: str, target: Path) ->
         # pretrained encoder at 5e-5, the randomly initialized biaffine scorers at 2e-3
         "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "group_by_length": True, "lr": 5e-5,
                      "head_lr": 2e-3, "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
-    train_command(config)
+    train_command(config, resume=True)  # a teacher cut short goes on from its last checkpoint
 
 
 def unlabeled_file(data_dir: Path, setting: Setting, count: int, out: Path) -> Path:
@@ -149,8 +150,6 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
     """One seed of one student run (``teacher=None``: no KD), or its results read back if it finished."""
     name = f"{run_name(student, teacher, method, unlabeled)}-seed{seed}"
     target = out / "students" / name
-    if (target / "results.json").exists():
-        return json.loads((target / "results.json").read_text())
     hidden = setting.student_hidden
     model = {**STUDENTS[student], "encoder": "bilstm", "word_dim": 100, "hidden": hidden, "layers": 2,
              "arc_hidden": 2 * hidden, "rel_hidden": 100}
@@ -162,8 +161,8 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
         training.update(epochs=setting.transformer_student_epochs, lr=5e-5, head_lr=2e-3, warmup=0.1)
         teacher_dir = teacher_dirs[teacher or "1o"]  # without KD too: its layers come from a teacher
     if teacher_dir is None:  # no KD: a baseline trained on gold trees
-        return train_command(build_parse_config({"data": data_section(data_dir, setting), "model": model,
-                                                 "training": training}))
+        return run_once(build_parse_config({"data": data_section(data_dir, setting), "model": model,
+                                            "training": training}), "parse_config.json", train_command)
     data = data_section(data_dir, setting)
     cache = f"{teacher}-{student}-{method}"
     if unlabeled:
@@ -174,7 +173,7 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
         "kd": {"method": method, "teacher": str(teacher_dir), "kd_weight": 0.5, "top_k": 5,
                "cache_dir": str(out / "caches" / cache)},
         "training": training})
-    return distill_command(config)
+    return run_once(config, "parse_config.json", distill_command)
 
 
 def speed_and_size(model_dir: Path, sentences) -> dict:

@@ -10,6 +10,7 @@ process that no longer runs on this host is taken over, so a crashed worker's gr
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +20,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from structkd.train import changed_settings
 
 # the default --jobs: one process per core, at most this many (the student runs are small models, which use a
 # core or two well; a few dozen runs share out over 8 processes with little waiting at the end)
@@ -110,6 +113,26 @@ def train_groups(out: Path, groups: list, name: Callable[[object], str], finishe
         return
     for group in elsewhere:
         claims.wait(name(group), lambda group=group: finished(group), lambda group=group: train(group))
+
+
+def run_once(config, config_file: str, train: Callable[..., dict]) -> dict:
+    """One run of a benchmark table in ``config.training.output_dir``: its ``results.json`` if it finished,
+    else ``train(config, resume=True)`` (a run cut short goes on from its last checkpoint).
+
+    A finished run whose saved config (``config_file``, written by the pipeline) differs from ``config`` raises
+    ``ValueError`` naming the settings, like a checkpoint's (:func:`structkd.train.check_resumable`): a table
+    never mixes two protocols; move such runs aside to train them again."""
+    target = Path(config.training.output_dir)
+    results = target / "results.json"
+    if not results.exists():
+        return train(config, resume=True)
+    saved = target / config_file
+    if saved.exists():
+        changes = changed_settings(json.loads(saved.read_text(encoding="utf-8")), config.to_dict())
+        if changes:
+            raise ValueError(f"{target}: this finished run was made with other settings ({'; '.join(changes)}); "
+                             f"move it aside to run it again under the current ones")
+    return json.loads(results.read_text(encoding="utf-8"))
 
 
 def train_teachers(out: Path, names: list[str], train: Callable[[str, Path], object], worker: bool) -> dict[str, Path]:

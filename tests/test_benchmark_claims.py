@@ -179,3 +179,33 @@ def test_sharing_arguments_refuse_jobs_below_one_and_jobs_on_a_worker():
     for argv in (["--jobs", "0"], ["--worker", "--jobs", "2"]):
         with pytest.raises(SystemExit):
             check_sharing_arguments(parser, parser.parse_args(argv))
+
+
+def test_run_once_trains_or_resumes_and_refuses_a_finished_run_of_other_settings(tmp_path):
+    from run_claims import run_once
+
+    from structkd.parse import build_parse_config
+
+    def config(epochs: int, directory: Path = tmp_path / "run"):
+        return build_parse_config({"model": {"kind": "seqlabel"}, "training": {"epochs": epochs,
+                                                                                "output_dir": str(directory)}})
+
+    calls = []
+
+    def train(cfg, resume=False):
+        calls.append((cfg.training.epochs, resume))
+        target = Path(cfg.training.output_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        cfg.save(target / "parse_config.json")
+        (target / "results.json").write_text(json.dumps({"dev": cfg.training.epochs}))
+        return {"dev": cfg.training.epochs, "trained": True}
+
+    assert run_once(config(3), "parse_config.json", train) == {"dev": 3, "trained": True}
+    assert calls == [(3, True)]  # an unfinished run goes on from its checkpoint, if it has one
+    assert run_once(config(3), "parse_config.json", train) == {"dev": 3}  # finished: read back
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match=r"finished run was made with other settings \(training.epochs: 3 -> 5\)"):
+        run_once(config(5), "parse_config.json", train)
+    assert len(calls) == 1
+    (tmp_path / "run" / "parse_config.json").unlink()  # a run saved without its config is taken as it is
+    assert run_once(config(5), "parse_config.json", train) == {"dev": 3}
