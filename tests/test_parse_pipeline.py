@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -136,6 +137,23 @@ def test_first_order_teacher_to_students(corpus, teachers, tmp_path, caplog):
     assert 0.0 <= results["dev"]["las"] <= 1.0
     index = json.loads((tmp_path / "seq" / "teacher_cache" / "index.json").read_text())
     assert set(index["fields"]) == {"arcs", "rels"}
+
+
+def test_resume_knows_the_teacher_by_its_weights(corpus, teachers, tmp_path):
+    def config(teacher):
+        return build_parse_config({"data": {"train": corpus["train"], "dev": corpus["dev"]},
+                                   "model": bilstm(tree="projective"),
+                                   "kd": {"method": "structural", "teacher": str(teacher)},
+                                   "training": training(tmp_path / "run")})
+
+    distill_command(config(teachers["2o"]))
+    moved = tmp_path / "moved"
+    shutil.copytree(teachers["2o"], moved)
+    distill_command(config(moved), resume=True)  # the same teacher in another directory: the run is taken as is
+    assert len([line for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()
+                if '"type": "eval"' in line]) == 1
+    with pytest.raises(ValueError, match=r"other settings \(teacher_weights: '[0-9a-f]{64}' -> '[0-9a-f]{64}'\)"):
+        distill_command(config(teachers["1o"]), resume=True)
 
 
 def test_cached_structural_loss_equals_direct_loss(corpus, teachers):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from structkd.train import (
     finish_run,
     is_main_process,
     main_process_first,
+    teacher_fingerprint,
 )
 
 logger = logging.getLogger("structkd.ner")
@@ -113,14 +113,6 @@ def train_command(config: NerConfig, resume: bool = False) -> dict:
     return _finish(trainer, model, config, data)
 
 
-def _teacher_id(directory: str) -> str:
-    """A fingerprint of a saved teacher: the hash of its weights and config files."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        digest.update((Path(directory) / name).read_bytes())
-    return digest.hexdigest()
-
-
 def build_teacher_cache(teacher: NerModel, config: NerConfig, sentences: list[Sentence], student: NerModel,
                         rebuild: bool = False) -> TeacherCache | None:
     """Compute (or reuse) the teacher's outputs over the student's training sentences."""
@@ -135,7 +127,7 @@ def build_teacher_cache(teacher: NerModel, config: NerConfig, sentences: list[Se
     return TeacherCache.build(
         directory, sentences,
         lambda chunk: compute_teacher_outputs(teacher, chunk, kd, student.head_kind, student.tags, scheme),
-        teacher_id=_teacher_id(kd.teacher), tokens=[s.tokens for s in sentences], options=options,
+        teacher_id=teacher_fingerprint(kd.teacher), tokens=[s.tokens for s in sentences], options=options,
         batch_size=32, collate_fn=list, rebuild=rebuild)
 
 
@@ -159,11 +151,13 @@ def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: 
 
 def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
     """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
-    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
-        check_resumable(config.training.output_dir, config.training, config.to_dict())
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    # the run's settings, kept in its checkpoints, with the teacher by its weights (its directory may move)
+    run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
+    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
+        check_resumable(config.training.output_dir, config.training, run_config)
     data = read_data(config.data)
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
@@ -198,7 +192,7 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, student),
-                      lengths=[len(s.tokens) for s in sentences], run_config=config.to_dict())
+                      lengths=[len(s.tokens) for s in sentences], run_config=run_config)
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(trainer, student, config, data)

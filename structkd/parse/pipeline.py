@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from structkd.train import (
     finish_run,
     is_main_process,
     main_process_first,
+    teacher_fingerprint,
 )
 
 logger = logging.getLogger("structkd.parse")
@@ -136,14 +136,6 @@ def train_command(config: ParseConfig, resume: bool = False) -> dict:
     return _finish(model, config, data, {"skipped_nonprojective": len(data.train) - len(train)})
 
 
-def _teacher_id(directory: str) -> str:
-    """A fingerprint of a saved teacher: the hash of its weights and config files."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        digest.update((Path(directory) / name).read_bytes())
-    return digest.hexdigest()
-
-
 def build_teacher_cache(teacher: ParseModel, config: ParseConfig, sentences: list[ParsedSentence],
                         spec: StudentSpec, rebuild: bool = False) -> TeacherCache | None:
     """Compute (or reuse) the teacher's outputs over the student's training sentences."""
@@ -156,7 +148,7 @@ def build_teacher_cache(teacher: ParseModel, config: ParseConfig, sentences: lis
     teacher.eval()
     return TeacherCache.build(
         directory, sentences, lambda chunk: compute_teacher_outputs(teacher, chunk, kd, spec),
-        teacher_id=_teacher_id(kd.teacher), tokens=[s.words for s in sentences], options=options,
+        teacher_id=teacher_fingerprint(kd.teacher), tokens=[s.words for s in sentences], options=options,
         batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
 
 
@@ -174,11 +166,13 @@ def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: 
 
 def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
     """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
-    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
-        check_resumable(config.training.output_dir, config.training, config.to_dict())
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    # the run's settings, kept in its checkpoints, with the teacher by its weights (its directory may move)
+    run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
+    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
+        check_resumable(config.training.output_dir, config.training, run_config)
     data = read_data(config.data)
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
@@ -224,7 +218,7 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=collate,
-                      lengths=[len(s.words) for s in sentences], run_config=config.to_dict())
+                      lengths=[len(s.words) for s in sentences], run_config=run_config)
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(student, config, data, {"skipped_nonprojective": len(data.train) - len(trees),

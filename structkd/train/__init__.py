@@ -10,7 +10,7 @@
 """
 
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
-from .cache import CacheMismatchError, TeacherCache, cache_fingerprint
+from .cache import CacheMismatchError, TeacherCache, cache_fingerprint, teacher_fingerprint
 from .checkpoint import (
     TrainProgress,
     get_rng_state,
@@ -57,5 +57,6 @@ __all__ = [
     "running_under_accelerate",
     "save_checkpoint",
     "set_rng_state",
+    "teacher_fingerprint",
     "wait_for_everyone",
 ]

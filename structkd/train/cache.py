@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_directory, resolve_dir
 
-__all__ = ["TeacherCache", "CacheMismatchError", "cache_fingerprint"]
+__all__ = ["TeacherCache", "CacheMismatchError", "cache_fingerprint", "teacher_fingerprint"]
 
 FORMAT = "structkd-teacher-cache-1"
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -55,6 +55,15 @@ def cache_fingerprint(tokens: Iterable[Sequence[Any]], teacher_id: str, options:
     digest, n = _tokens_sha256(tokens)
     opts = json.loads(json.dumps(options or {}, sort_keys=True))
     return {"tokens_sha256": digest, "n_sentences": n, "teacher": str(teacher_id), "options": opts}
+
+
+def teacher_fingerprint(directory: str | os.PathLike) -> str:
+    """The identity of a saved teacher (``config.json`` and ``model.safetensors``): the SHA-256 of both files,
+    the same wherever the directory is."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        digest.update((Path(directory) / name).read_bytes())
+    return digest.hexdigest()
 
 
 def _describe_mismatch(stored: dict, expected: dict) -> list[str]:

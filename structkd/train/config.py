@@ -18,15 +18,18 @@ __all__ = ["TrainConfig", "load_config", "parse_overrides", "changed_settings", 
 SCHEDULES = ("linear", "cosine", "constant")
 
 
-# settings that may differ between a checkpoint and the run resuming it: where files go and how progress
-# shows, none of which changes a number the run computes
+# settings that may differ between a checkpoint and the run resuming it: where files are (a teacher's
+# directory too: the distillation commands compare its weights instead) and how progress shows, none of which
+# changes a number the run computes
 RESUME_FREE = frozenset({"output_dir", "progress", "log_every", "num_workers", "checkpoint_every_steps",
-                         "cache_dir"})
+                         "cache_dir", "teacher"})
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """The settings that differ between two nested JSON-able config dicts, as ``"path: saved -> current"``
-    (keys of :data:`RESUME_FREE` ignored at any depth; tuples and lists compare equal).
+    """The settings that differ between two nested JSON-able config dicts, as ``"path: saved -> current"``.
+
+    Keys of :data:`RESUME_FREE` are ignored at any depth, and so are keys ``saved`` lacks (options added to
+    the library since, whose defaults keep the earlier behaviour); tuples and lists compare equal.
 
     Args:
         saved: the settings a checkpoint was written under (as read back from JSON).
@@ -34,7 +37,7 @@ def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str
     """
     current = json.loads(json.dumps(current))
     changes = []
-    for key in sorted(set(saved) | set(current), key=str):
+    for key in sorted(saved, key=str):
         if key in RESUME_FREE:
             continue
         path = f"{prefix}{key}"
