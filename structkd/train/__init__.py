@@ -27,10 +27,10 @@ from .logs import JsonlLogger, plot_learning_curves, read_jsonl
 from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
 
 __all__ = [
-    "RESUME_FREE",
     "CacheMismatchError",
     "EpochBatchSampler",
     "JsonlLogger",
+    "RESUME_FREE",
     "TeacherCache",
     "TrainConfig",
     "TrainProgress",
@@ -47,12 +47,12 @@ __all__ = [
     "is_main_process",
     "load_checkpoint",
     "load_config",
-    "read_checkpoint_state",
     "main_process_first",
     "move_to_device",
     "param_groups",
     "parse_overrides",
     "plot_learning_curves",
+    "read_checkpoint_state",
     "read_jsonl",
     "running_under_accelerate",
     "save_checkpoint",

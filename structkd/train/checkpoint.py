@@ -249,9 +249,8 @@ def load_checkpoint(
     Raises ``FileNotFoundError`` if there is no checkpoint (after repairing an interrupted swap) or if an
     object is given whose state the checkpoint lacks.
     """
+    state = read_checkpoint_state(directory)
     path = resolve_dir(directory)
-    if path is None or not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(f"no checkpoint at {directory}")
     if model is not None:
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=strict)
         del missing, unexpected
@@ -264,6 +263,5 @@ def load_checkpoint(
     if restore_rng and (path / "rng.json").is_file():
         states = _load_state(path, "rng")["processes"]
         set_rng_state(states[process_index] if process_index < len(states) else states[0])
-    state = _read_json(path / STATE_FILE)
     state["progress"] = TrainProgress.from_dict(state.get("progress", {}))
     return state
