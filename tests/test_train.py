@@ -24,6 +24,7 @@ from structkd.train import (
     load_checkpoint,
     load_config,
     param_groups,
+    read_checkpoint_state,
     read_jsonl,
     save_checkpoint,
 )
@@ -335,7 +336,10 @@ def test_resume_under_other_settings_is_refused(tmp_path):
     with pytest.raises(Crash):
         Trainer(make_model(0), cfg, train, dev, crash_after(7), evaluate_fn, run_config=run_config).train()
     checkpoint = json.loads((tmp_path / "last" / "trainer_state.json").read_text())
-    assert checkpoint["extra"]["run_config"] == run_config
+    assert read_checkpoint_state(tmp_path / "last") == checkpoint  # read without loading a weight
+    assert checkpoint["extra"]["run_config"] == run_config and checkpoint["config"]["lr"] == 0.05
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        read_checkpoint_state(tmp_path / "best-of-nothing")
     log = (tmp_path / "train_log.jsonl").read_bytes()
     refusals = [(config(tmp_path, checkpoint_every_steps=3, epochs=5), run_config, "training.epochs: 3 -> 5"),
                 (config(tmp_path, checkpoint_every_steps=3, lr=0.1), run_config, "training.lr: 0.05 -> 0.1"),
