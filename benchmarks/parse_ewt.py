@@ -29,10 +29,9 @@ is a smoke test.
 ``--unlabeled N`` adds the KD rows again (``UNLABELED_RUNS``: every method of the BiLSTM students from both
 teachers, the 3-layer student's from the second-order teacher), where the students also distil on the N
 training sentences after the labeled ones, given without their trees (``data.unlabeled``); 39 more runs, each
-reading twice the data. The teachers were trained on the labeled
-sentences and score them almost perfectly (95 and 98 UAS under the earlier protocol, against 81-82 on dev), so
-there their tree marginals add little to the gold trees; on sentences they have not seen they carry the
-teachers' uncertainty.
+reading twice the data. The teachers were trained on the labeled sentences and score them almost perfectly
+(95 and 98 UAS under the earlier protocol, against 81-82 on dev), so there their tree marginals add little to
+the gold trees; on sentences they have not seen they carry the teachers' uncertainty.
 
     python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--unlabeled N]
                                    [--students bilstm-1o seqlabel minilm-3l] [--out DIR] [--jobs N | --worker]
