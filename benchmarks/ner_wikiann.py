@@ -10,13 +10,13 @@ Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
 4. span teacher to MaxEnt and to CRF students (none, posterior, topk, structural; token KD needs per-token
    teacher scores, which a span teacher does not have)
 
-Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation),
-the teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes). The default
-is a reduced setting (2000 sentences per split, teachers 4 and students 10 epochs: the 63 student runs take
-about 75 minutes on 2 CPU cores shared by two processes (``--jobs``: one process per core by default, at
-most 8), after the three teachers (about 35 minutes on one core; a second process trains one of them beside
-the main run); the span teacher's ``none`` rows repeat cases 1 and 2, whose students are the same);
-``--full`` uses all of WikiANN's training data and more epochs.
+Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation), the
+teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes in interleaved rounds,
+``model_speed.py``). The default is a reduced setting (2000 sentences per split, teachers 4 and students 10
+epochs: the 63 student runs take about 75 minutes on 2 CPU cores shared by two processes (``--jobs``: one process
+per core by default, at most 8), after the three teachers (about 35 minutes on one core; a second process trains
+one of them beside the main run); the span teacher's ``none`` rows repeat cases 1 and 2, whose students are the
+same); ``--full`` uses all of WikiANN's training data and more epochs.
 
     python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
                                     [--jobs N | --worker]
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from model_speed import speeds_and_sizes
 from run_claims import (
     add_sharing_arguments,
     check_sharing_arguments,
@@ -52,7 +53,7 @@ from structkd.ner.pipeline import read_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SPEED_REPEATS = 3  # inference speed: best of this many passes over the test set
+SPEED_REPEATS = 5  # inference speed: the best of this many passes over the test set, in interleaved rounds
 METHODS = ("none", "token", "posterior", "topk", "structural")
 CASES = (  # (case, teacher head, student head)
     ("1", "crf", "crf"),
@@ -125,16 +126,6 @@ def _trained_as(run: tuple) -> tuple:
     return next(c for c in CASES if (c[2], _constrained(c)) == (case[2], _constrained(case))), method
 
 
-def speed_and_size(model_dir: Path, sentences) -> dict:
-    torch.manual_seed(0)
-    model = NerModel.load(model_dir)
-    # the best of a few passes: timings on a shared machine only ever err on the slow side
-    results = [evaluate(model, sentences) for _ in range(SPEED_REPEATS)]
-    result = max(results, key=lambda r: r["sentences_per_second"])
-    return {"parameters": model.parameter_count(), "sentences_per_second": result["sentences_per_second"],
-            "f1": result["f1"]}
-
-
 def summarize(rows: list[dict], teachers: dict, meta: dict) -> str:
     lines = [f"# WikiANN English NER ({meta['setting']} setting)", "",
              "| case | teacher | student | KD | dev F1 | test F1 |", "|---|---|---|---|---|---|"]
@@ -203,7 +194,8 @@ def main(argv=None) -> list[dict]:
     models = {f"teacher MiniLM-{h}": d for h, d in teacher_dirs.items()}
     for head in ("crf", "maxent"):
         models[f"student BiLSTM-{head}"] = out / "students" / f"crf-to-{head}-structural-seed0" / "model"
-    sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
+    sizes = speeds_and_sizes(models, NerModel.load, lambda model: evaluate(model, test_sentences), ("f1",),
+                             SPEED_REPEATS)
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
             "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds)}

@@ -14,17 +14,17 @@ methods:
 * each student without KD (``none``), once, since it does not depend on the teacher (the 3-layer student
   starts from the first-order teacher's layers and scorers, and learns from the gold trees alone)
 
-Each student is trained with 3 seeds; the tables report dev and test LAS and UAS over all words (mean and
-standard deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set (the best of
-``SPEED_REPEATS`` passes, batches of 64).  Every model trains on batches grouped by length
-(``training.group_by_length``: 2-3x less work per epoch than random batches on one CPU core,
-``benchmarks/bench_batching.py``).  The default is a reduced setting (1000 sentences per split, 10 teacher and
-24 student epochs; with 12, the students' dev LAS was still 6-7 points short: the learning rate decays to 0 by
-the last epoch, which flattens the curve before the model has converged; the 3-layer student 15 epochs with
-the teachers' learning rates: with 5 its dev UAS was still climbing): the two teachers train side by side
+Each student is trained with 3 seeds; the tables report dev and test LAS and UAS over all words (mean and standard
+deviation), the teachers' scores, parameter counts and CPU parsing speed on the test set (the best of
+``SPEED_REPEATS`` passes, batches of 64, the models in interleaved rounds: ``model_speed.py``). Every model trains
+on batches grouped by length (``training.group_by_length``: 2-3x less work per epoch than random batches on one
+CPU core, ``benchmarks/bench_batching.py``). The default is a reduced setting (1000 sentences per split, 10
+teacher and 24 student epochs; with 12, the students' dev LAS was still 6-7 points short: the learning rate decays
+to 0 by the last epoch, which flattens the curve before the model has converged; the 3-layer student 15 epochs
+with the teachers' learning rates: with 5 its dev UAS was still climbing): the two teachers train side by side
 (``--jobs``: one process per core by default, at most 8), then 36 BiLSTM student runs and 21 of the 3-layer
-student; ``--students`` keeps some students only.  ``--full`` uses every sentence and more epochs; ``--quick``
-is a smoke test.
+student; ``--students`` keeps some students only. ``--full`` uses every sentence and more epochs; ``--quick`` is a
+smoke test.
 
 ``--unlabeled N`` adds the KD rows again (``UNLABELED_RUNS``: every method of the BiLSTM students from both
 teachers, the 3-layer student's from the second-order teacher), where the students also distil on the N
@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from model_speed import speeds_and_sizes
 from run_claims import (
     add_sharing_arguments,
     check_sharing_arguments,
@@ -67,7 +68,7 @@ from structkd.parse.pipeline import read_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SPEED_REPEATS = 3  # inference speed: best of this many passes over the test set
+SPEED_REPEATS = 5  # inference speed: the best of this many passes over the test set, in interleaved rounds
 TEACHERS = ("1o", "2o")
 # every student decodes projective trees, as the teachers do (Eisner); the sequence-labeling student over the
 # arc scores its labels imply (``decoder: eisner``)
@@ -174,16 +175,6 @@ def train_student(student: str, teacher: str | None, method: str, seed: int, tea
     return run_once(config, "parse_config.json", distill_command)
 
 
-def speed_and_size(model_dir: Path, sentences) -> dict:
-    torch.manual_seed(0)
-    model = ParseModel.load(model_dir)
-    # the best of a few passes: timings on a shared machine only ever err on the slow side
-    results = [evaluate(model, sentences) for _ in range(SPEED_REPEATS)]
-    result = max(results, key=lambda r: r["sentences_per_second"])
-    return {"parameters": model.parameter_count(), "sentences_per_second": result["sentences_per_second"],
-            "las": result["las"], "uas": result["uas"]}
-
-
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.pstdev(values)
 
@@ -287,7 +278,8 @@ def rows_and_speeds(args, setting: Setting, name: str, out: Path, teacher_dirs: 
     models = {f"teacher MiniLM biaffine {order}": d for order, d in teacher_dirs.items()}
     for student in args.students:
         models[f"student {student}"] = out / "students" / f"2o-to-{student}-structural-seed0" / "model"
-    sizes = {n: speed_and_size(d, test_sentences) for n, d in models.items()}
+    sizes = speeds_and_sizes(models, ParseModel.load, lambda model: evaluate(model, test_sentences), ("las", "uas"),
+                             SPEED_REPEATS)
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
             "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds),
