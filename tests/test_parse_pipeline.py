@@ -340,3 +340,14 @@ def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers
         items = [sentence for _, sentence in trainer.train_data]
         assert len(items) == n_items and trainer.lengths == [len(s.words) for s in items]
     assert [len(s.words) for _, s in made[1].train_data[-2:]] == [4, 5]
+
+
+def test_importing_the_parser_package_leaves_the_ner_metrics_stack_unloaded():
+    # seqeval pulls in scikit-learn and SciPy (about a second of start-up) for NER F1 only
+    import subprocess
+    import sys
+
+    code = ("import sys, structkd.parse, structkd.cli; "
+            "print(sorted(m for m in ('seqeval', 'sklearn', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

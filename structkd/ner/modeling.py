@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from torch import nn
 
 from structkd.data import Sentence
@@ -194,6 +193,9 @@ def evaluate(model: NerModel, sentences: Sequence[Sentence], batch_size: int = 6
     predicted = predict(model, labeled, batch_size)
     elapsed = time.perf_counter() - start
     gold = [s.tags for s in labeled]
+    # imported here: seqeval pulls in scikit-learn and SciPy (about a second), which the parsers never need
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
     scores = {name: float(fn(gold, predicted, zero_division=0))  # no predicted entity: 0, without a warning
               for name, fn in (("f1", f1_score), ("precision", precision_score), ("recall", recall_score))}
     result = {**scores, "sentences_per_second": len(labeled) / elapsed}
