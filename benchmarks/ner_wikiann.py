@@ -50,6 +50,7 @@ from run_claims import (
 from structkd.ner import NerModel, build_ner_config, distill_command, train_command
 from structkd.ner.modeling import evaluate
 from structkd.ner.pipeline import read_data
+from structkd.train import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -85,19 +86,19 @@ def data_section(data_dir: Path, setting: Setting) -> dict:
             "test": str(data_dir / "test.conllu"), "layout": "index-token-tag", "max_sentences": limit}
 
 
-def train_teacher(data_dir: Path, setting: Setting, head: str, target: Path) -> None:
-    """Train the ``head`` teacher into ``target`` (its model in ``target/model``)."""
+def train_teacher(data_dir: Path, setting: Setting, head: str, target: Path, device: str = "auto") -> None:
+    """Train the ``head`` teacher into ``target`` (its model in ``target/model``) on ``device``."""
     config = build_ner_config({
         "data": data_section(data_dir, setting),
         "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
         # pretrained encoder at 1e-4, the randomly initialized heads (CRF, classifier, span scorer) at 2e-3
         "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "head_lr": 2e-3,
-                     "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
+                     "warmup": 0.1, "output_dir": str(target), "log_every": 20, "device": device}})
     train_command(config, resume=True)  # a teacher cut short goes on from its last checkpoint
 
 
 def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: Path, setting: Setting,
-                  out: Path) -> dict:
+                  out: Path, device: str = "auto") -> dict:
     _, teacher_head, student_head = case
     name = f"{teacher_head}-to-{student_head}-{method}-seed{seed}"
     target = out / "students" / name
@@ -107,7 +108,7 @@ def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: 
         "kd": {"method": method, "teacher": str(teacher), "kd_weight": 0.5, "top_k": 5,
                "cache_dir": str(out / "caches" / f"{teacher_head}-{student_head}-{method}")},
         "training": {"epochs": setting.student_epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
-                     "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0}})
+                     "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0, "device": device}})
     return run_once(config, "ner_config.json", distill_command)
 
 
@@ -167,7 +168,7 @@ def main(argv=None) -> list[dict]:
 
     def seed_results(run) -> list[dict]:
         case, method = run
-        return [train_student(case, method, seed, teacher_dirs[case[1]], args.data, setting, out)
+        return [train_student(case, method, seed, teacher_dirs[case[1]], args.data, setting, out, args.device)
                 for seed in setting.seeds]
 
     def finished(run) -> bool:
@@ -175,10 +176,11 @@ def main(argv=None) -> list[dict]:
 
     if args.jobs > 1:
         torch.set_num_threads(threads_per_job(args.jobs))
-    worker_argv = ["--data", str(args.data), "--out", str(args.out)] + ([f"--{name}"] if name != "reduced" else [])
+    worker_argv = ["--data", str(args.data), "--out", str(args.out), "--device", args.device]
+    worker_argv += [f"--{name}"] if name != "reduced" else []
     with worker_processes(args.jobs, Path(__file__), worker_argv, out / "logs"):
-        teacher_dirs = train_teachers(out, list(heads), functools.partial(train_teacher, args.data, setting),
-                                      args.worker)
+        teach = functools.partial(train_teacher, args.data, setting, device=args.device)
+        teacher_dirs = train_teachers(out, list(heads), teach, args.worker)
         train_groups(out, runs, group, finished, seed_results, args.worker)
     if args.worker:
         return []
@@ -198,6 +200,7 @@ def main(argv=None) -> list[dict]:
                              SPEED_REPEATS)
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
             "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
+            "training_device": str(resolve_device(args.device)),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if name == "reduced" else f"_{name}"

@@ -65,6 +65,7 @@ from run_claims import (
 from structkd.data import read_conllu
 from structkd.parse import ParseModel, build_parse_config, distill_command, evaluate, train_command
 from structkd.parse.pipeline import read_data
+from structkd.train import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -109,15 +110,15 @@ def data_section(data_dir: Path, setting: Setting) -> dict:
             "test": str(data_dir / "en_ewt-ud-test.conllu"), "max_sentences": setting.max_sentences}
 
 
-def train_teacher(data_dir: Path, setting: Setting, order: str, target: Path) -> None:
-    """Train the ``order`` teacher into ``target`` (its model in ``target/model``)."""
+def train_teacher(data_dir: Path, setting: Setting, order: str, target: Path, device: str = "auto") -> None:
+    """Train the ``order`` teacher into ``target`` (its model in ``target/model``) on ``device``."""
     config = build_parse_config({
         "data": data_section(data_dir, setting),
         "model": {"kind": "biaffine", "tree": "2o" if order == "2o" else "projective", "encoder": "minilm",
                   "arc_hidden": 300, "rel_hidden": 100, "sib_hidden": 100, "dropout": 0.2},
         # pretrained encoder at 5e-5, the randomly initialized biaffine scorers at 2e-3
         "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "group_by_length": True, "lr": 5e-5,
-                     "head_lr": 2e-3, "warmup": 0.1, "output_dir": str(target), "log_every": 20}})
+                     "head_lr": 2e-3, "warmup": 0.1, "output_dir": str(target), "log_every": 20, "device": device}})
     train_command(config, resume=True)  # a teacher cut short goes on from its last checkpoint
 
 
@@ -145,15 +146,16 @@ def run_name(student: str, teacher: str | None, method: str, unlabeled: int) -> 
 
 
 def train_student(student: str, teacher: str | None, method: str, seed: int, teacher_dirs: dict[str, Path],
-                  data_dir: Path, setting: Setting, out: Path, unlabeled: int = 0) -> dict:
-    """One seed of one student run (``teacher=None``: no KD), or its results read back if it finished."""
+                  data_dir: Path, setting: Setting, out: Path, unlabeled: int = 0, device: str = "auto") -> dict:
+    """One seed of one student run (``teacher=None``: no KD) on ``device``, or its results read back if it
+    finished."""
     name = f"{run_name(student, teacher, method, unlabeled)}-seed{seed}"
     target = out / "students" / name
     hidden = setting.student_hidden
     model = {**STUDENTS[student], "encoder": "bilstm", "word_dim": 100, "hidden": hidden, "layers": 2,
              "arc_hidden": 2 * hidden, "rel_hidden": 100}
     training = {"epochs": setting.student_epochs, "batch_size": 32, "group_by_length": True, "lr": 2e-3, "seed": seed,
-                "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0}
+                "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0, "device": device}
     teacher_dir = teacher_dirs.get(teacher)
     if student in FROM_TEACHER:  # the teacher's widths, so that its scorers are copied; its learning rates
         model = {**STUDENTS[student], "encoder": "minilm", "arc_hidden": 300, "rel_hidden": 100, "dropout": 0.2}
@@ -220,7 +222,7 @@ def main(argv=None) -> list[dict]:
     if args.jobs > 1:
         torch.set_num_threads(threads_per_job(args.jobs))
     worker_argv = ["--data", str(args.data), "--out", str(args.out), "--unlabeled", str(args.unlabeled),
-                   "--students", *args.students] + ([f"--{name}"] if name != "reduced" else [])
+                   "--device", args.device, "--students", *args.students] + ([f"--{name}"] if name != "reduced" else [])
     with worker_processes(args.jobs, Path(__file__), worker_argv, out / "logs"):
         teacher_dirs, runs = train_runs(args, setting, out)
     if args.worker:
@@ -231,8 +233,8 @@ def main(argv=None) -> list[dict]:
 def train_runs(args, setting: Setting, out: Path) -> tuple[dict[str, Path], list[tuple]]:
     """Train the teachers and every student run of ``args`` this process finds unclaimed (the main run also waits
     for the others').  Returns the teachers' model directories and the runs."""
-    teacher_dirs = train_teachers(out, list(TEACHERS), functools.partial(train_teacher, args.data, setting),
-                                  args.worker)
+    teach = functools.partial(train_teacher, args.data, setting, device=args.device)
+    teacher_dirs = train_teachers(out, list(TEACHERS), teach, args.worker)
     runs = [(student, None, "none", 0) for student in args.students]
     runs += [(student, teacher, method, 0) for student in args.students for teacher in TEACHERS
              for method in METHODS[student]]
@@ -244,7 +246,7 @@ def train_runs(args, setting: Setting, out: Path) -> tuple[dict[str, Path], list
     def seed_result(unit) -> dict:  # one student run: trained, or read back from its results.json
         (student, teacher, method, unlabeled), seed = unit
         return train_student(student, teacher, method, seed, teacher_dirs, args.data, setting, out,
-                             unlabeled)
+                             unlabeled, args.device)
 
     def unit_name(unit) -> str:
         run, seed = unit
@@ -282,7 +284,8 @@ def rows_and_speeds(args, setting: Setting, name: str, out: Path, teacher_dirs: 
                              SPEED_REPEATS)
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
             "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
-            "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds),
+            "training_device": str(resolve_device(args.device)), "max_sentences_per_split": setting.max_sentences,
+            "seeds": list(setting.seeds),
             "teacher_epochs": setting.teacher_epochs, "student_epochs": setting.student_epochs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if name == "reduced" else f"_{name}"

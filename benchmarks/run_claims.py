@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from structkd.train import changed_settings
+from structkd.train import DEVICES, changed_settings, resolve_device
 
 # the default --jobs: one process per core, at most this many (the student runs are small models, which use a
 # core or two well; a few dozen runs share out over 8 processes with little waiting at the end)
@@ -147,11 +147,15 @@ def train_teachers(out: Path, names: list[str], train: Callable[[str, Path], obj
 
 
 def add_sharing_arguments(parser: argparse.ArgumentParser) -> None:
-    """A driver's ``--worker`` and ``--jobs N`` options (check them with ``check_sharing_arguments``)."""
+    """A driver's ``--worker``, ``--jobs N`` and ``--device`` options (check them with
+    ``check_sharing_arguments``)."""
     parser.add_argument("--worker", action="store_true",
                         help="help a main run on the same --out (say, on another core): train a teacher and "
                              "then the student runs nobody has claimed, from the end of the lists, then stop "
                              "(no tables)")
+    parser.add_argument("--device", default="auto",
+                        help=f"where every run trains ({', '.join(DEVICES)}; auto: the first CUDA device if there is "
+                             f"one, else the CPU); the speed columns are always measured on the CPU")
     parser.add_argument("--jobs", type=int, metavar="N",
                         help="processes sharing the runs: this one and N-1 workers it starts itself, each with "
                              f"cores/N threads (worker logs in OUT/SETTING/logs/); default: one per core, at "
@@ -159,13 +163,18 @@ def add_sharing_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_sharing_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuses ``--jobs`` below 1 or on a worker, and fills in its default (1 for a worker)."""
+    """Refuses ``--jobs`` below 1 or on a worker, and fills in its default (1 for a worker); refuses a
+    ``--device`` this machine does not have."""
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.worker and args.jobs is not None:
         parser.error("--jobs belongs to the main run, which starts the workers; a --worker is one of them")
     if args.jobs is None:
         args.jobs = 1 if args.worker else min(os.cpu_count() or 1, AUTO_JOBS)
+    try:  # a GPU this machine lacks is refused before any worker starts
+        resolve_device(args.device, what="--device")
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:

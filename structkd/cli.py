@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from structkd.cli_common import add_training_commands, config_arguments, load_task_config
+from structkd.cli_common import add_training_commands, config_arguments, device_argument, load_task_config
 
 
 def _config(args: argparse.Namespace):
@@ -18,7 +18,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from structkd.ner.pipeline import evaluate_command, format_table
 
     config = _config(args)
-    result = evaluate_command(args.model, args.data, config.data)
+    result = evaluate_command(args.model, args.data, config.data, args.device)
     print(f"entity micro F1 {100 * result['f1']:.2f} (precision {100 * result['precision']:.2f}, recall "
           f"{100 * result['recall']:.2f}), {result['sentences_per_second']:.0f} sentences/s")
     print(format_table(result["per_type"]))
@@ -28,7 +28,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from structkd.ner.pipeline import predict_command
 
-    count = predict_command(args.model, args.input, args.output, _config(args).data)
+    count = predict_command(args.model, args.input, args.output, _config(args).data, args.device)
     print(f"tagged {count} sentences into {args.output}")
     return 0
 
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", help="directory of a saved model")
     evaluate.add_argument("data", help="a labeled column file")
     config_arguments(evaluate)
+    device_argument(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     pred = ner.add_parser("predict", help="tag text (.txt, one sentence per line) or a column file")
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("input")
     pred.add_argument("output")
     config_arguments(pred)
+    device_argument(pred)
     pred.set_defaults(run=_predict)
 
     demo = ner.add_parser("demo", help="MiniLM teacher to BiLSTM-CRF student on the shipped WNUT17 sample")

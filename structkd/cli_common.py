@@ -14,6 +14,12 @@ def config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. kd.method=token")
 
 
+def device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that load a saved model (training runs use ``training.device``)."""
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda or cuda:N; auto (default): the first CUDA device if there is one, else cpu")
+
+
 def load_task_config(task: str, args: argparse.Namespace):
     """The task's config (``structkd.<task>.config.load_<task>_config``) from ``--config`` and overrides."""
     module = importlib.import_module(f"structkd.{task}.config")

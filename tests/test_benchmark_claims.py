@@ -158,11 +158,12 @@ def test_worker_processes_reports_a_failed_worker_and_stops_them_when_the_main_r
     assert workers[0].returncode is not None and workers[0].returncode != 0  # terminated, not left running
 
 
-def test_sharing_arguments_refuse_jobs_below_one_and_jobs_on_a_worker():
+def test_sharing_arguments_refuse_jobs_below_one_jobs_on_a_worker_and_missing_devices(monkeypatch, capsys):
     import argparse
     import os
 
     import run_claims
+    import torch
     from run_claims import add_sharing_arguments, check_sharing_arguments
 
     parser = argparse.ArgumentParser()
@@ -179,6 +180,16 @@ def test_sharing_arguments_refuse_jobs_below_one_and_jobs_on_a_worker():
     for argv in (["--jobs", "0"], ["--worker", "--jobs", "2"]):
         with pytest.raises(SystemExit):
             check_sharing_arguments(parser, parser.parse_args(argv))
+    assert args.device == "auto"
+    args = parser.parse_args(["--device", "cpu"])
+    check_sharing_arguments(parser, args)
+    assert args.device == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv, message in ((["--device", "gpu"], "--device='gpu' is not a device name"),
+                          (["--device", "cuda:0"], "--device='cuda:0', but CUDA is not available here")):
+        with pytest.raises(SystemExit):
+            check_sharing_arguments(parser, parser.parse_args(argv))
+        assert message in capsys.readouterr().err
 
 
 def test_run_once_trains_or_resumes_and_refuses_a_finished_run_of_other_settings(tmp_path):

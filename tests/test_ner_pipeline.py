@@ -201,3 +201,23 @@ def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers
         items = [sentence for _, sentence in trainer.train_data]
         assert len(items) == n_items and trainer.lengths == [len(s.tokens) for s in items]
     assert [len(s.tokens) for _, s in made[1].train_data[-2:]] == [4, 5]
+
+
+def test_device_options_of_the_commands(corpus, teachers, tmp_path, capsys, monkeypatch):
+    assert main(["ner", "evaluate", teachers["crf"], corpus["dev"], "--device", "cpu"]) == 0
+    assert "entity micro F1" in capsys.readouterr().out
+    text = tmp_path / "raw.txt"
+    text.write_text("John lives in Paris\n", encoding="utf-8")
+    assert main(["ner", "predict", teachers["span"], str(text), str(tmp_path / "pred.conll"), "--device", "cpu"]) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"--device='cuda', but CUDA is not available here"):
+        main(["ner", "predict", teachers["crf"], str(text), str(tmp_path / "gpu.conll"), "--device", "cuda"])
+    run = tmp_path / "run"
+    args = ["ner", "distill", f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", "model.kind=bilstm",
+            "model.word_dim=8", "model.hidden=8", "model.char_filters=4", "kd.method=structural",
+            f"kd.teacher={teachers['crf']}", "training.epochs=1", "training.progress=false",
+            f"training.output_dir={run}"]
+    with pytest.raises(ValueError, match=r"training.device='cuda', but CUDA is not available here"):
+        main(args + ["training.device=cuda"])
+    assert not run.exists()  # refused before any work
+    assert main(args + ["training.device=cpu"]) == 0 and (run / "model" / "model.safetensors").exists()

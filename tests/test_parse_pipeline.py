@@ -351,3 +351,29 @@ def test_importing_the_parser_package_leaves_the_ner_metrics_stack_unloaded():
             "print(sorted(m for m in ('seqeval', 'sklearn', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_device_options_of_the_commands(corpus, teachers, tmp_path, capsys, monkeypatch):
+    assert main(["parse", "evaluate", teachers["2o"], corpus["dev"], "--device", "cpu"]) == 0
+    assert "UAS" in capsys.readouterr().out
+    out = tmp_path / "pred.conllu"
+    assert main(["parse", "predict", teachers["1o"], corpus["dev"], str(out), "--device", "cpu"]) == 0
+    assert [s.words for s in read_conllu(out)] == [s.words for s in read_conllu(corpus["dev"])]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"--device='cuda', but CUDA is not available here"):
+        main(["parse", "evaluate", teachers["2o"], corpus["dev"], "--device", "cuda"])
+    with pytest.raises(ValueError, match=r"--device='gpu' is not a device name"):
+        main(["parse", "predict", teachers["2o"], corpus["dev"], str(out), "--device", "gpu"])
+    run = tmp_path / "run"
+    args = ["parse", "distill", f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", "model.kind=seqlabel",
+            "model.word_dim=8", "model.hidden=8", "model.char_filters=4", "model.layers=1", "kd.method=structural",
+            f"kd.teacher={teachers['2o']}", "training.epochs=1", "training.progress=false",
+            f"training.output_dir={run}"]
+    with pytest.raises(ValueError, match=r"training.device='cuda:1', but CUDA is not available here"):
+        main(args + ["training.device=cuda:1"])
+    assert not run.exists()  # refused before any work
+    assert main(args + ["training.device=cpu"]) == 0
+    assert json.loads((run / "parse_config.json").read_text())["training"]["device"] == "cpu"
+    assert main(args + ["--resume"]) == 0  # another device resumes: training.device is free (RESUME_FREE)
+    epochs = [r for r in map(json.loads, open(run / "train_log.jsonl")) if r.get("type") == "eval"]
+    assert len(epochs) == 1

@@ -19,7 +19,9 @@ from structkd.train import (
     finish_run,
     is_main_process,
     main_process_first,
+    resolve_device,
     teacher_fingerprint,
+    training_device,
 )
 
 logger = logging.getLogger("structkd.ner")
@@ -93,6 +95,7 @@ def train_command(config: NerConfig, resume: bool = False) -> dict:
     """Train a teacher or a baseline student on gold labels; returns dev/test results."""
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, config.to_dict())
+    device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train:
         raise ValueError("data.train is required")
@@ -108,7 +111,7 @@ def train_command(config: NerConfig, resume: bool = False) -> dict:
 
     trainer = Trainer(model, config.training, list(enumerate(data.train)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, model),
-                      lengths=[len(s.tokens) for s in data.train], run_config=config.to_dict())
+                      lengths=[len(s.tokens) for s in data.train], run_config=config.to_dict(), device=device)
     trainer.train(resume=resume)
     return _finish(trainer, model, config, data)
 
@@ -158,6 +161,7 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, run_config)
+    device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
@@ -172,6 +176,7 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "ner_config.json")
+    teacher.to(device)  # the teacher's outputs are computed on the run's device
     with main_process_first():  # computed once; the other processes then read it
         cache = build_teacher_cache(teacher, config, sentences, student, rebuild=rebuild_cache)
     fields = teacher_fields(kd.method, student.head_kind)
@@ -192,21 +197,24 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=lambda items: collate(items, student),
-                      lengths=[len(s.tokens) for s in sentences], run_config=run_config)
+                      lengths=[len(s.tokens) for s in sentences], run_config=run_config, device=device)
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(trainer, student, config, data)
 
 
-def evaluate_command(model_dir: str, data_path: str, config: DataConfig) -> dict:
-    """Entity F1 and a per-type table of a saved model on a labeled corpus."""
-    model = NerModel.load(model_dir)
+def evaluate_command(model_dir: str, data_path: str, config: DataConfig, device: str = "auto") -> dict:
+    """Entity F1 and a per-type table of a saved model on a labeled corpus, run on ``device`` (``auto``: the
+    first CUDA device if there is one, else the CPU)."""
+    model = NerModel.load(model_dir, device=resolve_device(device, what="--device"))
     return evaluate(model, _read(data_path, config), report=True)
 
 
-def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig) -> int:
-    """Tag a text file (one sentence per line, ``.txt``) or a column file; write ``token<TAB>tag`` CoNLL."""
-    model = NerModel.load(model_dir)
+def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig,
+                    device: str = "auto") -> int:
+    """Tag a text file (one sentence per line, ``.txt``) or a column file on ``device`` (as in
+    :func:`evaluate_command`); write ``token<TAB>tag`` CoNLL."""
+    model = NerModel.load(model_dir, device=resolve_device(device, what="--device"))
     sentences = _read(input_path, config, labeled=False)
     tags = predict(model, sentences)
     write_columns(output_path, [Sentence(s.tokens, t, s.source) for s, t in zip(sentences, tags)])

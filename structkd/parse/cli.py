@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from structkd.cli_common import add_training_commands, config_arguments, load_task_config
+from structkd.cli_common import add_training_commands, config_arguments, device_argument, load_task_config
 
 
 def _config(args: argparse.Namespace):
@@ -20,14 +20,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from structkd.parse.metrics import format_scores
     from structkd.parse.pipeline import evaluate_command
 
-    print(format_scores(evaluate_command(args.model, args.data, _config(args).data)))
+    print(format_scores(evaluate_command(args.model, args.data, _config(args).data, args.device)))
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from structkd.parse.pipeline import predict_command
 
-    count = predict_command(args.model, args.input, args.output, _config(args).data)
+    count = predict_command(args.model, args.input, args.output, _config(args).data, args.device)
     print(f"parsed {count} sentences into {args.output}")
     return 0
 
@@ -43,6 +43,7 @@ def add_parse_commands(tasks) -> None:
     evaluate.add_argument("model", help="directory of a saved parser")
     evaluate.add_argument("data", help="a CoNLL-U treebank")
     config_arguments(evaluate)
+    device_argument(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     pred = parse.add_parser("predict", help="parse CoNLL-U (or .txt, one tokenized sentence per line) into CoNLL-U")
@@ -50,4 +51,5 @@ def add_parse_commands(tasks) -> None:
     pred.add_argument("input")
     pred.add_argument("output")
     config_arguments(pred)
+    device_argument(pred)
     pred.set_defaults(run=_predict)

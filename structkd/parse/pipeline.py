@@ -37,7 +37,9 @@ from structkd.train import (
     finish_run,
     is_main_process,
     main_process_first,
+    resolve_device,
     teacher_fingerprint,
+    training_device,
 )
 
 logger = logging.getLogger("structkd.parse")
@@ -110,6 +112,7 @@ def train_command(config: ParseConfig, resume: bool = False) -> dict:
     """Train a teacher or a baseline parser on gold trees; returns dev/test results."""
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, config.to_dict())
+    device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train:
         raise ValueError("data.train is required")
@@ -131,7 +134,7 @@ def train_command(config: ParseConfig, resume: bool = False) -> dict:
 
     trainer = Trainer(model, config.training, list(enumerate(train)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=collate, lengths=[len(s.words) for s in train],
-                      run_config=config.to_dict())
+                      run_config=config.to_dict(), device=device)
     trainer.train(resume=resume)
     return _finish(model, config, data, {"skipped_nonprojective": len(data.train) - len(train)})
 
@@ -173,6 +176,7 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, run_config)
+    device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
@@ -197,6 +201,7 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "parse_config.json")
+    teacher.to(device)  # the teacher's outputs are computed on the run's device
     with main_process_first():  # computed once; the other processes then read it
         cache = build_teacher_cache(teacher, config, sentences, spec, rebuild=rebuild_cache)
     fields = teacher_fields(kd, spec)
@@ -218,7 +223,7 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
 
     trainer = Trainer(student, config.training, list(enumerate(sentences)), data.dev or None, loss_fn,
                       _evaluate_fn if data.dev else None, collate_fn=collate,
-                      lengths=[len(s.words) for s in sentences], run_config=run_config)
+                      lengths=[len(s.words) for s in sentences], run_config=run_config, device=device)
     state["trainer"] = trainer
     trainer.train(resume=resume)
     return _finish(student, config, data, {"skipped_nonprojective": len(data.train) - len(trees),
@@ -239,9 +244,10 @@ def _known_relations(sentences: list[ParsedSentence], rels: list[str]) -> list[P
     return keep
 
 
-def evaluate_command(model_dir: str, data_path: str, config: DataConfig) -> dict:
-    """Attachment scores, complete match, a per-relation table and the speed of a saved parser on a treebank."""
-    model = ParseModel.load(model_dir)
+def evaluate_command(model_dir: str, data_path: str, config: DataConfig, device: str = "auto") -> dict:
+    """Attachment scores, complete match, a per-relation table and the speed of a saved parser on a treebank,
+    run on ``device`` (``auto``: the first CUDA device if there is one, else the CPU)."""
+    model = ParseModel.load(model_dir, device=resolve_device(device, what="--device"))
     return evaluate(model, read_treebank(data_path, config), report=True)
 
 
@@ -254,10 +260,12 @@ def _read_input(path: str, config: DataConfig) -> list[ParsedSentence]:
     return read_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=config.max_sentences or None)
 
 
-def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig) -> int:
+def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig,
+                    device: str = "auto") -> int:
     """Parse a CoNLL-U file (HEAD and DEPREL may be ``_``) or a text file (``.txt``: one whitespace-tokenized
-    sentence per line) and write CoNLL-U with HEAD and DEPREL replaced, every other column and comment kept."""
-    model = ParseModel.load(model_dir)
+    sentence per line) and write CoNLL-U with HEAD and DEPREL replaced, every other column and comment kept; the
+    parser runs on ``device`` (as in :func:`evaluate_command`)."""
+    model = ParseModel.load(model_dir, device=resolve_device(device, what="--device"))
     sentences = _read_input(input_path, config)
     heads, rels = predict(model, sentences)
     write_conllu(output_path, sentences, heads, rels)

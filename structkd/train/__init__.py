@@ -1,6 +1,7 @@
 """Training engine shared by the NER and parser pipelines.
 
-- :class:`TrainConfig`, :func:`load_config` (YAML + ``key=value`` overrides)
+- :class:`TrainConfig`, :func:`load_config` (YAML + ``key=value`` overrides); :func:`resolve_device` for its
+  ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``)
 - :class:`Trainer`: AdamW, warmup + decay schedules, clipping, early stopping, batches grouped by length,
   JSONL logs, learning curves, atomic resumable checkpoints, Accelerate (multi-process / multi-GPU) and mixed
   precision on CUDA
@@ -20,6 +21,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import RESUME_FREE, TrainConfig, changed_settings, load_config, parse_overrides
+from .devices import DEVICES, check_device_name, resolve_device, training_device
 from .distributed import is_main_process, main_process_first, running_under_accelerate, wait_for_everyone
 from .engine import Trainer, check_resumable
 from .finish import finish_run
@@ -28,6 +30,7 @@ from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
 
 __all__ = [
     "CacheMismatchError",
+    "DEVICES",
     "EpochBatchSampler",
     "JsonlLogger",
     "RESUME_FREE",
@@ -40,6 +43,7 @@ __all__ = [
     "build_scheduler",
     "cache_fingerprint",
     "changed_settings",
+    "check_device_name",
     "check_resumable",
     "epoch_batches",
     "finish_run",
@@ -54,9 +58,11 @@ __all__ = [
     "plot_learning_curves",
     "read_checkpoint_state",
     "read_jsonl",
+    "resolve_device",
     "running_under_accelerate",
     "save_checkpoint",
     "set_rng_state",
     "teacher_fingerprint",
+    "training_device",
     "wait_for_everyone",
 ]

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from .devices import check_device_name
+
 __all__ = ["TrainConfig", "load_config", "parse_overrides", "changed_settings", "SCHEDULES", "RESUME_FREE"]
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -20,9 +22,10 @@ SCHEDULES = ("linear", "cosine", "constant")
 
 # settings that may differ between a checkpoint and the run resuming it: where files are (a teacher's
 # directory too: the distillation commands compare its weights instead) and how progress shows, none of which
-# changes a number the run computes
+# changes a number the run computes, and the device (a run cut short on a GPU may go on on a CPU: the numbers
+# differ by rounding only)
 RESUME_FREE = frozenset({"output_dir", "progress", "log_every", "num_workers", "checkpoint_every_steps",
-                         "cache_dir", "teacher"})
+                         "cache_dir", "teacher", "device"})
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -64,7 +67,10 @@ class TrainConfig:
     randomly initialized heads and layers of a fine-tuned encoder, which want a larger step than the
     pretrained weights' ``lr``); ``None`` uses ``lr`` for all.  ``group_by_length`` batches items of similar
     length together (:func:`~structkd.train.batching.epoch_batches`; the pipelines give the sentence lengths):
-    far less padding, the same items and number of steps per epoch.
+    far less padding, the same items and number of steps per epoch.  ``device`` is where the run computes:
+    ``"auto"`` (a model already on an accelerator stays there; otherwise the first CUDA device if there is one,
+    else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (:mod:`structkd.train.devices`); under
+    ``accelerate launch`` the accelerator decides.
     """
 
     epochs: int = 10
@@ -92,6 +98,7 @@ class TrainConfig:
     drop_last: bool = False
     num_workers: int = 0
     progress: bool = True
+    device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,6 +129,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"TrainConfig: {message}")
+        check_device_name(self.device, "TrainConfig: device")
 
     def warmup_steps(self, total_steps: int) -> int:
         """Number of warmup steps for a run of ``total_steps`` optimizer steps."""

@@ -27,6 +27,11 @@ def _state():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def launched_device() -> torch.device:
+    """This process's device in a launched run (its GPU, or the CPU)."""
+    return _state().device
+
+
 def is_main_process() -> bool:
     """Whether this process writes shared files (always True outside a launched run)."""
     return _state().is_main_process if running_under_accelerate() else True
@@ -48,4 +53,4 @@ def wait_for_everyone() -> None:
         _state().wait_for_everyone()
 
 
-__all__ = ["is_main_process", "main_process_first", "running_under_accelerate", "wait_for_everyone"]
+__all__ = ["is_main_process", "launched_device", "main_process_first", "running_under_accelerate", "wait_for_everyone"]

@@ -25,6 +25,7 @@ from .atomic import resolve_dir
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
 from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, read_checkpoint_state, save_checkpoint
 from .config import TrainConfig, changed_settings
+from .devices import resolve_device
 from .distributed import running_under_accelerate
 from .logs import JsonlLogger, plot_learning_curves
 from .optim import build_optimizer, build_scheduler
@@ -103,7 +104,8 @@ class Trainer:
         collate_fn: builds a batch from a list of items (default: ``torch.utils.data.default_collate``).
         accelerator: an ``accelerate.Accelerator``; created automatically under ``accelerate launch``.
             It prepares the model, optimizer and data loaders; only its main process writes files.
-        device: the device without an accelerator (default: the device of the model's parameters).
+        device: the device without an accelerator; default: ``config.device`` (``"auto"``: a model on an
+            accelerator stays there, else the first CUDA device if there is one, else the CPU).
         lengths: the length of each training item (``len(train_data)`` of them), which
             ``config.group_by_length`` batches by; required with it, unused without.
         run_config: the whole run's settings (a pipeline's config as a JSON-able dict: data, model, KD), kept
@@ -153,11 +155,9 @@ class Trainer:
             self.process_index = accelerator.process_index
             self.is_main = accelerator.is_main_process
         else:
-            if device is not None:
-                model = model.to(device)
-            param = next(model.parameters(), None)
-            self.device = torch.device(device) if device is not None else (param.device if param is not None
-                                                                          else torch.device("cpu"))
+            self.device = (torch.device(device) if device is not None
+                           else resolve_device(config.device, model, "training.device"))
+            model = model.to(self.device)
             self.num_processes, self.process_index, self.is_main = 1, 0, True
 
         self.steps_per_epoch = self._steps_per_epoch()
