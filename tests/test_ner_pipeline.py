@@ -220,4 +220,6 @@ def test_device_options_of_the_commands(corpus, teachers, tmp_path, capsys, monk
     with pytest.raises(ValueError, match=r"training.device='cuda', but CUDA is not available here"):
         main(args + ["training.device=cuda"])
     assert not run.exists()  # refused before any work
+    capsys.readouterr()
     assert main(args + ["training.device=cpu"]) == 0 and (run / "model" / "model.safetensors").exists()
+    assert "teacher cache" not in capsys.readouterr().err  # training.progress=false hides every bar

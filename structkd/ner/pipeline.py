@@ -131,7 +131,7 @@ def build_teacher_cache(teacher: NerModel, config: NerConfig, sentences: list[Se
         directory, sentences,
         lambda chunk: compute_teacher_outputs(teacher, chunk, kd, student.head_kind, student.tags, scheme),
         teacher_id=teacher_fingerprint(kd.teacher), tokens=[s.tokens for s in sentences], options=options,
-        batch_size=32, collate_fn=list, rebuild=rebuild)
+        batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
 
 
 def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: torch.device) -> dict:
