@@ -60,7 +60,10 @@ def evaluate_fn(model: nn.Module, data: list[dict[str, torch.Tensor]]) -> dict[s
 
 
 def config(tmp_path, **kw) -> TrainConfig:
-    base = dict(epochs=3, batch_size=8, lr=0.05, warmup=2, output_dir=str(tmp_path), progress=False, log_every=2)
+    # on the CPU even where there is a GPU: these tests' data and evaluate_fn are CPU tensors (tests/test_cuda.py
+    # covers CUDA)
+    base = dict(epochs=3, batch_size=8, lr=0.05, warmup=2, output_dir=str(tmp_path), progress=False, log_every=2,
+                device="cpu")
     base.update(kw)
     return TrainConfig(**base)
 
