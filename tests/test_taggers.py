@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from structkd.data import Sentence
-from structkd.models.taggers import BiLSTMTagger
+from structkd.models.taggers import BiLSTMTagger, CharCNN
 from structkd.models.vocab import TaggerVocab
 from structkd.schemes import first_invalid
 
@@ -93,3 +93,27 @@ def test_char_cnn_computes_each_distinct_word_once_with_the_same_result():
     expected_grads = torch.autograd.grad((expected * weights).sum(), [cnn.embed.weight, cnn.conv.weight])
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want)
+
+
+def test_char_cnn_gradients_do_not_depend_on_thread_timing():
+    """Repeated words share one CharCNN row; their gradients are summed in a fixed order, so that two runs with
+    one seed train the same model on several CPU threads (with ``pooled[index]`` every run below differed)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        cnn = CharCNN(60, 30, 50)
+        words = torch.randint(1, 60, (150, 10))                    # 150 distinct words of 10 characters
+        chars = words[torch.randint(0, 150, (64, 30))]             # [64, 30, 10]: most words repeat
+        upstream = torch.randn(64, 30, 50)
+
+        def grads():
+            cnn.zero_grad()
+            (cnn(chars) * upstream).sum().backward()
+            return [p.grad.clone() for p in cnn.parameters()]
+
+        first = grads()
+        for _ in range(10):
+            assert all(torch.equal(a, b) for a, b in zip(grads(), first))
+    finally:
+        torch.set_num_threads(threads)

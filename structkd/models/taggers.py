@@ -36,7 +36,10 @@ class CharCNN(nn.Module):
         padding = (distinct == 0).unsqueeze(1)
         pooled = self.conv(x).masked_fill(padding, LOG_ZERO).max(-1).values  # max over real characters
         empty = padding.all(-1)  # padding words: no characters at all
-        return pooled.masked_fill(empty, 0.0)[index].view(batch_size, seq_len, -1)
+        # index_select, not pooled[index]: the backward of advanced indexing sums the gradients of repeated words
+        # in an order that varies with thread timing on CPU (runs with one seed then differ); index_select's
+        # does not
+        return pooled.masked_fill(empty, 0.0).index_select(0, index.flatten()).view(batch_size, seq_len, -1)
 
 
 class BiLSTMEncoder(nn.Module):

@@ -319,10 +319,12 @@ class SubwordEncoder(nn.Module):
         """Word vectors ``[batch_size, n_words, hidden]`` from subword vectors ``[n_windows, window_len, hidden]``."""
         flat = hidden.reshape(-1, hidden.shape[-1])
         batch_size, n_words = batch.first.shape
+        # index_select rather than flat[index]: a deterministic backward on CPU (see CharCNN.forward)
         if self.pooling == "first":
-            out = flat[batch.first]
+            out = flat.index_select(0, batch.first.flatten()).view(batch_size, n_words, -1)
         else:
-            sums = flat.new_zeros(batch_size * n_words, flat.shape[-1]).index_add(0, batch.owners, flat[batch.sources])
+            pieces = flat.index_select(0, batch.sources)
+            sums = flat.new_zeros(batch_size * n_words, flat.shape[-1]).index_add(0, batch.owners, pieces)
             counts = torch.bincount(batch.owners, minlength=batch_size * n_words).clamp(min=1).to(flat.dtype)
             out = (sums / counts.unsqueeze(-1)).view(batch_size, n_words, -1)
         return out * length_mask(batch.lens, n_words).unsqueeze(-1).to(out.dtype)
