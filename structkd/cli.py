@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
     from structkd.ner.demo import run_ner_demo
 
     run_ner_demo(args.output_dir, args.teacher_epochs, args.student_epochs, args.max_sentences, args.seed,
-                 args.threads)
+                 args.threads, args.device)
     return 0
 
 
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-sentences", type=int, default=None, help="use only this many sentences per split")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    device_argument(demo)
     demo.set_defaults(run=_demo)
 
     from structkd.parse.cli import add_parse_commands

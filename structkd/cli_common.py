@@ -15,7 +15,8 @@ def config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def device_argument(parser: argparse.ArgumentParser) -> None:
-    """``--device`` of the commands that load a saved model (training runs use ``training.device``)."""
+    """``--device`` of the commands that load a saved model, and of the demo (configured runs use
+    ``training.device``)."""
     parser.add_argument("--device", default="auto",
                         help="cpu, cuda or cuda:N; auto (default): the first CUDA device if there is one, else cpu")
 

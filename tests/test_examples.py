@@ -1,6 +1,7 @@
 """The worked examples, the demo and the benchmark scripts run (smoke tests; no timings asserted)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -39,7 +40,12 @@ def test_ner_demo_runs_on_the_shipped_sample(tmp_path, capsys):
 
     args = ["ner", "demo", "--output-dir", str(tmp_path), "--teacher-epochs", "1", "--student-epochs", "1",
             "--max-sentences", "40", "--threads", "1"]
-    assert main(args) == 0
+    with pytest.raises(ValueError, match=r"device='gpu' is not a device name"):
+        main(args + ["--device", "gpu"])
+    assert not any(tmp_path.iterdir())  # refused before any work
+    assert main(args + ["--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "teacher MiniLM-CRF" in out and "structural KD" in out
     assert (tmp_path / "demo_results.json").exists()
+    for run in ("teacher", "student-gold", "student-structural-kd"):
+        assert json.loads((tmp_path / run / "ner_config.json").read_text())["training"]["device"] == "cpu"
