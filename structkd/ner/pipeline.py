@@ -176,7 +176,8 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "ner_config.json")
-    teacher.to(device)  # the teacher's outputs are computed on the run's device
+    if kd.method != "none":  # the teacher's outputs are computed on the run's device
+        teacher.to(device)
     with main_process_first():  # computed once; the other processes then read it
         cache = build_teacher_cache(teacher, config, sentences, student, rebuild=rebuild_cache)
     fields = teacher_fields(kd.method, student.head_kind)

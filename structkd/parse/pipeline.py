@@ -201,7 +201,8 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "parse_config.json")
-    teacher.to(device)  # the teacher's outputs are computed on the run's device
+    if kd.method != "none":  # the teacher's outputs are computed on the run's device
+        teacher.to(device)
     with main_process_first():  # computed once; the other processes then read it
         cache = build_teacher_cache(teacher, config, sentences, spec, rebuild=rebuild_cache)
     fields = teacher_fields(kd, spec)
