@@ -1,4 +1,5 @@
-"""Where a run computes: ``training.device`` and the ``--device`` of the evaluate and predict commands.
+"""Where a run computes: ``training.device``, and ``--device`` of ``evaluate``, ``predict``, the demo and the
+benchmark drivers.
 
 A device is named by a string, never held in a global: ``"auto"`` (the default), ``"cpu"``, ``"cuda"`` or
 ``"cuda:N"``.  ``"auto"`` keeps a model that the caller already put on an accelerator where it is, and otherwise
