@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import brute
 import numpy as np
@@ -12,6 +13,7 @@ from structkd.kd import (
     AnnealingKD,
     HiddenStateKD,
     attention_kd_loss,
+    build_span_tag_map,
     interpolate,
     local_temperature,
     mix_embeddings,
@@ -20,6 +22,7 @@ from structkd.kd import (
     register_projection,
     sample_mixup,
     seqlevel_kd_loss,
+    span_tag_marginals,
     structural_kd_loss,
     structural_kd_loss_from_marginals,
     supported_pairs,
@@ -158,6 +161,41 @@ def test_span_teacher_to_tagger_equals_brute_force(scheme, student_kind):
         expected = brute_ce(torch.tensor(probs, dtype=torch.float64), student_kind, s_params, b, seq)
         assert loss[b].item() == pytest.approx(expected.item(), abs=1e-9)
         torch.testing.assert_close(grads[b], torch.autograd.grad(expected, s_params[0])[0][b])
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_float32_span_teacher_keeps_zeros_for_a_constrained_bioes_student(cached):
+    """Issue #23.3: the tags and tag pairs a span teacher cannot produce (I-X or B-X last, I-X or E-X first,
+    O -> I-X, ...) get exactly 0 in float32 and no marginal is negative, so a constrained BIOES student (the NER
+    default) trains without tripping the forbidden-mass check, also from float16 cached marginals."""
+    labels = ["O", "PER", "LOC", "ORG"]
+    tags = tag_inventory(labels[1:], "BIOES")
+    allowed, allowed_start, allowed_end = allowed_transitions(tags, "BIOES")
+    seq_len = 60
+    for seed in range(4):
+        g = torch.Generator().manual_seed(seed)
+        scores = 3 * torch.randn(4, seq_len, seq_len, len(labels), generator=g)
+        scores[..., 0] = scores[..., 0].masked_fill(~torch.eye(seq_len, dtype=torch.bool), -1e12)
+        lens = torch.randint(2, seq_len + 1, (4,), generator=g)
+        lens[0] = seq_len
+        teacher = SemiMarkovCRF(scores, lens)
+        em = torch.randn(4, seq_len, len(tags), generator=g, requires_grad=True)
+        student = LinearChainCRF(em, torch.zeros(len(tags), len(tags)), lens, allowed=allowed,
+                                 allowed_start=allowed_start, allowed_end=allowed_end)
+        options = dict(span_labels=labels, tags=tags, scheme="BIOES")
+        unary, edges = project(teacher, student, **options)
+        assert unary.min() >= 0 and edges.min() >= 0
+        assert not edges[:, :, ~allowed].any()
+        assert not unary[:, 0, ~allowed_start].any()
+        assert not unary[torch.arange(4), lens - 1][:, ~allowed_end].any()
+        same_marginals = SimpleNamespace(marginals=teacher.marginals.double())  # the projection's own rounding
+        exact, _ = span_tag_marginals(same_marginals, build_span_tag_map(labels, tags, "BIOES"), pairs=False)
+        torch.testing.assert_close(unary.double(), exact, atol=1e-7, rtol=1e-5)
+        if cached:
+            loss = structural_kd_loss_from_marginals((unary.half(), edges.half()), student)
+        else:
+            loss = structural_kd_loss(teacher, student, **options)
+        assert torch.isfinite(loss).all()
 
 
 def test_span_projection_errors_are_clear():
