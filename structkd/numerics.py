@@ -9,6 +9,8 @@ underflows to exactly 0 in float32 and float64.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 LOG_ZERO: float = -1e12
@@ -27,6 +29,27 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype in (torch.float16, torch.bfloat16) or not dtype.is_floating_point:
         return torch.float32
     return dtype
+
+
+def to_compute(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in :func:`compute_dtype` of its dtype: half precision upcast to float32, other floats unchanged.
+
+    Upcast *before* filling :data:`LOG_ZERO` or adding other scores: float16 cannot hold ``-1e12`` and
+    bfloat16 rounds the sums of half precision scores.
+    """
+    return x.to(compute_dtype(x.dtype))
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which operations on ``device`` run in their inputs' dtype even inside ``torch.autocast``.
+
+    Autocast runs matrix products (``matmul``, ``bmm``, ``einsum``) of float32 inputs in bfloat16 or float16;
+    the dynamic programs and losses wrap theirs in this so that their results do not change under autocast.
+    """
+    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
+    if available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def is_impossible(x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from structkd.kd import structural_kd_loss
+from structkd.kd import structural_kd_loss, supported_pairs
 from structkd.structs import (
     Dependency2oCRF,
     DependencyCRF,
@@ -156,3 +156,80 @@ def test_float16_loss_scaling_skips_overflowing_steps_and_resumes(tmp_path):
     assert again.scaler.get_scale() == scale
     for key, value in again.unwrapped_model.state_dict().items():
         assert torch.equal(value, model.state_dict()[key]), key
+
+
+# ------------------------------------------------------------------------ every KD pair under autocast
+SPAN_LABELS = ["O", "PER", "LOC"]
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]  # BIO over SPAN_LABELS, T tags
+OFFSETS = [-2, -1, 1, 2, 3]  # head offsets of a MaxEnt student of a tree teacher, T labels
+
+
+def _leaves(name: str, seed: int) -> tuple[torch.Tensor, ...]:
+    """Float32 potentials of a distribution of type ``name`` (scaled so the dynamic programs are not trivial)."""
+    s = _inputs(seed)
+    if name in ("LinearChainCRF",):
+        return s["em"] * 4, s["tr"] * 4
+    if name == "MaxEnt":
+        return (s["em"] * 4,)
+    if name == "SemiMarkovCRF":
+        spans = s["spans"][..., :len(SPAN_LABELS)] * 4
+        wide = ~torch.eye(L, dtype=torch.bool).unsqueeze(-1)
+        return (spans.masked_fill(wide & (torch.arange(len(SPAN_LABELS)) == 0), -1e12),)
+    if name == "Dependency2oCRF":
+        return s["arcs"], s["sib"]
+    return (s["arcs"],)
+
+
+def _build(name: str, leaves) -> object:
+    if name == "LinearChainCRF":
+        return LinearChainCRF(leaves[0], leaves[1], LENS)
+    if name == "Dependency2oCRF":
+        return Dependency2oCRF(leaves[0], leaves[1], LENS)
+    return {"MaxEnt": MaxEnt, "SemiMarkovCRF": SemiMarkovCRF, "DependencyCRF": DependencyCRF,
+            "MatrixTree": MatrixTree}[name](leaves[0], LENS)
+
+
+def _options(teacher: str, student: str) -> dict:
+    if teacher == "SemiMarkovCRF":
+        return {"span_labels": SPAN_LABELS, "tags": TAGS, "scheme": "BIO"}
+    if student == "MaxEnt" and teacher not in ("LinearChainCRF", "MaxEnt"):
+        return {"offsets": OFFSETS}
+    return {}
+
+
+def _kd(teacher: str, student: str) -> list[torch.Tensor]:
+    """KD loss per sentence, its gradient in every student potential, the student's entropy and marginals."""
+    t = _build(teacher, _leaves(teacher, 1))
+    leaves = [x.clone().requires_grad_() for x in _leaves(student, 2)]
+    s = _build(student, leaves)
+    loss = structural_kd_loss(t, s, **_options(teacher, student))
+    grads = torch.autograd.grad(loss.sum(), leaves)
+    return [loss.detach(), *grads, s.entropy.detach(), *s.part_marginals()]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("pair", supported_pairs(), ids="->".join)
+def test_every_kd_pair_is_unchanged_under_autocast(pair, dtype):
+    plain = _kd(*pair)
+    with torch.autocast("cpu", dtype=dtype):
+        mixed = _kd(*pair)
+    for k, (a, b) in enumerate(zip(plain, mixed)):
+        assert b.dtype == a.dtype, k
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().max().clamp(min=1)), msg=f"{k}")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bfloat16", "float16"])
+def test_span_head_under_autocast_gives_float32_scores(dtype):
+    from structkd.models.span import SpanHead
+    from structkd.numerics import LOG_ZERO
+
+    torch.manual_seed(0)
+    head = SpanHead(4, ["O", "PER", "LOC"], max_width=3, hidden=8)
+    features = torch.randn(2, 5, 4)
+    with torch.autocast("cpu", dtype=dtype):
+        scores = head.scores(features)
+        dist = head(features, torch.tensor([5, 3]))
+        loss = dist.log_partition.sum()
+    loss.backward()
+    assert scores.dtype == torch.float32 and scores[0, 0, 1, 0] == LOG_ZERO
+    assert torch.isfinite(dist.marginals).all() and torch.isfinite(head.biaffine.grad).all()

@@ -363,3 +363,69 @@ def test_exp_space_scans_stay_exact_on_peaked_constrained_scores(scale):
     summed = dist._summed_edge_marginals(torch.ones(16))
     assert summed is not None
     torch.testing.assert_close(summed, dist.edge_marginals.sum((0, 1)), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ half precision inputs
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_inputs_are_computed_in_float32(half):
+    """Constraints (LOG_ZERO) and start/end scores are applied after the upcast: the result is the float32
+    distribution of the same (rounded) scores, bit for bit."""
+    em, tr, start, end, lens = random_chain(3, seq_len=6, n_tags=3, dtype=torch.float32, scale=3.0)
+    allowed = torch.ones(3, 3, dtype=torch.bool)
+    allowed[0, 1] = False
+    options = dict(allowed=allowed, allowed_start=torch.tensor([True, True, False]),
+                   allowed_end=torch.tensor([False, True, True]))
+    low = [x.to(half) for x in (em, tr, start, end)]
+    mixed = LinearChainCRF(low[0], low[1], lens, low[2], low[3], **options)
+    plain = LinearChainCRF(*(x.float() for x in low[:2]), lens, *(x.float() for x in low[2:]), **options)
+    assert mixed.dtype == torch.float32
+    for a, b in zip([*mixed.potentials, mixed.log_partition, *mixed.part_marginals()],
+                    [*plain.potentials, plain.log_partition, *plain.part_marginals()]):
+        assert torch.equal(a, b)
+    assert mixed.potentials[0][0, 0, 2] == LOG_ZERO and mixed.potentials[1][0, 0, 0, 1] == LOG_ZERO
+
+
+# ------------------------------------------------------------------------------------ degenerate shapes
+def _empty_checks(make, leaves, batch_size):
+    """Every public result of a batch of ``batch_size`` empty sentences (or of no sentences): the empty
+    structure has score 0 and log Z 0, and nothing else exists."""
+    dist = make(*leaves)
+    grads = torch.autograd.grad(dist.log_partition.sum(), leaves, allow_unused=True)
+    assert all(g is None or (g == 0).all() for g in grads)
+    zeros = torch.zeros(batch_size, dtype=torch.float64)
+    for value in (dist.log_partition, dist.max, dist.entropy, dist.score(dist.argmax), dist.log_prob(dist.argmax),
+                  dist.cross_entropy(make(*leaves)), dist.kl(make(*leaves))):
+        assert torch.equal(value.detach(), zeros)
+    expected_kmax = torch.tensor([[0.0] * batch_size, [LOG_ZERO] * batch_size], dtype=torch.float64)
+    assert torch.equal(dist.kmax(2), expected_kmax)
+    assert (dist.topk(2) == -1).all() and (dist.sample(3) == -1).all() and (dist.argmax == -1).all()
+    for m, p in zip(dist.part_marginals(), dist.potentials):
+        assert m.shape == p.shape and (m == 0).all()
+    differentiable = make(*leaves).part_marginals(differentiable=True)
+    assert all((m == 0).all() for m in differentiable)
+
+
+@pytest.mark.parametrize("batch_size,seq_len", [(0, 4), (2, 0), (0, 0)])
+@pytest.mark.parametrize("kind", ["crf", "crf_per_position", "crf_constrained", "maxent"])
+def test_degenerate_shapes_give_the_empty_structure(kind, batch_size, seq_len):
+    em = torch.randn(batch_size, seq_len, N_TAGS, dtype=torch.float64, requires_grad=True)
+    lens = torch.zeros(batch_size, dtype=torch.long) if seq_len == 0 else None
+    if kind == "maxent":
+        _empty_checks(lambda e: MaxEnt(e, lens), [em], batch_size)
+        return
+    if kind == "crf_per_position":
+        tr = torch.randn(batch_size, max(seq_len - 1, 0), N_TAGS, N_TAGS, dtype=torch.float64, requires_grad=True)
+    else:
+        tr = torch.randn(N_TAGS, N_TAGS, dtype=torch.float64, requires_grad=True)
+    options = {}
+    if kind == "crf_constrained":
+        options = dict(start=torch.randn(N_TAGS, dtype=torch.float64), allowed=torch.eye(N_TAGS, dtype=torch.bool),
+                       allowed_end=torch.tensor([True] + [False] * (N_TAGS - 1)))
+    if batch_size == 0:
+        dist = LinearChainCRF(em, tr, lens, **options)
+        assert dist.log_partition.shape == (0,) and dist.edge_marginals.shape == (0, max(seq_len - 1, 0), 3, 3)
+        assert dist.kmax(2).shape == (2, 0) and dist.sample(2).shape == (2, 0, seq_len)
+        (grad,) = torch.autograd.grad(dist.entropy.sum() + dist.log_partition.sum(), tr, allow_unused=True)
+        assert grad is None or (grad == 0).all()
+        return
+    _empty_checks(lambda e, t: LinearChainCRF(e, t, lens, **options), [em, tr], batch_size)

@@ -133,3 +133,35 @@ def test_against_torch_struct_full_length():
         for w in range(1, width + 1):
             if i + w - 1 < seq_len:
                 torch.testing.assert_close(their_marg[:, i, w], ours.marginals[:, i, i + w - 1])
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_half_precision_scores_are_computed_in_float32(half):
+    """Padding and width limits (LOG_ZERO) are filled after the upcast: the float32 distribution of the same
+    rounded scores, bit for bit."""
+    scores, lens = random_scores(4, dtype=torch.float32, scale=3.0)
+    low = scores.to(half)
+    mixed, plain = SemiMarkovCRF(low, lens, max_width=3), SemiMarkovCRF(low.float(), lens, max_width=3)
+    assert mixed.dtype == torch.float32 and mixed.potentials[0][0, 0, 4, 0] == LOG_ZERO
+    for a, b in zip([mixed.potentials[0], mixed.log_partition, mixed.marginals],
+                    [plain.potentials[0], plain.log_partition, plain.marginals]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("batch_size,seq_len", [(0, 3), (2, 0), (0, 0)])
+def test_degenerate_shapes_give_the_empty_segmentation(batch_size, seq_len):
+    """No sentences, or only empty ones: log Z = max = entropy = 0, one (empty) best segmentation, no parts."""
+    scores = torch.randn(batch_size, seq_len, seq_len, N_LABELS, dtype=torch.float64, requires_grad=True)
+    lens = torch.zeros(batch_size, dtype=torch.long) if seq_len == 0 else None
+    dist = SemiMarkovCRF(scores, lens)
+    zeros = torch.zeros(batch_size, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(dist.log_partition.sum() + dist.entropy.sum(), scores)
+    assert (grad == 0).all()
+    for value in (dist.log_partition, dist.max, dist.entropy, dist.score(dist.argmax), dist.kl(SemiMarkovCRF(scores))):
+        assert torch.equal(value.detach(), zeros)
+    assert torch.equal(dist.kmax(2), torch.tensor([[0.0] * batch_size, [LOG_ZERO] * batch_size], dtype=torch.float64))
+    assert dist.topk(2).shape == (2, batch_size, seq_len, seq_len) and (dist.topk(2) == -1).all()
+    assert dist.sample(3).shape == (3, batch_size, seq_len, seq_len) and (dist.sample(3) == -1).all()
+    for m in (dist.marginals, dist.part_marginals(differentiable=True)[0]):
+        assert m.shape == scores.shape and (m == 0).all()
+    assert dist.boundary_marginals().shape == (batch_size, max(seq_len - 1, 0), 2, N_LABELS, 2, N_LABELS)

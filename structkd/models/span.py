@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from structkd.numerics import LOG_ZERO
+from structkd.numerics import LOG_ZERO, to_compute
 from structkd.schemes import check_scheme, entity_types, spans, tags_from_spans
 from structkd.structs.semimarkov import SemiMarkovCRF, chart_to_segments, segments_to_chart
 
@@ -107,7 +107,8 @@ class SpanHead(nn.Module):
 
     def scores(self, features: Tensor) -> Tensor:
         """Span scores ``[batch_size, seq_len, seq_len, n_labels]`` of features ``[batch_size, seq_len, in_dim]``,
-        with the outside label at :data:`~structkd.numerics.LOG_ZERO` on segments longer than one token."""
+        with the outside label at :data:`~structkd.numerics.LOG_ZERO` on segments longer than one token.  Half
+        precision scores (under autocast) are returned in float32, which can hold ``LOG_ZERO``."""
         ones = features.new_ones(*features.shape[:2], 1)
         starts = torch.cat([self.start(features), ones], -1)  # [B, L, h + 1]
         ends = torch.cat([self.end(features), ones], -1)
@@ -115,7 +116,7 @@ class SpanHead(nn.Module):
         seq_len = features.shape[1]
         longer = ~torch.eye(seq_len, dtype=torch.bool, device=features.device)
         is_outside = torch.arange(len(self.span_labels), device=features.device) == self.outside
-        return scores.masked_fill(longer.unsqueeze(-1) & is_outside, LOG_ZERO)
+        return to_compute(scores).masked_fill(longer.unsqueeze(-1) & is_outside, LOG_ZERO)
 
     def forward(self, features: Tensor, lens: Tensor) -> SemiMarkovCRF:
         """``features [batch_size, seq_len, in_dim]``, ``lens LongTensor [batch_size]`` -> segmentation CRF."""

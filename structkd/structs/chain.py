@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from structkd.numerics import LOG_ZERO, exp_nonpositive
+from structkd.numerics import LOG_ZERO, autocast_off, exp_nonpositive, to_compute
 from structkd.structs.base import StructuredDistribution, check_lens, length_mask
 
 Tensor = torch.Tensor
@@ -19,7 +19,7 @@ Tensor = torch.Tensor
 def _shared_transitions(edges: Tensor) -> Tensor | None:
     """The ``[n_tags, n_tags]`` matrix behind ``edges`` when it is one matrix expanded over batch and
     positions (zero strides), else ``None``."""
-    if edges.dim() == 4 and edges.shape[1] > 0 and edges.stride(0) == 0 and edges.stride(1) == 0:
+    if edges.dim() == 4 and edges.shape[0] > 0 and edges.shape[1] > 0 and edges.stride(0) == 0 and edges.stride(1) == 0:
         return edges[0, 0]
     return None
 
@@ -188,8 +188,8 @@ def _gather_last(x: Tensor, lens: Tensor) -> Tensor:
 
 def chain_log_partition(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor:
     """``log Z [batch_size]`` of a chain (0 for empty sentences); shapes as in :func:`forward_scan`."""
-    if unary.shape[1] == 0:
-        return unary.new_zeros(unary.shape[0])
+    if unary.shape[1] == 0:  # a sum over no positions: 0, still a function of the potentials for autograd
+        return unary.sum((1, 2))
     alpha = forward_scan(unary, edges, lens)
     log_z = torch.logsumexp(_gather_last(alpha, lens), -1)
     return torch.where(lens > 0, log_z, torch.zeros_like(log_z))
@@ -211,8 +211,10 @@ def chain_viterbi(unary: Tensor, edges: Tensor | None, lens: Tensor, k: int) -> 
     """
     batch_size, seq_len, n_tags = unary.shape
     device = unary.device
-    if seq_len == 0:
-        return unary.new_full((k, batch_size), LOG_ZERO), torch.full((k, batch_size, 0), -1, device=device)
+    if seq_len == 0:  # every sentence is empty: one structure (the empty one) of score 0
+        scores = unary.new_full((k, batch_size), LOG_ZERO)
+        scores[0] = 0.0
+        return scores, torch.full((k, batch_size, 0), -1, dtype=torch.long, device=device)
     shared = None if edges is None else _shared_transitions(edges)
     # score[b, t, r]: r-th best prefix score ending in tag t; unfilled ranks are below any real score
     filler = 4 * LOG_ZERO
@@ -313,15 +315,15 @@ class LinearChainCRF(StructuredDistribution):
             raise ValueError(f"emissions must be [batch_size, seq_len, n_tags], got {list(emissions.shape)}")
         batch_size, seq_len, n_tags = emissions.shape
         self.n_tags = n_tags
-        unary = emissions
+        unary = to_compute(emissions)  # before adding start/end scores and filling LOG_ZERO
         checked_lens = _lens_for(emissions, lens, seq_len)
         mask = length_mask(checked_lens, seq_len)
         last = mask & ~torch.cat([mask[:, 1:], mask.new_zeros(batch_size, 1)], 1)
         first = mask & (torch.arange(seq_len, device=emissions.device) == 0)
         if start is not None:
-            unary = unary + first.unsqueeze(-1) * _check_vector(start, n_tags, "start")
+            unary = unary + first.unsqueeze(-1) * to_compute(_check_vector(start, n_tags, "start"))
         if end is not None:
-            unary = unary + last.unsqueeze(-1) * _check_vector(end, n_tags, "end")
+            unary = unary + last.unsqueeze(-1) * to_compute(_check_vector(end, n_tags, "end"))
         if allowed_start is not None:
             forbid = first.unsqueeze(-1) & ~_check_vector(allowed_start, n_tags, "allowed_start").bool()
             unary = unary.masked_fill(forbid, LOG_ZERO)
@@ -338,6 +340,7 @@ class LinearChainCRF(StructuredDistribution):
         steps = max(seq_len - 1, 0)
         if transitions is None:
             transitions = emissions.new_zeros(n_tags, n_tags)
+        transitions = to_compute(transitions)  # float16 cannot hold LOG_ZERO
         if allowed is not None:
             if allowed.shape != (n_tags, n_tags):
                 raise ValueError(f"allowed must be [n_tags, n_tags] = [{n_tags}, {n_tags}], got "
@@ -445,7 +448,8 @@ class LinearChainCRF(StructuredDistribution):
                              f"{list(unary.shape)}")
         mask = length_mask(self.lens, self.max_len)
         total = torch.where(mask.unsqueeze(-1), unary_m.to(unary.dtype) * unary, 0.0).flatten(1).sum(-1)
-        counts = torch.einsum("bi,biac->bac", mask[:, 1:].to(unary.dtype), edge_m.to(unary.dtype))
+        with autocast_off(self.device):  # autocast would run this product in half precision
+            counts = torch.einsum("bi,biac->bac", mask[:, 1:].to(unary.dtype), edge_m.to(unary.dtype))
         return total + (counts * shared).flatten(1).sum(-1)
 
     @property

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from structkd.numerics import LOG_ZERO
+from structkd.numerics import LOG_ZERO, to_compute
 from structkd.structs.base import StructuredDistribution, check_lens
 
 Tensor = torch.Tensor
@@ -58,7 +58,8 @@ class SemiMarkovCRF(StructuredDistribution):
         self.max_width = seq_len if max_width is None else min(max_width, max(seq_len, 1))
         lens = check_lens(lens, batch_size, seq_len, scores.device)
         valid = self._valid_segments(lens, seq_len)
-        super().__init__((scores.masked_fill(~valid.unsqueeze(-1), LOG_ZERO),), lens, seq_len, lens_checked=True)
+        scores = to_compute(scores).masked_fill(~valid.unsqueeze(-1), LOG_ZERO)  # float16 cannot hold LOG_ZERO
+        super().__init__((scores,), lens, seq_len, lens_checked=True)
 
     def _valid_segments(self, lens: Tensor, seq_len: int) -> Tensor:
         """``BoolTensor [batch_size, seq_len, seq_len]``: segment ``i..j`` lies inside the sentence."""
@@ -87,6 +88,8 @@ class SemiMarkovCRF(StructuredDistribution):
 
     def _inside(self, potentials):
         (scores,) = potentials
+        if self.max_len == 0:  # a sum over no segments: 0, still a function of the scores for autograd
+            return scores.sum((1, 2, 3))
         return self._alphas(scores).gather(1, self.lens.unsqueeze(-1)).squeeze(-1)
 
     def _betas(self, scores: Tensor) -> Tensor:
@@ -107,6 +110,8 @@ class SemiMarkovCRF(StructuredDistribution):
 
     def _inside_outside(self):
         (scores,) = self.potentials
+        if self.max_len == 0:  # every sentence is empty: one (empty) segmentation, log Z = 0, no parts
+            return scores.new_zeros(self.batch_size), (torch.zeros_like(scores),)
         alpha = self._alphas(scores)
         beta = self._betas(scores)
         log_z = alpha.gather(1, self.lens.unsqueeze(-1)).squeeze(-1)
@@ -212,7 +217,7 @@ class SemiMarkovCRF(StructuredDistribution):
             lo = self._window(end)
             prev = torch.stack(alphas[lo:end], 1)  # [B, W, k]
             cand = prev.unsqueeze(2) + scores[:, lo:end, end - 1].unsqueeze(-1)  # [B, W, C, k]
-            best, index = cand.flatten(1).topk(min(k, cand[0].numel()), -1)
+            best, index = cand.flatten(1).topk(min(k, cand[0].numel() if batch_size else 0), -1)
             value = scores.new_full((batch_size, k), filler)
             value[:, :best.shape[1]] = best
             pointer = torch.zeros(batch_size, k, dtype=torch.long, device=self.device)
