@@ -713,25 +713,56 @@ def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+ROOT_PENALTY_GROWTH = 64.0
+"""Factor by which :func:`_mst` raises its single-root penalty while the best arborescence keeps several root
+children."""
+
+
+def _root_penalties(scores: np.ndarray, possible: np.ndarray) -> list[float]:
+    """Root-arc penalties for :func:`_mst` to try in turn, smallest first.
+
+    The first is ``1 + n (hi - lo)`` with ``hi`` the best possible arc score and ``lo`` the lowest of the words'
+    best possible head scores (the range a best tree spans, blind to arcs scored near :data:`LOG_ZERO` that no
+    best tree takes); each next one is :data:`ROOT_PENALTY_GROWTH` times larger, up to the last, ``1 + n`` times
+    the range of every possible score, which exceeds the score range of all trees (so it always succeeds)."""
+    words = possible[1:].any(1)
+    best = np.where(possible, scores, -np.inf)[1:][words].max(1)
+    hi, lo = float(best.max()), float(best.min())
+    n = len(scores)
+    first = 1.0 + n * (hi - lo)
+    last = 1.0 + n * (hi - float(scores[possible].min()))
+    penalties = [first]
+    while penalties[-1] * ROOT_PENALTY_GROWTH < last:
+        penalties.append(penalties[-1] * ROOT_PENALTY_GROWTH)
+    return penalties + [last] if last > first else penalties
+
+
 def _mst(scores: np.ndarray, multiroot: bool) -> np.ndarray:
     """Best tree of one sentence, ``heads [m]`` (``heads[0] = -1``), from masked ``scores [m, m]`` (``[d, h]``).
 
     Single root: when the best arborescence has one root child, that is the answer (no single-root tree
-    scores more); otherwise every root arc is penalized by more than the score range of all trees, so the best
-    arborescence has as few root children as possible (one whenever a single-root tree exists)."""
+    scores more).  Otherwise every possible root arc is penalized by the same ``P`` and the best arborescence is
+    recomputed: once it has a single root child it is exactly the best single-root tree (every single-root tree
+    pays ``P`` once, the others more).  ``P`` starts from the range of the words' best head scores and grows
+    (:func:`_root_penalties`) only while several root children remain, so root arcs keep their precision next to
+    an arc scored near :data:`LOG_ZERO` (a penalty derived from that arc, about 1e12 or more, would round away
+    root-score differences below 1e-4)."""
     if multiroot or len(scores) < 2:
         return _chu_liu_edmonds(scores)
     free = _chu_liu_edmonds(scores)
     if int((free[1:] == 0).sum()) == 1 and bool((scores[np.arange(1, len(scores)), free[1:]] > LOG_ZERO / 2).all()):
         return free
-    scores = scores.copy()
     possible = scores > LOG_ZERO / 2
-    if possible.any():
-        span = float(scores[possible].max() - scores[possible].min())
-        penalty = span * len(scores) + 1.0
-        root = scores[1:, 0]
-        scores[1:, 0] = np.where(possible[1:, 0], root - penalty, root)
-    return _chu_liu_edmonds(scores)
+    if not possible[1:, 0].any():
+        return free
+    heads = free
+    for penalty in _root_penalties(scores, possible):
+        penalized = scores.copy()
+        penalized[1:, 0] = np.where(possible[1:, 0], scores[1:, 0] - penalty, scores[1:, 0])
+        heads = _chu_liu_edmonds(penalized)
+        if int((heads[1:] == 0).sum()) == 1:
+            break
+    return heads
 
 
 def _feasible(scores: np.ndarray, heads: np.ndarray, multiroot: bool) -> bool:
