@@ -8,10 +8,12 @@ the CRF constraint masks, the data readers and the span-to-tag KD projection all
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 
 SCHEMES = ("BIO", "IOB1", "BIOES")
+PREFIXES = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES"}
 
 
 def check_scheme(scheme: str) -> str:
@@ -33,6 +35,17 @@ def parse_tag(tag: str) -> tuple[str, str | None]:
     return prefix, kind
 
 
+@lru_cache(maxsize=4096)
+def check_tag(tag: str, scheme: str) -> tuple[str, str | None]:
+    """:func:`parse_tag` that also refuses a prefix the scheme lacks (``S-PER`` in BIO) with ``ValueError``."""
+    scheme = check_scheme(scheme)
+    prefix, kind = parse_tag(tag)
+    if prefix != "O" and prefix not in PREFIXES[scheme]:
+        raise ValueError(f"tag {tag!r} is not a {scheme} tag (prefixes {', '.join(PREFIXES[scheme])}); is the "
+                         f"scheme right?")
+    return prefix, kind
+
+
 def entity_types(labels: Sequence[str]) -> list[str]:
     """The entity types of a tag inventory, in order of first appearance."""
     out: list[str] = []
@@ -46,7 +59,7 @@ def entity_types(labels: Sequence[str]) -> list[str]:
 def tag_inventory(types: Sequence[str], scheme: str) -> list[str]:
     """The full tag list of ``scheme`` for entity ``types``: ``O`` first, then the prefixes per type."""
     scheme = check_scheme(scheme)
-    prefixes = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES"}[scheme]
+    prefixes = PREFIXES[scheme]
     return ["O"] + [f"{p}-{t}" for t in types for p in prefixes]
 
 
@@ -123,6 +136,54 @@ def spans(tags: Sequence[str], scheme: str) -> list[tuple[int, int, str]]:
             out.append((start, i, kind))
             start, kind = None, None
     return out
+
+
+def _chunk_ends(prev: tuple[str, str | None], cur: tuple[str, str | None]) -> bool:
+    """conlleval's (and seqeval's) end-of-chunk rule: whether the entity at ``prev`` ends before ``cur``."""
+    (p, pt), (c, ct) = prev, cur
+    if p in ("E", "S"):
+        return True
+    return p in ("B", "I") and (c in ("B", "S", "O") or pt != ct)
+
+
+def _chunk_starts(prev: tuple[str, str | None], cur: tuple[str, str | None]) -> bool:
+    """conlleval's (and seqeval's) start-of-chunk rule: whether ``cur`` begins an entity after ``prev``."""
+    (p, pt), (c, ct) = prev, cur
+    if c == "O":
+        return False
+    return c in ("B", "S") or p in ("O", "E", "S") or pt != ct
+
+
+def conlleval_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Entity spans of any tag sequence, valid or not, read as conlleval reads it.
+
+    An ``I-X`` or ``E-X`` after ``O``, after an entity's end or after a tag of another type begins an entity;
+    an entity ends at ``E``/``S``, before ``B``/``S``/``O`` and before a tag of another type.  On valid
+    sequences of any scheme this agrees with :func:`spans`.
+    """
+    out: list[tuple[int, int, str]] = []
+    prev: tuple[str, str | None] = ("O", None)
+    start: int | None = None
+    for i, tag in enumerate([*tags, "O"]):
+        cur = parse_tag(tag)
+        if start is not None and _chunk_ends(prev, cur):
+            out.append((start, i - 1, prev[1]))
+            start = None
+        if _chunk_starts(prev, cur):
+            start = i
+        prev = cur
+    return out
+
+
+def repair_tags(tags: Sequence[str], scheme: str) -> list[str]:
+    """The valid ``scheme`` tags of the entities conlleval reads in ``tags`` (:func:`conlleval_spans`).
+
+    BIO: ``I-X`` after ``O`` or after ``B-Y``/``I-Y`` becomes ``B-X``.  IOB1: ``B-X`` that does not follow
+    ``X`` becomes ``I-X``.  BIOES: an ``I-X``/``E-X`` that cannot continue an entity begins one (``B-X``/``S-X``),
+    and a ``B-X``/``I-X`` whose entity does not continue ends it (``S-X``/``E-X``).  Valid sequences are
+    returned unchanged.
+    """
+    return tags_from_spans(conlleval_spans(tags), len(tags), scheme)
 
 
 def tags_from_spans(entity_spans: Sequence[tuple[int, int, str]], length: int, scheme: str) -> list[str]:

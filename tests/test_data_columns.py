@@ -47,16 +47,112 @@ def test_write_round_trip(tmp_path):
     assert [(s.tokens, s.tags) for s in read_columns(out)] == [(s.tokens, s.tags) for s in sentences]
 
 
-@pytest.mark.parametrize("text,line,problem", [
-    ("John\tB-PER\nsaid\tO\textra\n", 2, "expected 2 columns"),
-    ("John\tO\nSmith\tI-PER\n", 2, "cannot follow 'O'"),
-    ("John\tZ-PER\n", 1, "malformed tag"),
+@pytest.mark.parametrize("text,line,problem,options", [
+    ("John\tB-PER\nsaid\tO\textra\n", 2, "expected 2 columns", {}),
+    ("John\tO\nSmith\tI-PER\n", 2, "cannot follow 'O'.*data.repair: conlleval", {}),
+    ("John\tZ-PER\n", 1, "malformed tag", {}),
+    ("# c\nJohn\tB-PER\nSmith\tI-PER\nsaid\tZ-PER\n", 4, "malformed tag 'Z-PER'", {}),
+    ("0\tJohn\tB-PER\n1\tSmith\tBPER\n", 2, "malformed tag 'BPER'", {}),
+    ("John\tB-PER\nSmith\tS-PER\n", 2, "'S-PER' is not a BIO tag", {}),
+    ("John\tO\n\tO\nsaid\tO\n", 2, "empty token", {}),
+    ("John\tO\n \tO\n", 2, "empty token", {}),
+    ("John\tS-PER\nSmith\tB-PER\n", 2, "ends inside an entity at tag 'B-PER'", {"scheme": "BIOES"}),
+    ("John\tO\nSmith\tE-PER\nsaid\tO\n", 2, "'E-PER' cannot follow 'O' in BIOES", {"scheme": "BIOES"}),
+    ("John\tB-PER\nsaid\tO\n", 1, "expected 3 columns for layout 'index-token-tag'",
+     {"layout": "index-token-tag"}),
+    ("John\tB-PER\nsaid\tO\n", 1, "no tag column 4", {"tag_column": 4}),
+    ("a b c\nd e f\n", 1, "cannot tell which of the 3 columns.*data.tag_column", {}),
+    ("John\nsaid\n", 1, "single column holds no tags", {}),
 ])
-def test_errors_name_file_and_line(tmp_path, text, line, problem):
+def test_errors_name_file_and_line(tmp_path, text, line, problem, options):
     path = write(tmp_path, "bad.conll", text)
     with pytest.raises(CorpusError, match=problem) as err:
+        read_columns(path, **options)
+    assert str(err.value).startswith(f"{path}:{line}:") and err.value.line == line
+
+
+def test_docstart_is_skipped_in_every_layout(tmp_path):
+    layouts = {
+        "index.tsv": "0\t-DOCSTART-\tO\n\n0\tEU\tB-ORG\n1\trejects\tO\n0\t-DOCSTART-\tO\n0\tHi\tO\n",
+        "two.tsv": "-DOCSTART-\tO\n\nEU\tB-ORG\nrejects\tO\n\n-DOCSTART-\tO\nHi\tO\n",
+        "conll.txt": "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n-DOCSTART- -X- -X- O\n"
+                     "Hi UH B-INTJ O\n",
+    }
+    for name, text in layouts.items():
+        sentences = read_columns(write(tmp_path, name, text))
+        assert [s.tokens for s in sentences] == [["EU", "rejects"], ["Hi"]], name
+        assert read_columns(tmp_path / name, labeled=False)[1].tokens == ["Hi"]
+
+
+def test_auto_recognises_common_layouts_and_logs_the_columns(tmp_path, caplog):
+    files = {
+        "token POS tag": ("John NNP B-PER\nSmith NNP I-PER\nsaid VBD O\n", 0, 2),
+        "id token tag extra": ("1\tJohn\tB-PER\t_\tx\n2\tsaid\tO\t_\ty\n", 1, 2),
+        "conll2003": ("John NNP B-NP B-PER\nSmith NNP I-NP I-PER\nsaid VBD B-VP O\n", 0, 3),
+        "last column": ("doc 0 0 John NNP (TOP* - - B-PER\ndoc 0 1 said VBD * - - O\n", 3, 8),
+        "token first, tag last": ("John NNP (TOP* - B-NP B-PER\nsaid VBD * - B-VP O\n", 0, 5),
+        "an all-O column": ("1\tJohn\tB-PER\tO\n2\tsaid\tO\tO\n", 1, 2),
+        "numbers as tokens": ("1990\tNN\tO\n1991\tNN\tO\nParis\tNNP\tB-LOC\n", 0, 2),
+    }
+    for name, (text, token, tag) in files.items():
+        path = write(tmp_path, name.replace(" ", "_") + ".txt", text)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="structkd.data"):
+            (sentence,) = read_columns(path)
+        lines = text.splitlines()
+        assert sentence.tokens == [line.split()[token] for line in lines], name
+        assert sentence.tags == [line.split()[tag] for line in lines], name
+        assert f"column {token} as the token and column {tag} as the tag" in caplog.text, name
+
+
+def test_auto_keeps_the_tag_column_despite_a_malformed_tag(tmp_path):
+    rows = ["w NN B-NP O"] * 9 + ["Smith NNP I-NP Z-PER"]
+    with pytest.raises(CorpusError, match="malformed tag 'Z-PER'") as err:
+        read_columns(write(tmp_path, "a.txt", "\n".join(rows) + "\n"))
+    assert err.value.line == 10
+
+
+def test_token_and_tag_columns_can_be_set(tmp_path):
+    path = write(tmp_path, "a.tsv", "x\tJohn\tNNP\tB-PER\ty\nx\tsaid\tVBD\tO\ty\n")
+    (sentence,) = read_columns(path, token_column=1, tag_column=-2)
+    assert sentence.tokens == ["John", "said"] and sentence.tags == ["B-PER", "O"]
+    (sentence,) = read_columns(path, token_column=1)  # the tag column guessed after the token column
+    assert sentence.tags == ["B-PER", "O"]
+    (sentence,) = read_columns(path, layout="token-tag", token_column=1, tag_column=3)
+    assert sentence.tokens == ["John", "said"]
+
+
+def test_repair_reads_invalid_transitions_as_conlleval(tmp_path, caplog):
+    text = "John\tI-PER\nSmith\tI-PER\nin\tO\nNew\tB-LOC\nYork\tI-ORG\n\nok\tB-PER\n"
+    path = write(tmp_path, "a.conll", text)
+    with pytest.raises(CorpusError, match="data.repair: conlleval") as err:
         read_columns(path)
-    assert str(err.value).startswith(f"{path}:{line}:")
+    assert err.value.line == 1
+    with caplog.at_level("WARNING", logger="structkd.data"):
+        first, second = read_columns(path, repair="conlleval")
+    assert first.tags == ["B-PER", "I-PER", "O", "B-LOC", "B-ORG"] and first.repaired == 2
+    assert second.repaired == 0 and "read 2 tags in 1 sentences as conlleval does" in caplog.text
+    assert read_columns(path, repair="conlleval", convert_to="BIOES")[0].tags == [
+        "B-PER", "E-PER", "O", "S-LOC", "S-ORG"]
+    bioes = write(tmp_path, "b.conll", "John\tI-PER\nSmith\tI-PER\nsaid\tO\nHi\tB-LOC\n")
+    assert read_columns(bioes, scheme="BIOES", repair="conlleval")[0].tags == ["B-PER", "E-PER", "O", "S-LOC"]
+    with pytest.raises(ValueError, match="unknown repair"):
+        read_columns(path, repair="yes")
+
+
+def test_fields_are_stripped_and_a_bom_dropped(tmp_path):
+    path = write(tmp_path, "a.tsv", "\ufeffJohn \tB-PER\r\nNew York\t I-PER \n")
+    (sentence,) = read_columns(path)
+    assert sentence.tokens == ["John", "New York"] and sentence.tags == ["B-PER", "I-PER"]
+
+
+def test_text_files(tmp_path):
+    (sentence,) = read_text(write(tmp_path, "bom.txt", "\ufeffHello world\n"))
+    assert sentence.tokens == ["Hello", "world"]
+    with pytest.raises(CorpusError, match=r"empty\.txt: the file holds no sentences"):
+        read_text(write(tmp_path, "empty.txt", "\n \n"))
+    with pytest.raises(CorpusError, match=r"latin\.txt:2: not valid UTF-8"):
+        read_text(write(tmp_path, "latin.txt", "ok\ncaf\xe9\n".encode("latin-1")))
 
 
 def test_empty_and_undecodable_files(tmp_path):

@@ -7,9 +7,12 @@ import pytest
 from structkd.schemes import (
     allowed_transitions,
     check_scheme,
+    check_tag,
+    conlleval_spans,
     convert,
     entity_types,
     first_invalid,
+    repair_tags,
     spans,
     tag_inventory,
     tags_from_spans,
@@ -51,3 +54,41 @@ def test_errors():
         spans(["B-PER", "X-PER"], "BIO")
     assert first_invalid(["O", "I-PER"], "BIO") == 1
     assert first_invalid(["B-PER", "I-PER"], "BIOES") == 1
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "IOB1", "BIOES"])
+def test_repair_is_valid_and_keeps_valid_sequences(scheme):
+    labels = tag_inventory(["PER", "LOC"], scheme)
+    for length in range(1, 4):
+        for seq in itertools.product(labels, repeat=length):
+            repaired = repair_tags(seq, scheme)
+            assert first_invalid(repaired, scheme) is None, seq
+            if first_invalid(seq, scheme) is None:
+                assert repaired == list(seq) and conlleval_spans(seq) == spans(seq, scheme)
+
+
+def test_repair_reads_as_conlleval():
+    assert repair_tags(["O", "I-PER", "I-PER"], "BIO") == ["O", "B-PER", "I-PER"]
+    assert repair_tags(["B-LOC", "I-PER", "O", "I-PER"], "BIO") == ["B-LOC", "B-PER", "O", "B-PER"]
+    assert repair_tags(["O", "B-PER", "I-PER"], "IOB1") == ["O", "I-PER", "I-PER"]
+    assert repair_tags(["I-PER", "E-PER", "E-PER", "B-LOC", "O", "I-LOC"], "BIOES") == [
+        "B-PER", "E-PER", "S-PER", "S-LOC", "O", "S-LOC"]
+    assert repair_tags(["B-PER", "I-PER"], "BIOES") == ["B-PER", "E-PER"]
+    assert conlleval_spans(["I-PER", "I-LOC", "I-LOC", "E-LOC", "S-PER"]) == [
+        (0, 0, "PER"), (1, 3, "LOC"), (4, 4, "PER")]
+
+
+def test_check_tag_refuses_prefixes_outside_the_scheme():
+    assert check_tag("S-PER", "BIOES") == ("S", "PER") and check_tag("O", "BIO") == ("O", None)
+    with pytest.raises(ValueError, match="not a BIO tag"):
+        check_tag("S-PER", "BIO")
+
+
+def test_conlleval_spans_agree_with_seqeval():
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    labels = ["O"] + [f"{p}-{t}" for p in "BIES" for t in ("A", "B")]
+    for length in range(1, 4):
+        for seq in itertools.product(labels, repeat=length):
+            expected = sorted((start, end, kind) for kind, start, end in get_entities(list(seq)))
+            assert sorted(conlleval_spans(seq)) == expected, seq

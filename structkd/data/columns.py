@@ -2,26 +2,47 @@
 
 Supported layouts (``layout=``):
 
+* ``"auto"`` (the default): the columns are recognised from the first rows of the file (below);
 * ``"token-tag"``: ``token<TAB>tag`` (WNUT17);
 * ``"index-token-tag"``: ``index<TAB>token<TAB>tag`` (WikiANN as distributed with WikiNEuRal);
-* ``"conll2003"``: ``token POS chunk NER`` separated by spaces, ``-DOCSTART-`` lines skipped;
-* ``"auto"``: one of the above, recognised from the first data line;
+* ``"conll2003"``: ``token POS chunk NER`` separated by spaces;
 * ``"tokens"``: unlabeled, one token per line (a column file without tags).
 
-Sentences are separated by blank lines; lines starting with ``#`` are comments.  ``tag_column`` overrides
-the tag column.  Every problem (wrong column count, a tag that breaks the scheme, an empty file, bytes that
-are not UTF-8) raises :class:`CorpusError` naming the file and the line.
+``auto`` takes as token column the first column unless that is an integer index (then the second), and as tag
+column the last column after it whose values all look like tags (``O``, ``B-X``, ``I-X``, ``E-X``, ``S-X``,
+``U-X``, ``L-X``), preferring one with entities: ``token tag``, ``index token tag``, CoNLL-2003
+``token POS chunk NER``, ``token POS tag``, ``id token tag extra...`` and files whose last column is the tag.
+The choice is logged (logger ``structkd.data``); when no column looks like tags it refuses, naming
+``token_column``/``tag_column``, which set the columns explicitly (0-based, negative counts from the end).
+
+Sentences are separated by blank lines; lines starting with ``#`` are comments; ``-DOCSTART-`` lines (in any
+layout) end a sentence and are skipped.  Fields are split on tabs when the line has one (else on spaces) and
+stripped of surrounding spaces.  Every problem (a column count different from the file's first row, an empty
+token, a malformed tag, a tag that breaks the scheme, an empty file, bytes that are not UTF-8) raises
+:class:`CorpusError` naming the file and the offending line.  ``repair="conlleval"`` reads tags that break the
+scheme as conlleval does (:func:`structkd.schemes.repair_tags`) instead of refusing them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-from structkd.schemes import check_scheme, convert, first_invalid
+from structkd.schemes import check_scheme, check_tag, convert, first_invalid, repair_tags
 
 LAYOUTS = ("auto", "token-tag", "index-token-tag", "conll2003", "tokens")
+REPAIRS = ("none", "conlleval")
+SAMPLE_ROWS = 5000  # rows that ``layout="auto"`` looks at
+TAG_LIKE_SHARE = 0.9  # the share of a column's values that must look like tags for ``auto`` to take it
+_TAG_LIKE = re.compile(r"O|[BIESUL]-\S+")
+_INDEX = re.compile(r"[0-9]+")
+_FIXED = {"token-tag": (0, 1, 2), "index-token-tag": (1, 2, 3), "conll2003": (0, 3, 4), "tokens": (0, None, None)}
+
+logger = logging.getLogger("structkd.data")
 
 
 class CorpusError(ValueError):
@@ -41,15 +62,26 @@ class Sentence:
         tokens: the words.
         tags: one tag per word, or ``None``.
         source: ``"path:line"`` of the sentence's first word.
+        lines: the file line of each word.
+        repaired: how many of its tags were read the conlleval way (``repair="conlleval"``).
     """
 
     tokens: list[str]
     tags: list[str] | None = None
     source: str = ""
     lines: list[int] = field(default_factory=list, repr=False)
+    repaired: int = 0
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+
+class _Row(NamedTuple):
+    """A data line: its number, text and fields."""
+
+    number: int
+    raw: str
+    fields: list[str]
 
 
 def read_utf8_lines(path: Path) -> list[str]:
@@ -64,14 +96,14 @@ def read_utf8_lines(path: Path) -> list[str]:
     return text.removeprefix("\ufeff").splitlines()
 
 
-def _guess_layout(fields: list[str], path: Path, line: int) -> str:
-    if len(fields) == 2:
-        return "token-tag"
-    if len(fields) == 3 and fields[0].isdigit():
-        return "index-token-tag"
-    if len(fields) == 4:
-        return "conll2003"
-    raise CorpusError(path, line, f"cannot recognise the column layout of {fields!r}; pass layout= explicitly")
+def _split(raw: str) -> list[str]:
+    """A line's fields: tab-separated when it has a tab, else space-separated; surrounding spaces stripped."""
+    if "\t" not in raw:
+        return raw.split()
+    fields = raw.split("\t")
+    if " " in raw or "\r" in raw or "\f" in raw or "\v" in raw:
+        fields = [f.strip(" \r\v\f") for f in fields]
+    return fields
 
 
 def _is_comment(text: str, raw: str, fields: list[str], count: int | None) -> bool:
@@ -83,17 +115,135 @@ def _is_comment(text: str, raw: str, fields: list[str], count: int | None) -> bo
     return "\t" not in raw if count is None else len(fields) != count
 
 
-def _columns(layout: str, tag_column: int | None) -> tuple[int, int | None, int | None]:
-    """``(token column, tag column, expected field count)`` of a layout."""
-    token, tag, count = {"token-tag": (0, 1, 2), "index-token-tag": (1, 2, 3), "conll2003": (0, 3, 4),
-                         "tokens": (0, None, None)}[layout]
-    if tag_column is not None:
-        tag, count = tag_column, None
-    return token, tag, count
+def _is_docstart(fields: list[str]) -> bool:
+    """``-DOCSTART-`` as the token of ``token ...`` or of ``index token ...`` rows."""
+    return fields[0] == "-DOCSTART-" or (len(fields) > 1 and fields[1] == "-DOCSTART-"
+                                         and bool(_INDEX.fullmatch(fields[0])))
+
+
+def _sentence_rows(path: Path, lines: list[str]) -> Iterator[list[_Row]]:
+    """The data rows of a column file grouped by sentence (lazily: only a sentence's rows are held at a time);
+    every row has the first row's column count."""
+    group: list[_Row] = []
+    count = None
+    for number, raw in enumerate(lines, start=1):
+        text = raw.strip()
+        fields = _split(raw) if text else []
+        if not text or _is_docstart(fields):
+            if group:
+                yield group
+            group = []
+            continue
+        if _is_comment(text, raw, fields, count):
+            continue
+        if count is None:
+            count = len(fields)
+        if len(fields) != count:
+            raise CorpusError(path, number, f"expected {count} columns (as in the first row), found "
+                              f"{len(fields)}: {raw!r}")
+        group.append(_Row(number, raw, fields))
+    if group:
+        yield group
+
+
+def _sample(path: Path, lines: list[str]) -> list[_Row]:
+    """The first :data:`SAMPLE_ROWS` data rows; an empty file is refused."""
+    out: list[_Row] = []
+    for group in _sentence_rows(path, lines):
+        out.extend(group)
+        if len(out) >= SAMPLE_ROWS:
+            break
+    if not out:
+        raise CorpusError(path, None, "the file holds no sentences")
+    return out[:SAMPLE_ROWS]
+
+
+def _guess_token_column(sample: list[_Row]) -> int:
+    """The first column that is neither an integer index nor the same in every row (a document id), among all
+    but the last two of three or more columns (else the one before the last)."""
+    count = len(sample[0].fields)
+    for column in range(count - 2):
+        values = {row.fields[column] for row in sample}
+        index = all(_INDEX.fullmatch(value) for value in values)
+        if not index and (len(values) > 1 or len(sample) == 1):
+            return column
+    return max(0, count - 2)
+
+
+def _tag_candidates(sample: list[_Row], token: int) -> list[int]:
+    """Columns after the token column whose values (at least :data:`TAG_LIKE_SHARE` of them, so that a
+    malformed tag is reported at its line rather than steering the guess) look like tags."""
+    def share(column: int) -> float:
+        return sum(bool(_TAG_LIKE.fullmatch(row.fields[column])) for row in sample) / len(sample)
+    return [c for c in range(token + 1, len(sample[0].fields)) if share(c) >= TAG_LIKE_SHARE]
+
+
+def _guess_tag_column(path: Path, sample: list[_Row], token: int) -> tuple[int, list[int]]:
+    """The tag column (the only column after the token's, else the last tag-like one, preferring columns with
+    entities) and the other tag-like columns; refuses when none looks like tags."""
+    first, count = sample[0], len(sample[0].fields)
+    if count == token + 2:
+        return token + 1, []
+    candidates = _tag_candidates(sample, token)
+    if not candidates:
+        raise CorpusError(path, first.number, f"cannot tell which of the {count} columns of {first.raw!r} holds "
+                          f"the tags: none after the token column {token} holds tags like O, B-X, I-X; set "
+                          f"data.tag_column (and data.token_column), 0-based")
+    with_entities = [c for c in candidates if any(row.fields[c] != "O" for row in sample)]
+    chosen = (with_entities or candidates)[-1]
+    return chosen, [c for c in candidates if c != chosen]
+
+
+def _guess_columns(path: Path, sample: list[_Row], token: int | None, tag: int | None, labeled: bool
+                   ) -> tuple[int, int | None]:
+    """``layout="auto"``: the token and tag columns (those given kept), the guess logged."""
+    guessed_token = token is None
+    token = _guess_token_column(sample) if token is None else token
+    if tag is not None or not labeled:
+        if guessed_token:
+            logger.info("%s: reading column %d as the token (set data.token_column to choose another)", path,
+                        token)
+        return token, tag
+    tag, others = _guess_tag_column(path, sample, token)
+    logger.info("%s: %d columns; reading column %d as the token and column %d as the tag%s (set "
+                "data.token_column / data.tag_column to choose others)", path, len(sample[0].fields), token, tag,
+                f"; columns {others} also look like tags" if others else "")
+    return token, tag
+
+
+def _column(path: Path, row: _Row, column: int, name: str) -> int:
+    """A column index checked against the row's columns (negative counts from the end)."""
+    count = len(row.fields)
+    if not -count <= column < count:
+        raise CorpusError(path, row.number, f"no {name} column {column}: the rows have {count} columns")
+    return column % count
+
+
+def _choose_columns(path: Path, sample: list[_Row], layout: str, token_column: int | None,
+                    tag_column: int | None, labeled: bool) -> tuple[int, int | None]:
+    """The token and tag columns (``None`` when the tags are not read) of the file."""
+    first = sample[0]
+    if layout == "auto":
+        if token_column is not None:
+            token_column = _column(path, first, token_column, "token")
+        if labeled and len(first.fields) == 1 and tag_column is None:
+            raise CorpusError(path, first.number, f"a single column holds no tags: {first.raw!r}; set "
+                              f"data.tag_column, or layout='tokens' for unlabeled text")
+        token, tag = _guess_columns(path, sample, token_column, tag_column, labeled)
+    else:
+        token, tag, count = _FIXED[layout]
+        if token_column is None and tag_column is None and count is not None and len(first.fields) != count:
+            raise CorpusError(path, first.number, f"expected {count} columns for layout {layout!r}, found "
+                              f"{len(first.fields)}: {first.raw!r}; set data.token_column / data.tag_column")
+        token = token if token_column is None else token_column
+        tag = tag if tag_column is None else tag_column
+    token = _column(path, first, token, "token")
+    return token, (_column(path, first, tag, "tag") if labeled and tag is not None else None)
 
 
 def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None = None, scheme: str = "BIO",
-                 labeled: bool = True, convert_to: str | None = None) -> list[Sentence]:
+                 labeled: bool = True, convert_to: str | None = None, token_column: int | None = None,
+                 repair: str = "none") -> list[Sentence]:
     """Read a column file into sentences.
 
     Args:
@@ -103,70 +253,65 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
         scheme: the tag scheme of the file (``BIO``, ``IOB1``, ``BIOES``); every sentence is checked against it.
         labeled: ``False`` ignores any tag column (distillation on unlabeled data).
         convert_to: convert tags to this scheme after checking them.
+        token_column: the token's column index (overrides the layout's).
+        repair: ``"none"`` refuses a tag that breaks the scheme; ``"conlleval"`` reads it as conlleval does
+            (``I-X`` after ``O`` as ``B-X``, :func:`structkd.schemes.repair_tags`), logs how many tags were read
+            so and counts them in :attr:`Sentence.repaired`.
     """
     path = Path(path)
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if repair not in REPAIRS:
+        raise ValueError(f"unknown repair {repair!r}; expected one of {REPAIRS}")
     scheme = check_scheme(scheme)
     lines = read_utf8_lines(path)
-    sentences: list[Sentence] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    numbers: list[int] = []
-    token_col = tag_col = count = None
-
-    def flush() -> None:
-        if tokens:
-            sentences.append(_finish(path, tokens[:], tags[:] if tag_col is not None and labeled else None,
-                                     numbers[:], scheme, convert_to))
-        tokens.clear()
-        tags.clear()
-        numbers.clear()
-
-    for number, raw in enumerate(lines, start=1):
-        text = raw.strip()
-        if not text:
-            flush()
-            continue
-        fields = raw.split("\t") if "\t" in raw else text.split()
-        if _is_comment(text, raw, fields, count):
-            continue
-        if fields[0] == "-DOCSTART-":
-            flush()
-            continue
-        if token_col is None:
-            chosen = _guess_layout(fields, path, number) if layout == "auto" else layout
-            token_col, tag_col, count = _columns(chosen, tag_column)
-            if count is None:
-                count = len(fields)
-        if len(fields) != count:
-            raise CorpusError(path, number, f"expected {count} columns, found {len(fields)}: {raw!r}")
-        tokens.append(fields[token_col])
-        if tag_col is not None and labeled:
-            try:
-                tags.append(fields[tag_col])
-            except IndexError:
-                raise CorpusError(path, number, f"no tag column {tag_col} in {raw!r}") from None
-        numbers.append(number)
-    flush()
-    if not sentences:
-        raise CorpusError(path, None, "the file holds no sentences")
+    token, tag = _choose_columns(path, _sample(path, lines), layout, token_column, tag_column, labeled)
+    sentences = [_sentence(path, group, token, tag, scheme, repair, convert_to)
+                 for group in _sentence_rows(path, lines)]
+    repaired = sum(s.repaired for s in sentences)
+    if repaired:
+        logger.warning("%s: read %d tags in %d sentences as conlleval does (data.repair: conlleval)", path,
+                       repaired, sum(s.repaired > 0 for s in sentences))
     return sentences
 
 
-def _finish(path: Path, tokens: list[str], tags: list[str] | None, numbers: list[int], scheme: str,
-            convert_to: str | None) -> Sentence:
-    if tags is not None:
-        try:
-            bad = first_invalid(tags, scheme)
-        except ValueError as err:
-            raise CorpusError(path, numbers[0], str(err)) from None
-        if bad is not None:
-            before = tags[bad - 1] if bad else "the sentence start"
-            raise CorpusError(path, numbers[bad], f"tag {tags[bad]!r} cannot follow {before!r} in {scheme}")
+def _sentence(path: Path, rows: list[_Row], token: int, tag: int | None, scheme: str, repair: str,
+              convert_to: str | None) -> Sentence:
+    """One sentence from its rows: tokens checked non-empty, tags checked (or repaired) and converted."""
+    for row in rows:
+        if not row.fields[token]:
+            raise CorpusError(path, row.number, f"empty token in column {token}: {row.raw!r}")
+    numbers = [row.number for row in rows]
+    sentence = Sentence([row.fields[token] for row in rows], None, f"{path}:{numbers[0]}", numbers)
+    if tag is not None:
+        sentence.tags = _checked_tags(path, [row.fields[tag] for row in rows], numbers, scheme, repair, sentence)
         if convert_to is not None:
-            tags = convert(tags, scheme, convert_to)
-    return Sentence(tokens, tags, f"{path}:{numbers[0]}", numbers)
+            sentence.tags = convert(sentence.tags, scheme, convert_to)
+    return sentence
+
+
+def _checked_tags(path: Path, tags: list[str], numbers: list[int], scheme: str, repair: str,
+                  sentence: Sentence) -> list[str]:
+    """The sentence's tags, each well formed; a sequence that breaks the scheme is refused at the offending
+    tag's line, or with ``repair="conlleval"`` repaired (the count kept in ``sentence.repaired``)."""
+    for tag, number in zip(tags, numbers):
+        try:
+            check_tag(tag, scheme)
+        except ValueError as err:
+            raise CorpusError(path, number, str(err)) from None
+    bad = first_invalid(tags, scheme)
+    if bad is None:
+        return tags
+    if repair == "conlleval":
+        fixed = repair_tags(tags, scheme)
+        sentence.repaired = sum(a != b for a, b in zip(tags, fixed))
+        return fixed
+    before = tags[bad - 1] if bad else "the sentence start"
+    problem = f"tag {tags[bad]!r} cannot follow {before!r} in {scheme}"
+    if first_invalid([*tags, "O"], scheme) == len(tags):
+        problem = f"the sentence ends inside an entity at tag {tags[bad]!r} ({scheme} ends entities with E- or S-)"
+    raise CorpusError(path, numbers[bad], f"{problem}; data.repair: conlleval (repair='conlleval') reads such "
+                      f"tags as conlleval does")
 
 
 def read_text(path: str | Path) -> list[Sentence]:
