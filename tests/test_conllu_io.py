@@ -5,7 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from structkd.data import CorpusError, ParsedSentence, heads_tensor, read_conllu, treebank_stats, write_conllu
+from structkd.data import (
+    CorpusError,
+    ParsedSentence,
+    heads_tensor,
+    read_conllu,
+    read_tokenized_text,
+    treebank_stats,
+    write_conllu,
+)
+from structkd.parse.config import DataConfig
+from structkd.parse.pipeline import _read_input
 from structkd.structs.heads import is_tree
 
 GOOD = """# newdoc id = demo
@@ -125,6 +135,14 @@ ERRORS = {
     "empty": ("", 1, "no sentences"),
     "only_blank": ("\n\n", 1, "no sentences"),
     "only_comments": ("# sent_id = 1\n# text = x\n", 1, "without words"),
+    "reversed_range": ("\n".join(["# c", row(1, 0, "root"), row("3-2", "_"), row(2, 1), row(3, 1)]) + "\n", 3,
+                       "range 3-2"),
+    "range_ahead": ("\n".join([row(1, 0, "root"), row("3-4", "_"), row(2, 1), row(3, 1), row(4, 1)]) + "\n", 2,
+                    "starting at word 2"),
+    "overlapping_ranges": ("\n".join([row("1-2", "_"), row(1, 0, "root"), row("2-3", "_"), row(2, 1), row(3, 1)])
+                           + "\n", 3, "range 2-3"),
+    "range_beyond": ("\n".join([row(1, 0, "root"), row("2-3", "_"), row(2, 1)]) + "\n", 2, "ends at word 3"),
+    "empty_node": ("\n".join([row(1, 0, "root"), row("2.1", "_"), row(2, 1)]) + "\n", 2, "empty node 2.1"),
 }
 
 
@@ -143,6 +161,21 @@ def test_encoding_error_names_the_line(tmp_path):
     with pytest.raises(CorpusError, match="UTF-8") as info:
         read_conllu(path)
     assert str(info.value).startswith(f"{path}:2:")
+
+
+def test_tokenized_text_for_the_parser(tmp_path):
+    path = write(tmp_path, "\ufeffHello world .\n\n Bye \n", "in.txt")
+    first, second = read_tokenized_text(path)
+    assert first.words == ["Hello", "world", "."] and second.words == ["Bye"]
+    assert first.heads == [-1] * 3 and second.source == f"{path}:3" and second.word_lines == [3]
+    assert [s.words for s in _read_input(str(path), DataConfig(max_sentences=1))] == [first.words]
+    empty = write(tmp_path, "\n", "empty.txt")
+    with pytest.raises(CorpusError, match="no sentences"):
+        _read_input(str(empty), DataConfig())
+    latin = write(tmp_path, "ok\ncaf\xe9\n".encode("latin-1"), "latin.txt", raw=True)
+    with pytest.raises(CorpusError, match="not valid UTF-8") as info:
+        _read_input(str(latin), DataConfig())
+    assert str(info.value).startswith(f"{latin}:2:")
 
 
 def test_no_tree_checks_without_validation(tmp_path):

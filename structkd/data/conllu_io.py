@@ -25,7 +25,7 @@ from pathlib import Path
 import conllu
 import torch
 
-from structkd.data.columns import CorpusError, read_utf8_lines
+from structkd.data.columns import CorpusError, read_text, read_utf8_lines
 from structkd.structs.heads import iter_cycles, projective
 
 N_COLUMNS = 10
@@ -103,6 +103,27 @@ def _check_tree(path: Path, heads: list[int], lines: list[int], multiroot: bool)
                           f"root; a single root is required (multiroot=False)")
 
 
+def _check_special_id(path: Path, number: int, token_id: str, words: int, covered: int) -> tuple[int, int]:
+    """Check a multiword-token range (``3-4``: the next word first, a smaller start than end, after the ranges
+    before it, which cover words up to ``covered``) or an empty node (``8.1``: after word 8) against the
+    ``words`` read so far; returns ``(line, last word)`` of a range for the end check (``(line, 0)`` for an
+    empty node)."""
+    if "." in token_id:
+        after = int(token_id.split(".")[0])
+        if after != words:
+            raise CorpusError(path, number, f"empty node {token_id} after word {words} (its ID must be "
+                              f"{words}.N)")
+        return number, 0
+    start, end = (int(x) for x in token_id.split("-"))
+    if start >= end:
+        raise CorpusError(path, number, f"multiword-token range {token_id} does not span two words or more "
+                          f"(start < end)")
+    if start != words + 1 or start <= covered:
+        raise CorpusError(path, number, f"multiword-token range {token_id} where one starting at word "
+                          f"{words + 1} was expected")
+    return number, end
+
+
 def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, validate: bool) -> ParsedSentence:
     comments: list[str] = []
     words: list[str] = []
@@ -110,6 +131,7 @@ def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, vali
     heads: list[int] = []
     deprels: list[str] = []
     word_lines: list[int] = []
+    ranges: list[tuple[int, int]] = []
     for number, raw in block:
         if raw.startswith("#"):
             comments.append(raw)
@@ -120,6 +142,8 @@ def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, vali
                               f"{raw!r}")
         token_id = fields[0]
         if _RANGE_ID.fullmatch(token_id) or _EMPTY_ID.fullmatch(token_id):
+            covered = max((end for _, end in ranges), default=0)
+            ranges.append(_check_special_id(path, number, token_id, len(words), covered))
             continue
         if not _WORD_ID.fullmatch(token_id):
             raise CorpusError(path, number, f"ID {token_id!r} is not a word index, a range (1-2) or an empty "
@@ -143,6 +167,9 @@ def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, vali
     if not words:
         raise CorpusError(path, block[0][0], "a sentence block without words (only comments, multiword tokens or "
                           "empty nodes)")
+    for number, end in ranges:
+        if end > len(words):
+            raise CorpusError(path, number, f"the range ends at word {end}, but the sentence has {len(words)} words")
     if validate:
         _check_tree(path, heads, word_lines, multiroot)
     raw_lines = [raw for _, raw in block]
@@ -175,6 +202,21 @@ def read_conllu(path: str | Path, multiroot: bool = False, validate: bool = True
     sentences = [_parse_block(path, block, multiroot, validate) for block in blocks]
     if not sentences:
         raise CorpusError(path, 1, "the file holds no sentences")
+    return sentences
+
+
+def read_tokenized_text(path: str | Path, max_sentences: int | None = None) -> list[ParsedSentence]:
+    """Sentences to parse from a text file, one whitespace-tokenized sentence per line (blank lines skipped),
+    without trees (heads -1, UPOS and DEPREL ``_``).
+
+    Read as :func:`structkd.data.read_text` reads it: UTF-8 with an optional byte-order mark; bytes that are not
+    UTF-8 and a file without sentences raise :class:`~structkd.data.columns.CorpusError`.
+    """
+    sentences = []
+    for sentence in read_text(path)[:max_sentences]:
+        n = len(sentence.tokens)
+        sentences.append(ParsedSentence(sentence.tokens, ["_"] * n, [-1] * n, ["_"] * n, source=sentence.source,
+                                        word_lines=sentence.lines * n))
     return sentences
 
 
@@ -259,4 +301,4 @@ def write_conllu(path: str | Path, sentences: Sequence[ParsedSentence],
     Path(path).write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
-__all__ = ["ParsedSentence", "heads_tensor", "read_conllu", "treebank_stats", "write_conllu"]
+__all__ = ["ParsedSentence", "heads_tensor", "read_conllu", "read_tokenized_text", "treebank_stats", "write_conllu"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from structkd.data import ParsedSentence, read_conllu, write_conllu
+from structkd.data import ParsedSentence, read_conllu, read_tokenized_text, write_conllu
 from structkd.models.parsers import build_rels
 from structkd.parse.config import DataConfig, ParseConfig
 from structkd.parse.distillation import (
@@ -254,10 +254,7 @@ def evaluate_command(model_dir: str, data_path: str, config: DataConfig, device:
 
 def _read_input(path: str, config: DataConfig) -> list[ParsedSentence]:
     if Path(path).suffix in (".txt", ".text"):
-        lines = [line.split() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-        sentences = [ParsedSentence(words, ["_"] * len(words), [-1] * len(words), ["_"] * len(words),
-                                    source=f"{path}:{n}") for n, words in enumerate(lines, start=1) if words]
-        return sentences[:config.max_sentences] if config.max_sentences else sentences
+        return read_tokenized_text(path, max_sentences=config.max_sentences or None)
     return read_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=config.max_sentences or None)
 
 
