@@ -194,6 +194,8 @@ def _options(teacher: str, student: str) -> dict:
         return {"span_labels": SPAN_LABELS, "tags": TAGS, "scheme": "BIO"}
     if student == "MaxEnt" and teacher not in ("LinearChainCRF", "MaxEnt"):
         return {"offsets": OFFSETS}
+    if teacher == "MatrixTree" and student != "MatrixTree":  # non-projective mass a projective student lacks
+        return {"impossible": "ignore"}
     return {}
 
 

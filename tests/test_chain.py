@@ -429,3 +429,26 @@ def test_degenerate_shapes_give_the_empty_structure(kind, batch_size, seq_len):
         assert grad is None or (grad == 0).all()
         return
     _empty_checks(lambda e, t: LinearChainCRF(e, t, lens, **options), [em, tr], batch_size)
+
+
+# ------------------------------------------------------------------------- float32 at large scores
+@pytest.mark.parametrize("per_position", [False, True], ids=["shared", "per_position"])
+@pytest.mark.parametrize("scale,seq_len", [(1e4, 20), (30.0, 500), (1.0, 50)])
+def test_float32_marginals_match_float64_at_large_scores(scale, seq_len, per_position):
+    """Marginals and the gradient of log Z of float32 scores are the float64 ones (of the same scores) to float32
+    precision, also when the charts' entries reach 1e5 (scores of 1e4) or sentences are long."""
+    em, tr, start, end, lens = random_chain(5, batch=3, seq_len=seq_len, n_tags=5, per_position=per_position,
+                                            dtype=torch.float32, scale=scale)
+    lens[1] = seq_len - 3
+    leaves32 = [em.clone().requires_grad_(), tr.clone().requires_grad_()]
+    leaves64 = [x.detach().double().requires_grad_() for x in leaves32]
+    single, double = LinearChainCRF(*leaves32, lens, start, end), LinearChainCRF(*leaves64, lens, start, end)
+    for m32, m64 in zip(single.part_marginals(), double.part_marginals()):
+        assert m32.dtype == torch.float32
+        torch.testing.assert_close(m32.double(), m64, rtol=0, atol=1e-6)
+    edge_sums = single.edge_marginals.sum((-1, -2))[0]
+    torch.testing.assert_close(edge_sums, torch.ones_like(edge_sums), rtol=0, atol=1e-6)
+    grads32 = torch.autograd.grad(single.log_partition.sum(), leaves32)
+    grads64 = torch.autograd.grad(double.log_partition.sum(), leaves64)
+    for g32, g64 in zip(grads32, grads64):
+        torch.testing.assert_close(g32.double(), g64, rtol=1e-5, atol=1e-5)

@@ -165,3 +165,16 @@ def test_degenerate_shapes_give_the_empty_segmentation(batch_size, seq_len):
     for m in (dist.marginals, dist.part_marginals(differentiable=True)[0]):
         assert m.shape == scores.shape and (m == 0).all()
     assert dist.boundary_marginals().shape == (batch_size, max(seq_len - 1, 0), 2, N_LABELS, 2, N_LABELS)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])
+def test_float32_marginals_match_float64_at_large_scores(scale):
+    """Segment marginals of float32 scores are the float64 ones to float32 precision, also at scores of 1e4."""
+    scores, lens = random_scores(6, batch=3, seq_len=8, n_labels=3, dtype=torch.float32, scale=scale)
+    single, double = SemiMarkovCRF(scores, lens, max_width=5), SemiMarkovCRF(scores.double(), lens, max_width=5)
+    assert single.marginals.dtype == torch.float32
+    torch.testing.assert_close(single.marginals.double(), double.marginals, rtol=0, atol=1e-6)
+    torch.testing.assert_close(single.boundary_marginals().double(), double.boundary_marginals(), rtol=0, atol=1e-6)
+    covered = single.marginals.sum(-1)  # [B, i, j]: each token of sentence 0 is covered once
+    per_token = torch.stack([covered[0, :t + 1, t:].sum() for t in range(8)])
+    torch.testing.assert_close(per_token, torch.ones(8), rtol=0, atol=1e-6)

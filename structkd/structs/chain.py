@@ -71,7 +71,7 @@ def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | No
     small operations and the logarithms are taken once for all positions.  Computed in :data:`_EXP_DTYPE`, exact
     up to rounding as long as every step's sum ``p_{i-1} @ exp(T - c)`` stays above :data:`_TRUSTED` (terms that
     underflow are then below the precision of the result); returns ``None`` otherwise, so the caller falls back
-    to the log-space scan.
+    to the log-space scan.  The chart is returned in :data:`_EXP_DTYPE`.
     """
     E, c, shared = _exp_transitions(edges)
     weights, top = _scaled_unary(unary.to(_EXP_DTYPE))
@@ -92,7 +92,7 @@ def _exp_scan_forward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | No
         return None
     steps = torch.stack(scales, 1).log_().add_(top[:, 1:]).add_(c if shared else c.unsqueeze(-1))
     offsets = torch.cat([top[:, :1], steps], 1).cumsum(1)  # K_i, [B, L, 1]
-    return _log_scaled(torch.stack(ps, 1), offsets).to(unary.dtype)
+    return _log_scaled(torch.stack(ps, 1), offsets)
 
 
 def _untrusted(sums: Tensor, inside: Tensor) -> bool:
@@ -128,10 +128,19 @@ def _exp_scan_backward(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor | N
     steps = torch.stack(scales[::-1], 1).log_().add_(top[:, 1:]).add_(c if shared else c.unsqueeze(-1))
     steps = torch.where(keep, steps, 0.0)  # [B, L - 1, 1]; the offset of position i sums steps i..L-2
     offsets = torch.cat([steps.flip(1).cumsum(1).flip(1), steps.new_zeros(batch_size, 1, 1)], 1)
-    return _log_scaled(torch.stack(pbs[::-1], 1), offsets).to(unary.dtype)
+    return _log_scaled(torch.stack(pbs[::-1], 1), offsets)
 
 
-def forward_scan(unary: Tensor, edges: Tensor, lens: Tensor | None = None) -> Tensor:
+def _scores_to(unary: Tensor, edges: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``unary`` and ``edges`` in ``dtype``, transitions shared over positions staying one expanded matrix."""
+    shared = _shared_transitions(edges)
+    if shared is not None:
+        return unary.to(dtype), shared.to(dtype).expand(edges.shape)
+    return unary.to(dtype), edges.to(dtype)
+
+
+def forward_scan(unary: Tensor, edges: Tensor, lens: Tensor | None = None, dtype: torch.dtype | None = None
+                 ) -> Tensor:
     """Forward log-scores of a linear chain.
 
     Args:
@@ -141,15 +150,19 @@ def forward_scan(unary: Tensor, edges: Tensor, lens: Tensor | None = None) -> Te
         lens: ``LongTensor [batch_size]``; when given and no gradient is being recorded, the scan runs in
             exp space with matrix products (:func:`_exp_scan_forward`), falling back to log space when a step
             could have lost precision.
+        dtype: the chart's dtype, by default the scores'.  Charts whose sums of large scores will cancel
+            (marginals) are asked for in float64: at scores of 1e4 a float32 chart entry is off by 1e-2.
 
     Returns:
         ``alpha [batch_size, seq_len, n_tags]``: ``alpha[b, i, t]`` is the log-sum of the scores of all
         prefixes ``y_0..y_i`` with ``y_i = t``.
     """
+    dtype = unary.dtype if dtype is None else dtype
     if lens is not None and not torch.is_grad_enabled() and unary.shape[1] > 1:
         fast = _exp_scan_forward(unary, edges, lens)
         if fast is not None:
-            return fast
+            return fast.to(dtype)
+    unary, edges = _scores_to(unary, edges, dtype)
     seq_len = unary.shape[1]
     shared = _shared_transitions(edges)
     alphas = [unary[:, 0]]
@@ -159,15 +172,17 @@ def forward_scan(unary: Tensor, edges: Tensor, lens: Tensor | None = None) -> Te
     return torch.stack(alphas, 1)
 
 
-def backward_scan(unary: Tensor, edges: Tensor, lens: Tensor) -> Tensor:
+def backward_scan(unary: Tensor, edges: Tensor, lens: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Backward log-scores: ``beta[b, i, t]`` is the log-sum of the scores of all suffixes
-    ``y_{i+1}..y_{lens-1}`` given ``y_i = t`` (0 at and beyond the last position).  Shapes as in
+    ``y_{i+1}..y_{lens-1}`` given ``y_i = t`` (0 at and beyond the last position).  Shapes and ``dtype`` as in
     :func:`forward_scan`; ``lens`` is ``LongTensor [batch_size]``.  Without gradient recording it runs in exp
     space when that is exact (see :func:`forward_scan`)."""
+    dtype = unary.dtype if dtype is None else dtype
     if not torch.is_grad_enabled() and unary.shape[1] > 1:
         fast = _exp_scan_backward(unary, edges, lens)
         if fast is not None:
-            return fast
+            return fast.to(dtype)
+    unary, edges = _scores_to(unary, edges, dtype)
     batch_size, seq_len, n_tags = unary.shape
     shared = _shared_transitions(edges)
     beta = unary.new_zeros(batch_size, n_tags)
@@ -370,22 +385,58 @@ class LinearChainCRF(StructuredDistribution):
         unary, edges = self.potentials
         if unary.shape[1] == 0:
             return unary.new_zeros(self.batch_size), (torch.zeros_like(unary), torch.zeros_like(edges))
-        alpha = forward_scan(unary, edges, self.lens)
-        beta = backward_scan(unary, edges, self.lens)
+        # the charts and every sum of them are float64 (:data:`_EXP_DTYPE`): their entries grow with the
+        # sentence (1e5 at scores of 1e4), and marginals are differences of such sums, which float32 would
+        # leave off by 1e-2; the marginals are rounded to the scores' dtype at the end
+        alpha = forward_scan(unary, edges, self.lens, dtype=_EXP_DTYPE)
+        beta = backward_scan(unary, edges, self.lens, dtype=_EXP_DTYPE)
         log_z = torch.logsumexp(_gather_last(alpha, self.lens), -1)
-        log_z = torch.where(self.lens > 0, log_z, torch.zeros_like(log_z))
+        log_z = torch.where(self.lens > 0, log_z, torch.zeros_like(log_z)).to(unary.dtype)
         # sum_t exp(alpha[i, t] + beta[i, t]) = Z at every position i: normalizing per position by that sum
         # instead of the global log Z cancels the rounding error of log Z for large scores
         local = alpha + beta
         local_z = torch.logsumexp(local, -1, keepdim=True)  # [B, L, 1]
         self._cache["charts"] = (alpha, beta, local_z)
-        unary_marg = exp_nonpositive(local - local_z)
+        unary_marg = exp_nonpositive(local - local_z).to(unary.dtype)
         edge_marg = None
         if needed[1]:
-            tail = (unary[:, 1:] + beta[:, 1:]).unsqueeze(-2)
-            edge_logits = (alpha[:, :-1] - local_z[:, :-1]).unsqueeze(-1) + edges + tail
-            edge_marg = exp_nonpositive(edge_logits.clamp_(max=0.0))
+            edge_marg = self._edge_marginals_exp() if _shared_transitions(edges) is not None else None
+            if edge_marg is None:
+                tail = (unary[:, 1:] + beta[:, 1:]).unsqueeze(-2)  # float64
+                edge_logits = (alpha[:, :-1] - local_z[:, :-1]).unsqueeze(-1) + edges + tail
+                edge_marg = exp_nonpositive(edge_logits.clamp_(max=0.0))
+            edge_marg = edge_marg.to(unary.dtype)
         return log_z, (unary_marg, edge_marg)
+
+    def _rescaled_edge_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(p, q, E)`` with ``P(y_i = a, y_{i+1} = b) = p[:, i, a] * E[a, b] * q[:, i, b]`` for transitions
+        shared over positions: ``p [B, L - 1, N]`` and ``q [B, L - 1, N]`` rescaled forward and backward vectors
+        (0 beyond each sentence), ``E [N, N]`` the rescaled transitions, all in :data:`_EXP_DTYPE`, from the
+        cached charts.  ``None`` when a rescaling factor exceeds ``e^300``: a term dropped to underflow (below
+        ``e^-708``) could then exceed ``e^-408`` of the result, and the caller works in log space instead."""
+        alpha, beta, local_z = self._cache["charts"]
+        unary, edges = self.potentials
+        trans = _shared_transitions(edges).to(_EXP_DTYPE)
+        c = trans.max()
+        forward = alpha[:, :-1].to(_EXP_DTYPE)
+        backward = (unary[:, 1:] + beta[:, 1:]).to(_EXP_DTYPE)
+        top_f = forward.amax(-1, keepdim=True)
+        top_b = backward.amax(-1, keepdim=True)
+        log_factor = top_f + top_b + c - local_z[:, :-1]  # [B, L - 1, 1]
+        inside = (torch.arange(edges.shape[1], device=self.device) < (self.lens - 1).unsqueeze(-1)).unsqueeze(-1)
+        if bool(((log_factor > 300) & inside).any()):
+            return None
+        p = exp_nonpositive(forward - top_f) * torch.where(inside, log_factor.exp(), 0.0)
+        return p, exp_nonpositive(backward - top_b), exp_nonpositive(trans - c)
+
+    def _edge_marginals_exp(self) -> Tensor | None:
+        """Edge marginals ``[B, L - 1, N, N]`` (in :data:`_EXP_DTYPE`) for shared transitions as products of
+        :meth:`_rescaled_edge_factors` (no exponential per entry); ``None`` where those are not trusted."""
+        factors = self._rescaled_edge_factors()
+        if factors is None:
+            return None
+        p, q, E = factors
+        return (p.unsqueeze(-1) * q.unsqueeze(-2)).mul_(E)
 
     # --- gradients for transitions shared over positions, without [B, L - 1, N, N] intermediates
     def _forward_needs(self, needed):
@@ -409,26 +460,15 @@ class LinearChainCRF(StructuredDistribution):
 
     def _summed_edge_marginals(self, grad: Tensor) -> Tensor | None:
         """``sum_b grad[b] sum_i P_b(y_i = a, y_{i+1} = c)`` ``[N, N]`` for shared transitions, as a product
-        of rescaled forward and backward vectors (in :data:`_EXP_DTYPE`).  ``None`` when a rescaling factor
-        exceeds ``e^300``: a term dropped to underflow (below ``e^-708``) could then exceed ``e^-408`` of the
-        total, and the caller uses the per-position edge marginals instead."""
+        of :meth:`_rescaled_edge_factors` (in :data:`_EXP_DTYPE`); ``None`` where those are not trusted (the
+        caller then uses the per-position edge marginals)."""
         self._teacher_pass((True, False))
-        alpha, beta, local_z = self._cache["charts"]
-        unary, edges = self.potentials
-        trans = _shared_transitions(edges).to(_EXP_DTYPE)
-        c = trans.max()
-        forward = alpha[:, :-1].to(_EXP_DTYPE)
-        backward = (unary[:, 1:] + beta[:, 1:]).to(_EXP_DTYPE)
-        top_f = forward.amax(-1, keepdim=True)
-        top_b = backward.amax(-1, keepdim=True)
-        log_factor = top_f + top_b + c - local_z[:, :-1]  # [B, L - 1, 1]
-        inside = (torch.arange(edges.shape[1], device=self.device) < (self.lens - 1).unsqueeze(-1)).unsqueeze(-1)
-        if bool(((log_factor > 300) & inside).any()):
+        factors = self._rescaled_edge_factors()
+        if factors is None:
             return None
-        factor = torch.where(inside, log_factor.exp(), 0.0) * grad.view(-1, 1, 1).to(_EXP_DTYPE)
-        p = (exp_nonpositive(forward - top_f) * factor).flatten(0, 1)
-        q = exp_nonpositive(backward - top_b).flatten(0, 1)
-        return ((p.t() @ q) * exp_nonpositive(trans - c)).to(edges.dtype)
+        p, q, E = factors
+        p = (p * grad.view(-1, 1, 1).to(_EXP_DTYPE)).flatten(0, 1)
+        return ((p.t() @ q.flatten(0, 1)) * E).to(self.potentials[1].dtype)
 
     def _part_masks(self):
         mask = length_mask(self.lens, self.max_len)
@@ -496,7 +536,7 @@ class LinearChainCRF(StructuredDistribution):
         out = torch.full((n, batch_size, seq_len), -1, dtype=torch.long, device=self.device)
         if seq_len == 0:
             return out
-        alpha = forward_scan(unary, edges, self.lens)
+        alpha = forward_scan(unary, edges, self.lens, dtype=_EXP_DTYPE)  # exact logits at large scores
         shared = _shared_transitions(edges)
         last = _gather_last(alpha, self.lens)  # [B, N]
         tag = _sample_categorical((last - last.max(-1, keepdim=True).values).exp().expand(n, -1, -1), generator)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from structkd.numerics import LOG_ZERO, to_compute
+from structkd.numerics import LOG_ZERO, exp_nonpositive, to_compute
 from structkd.structs.base import StructuredDistribution, check_lens
 
 Tensor = torch.Tensor
+_CHART_DTYPE = torch.float64
+"""The dtype of the charts behind detached marginals, whatever the scores' dtype (see ``_inside_outside``)."""
 
 
 def segments_to_chart(segments: list[list[tuple[int, int, int]]], seq_len: int,
@@ -112,13 +114,16 @@ class SemiMarkovCRF(StructuredDistribution):
         (scores,) = self.potentials
         if self.max_len == 0:  # every sentence is empty: one (empty) segmentation, log Z = 0, no parts
             return scores.new_zeros(self.batch_size), (torch.zeros_like(scores),)
-        alpha = self._alphas(scores)
-        beta = self._betas(scores)
+        # charts and marginal logits in float64: chart entries grow with the sentence (1e5 at scores of 1e4)
+        # and a marginal is the difference of such sums, which float32 would leave off by 1e-2
+        wide = scores.to(_CHART_DTYPE)
+        alpha = self._alphas(wide)
+        beta = self._betas(wide)
         log_z = alpha.gather(1, self.lens.unsqueeze(-1)).squeeze(-1)
         seq_len = self.max_len
-        marg = (alpha[:, :seq_len].view(-1, seq_len, 1, 1) + scores
-                + beta[:, 1:].view(-1, 1, seq_len, 1) - log_z.view(-1, 1, 1, 1)).exp()
-        return log_z, (marg,)
+        marg = exp_nonpositive((alpha[:, :seq_len].view(-1, seq_len, 1, 1) + wide + beta[:, 1:].view(-1, 1, seq_len, 1)
+                                - log_z.view(-1, 1, 1, 1)).clamp_(max=0.0))
+        return log_z.to(scores.dtype), (marg.to(scores.dtype),)
 
     def boundary_marginals(self) -> Tensor:
         """Joint marginals of adjacent segments (detached).
@@ -130,9 +135,11 @@ class SemiMarkovCRF(StructuredDistribution):
         """
         with torch.no_grad():
             (scores,) = self.potentials
+            dtype, scores = scores.dtype, scores.to(_CHART_DTYPE)  # as in _inside_outside
             seq_len = self.max_len
             if seq_len < 2:
-                return scores.new_zeros(self.batch_size, max(seq_len - 1, 0), 2, self.n_labels, 2, self.n_labels)
+                return scores.new_zeros(self.batch_size, max(seq_len - 1, 0), 2, self.n_labels, 2, self.n_labels,
+                                        dtype=dtype)
             alpha, beta = self._alphas(scores), self._betas(scores)
             log_z = alpha.gather(1, self.lens.unsqueeze(-1))  # [B, 1]
             i = torch.arange(seq_len, device=self.device).view(-1, 1)
@@ -152,7 +159,7 @@ class SemiMarkovCRF(StructuredDistribution):
             joint = ends.view(*ends.shape, 1, 1) + starts.view(*starts.shape[:2], 1, 1, *starts.shape[2:])
             joint = (joint - log_z.view(-1, 1, 1, 1, 1, 1)).exp()
             inside = torch.arange(seq_len - 1, device=self.device) < (self.lens - 1).unsqueeze(-1)
-            return joint * inside.view(*inside.shape, 1, 1, 1, 1)
+            return (joint * inside.view(*inside.shape, 1, 1, 1, 1)).to(dtype)
 
     # --- structures
     def parts(self, structure: Tensor):
