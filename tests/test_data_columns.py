@@ -166,3 +166,17 @@ def test_empty_and_undecodable_files(tmp_path):
 def test_shared_corpora_read_cleanly():
     assert len(read_columns(SHARED / "wnut17" / "dev.conll")) == 1009
     assert len(read_columns(SHARED / "wikiann-en" / "val.conllu")) == 10000
+
+
+def test_ner_data_config_passes_the_column_and_repair_options(tmp_path):
+    from structkd.ner.config import DataConfig, build_ner_config
+    from structkd.ner.pipeline import read_data
+
+    path = write(tmp_path, "a.tsv", "x\tJohn\tI-PER\nx\tsaid\tO\n")
+    config = build_ner_config({"data": {"train": str(path)}}, ["data.token_column=1", "data.repair=conlleval"]).data
+    (sentence,) = read_data(config).train
+    assert sentence.tokens == ["John", "said"] and sentence.tags == ["B-PER", "O"] and sentence.repaired == 1
+    with pytest.raises(CorpusError, match="data.repair: conlleval"):
+        read_data(DataConfig(train=str(path), token_column=1))
+    with pytest.raises(ValueError, match="data.repair must be one of none, conlleval"):
+        DataConfig(repair="yes")

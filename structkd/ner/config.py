@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from structkd.data.columns import LAYOUTS, REPAIRS
 from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
 
 KD_METHODS = ("structural", "posterior", "token", "topk", "topwk", "seqlevel", "none")
@@ -21,7 +22,8 @@ KD_METHODS = ("structural", "posterior", "token", "topk", "topwk", "seqlevel", "
 
 @dataclass
 class DataConfig:
-    """Corpora (any column layout of :func:`structkd.data.read_columns`)."""
+    """Corpora (any column layout of :func:`structkd.data.read_columns`; ``token_column``/``tag_column`` set
+    the columns, ``repair: conlleval`` reads tags that break the scheme as conlleval does, ``none`` refuses)."""
 
     train: str | None = None
     dev: str | None = None
@@ -29,9 +31,16 @@ class DataConfig:
     unlabeled: list[str] = field(default_factory=list)
     layout: str = "auto"
     tag_column: int | None = None
+    token_column: int | None = None
+    repair: str = "none"
     scheme: str = "BIO"
     convert_to: str | None = None
     max_sentences: int | None = None
+
+    def __post_init__(self):
+        for name, allowed in (("layout", LAYOUTS), ("repair", REPAIRS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"data.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 
 
 @dataclass

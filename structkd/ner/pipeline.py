@@ -40,7 +40,8 @@ def _read(path: str, config: DataConfig, labeled: bool = True) -> list[Sentence]
         sentences = read_text(path)
     else:
         sentences = read_columns(path, config.layout, config.tag_column, config.scheme, labeled=labeled,
-                                 convert_to=config.convert_to)
+                                 convert_to=config.convert_to, token_column=config.token_column,
+                                 repair=config.repair)
     return sentences[: config.max_sentences] if config.max_sentences else sentences
 
 
