@@ -717,8 +717,7 @@ def save_parser(model: BiaffineParser | SeqLabelingParser, directory: str | Path
     transformer config and tokenizer files; :func:`structkd.models.serialization.load_pretrained` rebuilds it
     (a BiLSTM parser's vocabulary comes back as ``model.vocab``)."""
     directory = Path(directory)
-    if model.encoder.is_transformer:
-        model.encoder.transformer.save_files(directory / ENCODER_DIR)
+    if model.encoder.is_transformer:  # save_pretrained writes its encoder/ files
         return save_pretrained(model, directory)
     return save_pretrained(model, directory, vocab=model.vocab)
 

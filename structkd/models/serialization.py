@@ -9,8 +9,12 @@ A saved model is a directory::
                          that the model rebuilds offline (its weights are in model.safetensors)
 
 ``args`` are the constructor arguments of the registered class (``model.config``).  :func:`load_pretrained`
-rebuilds the model from them and loads the weights; every inconsistency (missing file, unknown class, a label
-set or tensor shape that does not match) raises an error naming the file.
+rebuilds the model from them and loads the weights; every inconsistency (missing, truncated or damaged file,
+unknown class, a label set or tensor shape that does not match) raises an error naming the file.
+
+:func:`save_pretrained` writes the directory whole and atomically (:mod:`structkd.train.atomic`): saving over an
+older model leaves nothing of it behind (no ``encoder/`` of a transformer in a BiLSTM's directory), and a crash
+while saving leaves the older model intact.  It refuses a directory that holds anything but a saved model.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import SubwordEncoder, TransformerTagger
 from structkd.models.vocab import TaggerVocab
+from structkd.train.atomic import atomic_directory, resolve_dir
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -90,18 +95,43 @@ def save_pretrained(model: nn.Module, directory: str | Path, config: dict | None
         text = json.dumps(document, indent=2, ensure_ascii=False)
     except TypeError as error:
         raise TypeError(f"the model config must be JSON (strings, numbers, lists, dicts): {error}") from error
-    directory.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, TransformerTagger):
-        model.encoder.save_files(directory / ENCODER_DIR)
-    elif isinstance(getattr(getattr(model, "encoder", None), "transformer", None), SubwordEncoder):
-        model.encoder.transformer.save_files(directory / ENCODER_DIR)  # transformer parsers (ParserEncoder)
-    if vocab is not None:
-        vocab.save(directory / VOCAB_NAME)
-        document["vocab"] = VOCAB_NAME
-        text = json.dumps(document, indent=2, ensure_ascii=False)
-    save_model(model, str(directory / WEIGHTS_NAME))
-    (directory / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
+    _check_replaceable(directory)
+    with atomic_directory(directory) as tmp:
+        if isinstance(model, TransformerTagger):
+            model.encoder.save_files(tmp / ENCODER_DIR)
+        elif isinstance(getattr(getattr(model, "encoder", None), "transformer", None), SubwordEncoder):
+            model.encoder.transformer.save_files(tmp / ENCODER_DIR)  # transformer parsers (ParserEncoder)
+        if vocab is not None:
+            vocab.save(tmp / VOCAB_NAME)
+            document["vocab"] = VOCAB_NAME
+            text = json.dumps(document, indent=2, ensure_ascii=False)
+        save_model(model, str(tmp / WEIGHTS_NAME))
+        (tmp / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
     return directory
+
+
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, ENCODER_DIR)
+
+
+def _check_replaceable(directory: Path) -> None:
+    """Refuse to save over anything but a saved model (whose files a save replaces whole): a directory holding
+    other entries, or a ``config.json`` that is not a structkd model's, is left alone with an error naming it."""
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory}: exists and is not a directory; cannot save a model there")
+    if not directory.is_dir():
+        return
+    others = sorted(p.name for p in directory.iterdir() if p.name not in MODEL_FILES)
+    if others:
+        raise FileExistsError(f"{directory}: holds files that are not a saved model's ({', '.join(others[:5])}); "
+                              f"saving would replace the directory whole, so choose a new or empty one")
+    if (directory / CONFIG_NAME).exists():
+        try:
+            document = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return  # a damaged config among a saved model's files: the new save replaces it
+        if not isinstance(document, dict) or document.get("format") != "structkd":
+            raise FileExistsError(f"{directory / CONFIG_NAME}: not a structkd model's config; saving would replace "
+                                  f"the directory whole, so choose a new or empty one")
 
 
 def _read_config(directory: Path) -> dict:
@@ -152,7 +182,11 @@ def _check_vocab(vocab: TaggerVocab, args: dict, directory: Path) -> None:
 def _check_shapes(model: nn.Module, path: Path, config_path: Path) -> None:
     """Compare the tensors in the weights file with the model's before loading, for a clear message."""
     expected = model.state_dict()
-    with safe_open(str(path), framework="pt") as weights:
+    try:
+        weights = safe_open(str(path), framework="pt")
+    except SafetensorError as error:
+        raise ValueError(f"{path}: not a valid safetensors file, it is truncated or damaged ({error})") from error
+    with weights:
         for key in weights.keys():
             if key in expected:
                 shape = list(weights.get_slice(key).get_shape())
@@ -172,6 +206,7 @@ def load_pretrained(directory: str | Path, device: torch.device | str = "cpu",
     A BiLSTM tagger's vocabulary is attached as ``model.vocab`` (also :func:`load_vocab`).
     """
     directory = Path(directory)
+    resolve_dir(directory, is_complete=lambda path: (path / CONFIG_NAME).is_file())  # after a crash mid-save
     document = _read_config(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     args = document["args"]
@@ -192,6 +227,9 @@ def load_pretrained(directory: str | Path, device: torch.device | str = "cpu",
     _check_shapes(model, weights_path, config_path)
     try:
         load_model(model, str(weights_path), strict=True, device="cpu")
+    except SafetensorError as error:
+        raise ValueError(f"{weights_path}: not a valid safetensors file, it is truncated or damaged "
+                         f"({error})") from error
     except RuntimeError as error:
         raise ValueError(f"{weights_path}: the weights do not match the model described by {config_path}: "
                          f"{error}") from error

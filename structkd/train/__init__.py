@@ -8,11 +8,13 @@
 - :func:`save_checkpoint` / :func:`load_checkpoint`: pickle-free checkpoints (safetensors + JSON)
 - :class:`TeacherCache`: a teacher's per-sentence outputs computed once, stored as float16 memory maps
 - :func:`main_process_first`, :func:`is_main_process`: process roles around the loop in a launched run
+- :func:`prepare_output_dir`: a new run refuses an output_dir holding an earlier one (unless resume/overwrite)
 """
 
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
-from .cache import CacheMismatchError, TeacherCache, cache_fingerprint, teacher_fingerprint
+from .cache import CacheCorruptError, CacheMismatchError, TeacherCache, cache_fingerprint, teacher_fingerprint
 from .checkpoint import (
+    CheckpointError,
     TrainProgress,
     get_rng_state,
     load_checkpoint,
@@ -27,13 +29,17 @@ from .engine import Trainer, check_resumable
 from .finish import finish_run
 from .logs import JsonlLogger, plot_learning_curves, read_jsonl
 from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
+from .rundir import RunDirectoryError, prepare_output_dir
 
 __all__ = [
+    "CacheCorruptError",
     "CacheMismatchError",
+    "CheckpointError",
     "DEVICES",
     "EpochBatchSampler",
     "JsonlLogger",
     "RESUME_FREE",
+    "RunDirectoryError",
     "TeacherCache",
     "TrainConfig",
     "TrainProgress",
@@ -56,6 +62,7 @@ __all__ = [
     "param_groups",
     "parse_overrides",
     "plot_learning_curves",
+    "prepare_output_dir",
     "read_checkpoint_state",
     "read_jsonl",
     "resolve_device",

@@ -8,6 +8,8 @@ Layout of a cache directory::
 Each ``.npy`` file is opened memory-mapped, so a cache larger than memory costs only the pages read.
 The fingerprint is the sha256 of the dataset's tokens, a teacher identifier (e.g. a checkpoint hash) and
 the projection options; loading with other values raises :class:`CacheMismatchError` saying what differs.
+A cache whose files are missing, truncated or damaged raises :class:`CacheCorruptError` naming the file;
+:meth:`TeacherCache.build` with ``rebuild=True`` (``--rebuild-cache``) recomputes it in either case.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,15 +29,23 @@ from tqdm.auto import tqdm
 
 from .atomic import atomic_directory, resolve_dir
 
-__all__ = ["TeacherCache", "CacheMismatchError", "cache_fingerprint", "teacher_fingerprint"]
+__all__ = ["TeacherCache", "CacheCorruptError", "CacheMismatchError", "cache_fingerprint", "teacher_fingerprint"]
 
 FORMAT = "structkd-teacher-cache-1"
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _F16_MAX = float(np.finfo(np.float16).max)
+_REBUILD = "pass --rebuild-cache (rebuild=True) to recompute it"
+# the largest teacher files hashed: far beyond any real config.json or model.safetensors
+MAX_TEACHER_FILE_BYTES = {"config.json": 64 << 20, "model.safetensors": 1 << 40}
+_CHUNK = 1 << 20
 
 
 class CacheMismatchError(ValueError):
     """The cache on disk was built for another dataset, teacher or projection options."""
+
+
+class CacheCorruptError(ValueError):
+    """A file of the cache on disk is missing, truncated or damaged (the message names it)."""
 
 
 def _tokens_sha256(tokens: Iterable[Sequence[Any]]) -> tuple[str, int]:
@@ -59,11 +70,38 @@ def cache_fingerprint(tokens: Iterable[Sequence[Any]], teacher_id: str, options:
 
 def teacher_fingerprint(directory: str | os.PathLike) -> str:
     """The identity of a saved teacher (``config.json`` and ``model.safetensors``): the SHA-256 of both files,
-    the same wherever the directory is."""
+    the same wherever the directory is.
+
+    Each file is read in chunks and must be a regular file (a symbolic link to one is fine) of at most
+    ``MAX_TEACHER_FILE_BYTES[name]`` bytes that still has the size it had when the read began; anything else
+    (``/dev/zero``, a FIFO, a file being rewritten) raises ``ValueError`` naming it."""
     digest = hashlib.sha256()
     for name in ("config.json", "model.safetensors"):
-        digest.update((Path(directory) / name).read_bytes())
+        _hash_file(digest, Path(directory) / name, MAX_TEACHER_FILE_BYTES[name])
     return digest.hexdigest()
+
+
+def _hash_file(digest: Any, path: Path, limit: int) -> None:
+    """Add the bytes of the regular file ``path`` to ``digest``, reading at most its stat'ed size (+1 to see
+    that it ends there)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; kd.teacher must be a directory written by a train command")
+    with open(path, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path}: not a regular file, so it cannot be a saved teacher's file")
+        if info.st_size > limit:
+            raise ValueError(f"{path}: {info.st_size} bytes, more than the {limit} a saved teacher's file can "
+                             f"plausibly have")
+        left = info.st_size
+        while left > 0:
+            chunk = fh.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        if left != 0 or fh.read(1):
+            raise ValueError(f"{path}: its size changed while it was read (was it being written?)")
 
 
 def _describe_mismatch(stored: dict, expected: dict) -> list[str]:
@@ -82,6 +120,40 @@ def _describe_mismatch(stored: dict, expected: dict) -> list[str]:
     return diffs
 
 
+def _has_index(directory: Path) -> bool:
+    return (directory / "index.json").is_file()
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    """``index.json``, checked for the keys a cache needs (:class:`CacheCorruptError` naming it otherwise)."""
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CacheCorruptError(f"{path}: not valid JSON, the file is truncated or damaged; {_REBUILD}") from error
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        found = index.get("format") if isinstance(index, dict) else None
+        raise CacheCorruptError(f"{path}: unknown cache format {found!r}; {_REBUILD}")
+    fields = index.get("fields")
+    if not isinstance(index.get("fingerprint"), dict) or not isinstance(fields, dict) or not all(
+            isinstance(info, dict) and {"file", "offsets", "shapes", "total"} <= set(info) for info in fields.values()):
+        raise CacheCorruptError(f"{path}: incomplete cache index (fingerprint or fields missing); {_REBUILD}")
+    return index
+
+
+def _open_field(directory: Path, name: str, info: dict[str, Any]) -> np.ndarray:
+    """The memory map of one field's ``.npy`` file, checked to hold the ``total`` float16 values its index
+    records (:class:`CacheCorruptError` naming the file otherwise)."""
+    path = directory / str(info["file"])
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as error:
+        raise CacheCorruptError(f"{path}: missing, truncated or damaged ({error}); {_REBUILD}") from error
+    if array.dtype != np.float16 or array.shape != (int(info["total"]),):
+        raise CacheCorruptError(f"{path}: {array.dtype} {array.shape}, but the index records float16 "
+                                f"({int(info['total'])},); {_REBUILD}")
+    return array
+
+
 class TeacherCache:
     """Read access to a built cache: ``get(i, field)`` and padded ``batch(indices, field, pad_shape)``.
 
@@ -92,8 +164,7 @@ class TeacherCache:
         self.directory = Path(directory)
         self.index = index
         self.fingerprint: dict[str, Any] = index["fingerprint"]
-        self._arrays = {name: np.load(self.directory / info["file"], mmap_mode="r")
-                        for name, info in index["fields"].items()}
+        self._arrays = {name: _open_field(self.directory, name, info) for name, info in index["fields"].items()}
 
     # -- building --------------------------------------------------------------------------------------
 
@@ -124,10 +195,10 @@ class TeacherCache:
         fingerprint = cache_fingerprint(tokens if tokens is not None else data, teacher_id, options)
         if fingerprint["n_sentences"] != len(data):
             raise ValueError(f"tokens has {fingerprint['n_sentences']} sentences but data has {len(data)}")
-        if resolve_dir(directory) is not None and (Path(directory) / "index.json").is_file():
+        if resolve_dir(directory, is_complete=_has_index) is not None and (Path(directory) / "index.json").is_file():
             try:
                 return cls.load(directory, fingerprint=fingerprint)
-            except CacheMismatchError:
+            except (CacheMismatchError, CacheCorruptError):
                 if not rebuild:
                     raise
         collate = collate_fn if collate_fn is not None else list
@@ -195,19 +266,17 @@ class TeacherCache:
     ) -> TeacherCache:
         """Open the cache at ``directory``, checking it against ``fingerprint`` or against the fingerprint of
         ``tokens``, ``teacher_id`` and ``options`` when given (no check when none is)."""
-        path = resolve_dir(directory)
+        path = resolve_dir(directory, is_complete=_has_index)
         if path is None or not (path / "index.json").is_file():
             raise FileNotFoundError(f"no teacher cache at {directory}")
-        index = json.loads((path / "index.json").read_text(encoding="utf-8"))
-        if index.get("format") != FORMAT:
-            raise ValueError(f"{path}: unknown cache format {index.get('format')!r}")
+        index = _read_index(path / "index.json")
         if fingerprint is None and tokens is not None and teacher_id is not None:
             fingerprint = cache_fingerprint(tokens, teacher_id, options)
         if fingerprint is not None:
             diffs = _describe_mismatch(index["fingerprint"], fingerprint)
             if diffs:
                 raise CacheMismatchError(f"teacher cache {path} does not match: " + "; ".join(diffs)
-                                         + " (pass rebuild=True to recompute it)")
+                                         + f" ({_REBUILD})")
         return cls(path, index)
 
     # -- access ----------------------------------------------------------------------------------------

@@ -12,11 +12,14 @@ A checkpoint is a directory:
     per process (``{"processes": [...]}``): torch CPU RNG state (``uint8 [5056]``), CUDA RNG states (one
     ``uint8`` tensor per device, if CUDA is initialized), Python ``random`` and NumPy global RNG states as JSON lists.
 ``trainer_state.json``
-    :class:`TrainProgress` (epoch, step in epoch, global step, best metric, ...), the config, free extras.
+    :class:`TrainProgress` (epoch, step in epoch, global step, best metric, ...), the config, free extras, and
+    ``files``: the name and size in bytes of every other file (written last, so a checkpoint is complete
+    exactly when this file is there and its files have those sizes).
 
 Nothing is unpickled on load, so a checkpoint from an untrusted source cannot run code. The directory is
 written with :func:`structkd.train.atomic.atomic_directory`: a crash while saving leaves the previous
-checkpoint intact.
+checkpoint intact. Reading checks the files against ``files`` first: a missing or truncated file, or a damaged
+JSON or safetensors file, raises an error naming it (:class:`CheckpointError`) before any state is touched.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .atomic import atomic_directory, resolve_dir
 
 __all__ = [
+    "CheckpointError",
     "TrainProgress",
     "save_checkpoint",
     "load_checkpoint",
@@ -44,9 +49,15 @@ __all__ = [
     "unflatten_state",
     "get_rng_state",
     "set_rng_state",
+    "resolve_checkpoint",
+    "verify_checkpoint",
 ]
 
 STATE_FILE = "trainer_state.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint on disk is incomplete or damaged (the message names the file)."""
 
 
 @dataclass
@@ -134,7 +145,19 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """The JSON in ``path``; a truncated or damaged file raises :class:`CheckpointError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON, the file is truncated or damaged ({error})") from error
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a truncated or damaged one raises :class:`CheckpointError`."""
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as error:
+        raise CheckpointError(f"{path}: not a valid safetensors file, it is truncated or damaged ({error})") from error
 
 
 def _save_state(directory: Path, name: str, state: Any) -> None:
@@ -144,8 +167,45 @@ def _save_state(directory: Path, name: str, state: Any) -> None:
 
 
 def _load_state(directory: Path, name: str) -> Any:
-    tensors = load_file(str(directory / f"{name}.safetensors"), device="cpu")
+    tensors = _load_tensors(directory / f"{name}.safetensors")
     return unflatten_state(_read_json(directory / f"{name}.json"), tensors)
+
+
+def _file_sizes(directory: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != STATE_FILE}
+
+
+def verify_checkpoint(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read ``directory/trainer_state.json`` and check that every file it lists is there with its recorded size
+    (checkpoints written before the list existed need ``model.safetensors``).  Returns the state; raises
+    :class:`CheckpointError` naming the first file that is missing, truncated or damaged."""
+    path = Path(directory)
+    state = _read_json(path / STATE_FILE)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path / STATE_FILE}: not a checkpoint state (expected a JSON object)")
+    files = state.get("files", {"model.safetensors": None})
+    for name, size in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing from the checkpoint (its {STATE_FILE} lists it)")
+        if size is not None and file.stat().st_size != size:
+            raise CheckpointError(f"{file}: {file.stat().st_size} bytes, but the checkpoint wrote {size}: the file "
+                                  f"is truncated or damaged")
+    return state
+
+
+def _is_complete(directory: Path) -> bool:
+    try:
+        verify_checkpoint(directory)
+    except (CheckpointError, OSError):
+        return False
+    return True
+
+
+def resolve_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """``directory`` if it exists, else the newest complete old version an interrupted save left (put back
+    under its name; :func:`structkd.train.atomic.resolve_dir`), else ``None``."""
+    return resolve_dir(directory, is_complete=_is_complete)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,18 +278,20 @@ def save_checkpoint(
             "progress": (progress or TrainProgress()).to_dict(),
             "config": config.to_dict() if hasattr(config, "to_dict") else config,
             "extra": extra or {},
+            "files": _file_sizes(tmp),
         }
         _write_json(tmp / STATE_FILE, state)
     return directory
 
 
 def read_checkpoint_state(directory: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint's ``trainer_state.json`` (``format``, ``progress``, ``config``, ``extra``) as stored, without
-    loading any weights.  Raises ``FileNotFoundError`` if there is no checkpoint."""
-    path = resolve_dir(directory)
+    """A checkpoint's ``trainer_state.json`` (``format``, ``progress``, ``config``, ``extra``, ``files``) as
+    stored, without loading any weights.  Raises ``FileNotFoundError`` if there is no checkpoint and
+    :class:`CheckpointError` if it is incomplete or damaged (:func:`verify_checkpoint`)."""
+    path = resolve_checkpoint(directory)
     if path is None or not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f"no checkpoint at {directory}")
-    return _read_json(path / STATE_FILE)
+    return verify_checkpoint(path)
 
 
 def load_checkpoint(
@@ -247,13 +309,20 @@ def load_checkpoint(
     ``process_index`` (those of process 0 if the checkpoint has fewer processes).
 
     Raises ``FileNotFoundError`` if there is no checkpoint (after repairing an interrupted swap) or if an
-    object is given whose state the checkpoint lacks.
+    object is given whose state the checkpoint lacks, and :class:`CheckpointError` naming the file if one is
+    missing, truncated or damaged (checked before anything is restored).
     """
     state = read_checkpoint_state(directory)
-    path = resolve_dir(directory)
+    path = Path(directory)
     if model is not None:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=strict)
-        del missing, unexpected
+        weights = path / "model.safetensors"
+        try:
+            load_model(model, str(weights), strict=strict)
+        except SafetensorError as error:
+            raise CheckpointError(f"{weights}: not a valid safetensors file, it is truncated or damaged "
+                                  f"({error})") from error
+        except RuntimeError as error:
+            raise CheckpointError(f"{weights}: the weights do not fit the model ({error})") from error
     for name, obj in (("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
         if obj is None:
             continue

@@ -21,9 +21,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .atomic import resolve_dir
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
-from .checkpoint import TrainProgress, get_rng_state, load_checkpoint, read_checkpoint_state, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    TrainProgress,
+    get_rng_state,
+    load_checkpoint,
+    read_checkpoint_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from .config import TrainConfig, changed_settings
 from .devices import resolve_device
 from .distributed import running_under_accelerate
@@ -55,11 +62,17 @@ def check_resumable(output_dir: str | Path, config: TrainConfig, run_config: dic
     before its own setup work).
 
     Raises ``ValueError`` naming each setting that differs (:func:`changed_settings`) if the checkpoint was
-    written under another ``config`` or, where both have one, another ``run_config``."""
-    last = resolve_dir(Path(output_dir) / "last")
+    written under another ``config`` or, where both have one, another ``run_config``;
+    :class:`~structkd.train.checkpoint.CheckpointError` naming the file if the checkpoint is incomplete or
+    damaged, or has no RNG state (``rng.json``, without which the resumed run would not repeat the original)."""
+    last = resolve_checkpoint(Path(output_dir) / "last")
     if last is None:
         return False
     saved = read_checkpoint_state(last)
+    if not (last / "rng.json").is_file():
+        raise CheckpointError(f"{last / 'rng.json'}: missing, so the random number generators cannot be restored "
+                              f"and the resumed run would differ from an uninterrupted one; restore the file, or "
+                              f"start over (--overwrite)")
     # the training settings under the name a pipeline's config gives them (its ``training`` section)
     changes = set(changed_settings(saved.get("config") or {}, config.to_dict(), prefix="training."))
     if run_config is not None and (saved.get("extra") or {}).get("run_config") is not None:
