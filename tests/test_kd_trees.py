@@ -4,7 +4,7 @@ import brute
 import pytest
 import torch
 
-from structkd.kd import head_offset_marginals, project, structural_kd_loss
+from structkd.kd import head_offset_marginals, project, restrict_teacher, structural_kd_loss
 from structkd.structs.chain import MaxEnt
 from structkd.structs.tree import DependencyCRF, MatrixTree
 from structkd.structs.tree2o import Dependency2oCRF
@@ -164,3 +164,101 @@ def test_tree_lengths_must_match():
     teacher = DependencyCRF(arc_scores(0), LENS)
     with pytest.raises(ValueError, match="lengths in words"):
         structural_kd_loss(teacher, DependencyCRF(arc_scores(1), torch.tensor([4, 2, 1])))
+
+
+# (teacher kind, teacher multiroot, student kind, student multiroot): the student cannot express some teacher trees
+INEXPRESSIBLE = [("mtt", False, "dep", False), ("mtt", True, "dep", True), ("mtt", True, "dep", False),
+                 ("dep", True, "dep", False), ("mtt", True, "mtt", False), ("dep", True, "mtt", False),
+                 ("2o", True, "2o", False), ("2o", True, "dep", False), ("2o", True, "mtt", False),
+                 ("mtt", False, "2o", False)]
+
+
+@pytest.mark.parametrize("t_kind,t_multi,s_kind,s_multi", INEXPRESSIBLE)
+def test_inexpressible_teacher_trees_are_refused_by_default(t_kind, t_multi, s_kind, s_multi):
+    """Issue #23.5: a teacher with trees the student cannot express (non-projective, multiroot) makes the
+    factorized loss unbounded below; the default refuses it and names the way out."""
+    teacher = build(t_kind, arc_scores(0), sib_scores(1), t_multi)
+    student = build(s_kind, arc_scores(2), sib_scores(3), s_multi)
+    with pytest.raises(ValueError, match="impossible='renormalize'"):
+        structural_kd_loss(teacher, student)
+    with pytest.raises(ValueError, match="restrict_teacher"):
+        project(teacher, student)
+
+
+@pytest.mark.parametrize("t_kind,t_multi,s_kind,s_multi", INEXPRESSIBLE)
+def test_renormalized_teacher_equals_brute_force_restricted_cross_entropy(t_kind, t_multi, s_kind, s_multi):
+    """``impossible='renormalize'``: the exact cross-entropy to the teacher restricted to the student's trees and
+    renormalized (brute force, with gradients), bounded below by that teacher's entropy however sharp the student."""
+    t_arcs, t_sibs = arc_scores(0), sib_scores(1)
+    s_arcs, s_sibs = arc_scores(2).requires_grad_(), sib_scores(3).requires_grad_()
+    teacher = build(t_kind, t_arcs, t_sibs, t_multi)
+    student = build(s_kind, s_arcs, s_sibs, s_multi)
+    loss = structural_kd_loss(teacher, student, impossible="renormalize")
+    grad = torch.autograd.grad(loss.sum(), s_arcs)[0]
+    restricted = restrict_teacher(teacher, student)
+    for b in range(3):
+        n = int(LENS[b])
+        s_support = brute.trees(n, s_multi, projective=s_kind != "mtt")
+        t_support = set(brute.trees(n, t_multi, projective=t_kind != "mtt"))
+        support = [y for y in s_support if y in t_support]
+        t_sib = t_sibs if t_kind == "2o" else None
+        s_sib = s_sibs if s_kind == "2o" else None
+        p_t = torch.stack([tree_score(t_arcs, t_sib, b, y) for y in support]).softmax(0)
+        s_log_z = torch.logsumexp(torch.stack([tree_score(s_arcs, s_sib, b, y) for y in s_support]), 0)
+        expected = -(p_t * (torch.stack([tree_score(s_arcs, s_sib, b, y) for y in support]) - s_log_z)).sum()
+        assert loss[b].item() == pytest.approx(expected.item(), abs=1e-9)
+        torch.testing.assert_close(grad[b], torch.autograd.grad(expected, s_arcs)[0][b])
+        entropy = -(p_t * p_t.log()).sum()
+        assert restricted.entropy[b].item() == pytest.approx(entropy.item(), abs=1e-9)
+    sharp = build(s_kind, arc_scores(2) * 1e3, sib_scores(3) * 1e3, s_multi)
+    assert (structural_kd_loss(teacher, sharp, impossible="renormalize") >= restricted.entropy - 1e-9).all()
+
+
+def test_ignoring_inexpressible_trees_keeps_the_unbounded_surrogate():
+    """``impossible='ignore'`` is the documented risk: the unrestricted arc marginals, whose loss falls without
+    end as the student sharpens (a non-projective teacher, a projective student)."""
+    crossing = torch.zeros(3, WORDS + 1, WORDS + 1, dtype=torch.float64)
+    crossing[0, [1, 2, 3, 4], [3, 0, 4, 2]] = 1.0  # 2 -> 4 crosses 3 -> 1: a non-projective tree
+    teacher = MatrixTree(arc_scores(0) + 10 * crossing, LENS)
+    torch.testing.assert_close(project(teacher, DependencyCRF(arc_scores(2), LENS), impossible="ignore")[0],
+                               teacher.marginals)
+    losses = [structural_kd_loss(teacher, DependencyCRF(crossing * scale, LENS), impossible="ignore")[0].item()
+              for scale in (1.0, 1e2, 1e3)]
+    assert losses[2] < losses[1] < losses[0] and losses[2] < -500
+    bounded = structural_kd_loss(teacher, DependencyCRF(crossing * 1e3, LENS), impossible="renormalize")
+    assert bounded[0] > 0
+
+
+def test_head_offset_student_without_renormalizing_is_refused_by_default():
+    """Issue #23.5: dropping the teacher's mass outside the offset inventory leaves an unbounded loss (all logits of
+    a word falling lowers it without end); it needs ``impossible='ignore'``."""
+    teacher = DependencyCRF(arc_scores(11), LENS)
+    logits = torch.zeros(3, WORDS, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="renormalize=True"):
+        structural_kd_loss(teacher, MaxEnt(logits, LENS), offsets=[-1, 1], renormalize=False)
+    dropped = [structural_kd_loss(teacher, MaxEnt(logits - shift, LENS), offsets=[-1, 1], renormalize=False,
+                                  impossible="ignore")[0].item() for shift in (0.0, 1e3)]
+    assert dropped[1] < dropped[0] - 100
+    kept = [structural_kd_loss(teacher, MaxEnt(logits - shift, LENS), offsets=[-1, 1])[0].item()
+            for shift in (0.0, 1e3)]
+    assert kept[1] == pytest.approx(kept[0])
+
+
+STUDENT_SPECS = [("biaffine", "projective", False), ("biaffine", "nonprojective", False),
+                 ("biaffine", "nonprojective", True), ("seqlabel", None, False)]
+
+
+@pytest.mark.parametrize("kind,tree,multiroot", STUDENT_SPECS)
+def test_parse_pipeline_caches_the_teacher_restricted_to_the_student(kind, tree, multiroot):
+    """The parser pipeline's cached arcs: a multiroot non-projective teacher restricted to the trees the student
+    can express (projective, single root), untouched for a sequence-labeling student (any heads)."""
+    from structkd.parse.distillation import StudentSpec, _probe
+
+    teacher = MatrixTree(arc_scores(12), LENS, multiroot=True)
+    spec = StudentSpec(kind, tree, multiroot, ((-1, 0), (1, 0)) if kind == "seqlabel" else None)
+    cached = project(teacher, _probe(spec, LENS, WORDS + 1, torch.float64), impossible="renormalize")[0]
+    if kind == "seqlabel":
+        expected = teacher.marginals
+    else:
+        expected = (DependencyCRF if tree == "projective" else MatrixTree)(arc_scores(12), LENS, multiroot).marginals
+    torch.testing.assert_close(cached, expected)

@@ -13,6 +13,7 @@ from structkd.kd.projections import (
     head_offset_marginals,
     project,
     register_projection,
+    restrict_teacher,
     supported_pairs,
 )
 from structkd.kd.representation import HiddenStateKD, attention_kd_loss, uniform_layer_map
@@ -41,6 +42,7 @@ __all__ = [
     "posterior_kd_loss",
     "project",
     "register_projection",
+    "restrict_teacher",
     "sample_mixup",
     "seqlevel_kd_loss",
     "span_tag_marginals",

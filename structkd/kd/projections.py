@@ -21,10 +21,27 @@ DependencyCRF                         Dependency2oCRF                      2 (ex
 MaxEnt                                LinearChainCRF                       3 teacher finer
 SemiMarkovCRF                         MaxEnt / LinearChainCRF (BIO, BIOES) 4 incompatible
 ====================================  ===================================  ==========================
+
+Trees the student cannot express.  A tree teacher whose support is not inside the student's (a non-projective
+:class:`MatrixTree` teacher of a projective student, a multiroot teacher of a single-root student) has no
+finite cross-entropy, and the factorized loss ``log Z_S - E_T[score_S]`` has no lower bound: it falls without
+end as the student sharpens.  :func:`project` follows the rule ``impossible``:
+
+* ``"error"`` (default): refuse, naming the way out;
+* ``"renormalize"``: distill the teacher restricted to the student's trees and renormalized
+  (:func:`restrict_teacher`), exact for every tree teacher: the same arc (and sibling) scores under the
+  student's constraints, so a :class:`MatrixTree` teacher of a projective student is run through Eisner;
+* ``"ignore"``: distill the unrestricted teacher's marginals, at the risk above (a surrogate loss that can
+  fall without end; only bounded training, such as a few epochs mixed with the gold loss, keeps it usable).
+
+A head-offset tagger cannot express heads outside its offset inventory: ``renormalize=True`` (default)
+renormalizes each word's label marginals over the inventory; ``renormalize=False`` drops that mass, which makes
+the loss unbounded in the same way, and is refused unless ``impossible="ignore"``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -41,12 +58,16 @@ Projection = Callable[..., tuple[Tensor, ...]]
 
 _REGISTRY: dict[tuple[type, type], Projection] = {}
 
+IMPOSSIBLE_RULES = ("error", "renormalize", "ignore")
+"""What :func:`project` does with teacher structures the student cannot express (see the module docstring)."""
+
 
 def register_projection(teacher_type: type, student_type: type) -> Callable[[Projection], Projection]:
     """Decorator registering ``fn(teacher, student, **options) -> marginals`` for a pair of types.
 
     ``marginals`` is a tuple with one tensor per student potential, same shapes, holding the teacher's
-    marginal probability of each student part (0 at padding)."""
+    marginal probability of each student part (0 at padding).  A projection with an ``impossible`` keyword
+    receives :func:`project`'s rule (one of :data:`IMPOSSIBLE_RULES`)."""
     def decorate(fn: Projection) -> Projection:
         _REGISTRY[(teacher_type, student_type)] = fn
         return fn
@@ -69,11 +90,25 @@ def find_projection(teacher: StructuredDistribution, student: StructuredDistribu
                     f"student; supported pairs:\n  {pairs}\nregister one with structkd.kd.register_projection")
 
 
-def project(teacher: StructuredDistribution, student: StructuredDistribution, **options) -> tuple[Tensor, ...]:
-    """Teacher marginals over the student's parts (detached), checked against the student's layout."""
+def project(teacher: StructuredDistribution, student: StructuredDistribution, impossible: str = "error",
+            **options) -> tuple[Tensor, ...]:
+    """Teacher marginals over the student's parts (detached), checked against the student's layout.
+
+    Args:
+        impossible: what to do when the teacher has structures the student cannot express (see the module
+            docstring): ``"error"`` (default), ``"renormalize"`` or ``"ignore"``.
+        options: passed to the projection (``span_labels``, ``tags``, ``scheme``; ``offsets``, ``rel_probs``,
+            ``renormalize``).
+    """
+    if impossible not in IMPOSSIBLE_RULES:
+        raise ValueError(f"impossible must be one of {IMPOSSIBLE_RULES}, got {impossible!r}")
     if teacher.batch_size != student.batch_size:
         raise ValueError(f"teacher batch size {teacher.batch_size} != student batch size {student.batch_size}")
-    marginals = find_projection(teacher, student)(teacher, student, **options)
+    teacher = _supported_teacher(teacher, student, impossible)
+    projection = find_projection(teacher, student)
+    if "impossible" in inspect.signature(projection).parameters:
+        options = {**options, "impossible": impossible}
+    marginals = projection(teacher, student, **options)
     for m, p in zip(marginals, student.potentials):
         if m.shape != p.shape:
             raise ValueError(f"projection produced marginals of shape {list(m.shape)} for student potentials of "
@@ -145,6 +180,58 @@ def _same_words(teacher, student) -> None:
     _same_lengths(teacher, student, what="words")
 
 
+_TREES = (DependencyCRF, MatrixTree, Dependency2oCRF)
+
+
+def _tree_support(dist: StructuredDistribution) -> tuple[bool, bool]:
+    """``(projective only, multiroot)`` of a tree distribution."""
+    return not isinstance(dist, MatrixTree), bool(dist.multiroot)
+
+
+def _inexpressible(teacher, student) -> list[str]:
+    """The kinds of teacher trees a tree student cannot express (empty when its support holds the teacher's)."""
+    t_projective, t_multiroot = _tree_support(teacher)
+    s_projective, s_multiroot = _tree_support(student)
+    return ((["non-projective"] if s_projective and not t_projective else [])
+            + (["multiroot"] if t_multiroot and not s_multiroot else []))
+
+
+def restrict_teacher(teacher: StructuredDistribution, student: StructuredDistribution) -> StructuredDistribution:
+    """A tree teacher restricted to the trees a tree student can express, renormalized: exactly
+    ``P_T(y | y in support(S))``, as a distribution of the same scores under the student's constraints.
+
+    A first-order teacher (:class:`DependencyCRF`, :class:`MatrixTree`) becomes a :class:`DependencyCRF` when
+    the student is projective (Eisner on the teacher's arc scores) and loses its multiroot trees when the
+    student is single-root; a :class:`Dependency2oCRF` teacher (projective) can only lose its multiroot trees.
+    The teacher itself is returned when the student expresses all its trees (or either is not a tree)."""
+    if not (isinstance(teacher, _TREES) and isinstance(student, _TREES)) or not _inexpressible(teacher, student):
+        return teacher
+    multiroot = teacher.multiroot and student.multiroot
+    if isinstance(teacher, Dependency2oCRF):
+        return Dependency2oCRF(*teacher.potentials, teacher.lens, multiroot)
+    projective = _tree_support(teacher)[0] or _tree_support(student)[0]
+    return (DependencyCRF if projective else MatrixTree)(teacher.potentials[0], teacher.lens, multiroot)
+
+
+def _supported_teacher(teacher, student, impossible: str):
+    """The teacher to project under the rule ``impossible``: itself, or restricted (``"renormalize"``); raises
+    ``ValueError`` (``"error"``) when a tree student cannot express some of a tree teacher's trees."""
+    if not (isinstance(teacher, _TREES) and isinstance(student, _TREES)) or impossible == "ignore":
+        return teacher
+    missing = _inexpressible(teacher, student)
+    if not missing:
+        return teacher
+    if impossible == "renormalize":
+        return restrict_teacher(teacher, student)
+    raise ValueError(
+        f"the {type(teacher).__name__} teacher (multiroot={teacher.multiroot}) puts mass on "
+        f"{' and '.join(missing)} trees that the {type(student).__name__} student (multiroot={student.multiroot}) "
+        f"cannot express: the cross-entropy is infinite and the factorized loss has no lower bound (it falls "
+        f"without end as the student sharpens). Restrict and renormalize the teacher to the student's trees with "
+        f"impossible='renormalize' (exact; structkd.kd.restrict_teacher gives that teacher), give the student the "
+        f"teacher's support, or pass impossible='ignore' to distill the unrestricted marginals at that risk")
+
+
 @register_projection(DependencyCRF, DependencyCRF)
 @register_projection(DependencyCRF, MatrixTree)
 @register_projection(MatrixTree, DependencyCRF)
@@ -152,8 +239,9 @@ def _same_words(teacher, student) -> None:
 @register_projection(Dependency2oCRF, DependencyCRF)
 @register_projection(Dependency2oCRF, MatrixTree)
 def _arcs(teacher, student) -> tuple[Tensor, ...]:
-    """Arc marginals.  A projective student of a non-projective teacher sees the teacher's arc marginals,
-    which is the factorized loss ``log Z_S - E_T[score_S]`` (the exact cross-entropy is infinite there)."""
+    """Arc marginals.  A student that cannot express some of the teacher's trees (non-projective or multiroot
+    ones) gets here only under ``impossible="ignore"`` (see :func:`project`): it then sees the unrestricted
+    teacher's arc marginals, the unbounded factorized loss ``log Z_S - E_T[score_S]``."""
     _same_words(teacher, student)
     return (teacher.marginals,)
 
@@ -187,7 +275,8 @@ def head_offset_marginals(arc_marginals: Tensor, lens: Tensor, offsets: Sequence
         rel_probs: ``[batch_size, seq_len + 1, seq_len + 1, n_rels]`` teacher relation probabilities per
             arc (``[b, d, h, r]``), needed when labels carry relations.
         renormalize: divide each word's marginals by the mass the inventory covers (heads at offsets outside
-            the inventory cannot be expressed by the student); otherwise that mass is dropped.
+            the inventory cannot be expressed by the student); otherwise that mass is dropped, and a KD loss on
+            these marginals has no lower bound (the projection refuses that unless ``impossible="ignore"``).
 
     Returns:
         ``[batch_size, seq_len, n_labels]`` where position ``i`` is word ``i + 1``.
@@ -218,8 +307,18 @@ def head_offset_marginals(arc_marginals: Tensor, lens: Tensor, offsets: Sequence
 
 
 def _arcs_to_offsets(teacher, student: MaxEnt, *, offsets: Sequence[int | tuple[int, int]],
-                     rel_probs: Tensor | None = None, renormalize: bool = True) -> tuple[Tensor, ...]:
-    """Trees to a MaxEnt tagger over head-offset labels (``offsets`` as in :func:`head_offset_marginals`)."""
+                     rel_probs: Tensor | None = None, renormalize: bool = True, impossible: str = "error"
+                     ) -> tuple[Tensor, ...]:
+    """Trees to a MaxEnt tagger over head-offset labels (``offsets`` as in :func:`head_offset_marginals`).
+
+    ``renormalize=False`` leaves each word's label marginals summing to less than one, and the loss
+    ``sum_w logsumexp(s_w) - sum_k m_wk s_wk`` then falls without end as all the word's logits fall: it is
+    refused unless ``impossible="ignore"``."""
+    if not renormalize and impossible != "ignore":
+        raise ValueError("renormalize=False drops the teacher's mass on heads outside the offset inventory, and the "
+                         "KD loss then has no lower bound (it falls without end as all the student's logits "
+                         "fall): keep renormalize=True (the teacher restricted to the inventory, renormalized), or "
+                         "pass impossible='ignore' to accept that risk")
     if student.n_tags != len(offsets):
         raise ValueError(f"the student has {student.n_tags} labels but {len(offsets)} offsets were given")
     if student.max_len != teacher.max_len or not torch.equal(student.lens, teacher.lens):

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from structkd.kd.projections import project
+from structkd.kd.projections import IMPOSSIBLE_RULES, project
 from structkd.numerics import is_impossible
 from structkd.structs.base import StructuredDistribution
 from structkd.structs.chain import LinearChainCRF, MaxEnt
@@ -95,8 +95,8 @@ def _compact(potential: Tensor) -> tuple[Tensor, tuple[int, ...]]:
 
 def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor], impossible: str) -> tuple:
     """Teacher mass on parts the student forbids makes the exact cross-entropy infinite."""
-    if impossible not in ("error", "ignore"):
-        raise ValueError(f"impossible must be 'error' or 'ignore', got {impossible!r}")
+    if impossible not in IMPOSSIBLE_RULES:
+        raise ValueError(f"impossible must be one of {IMPOSSIBLE_RULES}, got {impossible!r}")
     out = []
     for m, p in zip(marginals, student.potentials):
         core, axes = _compact(p.detach())
@@ -104,7 +104,7 @@ def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor],
         if not bool(banned.any()):  # the usual case: nothing is forbidden, nothing to check
             out.append(m)
             continue
-        if impossible == "error":
+        if impossible != "ignore":  # "renormalize" restricts tree teachers only (in project)
             summed = m.sum(tuple(a for a in axes if a > 0), keepdim=True) if any(a > 0 for a in axes) else m
             lost = (summed * banned).flatten(1).sum(-1)
             if bool((lost > 1e-6).any()):
@@ -130,8 +130,11 @@ def structural_kd_loss(teacher: StructuredDistribution | Sequence[StructuredDist
         temperature_mode: ``"global"`` or ``"local"``.
         t2_scaling: multiply the loss by ``T^2``.
         teacher_weights: mixture weights for several teachers.
-        impossible: ``"error"`` (default) raises when the teacher has mass on parts the student forbids;
-            ``"ignore"`` drops that mass.
+        impossible: ``"error"`` (default) raises when the teacher has mass on parts the student forbids or on
+            trees the student cannot express (non-projective, multiroot); ``"renormalize"`` distills a tree
+            teacher restricted to the student's trees (exact, :func:`~structkd.kd.projections.restrict_teacher`;
+            forbidden parts of other students still raise); ``"ignore"`` drops the mass on forbidden parts and
+            distills an inexpressible tree teacher's marginals as they are (an unbounded loss).
         projection_options: extra information a projection needs, passed by keyword (``span_labels``, ``tags``,
             ``scheme`` for a span teacher; ``offsets``, ``rel_probs`` for a head-offset tagger).
     """
@@ -143,7 +146,8 @@ def structural_kd_loss(teacher: StructuredDistribution | Sequence[StructuredDist
     if temperature_mode == "global" and temperature != 1.0:
         teachers = [t.scaled(1.0 / temperature) for t in teachers]
         student = student.scaled(1.0 / temperature)
-    marginals = average_marginals([project(t, student, **projection_options) for t in teachers], teacher_weights)
+    marginals = average_marginals([project(t, student, impossible, **projection_options) for t in teachers],
+                                  teacher_weights)
     if temperature_mode == "local":
         marginals = local_temperature(marginals, temperature, _substructure_axes(student))
     marginals = _check_support(student, marginals, impossible)

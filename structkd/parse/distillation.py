@@ -8,7 +8,9 @@ field         shape                                  content
 ============  =====================================  ================================================================
 arcs          ``[n + 1, n + 1]``                     the teacher's arc marginals ``P_T(h -> d)`` at ``[d, h]``
                                                      (first-order and sequence-labeling students; exact second-order
-                                                     inside-outside for a ``2o`` teacher)
+                                                     inside-outside for a ``2o`` teacher), of the teacher restricted
+                                                     to the trees a tree student can express (projective, single
+                                                     root) and renormalized
 sibs          ``[n + 1, n + 1, n + 1]``              sibling marginals, for a ``2o`` student only
 rels          ``[n + 1, n + 1, n_rels]``             the teacher's relation distribution of *every* arc
 gold_rels     ``[n, n_rels]``                        its relation distribution on the gold arcs (``relations=gold``)
@@ -52,7 +54,7 @@ from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
 from structkd.parse.config import KdConfig
 from structkd.parse.modeling import ParseModel, ParserOutput
 from structkd.structs.heads import is_tree, projective, word_mask
-from structkd.structs.tree import DependencyCRF, arc_mask
+from structkd.structs.tree import DependencyCRF, MatrixTree, arc_mask
 from structkd.structs.tree2o import Dependency2oCRF
 
 Tensor = torch.Tensor
@@ -112,11 +114,14 @@ def teacher_fields(kd: KdConfig, spec: StudentSpec) -> list[str]:
 
 
 def _probe(spec: StudentSpec, lens: Tensor, size: int, dtype=torch.float32):
-    """A distribution of the student's tree type (zero scores) that fixes the layout of its parts."""
+    """A distribution of the student's tree type (zero scores) that fixes the layout of its parts and the trees it
+    can express (any tree for a sequence-labeling student)."""
     zeros = torch.zeros(len(lens), size, size, dtype=dtype, device=lens.device)
+    if spec.kind == "seqlabel":
+        return MatrixTree(zeros, lens, multiroot=True)
     if spec.tree == "2o":
         return Dependency2oCRF(zeros, zeros.new_zeros(len(lens), size, size, size), lens, spec.multiroot)
-    return DependencyCRF(zeros, lens, spec.multiroot)
+    return (MatrixTree if spec.tree == "nonprojective" else DependencyCRF)(zeros, lens, spec.multiroot)
 
 
 def _top_trees(out: ParserOutput, k: int, spec: StudentSpec, gold_rel_pred: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -150,7 +155,9 @@ def compute_teacher_outputs(teacher: ParseModel, sentences: Sequence, kd: KdConf
         scaled = dist.scaled(1.0 / temp) if temp != 1.0 and kd.temperature_mode == "global" else dist
         batch: dict[str, Tensor] = {}
         if "arcs" in fields:
-            marginals = project(scaled, _probe(spec, lens, size))
+            # a teacher with trees the student cannot express (non-projective, multiroot) is restricted to the
+            # student's trees and renormalized: the exact, bounded objective
+            marginals = project(scaled, _probe(spec, lens, size), impossible="renormalize")
             batch["arcs"] = marginals[0]
             if "sibs" in fields:
                 batch["sibs"] = marginals[1]
