@@ -223,3 +223,31 @@ def test_device_options_of_the_commands(corpus, teachers, tmp_path, capsys, monk
     capsys.readouterr()
     assert main(args + ["training.device=cpu"]) == 0 and (run / "model" / "model.safetensors").exists()
     assert "teacher cache" not in capsys.readouterr().err  # training.progress=false hides every bar
+
+
+def test_a_run_directory_is_refused_without_resume_or_overwrite(corpus, teachers, tmp_path, capsys):
+    """A new run into a directory holding an earlier one is refused before any work (train and distill, one line
+    naming the directory and both flags); ``--overwrite`` replaces the earlier run's files and nothing else:
+    a transformer's ``model/encoder/`` does not stay inside the new BiLSTM model."""
+    import shutil
+
+    from structkd.train import RunDirectoryError
+
+    run = tmp_path / "run"
+    shutil.copytree(corpus["root"] / "span", run)  # an earlier run: a transformer span tagger
+    (run / "notes.txt").write_text("mine", encoding="utf-8")
+    saved = (run / "ner_config.json").read_text()
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    with pytest.raises(RunDirectoryError, match=rf"output_dir {run} holds an earlier run .*--resume.*--overwrite"):
+        train_command(build_ner_config({"data": data, "model": bilstm(), "training": training(run, epochs=1)}))
+    with pytest.raises(RunDirectoryError, match=rf"output_dir {run} holds an earlier run"):
+        distill_command(build_ner_config({"data": data, "model": bilstm(), "training": training(run, epochs=1),
+                                          "kd": {"method": "structural", "teacher": teachers["crf"]}}))
+    assert (run / "ner_config.json").read_text() == saved  # refused before anything was written
+    args = ["ner", "train", f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", "model.kind=bilstm",
+            "model.word_dim=8", "model.hidden=8", "model.char_filters=4", "training.epochs=1",
+            "training.progress=false", f"training.output_dir={run}"]
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert not (run / "model" / "encoder").exists() and (run / "notes.txt").read_text() == "mine"
+    assert json.loads((run / "model" / "config.json").read_text())["class"] == "BiLSTMTagger"

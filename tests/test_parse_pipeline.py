@@ -377,3 +377,24 @@ def test_device_options_of_the_commands(corpus, teachers, tmp_path, capsys, monk
     assert main(args + ["--resume"]) == 0  # another device resumes: training.device is free (RESUME_FREE)
     epochs = [r for r in map(json.loads, open(run / "train_log.jsonl")) if r.get("type") == "eval"]
     assert len(epochs) == 1
+
+
+def test_a_run_directory_is_refused_without_resume_or_overwrite(corpus, teachers, tmp_path):
+    """A new run into a directory holding an earlier one is refused before any work; ``overwrite`` replaces the
+    earlier run (its transformer ``model/encoder/`` does not stay inside the new BiLSTM parser)."""
+    from structkd.train import RunDirectoryError
+
+    run = tmp_path / "run"
+    shutil.copytree(corpus["root"] / "1o", run)  # an earlier run: a transformer parser
+    saved = (run / "parse_config.json").read_text()
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    config = build_parse_config({"data": data, "model": bilstm(), "training": training(run)})
+    with pytest.raises(RunDirectoryError, match=rf"output_dir {run} holds an earlier run .*--resume.*--overwrite"):
+        train_command(config)
+    kd = build_parse_config({"data": data, "model": bilstm(), "training": training(run),
+                             "kd": {"method": "structural", "teacher": teachers["2o"]}})
+    with pytest.raises(RunDirectoryError, match=rf"output_dir {run} holds an earlier run"):
+        distill_command(kd)
+    assert (run / "parse_config.json").read_text() == saved  # refused before anything was written
+    distill_command(kd, overwrite=True)
+    assert not (run / "model" / "encoder").exists() and ParseModel.load(run / "model").parser.vocab is not None

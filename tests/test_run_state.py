@@ -241,6 +241,7 @@ def test_saving_over_an_older_model_leaves_none_of_its_files(tmp_path):
     (directory / "encoder").mkdir(parents=True)  # an older transformer model's files
     (directory / "encoder" / "tokenizer.json").write_text("{}")
     (directory / "config.json").write_text(json.dumps({"format": "structkd", "class": "TransformerTagger"}))
+    (directory / "decoder.txt").write_text("mst\n")  # what a pipeline wrote next to it (a parser's decoder)
     model, vocab = bilstm()
     save_pretrained(model, directory, vocab=vocab)
     assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]

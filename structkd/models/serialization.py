@@ -113,25 +113,30 @@ def save_pretrained(model: nn.Module, directory: str | Path, config: dict | None
 MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, ENCODER_DIR)
 
 
+def _is_saved_model(directory: Path) -> bool:
+    """Whether ``directory/config.json`` is a structkd model's (readable, with ``"format": "structkd"``)."""
+    try:
+        document = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and document.get("format") == "structkd"
+
+
 def _check_replaceable(directory: Path) -> None:
-    """Refuse to save over anything but a saved model (whose files a save replaces whole): a directory holding
-    other entries, or a ``config.json`` that is not a structkd model's, is left alone with an error naming it."""
+    """Refuse to save over anything but a saved model, which a save replaces whole (files written next to it,
+    such as a parser's ``decoder.txt``, included): a directory with other entries and no structkd
+    ``config.json`` is left alone, with an error naming it."""
     if directory.exists() and not directory.is_dir():
         raise FileExistsError(f"{directory}: exists and is not a directory; cannot save a model there")
-    if not directory.is_dir():
+    if not directory.is_dir() or _is_saved_model(directory):
         return
+    if (directory / CONFIG_NAME).exists():
+        raise FileExistsError(f"{directory / CONFIG_NAME}: not a structkd model's config; saving would replace "
+                              f"the directory whole, so choose a new or empty one")
     others = sorted(p.name for p in directory.iterdir() if p.name not in MODEL_FILES)
     if others:
         raise FileExistsError(f"{directory}: holds files that are not a saved model's ({', '.join(others[:5])}); "
                               f"saving would replace the directory whole, so choose a new or empty one")
-    if (directory / CONFIG_NAME).exists():
-        try:
-            document = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            return  # a damaged config among a saved model's files: the new save replaces it
-        if not isinstance(document, dict) or document.get("format") != "structkd":
-            raise FileExistsError(f"{directory / CONFIG_NAME}: not a structkd model's config; saving would replace "
-                                  f"the directory whole, so choose a new or empty one")
 
 
 def _read_config(directory: Path) -> dict:

@@ -60,14 +60,16 @@ def run_ner_demo(output_dir: str = "runs/ner-demo", teacher_epochs: int = 3, stu
                  max_sentences: int | None = None, seed: int = 0, threads: int | None = None,
                  device: str = "auto") -> list[dict]:
     """Run the demo and print its table; returns one row per model.  The models train on ``device`` (``auto``:
-    the first GPU if there is one); the speed column is measured on the CPU."""
+    the first GPU if there is one); the speed column is measured on the CPU.  A rerun into the same
+    ``output_dir`` trains again from scratch, replacing the earlier runs' files (``overwrite``)."""
     if threads:
         torch.set_num_threads(threads)
     teacher_cfg, baseline_cfg, distilled_cfg = demo_configs(output_dir, teacher_epochs, student_epochs,
                                                             max_sentences, seed, device)
-    train_command(teacher_cfg)
-    distill_command(baseline_cfg)
-    distill_command(distilled_cfg, rebuild_cache=True)
+    # a rerun starts over: each run replaces its own earlier files (nothing else in output_dir)
+    train_command(teacher_cfg, overwrite=True)
+    distill_command(baseline_cfg, overwrite=True)
+    distill_command(distilled_cfg, rebuild_cache=True, overwrite=True)
     dev = read_data(teacher_cfg.data).dev
     rows = []
     for name, cfg in (("teacher MiniLM-CRF", teacher_cfg), ("student BiLSTM-CRF, gold only", baseline_cfg),

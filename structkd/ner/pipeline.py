@@ -19,6 +19,7 @@ from structkd.train import (
     finish_run,
     is_main_process,
     main_process_first,
+    prepare_output_dir,
     resolve_device,
     teacher_fingerprint,
     training_device,
@@ -92,10 +93,15 @@ def _finish(trainer: Trainer, model: NerModel, config: NerConfig, data: NerData)
                       lambda m, sentences: evaluate(m, sentences, report=True), json_default=_plain)
 
 
-def train_command(config: NerConfig, resume: bool = False) -> dict:
-    """Train a teacher or a baseline student on gold labels; returns dev/test results."""
+def train_command(config: NerConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train a teacher or a baseline student on gold labels; returns dev/test results.
+
+    ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
+    either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
+    """
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, config.to_dict())
+    prepare_output_dir(config.training.output_dir, resume, overwrite)  # an earlier run: refused or replaced
     device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train:
@@ -153,8 +159,14 @@ def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: 
     return out
 
 
-def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
-    """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
+def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool = False,
+                    overwrite: bool = False) -> dict:
+    """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results.
+
+    ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
+    either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
+    ``overwrite`` leaves the teacher and a ``kd.cache_dir`` alone.
+    """
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
@@ -162,6 +174,7 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, run_config)
+    prepare_output_dir(config.training.output_dir, resume, overwrite, protect=(kd.teacher, kd.cache_dir))
     device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train and not data.unlabeled:

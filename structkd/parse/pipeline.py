@@ -37,6 +37,7 @@ from structkd.train import (
     finish_run,
     is_main_process,
     main_process_first,
+    prepare_output_dir,
     resolve_device,
     teacher_fingerprint,
     training_device,
@@ -108,10 +109,15 @@ def _model_name(config: ParseConfig) -> str:
     return f"{m.encoder} {m.kind}" + (f" ({m.tree})" if m.kind == "biaffine" else "") + " parser"
 
 
-def train_command(config: ParseConfig, resume: bool = False) -> dict:
-    """Train a teacher or a baseline parser on gold trees; returns dev/test results."""
+def train_command(config: ParseConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train a teacher or a baseline parser on gold trees; returns dev/test results.
+
+    ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
+    either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
+    """
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, config.to_dict())
+    prepare_output_dir(config.training.output_dir, resume, overwrite)  # an earlier run: refused or replaced
     device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train:
@@ -167,8 +173,14 @@ def _cached_batch(cache: TeacherCache, fields: list[str], batch: Batch, device: 
     return out
 
 
-def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bool = False) -> dict:
-    """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results."""
+def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bool = False,
+                    overwrite: bool = False) -> dict:
+    """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results.
+
+    ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
+    either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
+    ``overwrite`` leaves the teacher and a ``kd.cache_dir`` alone.
+    """
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
@@ -176,6 +188,7 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, run_config)
+    prepare_output_dir(config.training.output_dir, resume, overwrite, protect=(kd.teacher, kd.cache_dir))
     device = training_device(config.training.device)  # a device this machine lacks is refused before any work
     data = read_data(config.data)
     if not data.train and not data.unlabeled:
