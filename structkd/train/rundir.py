@@ -98,20 +98,19 @@ def prepare_output_dir(output_dir: str | os.PathLike, resume: bool = False, over
     directory = Path(output_dir)
     if directory.exists() and not directory.is_dir():
         raise RunDirectoryError(f"output_dir {directory} is a file, not a directory")
-    if resume or not directory.is_dir():
+    if resume:
         return
-    entries = _run_entries(directory)
-    if not entries:
-        return
-    if not overwrite:
+    entries = _run_entries(directory) if directory.is_dir() else []
+    if entries and not overwrite:
         raise RunDirectoryError(f"output_dir {directory} holds an earlier run ({entries[0].name}, ...): pass "
                                 f"--resume to continue it or --overwrite to replace it, or choose another output_dir")
-    if not _is_run_directory(directory):
+    if entries and not _is_run_directory(directory):
         raise RunDirectoryError(f"output_dir {directory} does not look like a structkd run directory (no "
                                 f"ner_config.json, parse_config.json, train_log.jsonl or checkpoint), so --overwrite "
                                 f"removes nothing there: choose another output_dir")
-    # every process has decided on the same untouched directory; then the main one removes, the others wait
+    # every process of a launched run decides on the same untouched directory before any of them writes there
     wait_for_everyone()
-    if is_main_process():
-        _overwrite(directory, entries, protect)
-    wait_for_everyone()
+    if entries:
+        if is_main_process():
+            _overwrite(directory, entries, protect)
+        wait_for_everyone()
