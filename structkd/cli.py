@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from structkd.cli_common import add_training_commands, config_arguments, device_argument, load_task_config
@@ -47,6 +48,8 @@ def _summary(results: dict) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structkd", description="Structural knowledge distillation.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (may also be given after the command)")
     tasks = parser.add_subparsers(dest="task", required=True)
     ner = tasks.add_parser("ner", help="named entity recognition").add_subparsers(dest="command", required=True)
 
@@ -83,10 +86,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# a user's mistake (a bad setting, file, path or missing package): one line naming it, exit status 2
+USER_ERRORS = (ValueError, KeyError, OSError, ImportError)
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception's message on one line (a ``KeyError``'s without the quotes ``str`` adds)."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command.  Errors print ``structkd: error: PROBLEM`` on one line (``FILE:LINE: problem`` for data)
+    and exit with status 2 for a user's mistake, 1 for an internal error; ``--debug`` anywhere on the line (or
+    ``STRUCTKD_DEBUG=1``) shows the traceback instead."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("STRUCTKD_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("structkd: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, USER_ERRORS):
+            print(f"structkd: error: {error_line(exc)}", file=sys.stderr)
+            return 2
+        print(f"structkd: error: internal error, {type(exc).__name__}: {error_line(exc)} (rerun with --debug "
+              f"for the traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_ner_demo_runs_on_the_shipped_sample(tmp_path, capsys):
     args = ["ner", "demo", "--output-dir", str(tmp_path), "--teacher-epochs", "1", "--student-epochs", "1",
             "--max-sentences", "40", "--threads", "1"]
     with pytest.raises(ValueError, match=r"device='gpu' is not a device name"):
-        main(args + ["--device", "gpu"])
+        main(args + ["--device", "gpu", "--debug"])
     assert not any(tmp_path.iterdir())  # refused before any work
     assert main(args + ["--device", "cpu"]) == 0
     out = capsys.readouterr().out

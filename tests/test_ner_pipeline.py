@@ -134,7 +134,7 @@ def test_cli_evaluate_predict_and_resume(corpus, teachers, tmp_path, capsys):
     assert len(epochs) == 1  # resuming a finished run trains nothing more (crash-resume: tests/test_train.py)
     saved = (tmp_path / "run" / "ner_config.json").read_text()
     with pytest.raises(ValueError, match=r"other settings \(model.hidden: 8 -> 16\)"):
-        main(args[:-1] + ["model.hidden=16", "--resume"])
+        main(args[:-1] + ["model.hidden=16", "--resume", "--debug"])
     assert (tmp_path / "run" / "ner_config.json").read_text() == saved  # refused before anything was written
     assert (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "model").is_dir()
 
@@ -211,14 +211,15 @@ def test_device_options_of_the_commands(corpus, teachers, tmp_path, capsys, monk
     assert main(["ner", "predict", teachers["span"], str(text), str(tmp_path / "pred.conll"), "--device", "cpu"]) == 0
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=r"--device='cuda', but CUDA is not available here"):
-        main(["ner", "predict", teachers["crf"], str(text), str(tmp_path / "gpu.conll"), "--device", "cuda"])
+        main(["ner", "predict", teachers["crf"], str(text), str(tmp_path / "gpu.conll"), "--device", "cuda",
+              "--debug"])
     run = tmp_path / "run"
     args = ["ner", "distill", f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", "model.kind=bilstm",
             "model.word_dim=8", "model.hidden=8", "model.char_filters=4", "kd.method=structural",
             f"kd.teacher={teachers['crf']}", "training.epochs=1", "training.progress=false",
             f"training.output_dir={run}"]
     with pytest.raises(ValueError, match=r"training.device='cuda', but CUDA is not available here"):
-        main(args + ["training.device=cuda"])
+        main(args + ["training.device=cuda", "--debug"])
     assert not run.exists()  # refused before any work
     capsys.readouterr()
     assert main(args + ["training.device=cpu"]) == 0 and (run / "model" / "model.safetensors").exists()

@@ -218,7 +218,7 @@ def test_cli_evaluate_predict_and_resume(corpus, teachers, tmp_path, capsys):
     assert len(epochs) == 1
     saved = (tmp_path / "run" / "parse_config.json").read_text()
     with pytest.raises(ValueError, match=r"other settings \(model.hidden: 8 -> 16; training.lr: 0.001 -> 0.01\)"):
-        main(args + ["model.hidden=16", "training.lr=0.01", "--resume"])
+        main(args + ["model.hidden=16", "training.lr=0.01", "--resume", "--debug"])
     assert (tmp_path / "run" / "parse_config.json").read_text() == saved  # refused before anything was written
     assert (tmp_path / "run" / "learning_curves.png").exists() and (tmp_path / "run" / "model").is_dir()
 
@@ -361,16 +361,16 @@ def test_device_options_of_the_commands(corpus, teachers, tmp_path, capsys, monk
     assert [s.words for s in read_conllu(out)] == [s.words for s in read_conllu(corpus["dev"])]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match=r"--device='cuda', but CUDA is not available here"):
-        main(["parse", "evaluate", teachers["2o"], corpus["dev"], "--device", "cuda"])
+        main(["parse", "evaluate", teachers["2o"], corpus["dev"], "--device", "cuda", "--debug"])
     with pytest.raises(ValueError, match=r"--device='gpu' is not a device name"):
-        main(["parse", "predict", teachers["2o"], corpus["dev"], str(out), "--device", "gpu"])
+        main(["parse", "predict", teachers["2o"], corpus["dev"], str(out), "--device", "gpu", "--debug"])
     run = tmp_path / "run"
     args = ["parse", "distill", f"data.train={corpus['train']}", f"data.dev={corpus['dev']}", "model.kind=seqlabel",
             "model.word_dim=8", "model.hidden=8", "model.char_filters=4", "model.layers=1", "kd.method=structural",
             f"kd.teacher={teachers['2o']}", "training.epochs=1", "training.progress=false",
             f"training.output_dir={run}"]
     with pytest.raises(ValueError, match=r"training.device='cuda:1', but CUDA is not available here"):
-        main(args + ["training.device=cuda:1"])
+        main(args + ["training.device=cuda:1", "--debug"])
     assert not run.exists()  # refused before any work
     assert main(args + ["training.device=cpu"]) == 0
     assert json.loads((run / "parse_config.json").read_text())["training"]["device"] == "cpu"

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from structkd.data.columns import LAYOUTS, REPAIRS
-from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
+from structkd.models.encoders import check_encoder
+from structkd.train.config import (
+    SectionedConfig,
+    TrainConfig,
+    build_sections,
+    read_yaml_mapping,
+)
 
 KD_METHODS = ("structural", "posterior", "token", "topk", "topwk", "seqlevel", "none")
 
@@ -99,6 +105,17 @@ class NerConfig(SectionedConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     kd: KdConfig = field(default_factory=KdConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
+
+    METRICS: ClassVar[tuple[str, ...]] = ("f1", "precision", "recall")
+
+    def validate(self) -> None:
+        """Also refuses a transformer encoder that names no usable model, when the config is built
+        (:func:`structkd.models.encoders.check_encoder`)."""
+        super().validate()
+        if self.model.kind not in ("bilstm", "transformer"):
+            raise ValueError(f"model.kind must be 'bilstm' or 'transformer', got {self.model.kind!r}")
+        if self.model.kind == "transformer" and not self.model.keep_every:
+            check_encoder(self.model.encoder, "model.encoder")
 
 
 

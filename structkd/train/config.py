@@ -9,7 +9,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -220,6 +220,8 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         if hint is float:
             return float(value)
         if hint is str:
+            if isinstance(value, (list, tuple, dict, set)):  # str() would turn it into a path that never exists
+                raise ValueError(value)
             return str(value)
         if origin is tuple:
             if isinstance(value, str):
@@ -236,8 +238,16 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
                 raise ValueError(value)
             return dict(value)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{source}: cannot read {key}={value!r} as {hint}") from exc
+        raise ValueError(f"{source}: cannot read {key}={value!r} as {_type_name(hint)}") from exc
     return value
+
+
+def _type_name(hint: Any) -> str:
+    """``str`` -> "a string", ``list[str]`` -> "a list of strings", for error messages."""
+    names = {str: "a string (a path or a name)", int: "an integer", float: "a number", bool: "true or false"}
+    if hint in names:
+        return names[hint]
+    return str(hint).replace("typing.", "")
 
 
 def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
@@ -294,6 +304,10 @@ def build_sections(values: dict[str, Any] | None, overrides: list[str] | None, s
         source: where the values come from, for error messages.
         defaults: per-section values used when neither the file nor an override sets them.
     """
+    for name, entries in (values or {}).items():
+        if entries is not None and not isinstance(entries, dict):
+            raise ValueError(f"{source}: section {name!r} must be a mapping of keys to values "
+                             f"(e.g. {name}: {{key: value}}), got {entries!r}")
     values = {k: dict(v or {}) for k, v in (values or {}).items()}
     for key, value in parse_overrides(overrides).items():
         section, _, name = key.partition(".")
@@ -323,8 +337,52 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
+def check_data_files(data: Any, keys: tuple[str, ...] = ("train", "dev", "test", "unlabeled")) -> None:
+    """Refuse a data section whose files do not exist, naming the key (``data.dev``) and the path.
+
+    Args:
+        data: a data section whose ``keys`` hold a path, ``None`` or a list of paths.
+    """
+    for key in keys:
+        value = getattr(data, key, None)
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not Path(path).is_file():
+                what = "is a directory, not a file" if Path(path).is_dir() else "no such file"
+                raise FileNotFoundError(f"data.{key}: {path}: {what}")
+
+
+def check_teacher_directory(path: str | None, key: str = "kd.teacher") -> None:
+    """Refuse a teacher path that is not a directory, naming ``key`` (its contents are checked on loading)."""
+    if path is not None and not Path(path).is_dir():
+        what = "is a file, not a model directory" if Path(path).exists() else "no such directory"
+        raise FileNotFoundError(f"{key}: {path}: {what}")
+
+
 class SectionedConfig:
-    """Mixin for a pipeline config: a dataclass whose fields are section dataclasses."""
+    """Mixin for a pipeline config: a dataclass whose fields are section dataclasses.
+
+    ``METRICS`` are the development metrics the task's evaluation reports (``training.metric`` must be one);
+    a task config's ``validate`` adds its own checks.  Both run when the config is built, before any work.
+    """
+
+    METRICS: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse settings that would fail only later, when the config is built: a ``training.metric`` the task
+        does not report.  Task configs extend it (model kinds, encoders) and call this one."""
+        metric = self.training.metric
+        if self.METRICS and metric not in self.METRICS:
+            raise ValueError(f"training.metric must be one of {', '.join(self.METRICS)} (what this task's "
+                             f"evaluation reports), got {metric!r}")
+
+    def check_files(self) -> None:
+        """Refuse data files and a ``kd.teacher`` directory that do not exist, naming the key: the first thing
+        a command does (a config may be written before its teacher is trained, so not when it is built)."""
+        check_data_files(self.data)
+        check_teacher_directory(getattr(getattr(self, "kd", None), "teacher", None))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able nested dict of every section."""
