@@ -52,6 +52,14 @@ def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def forbidden_mass_tolerance(dtype: torch.dtype) -> float:
+    """The teacher mass on parts a student forbids that counts as rounding, for marginals stored in ``dtype``:
+    ``1e-6`` for float32 and float64, one unit of rounding (``eps``) for float16 (about 1e-3) and bfloat16
+    (about 8e-3) caches.  The projections keep forbidden parts exactly 0, so only a teacher that really puts
+    mass there (a softmax teacher under BIO constraints: 0.1 to 0.5) goes past it."""
+    return max(1e-6, float(torch.finfo(dtype).eps)) if dtype.is_floating_point else 1e-6
+
+
 def is_impossible(x: torch.Tensor) -> torch.Tensor:
     """Boolean mask of entries at (or below) half of :data:`LOG_ZERO`, i.e. log-potentials of zero."""
     return x <= LOG_ZERO / 2

@@ -15,6 +15,7 @@ from structkd.kd import (
     attention_kd_loss,
     build_span_tag_map,
     interpolate,
+    kd_teacher_marginals,
     local_temperature,
     mix_embeddings,
     posterior_kd_loss,
@@ -31,6 +32,7 @@ from structkd.kd import (
     topk_kd_loss,
     uniform_layer_map,
 )
+from structkd.numerics import forbidden_mass_tolerance, is_impossible
 from structkd.schemes import allowed_transitions, tag_inventory, tags_from_spans
 from structkd.structs.chain import LinearChainCRF, MaxEnt
 from structkd.structs.semimarkov import SemiMarkovCRF
@@ -403,3 +405,28 @@ def test_mixup_embeddings():
     torch.testing.assert_close(mixed[0, :, 0], torch.tensor([0.75 * 0 + 0.25 * 3, 0.75 * 1, 0.75 * 2]))
     lam, perm = sample_mixup(8, 0.4, np.random.default_rng(0))
     assert lam.shape == (8,) and ((lam >= 0) & (lam <= 1)).all() and sorted(perm.tolist()) == list(range(8))
+
+
+def test_forbidden_mass_tolerance_follows_the_stored_dtype():
+    """Cached float16 marginals carry rounding on the order of 1e-3: that much mass on forbidden parts is
+    rounding, refused in float32 (issue #23 item 3); a real violation is refused in any dtype."""
+    labels = ["O", "B-PER", "I-PER"]
+    allowed, allowed_start, _ = allowed_transitions(labels, "BIO")
+    em, tr, start, end = chain_params(1, 3)
+    student = LinearChainCRF(em, tr, LENS, start, end, allowed=allowed, allowed_start=allowed_start)
+    t_em, t_tr, _, _ = chain_params(0, 3)
+    teacher = LinearChainCRF(t_em, t_tr, LENS, allowed=allowed, allowed_start=allowed_start)
+    marginals = kd_teacher_marginals(teacher, student)
+    banned = [is_impossible(p.detach()) for p in student.potentials]
+
+    def noisy(amount, dtype):
+        return tuple((m + amount * b.to(m.dtype) / b.flatten(1).sum(-1).clamp(min=1).view(-1, *[1] * (b.dim() - 1)))
+                     .to(dtype) for m, b in zip(marginals, banned))
+
+    exact = structural_kd_loss_from_marginals(noisy(0.0, torch.float16), student)
+    torch.testing.assert_close(structural_kd_loss_from_marginals(noisy(5e-4, torch.float16), student), exact)
+    with pytest.raises(ValueError, match="forbids"):
+        structural_kd_loss_from_marginals(noisy(5e-4, torch.float32), student)
+    with pytest.raises(ValueError, match="forbids"):
+        structural_kd_loss_from_marginals(noisy(0.05, torch.float16), student)
+    assert forbidden_mass_tolerance(torch.float64) == forbidden_mass_tolerance(torch.float32) == 1e-6

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from structkd.kd.projections import IMPOSSIBLE_RULES, project
-from structkd.numerics import is_impossible
+from structkd.numerics import forbidden_mass_tolerance, is_impossible
 from structkd.structs.base import StructuredDistribution
 from structkd.structs.chain import LinearChainCRF, MaxEnt
 from structkd.structs.tree import DependencyCRF, MatrixTree
@@ -93,8 +93,11 @@ def _compact(potential: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     return potential[index], axes
 
 
-def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor], impossible: str) -> tuple:
-    """Teacher mass on parts the student forbids makes the exact cross-entropy infinite."""
+def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor], impossible: str,
+                   stored: torch.dtype | None = None) -> tuple:
+    """Teacher mass on parts the student forbids makes the exact cross-entropy infinite; mass below the
+    rounding of ``stored`` (the marginals' dtype before any cast, :func:`forbidden_mass_tolerance`) is dropped."""
+    tolerance = forbidden_mass_tolerance(stored or marginals[0].dtype)
     if impossible not in IMPOSSIBLE_RULES:
         raise ValueError(f"impossible must be one of {IMPOSSIBLE_RULES}, got {impossible!r}")
     out = []
@@ -107,8 +110,8 @@ def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor],
         if impossible != "ignore":  # "renormalize" restricts tree teachers only (in project)
             summed = m.sum(tuple(a for a in axes if a > 0), keepdim=True) if any(a > 0 for a in axes) else m
             lost = (summed * banned).flatten(1).sum(-1)
-            if bool((lost > 1e-6).any()):
-                b = int((lost > 1e-6).nonzero()[0])
+            if bool((lost > tolerance).any()):
+                b = int((lost > tolerance).nonzero()[0])
                 raise ValueError(f"sentence {b}: the teacher puts mass {float(lost[b]):.3g} on parts the student "
                                  f"forbids (for example BIO transition constraints), so the cross-entropy is "
                                  f"infinite; drop the student's constraints or pass impossible='ignore'")
@@ -164,5 +167,6 @@ def kd_teacher_marginals(teacher: StructuredDistribution, student: StructuredDis
 def structural_kd_loss_from_marginals(marginals: Sequence[Tensor], student: StructuredDistribution,
                                       impossible: str = "error") -> Tensor:
     """Structural KD with precomputed (for example cached) teacher marginals over the student's parts."""
-    marginals = _check_support(student, tuple(m.to(student.dtype) for m in marginals), impossible)
+    stored = marginals[0].dtype if len(marginals) else None
+    marginals = _check_support(student, tuple(m.to(student.dtype) for m in marginals), impossible, stored)
     return student.log_partition - student.expected_score(marginals)
