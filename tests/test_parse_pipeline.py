@@ -112,7 +112,8 @@ def test_second_order_teacher_to_first_order_student(corpus, teachers, tmp_path,
     log = [json.loads(line) for line in (tmp_path / method / "train_log.jsonl").read_text().splitlines()]
     assert any(r.get("type") == "eval" and "las" in r for r in log)
     if method != "none":
-        assert (tmp_path / method / "teacher_cache" / "index.json").exists()
+        index = json.loads((tmp_path / method / "teacher_cache" / "index.json").read_text())
+        assert index["fingerprint"]["options"]["support"] == "restricted"  # caches of unrestricted arcs refused
 
 
 def test_first_order_teacher_to_students(corpus, teachers, tmp_path, caplog):

@@ -154,7 +154,10 @@ def build_teacher_cache(teacher: ParseModel, config: ParseConfig, sentences: lis
         return None
     directory = Path(kd.cache_dir or Path(config.training.output_dir) / "teacher_cache")
     options = {"method": kd.method, "temperature": kd.temperature, "mode": kd.temperature_mode,
-               "top_k": kd.top_k, "relations": kd.relations, "fields": teacher_fields(kd, spec), **spec.options()}
+               "top_k": kd.top_k, "relations": kd.relations, "fields": teacher_fields(kd, spec), **spec.options(),
+               # arc marginals of the teacher restricted to the student's trees (impossible="renormalize"): a
+               # cache from before, with unrestricted marginals, is refused instead of read
+               "support": "restricted"}
     teacher.eval()
     return TeacherCache.build(
         directory, sentences, lambda chunk: compute_teacher_outputs(teacher, chunk, kd, spec),
