@@ -1,0 +1,151 @@
+"""Graph inputs from sentences, in numpy: vocabulary lookup (BiLSTM) and subword windows (transformer).
+
+The same numbers as :meth:`structkd.models.vocab.TaggerVocab.encode` and
+:meth:`structkd.models.transformer.SubwordEncoder.tokenize`, without torch (``tests/test_export.py`` compares
+them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+Sentences = Sequence[Sequence[str]]
+
+
+class WordVocab:
+    """Lowercased word and character lookup of a BiLSTM model (``vocab.json``: index 0 padding, 1 unknown)."""
+
+    def __init__(self, words: Sequence[str], chars: Sequence[str], max_word_len: int = 20):
+        self.words = {w: i for i, w in enumerate(words)}
+        self.chars = {c: i for i, c in enumerate(chars)}
+        self.max_word_len = max_word_len
+
+    @classmethod
+    def load(cls, path: str | Path, max_word_len: int = 20) -> WordVocab:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(data["words"], data["chars"], max_word_len)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a readable vocabulary ({error!r})") from error
+
+    def encode(self, sentences: Sentences) -> dict[str, np.ndarray]:
+        """``words [B, L]``, ``chars [B, L, W]`` and ``lens [B]`` (int64), as ``TaggerVocab.encode``."""
+        seq_len = max((len(s) for s in sentences), default=0)
+        width = min(self.max_word_len, max((len(t) for s in sentences for t in s), default=0))
+        words = np.zeros((len(sentences), seq_len), dtype=np.int64)
+        chars = np.zeros((len(sentences), seq_len, width), dtype=np.int64)
+        get_word, get_char = self.words.get, self.chars.get
+        for b, sentence in enumerate(sentences):
+            words[b, :len(sentence)] = [get_word(t.lower(), 1) for t in sentence]
+            for i, token in enumerate(sentence):
+                row = [get_char(c, 1) for c in token[:width]]
+                chars[b, i, :len(row)] = row
+        return {"words": words, "chars": chars, "lens": np.array([len(s) for s in sentences], dtype=np.int64)}
+
+
+def window_layout(word_sizes: Sequence[int], window: int, stride: int) -> tuple[list[int], list[int]]:
+    """:func:`structkd.models.transformer.window_layout`: window starts and each subword's source window."""
+    total = sum(word_sizes)
+    if total <= window:
+        return [0], [0] * total
+    starts = list(range(0, total - window, stride)) + [total - window]
+
+    def best(first: int, last: int) -> int | None:
+        choice, choice_margin = None, -1
+        for k, start in enumerate(starts):
+            end = start + window - 1
+            if start <= first and last <= end:
+                left = first - start if start > 0 else total
+                right = end - last if end < total - 1 else total
+                if min(left, right) > choice_margin:
+                    choice, choice_margin = k, min(left, right)
+        return choice
+
+    source: list[int] = []
+    first = 0
+    for size in word_sizes:
+        whole = best(first, first + size - 1)
+        source += [whole] * size if whole is not None else [best(p, p) for p in range(first, first + size)]
+        first += size
+    return starts, source
+
+
+class SubwordInputs:
+    """Subword windows of a transformer model from its ``tokenizer.json`` (the ``tokenizers`` library).
+
+    Args:
+        path: the tokenizer file.
+        settings: ``prefix``/``suffix`` (special token ids around each window), ``unk`` (ids of a word with no
+            subword), ``pad``, ``window``, ``stride`` and ``pooling`` (``first`` or ``mean``), as written by
+            :func:`structkd.export.export_model`.
+    """
+
+    def __init__(self, path: str | Path, settings: dict):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.prefix, self.suffix = list(settings["prefix"]), list(settings["suffix"])
+        self.unk, self.pad = list(settings["unk"]), int(settings["pad"])
+        self.window, self.stride = int(settings["window"]), int(settings["stride"])
+        self.pooling = settings["pooling"]
+
+    def pieces(self, sentences: Sentences) -> list[list[list[int]]]:
+        """Subword ids of each word of each sentence (the unknown token for words with none)."""
+        out: list[list[list[int]]] = [[[] for _ in s] for s in sentences]
+        nonempty = [n for n, s in enumerate(sentences) if len(s)]
+        encoded = self.tokenizer.encode_batch([list(sentences[n]) for n in nonempty], is_pretokenized=True,
+                                              add_special_tokens=False) if nonempty else []
+        for n, encoding in zip(nonempty, encoded):
+            for piece, word in zip(encoding.ids, encoding.word_ids):
+                if word is not None:
+                    out[n][word].append(piece)
+        return [[p if p else list(self.unk) for p in s] for s in out]
+
+    def encode(self, sentences: Sentences) -> dict[str, np.ndarray]:
+        """The inputs of :class:`structkd.export.graphs.SubwordFeatures`."""
+        pieces = self.pieces(sentences)
+        windows, layouts = [], []
+        for words in pieces:
+            starts, source = window_layout([len(p) for p in words], self.window, self.stride)
+            flat = [piece for word in words for piece in word]
+            layouts.append((len(windows), starts, source))
+            windows += [self.prefix + flat[s:s + self.window] + self.suffix for s in starts]
+        width = max((len(w) for w in windows), default=0)
+        input_ids = np.full((len(windows), width), self.pad, dtype=np.int64)
+        attention_mask = np.zeros((len(windows), width), dtype=np.int64)
+        for n, window in enumerate(windows):
+            input_ids[n, :len(window)] = window
+            attention_mask[n, :len(window)] = 1
+        n_words = max((len(s) for s in pieces), default=0)
+        sources, owners, weights = self._pooling(pieces, layouts, width, n_words)
+        word_mask = np.zeros((len(pieces), n_words), dtype=np.float32)
+        for b, words in enumerate(pieces):
+            word_mask[b, :len(words)] = 1.0
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "sources": sources, "owners": owners,
+                "weights": weights, "word_mask": word_mask}
+
+    def _pooling(self, pieces, layouts, width: int, n_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat source index, owning word and pooling weight of every pooled subword."""
+        sources: list[int] = []
+        owners: list[int] = []
+        weights: list[float] = []
+        offset = len(self.prefix)
+        for b, (base, starts, source) in enumerate(layouts):
+            position = 0
+            for i, word in enumerate(pieces[b]):
+                flat = [(base + source[position + k]) * width + offset + position + k - starts[source[position + k]]
+                        for k in range(len(word))]
+                chosen = flat[:1] if self.pooling == "first" else flat
+                sources += chosen
+                owners += [b * n_words + i] * len(chosen)
+                weights += [1.0 / len(chosen)] * len(chosen)
+                position += len(word)
+        return (np.array(sources, dtype=np.int64), np.array(owners, dtype=np.int64),
+                np.array(weights, dtype=np.float32))
+
+
+__all__ = ["SubwordInputs", "WordVocab", "window_layout"]
