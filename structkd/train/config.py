@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import yaml
 
 from .devices import check_device_name
+from .tracking import check_report_to
 
 __all__ = ["TrainConfig", "load_config", "parse_overrides", "changed_settings", "SCHEDULES", "RESUME_FREE"]
 
@@ -23,9 +24,9 @@ SCHEDULES = ("linear", "cosine", "constant")
 # settings that may differ between a checkpoint and the run resuming it: where files are (a teacher's
 # directory too: the distillation commands compare its weights instead) and how progress shows, none of which
 # changes a number the run computes, and the device (a run cut short on a GPU may go on on a CPU: the numbers
-# differ by rounding only)
+# differ by rounding only); the experiment trackers only watch
 RESUME_FREE = frozenset({"output_dir", "progress", "log_every", "num_workers", "checkpoint_every_steps",
-                         "cache_dir", "teacher", "device"})
+                         "cache_dir", "teacher", "device", "report_to", "tracker_project"})
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -70,7 +71,11 @@ class TrainConfig:
     far less padding, the same items and number of steps per epoch.  ``device`` is where the run computes:
     ``"auto"`` (a model already on an accelerator stays there; otherwise the first CUDA device if there is one,
     else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (:mod:`structkd.train.devices`); under
-    ``accelerate launch`` the accelerator decides.
+    ``accelerate launch`` the accelerator decides.  ``report_to`` sends the train loss and dev metrics to
+    experiment trackers (:mod:`structkd.train.tracking`): ``"none"`` (the default, read as ``[]``),
+    ``"tensorboard"``, ``"wandb"``, ``"mlflow"``, a list of them (or one string with commas), or ``"all"`` (every
+    one installed); a tracker whose package is missing is refused here, with its ``pip install`` command.
+    ``tracker_project`` names the W&B project and the MLflow experiment.
     """
 
     epochs: int = 10
@@ -99,6 +104,8 @@ class TrainConfig:
     num_workers: int = 0
     progress: bool = True
     device: str = "auto"
+    report_to: list[str] = field(default_factory=list)
+    tracker_project: str = "structkd"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -130,6 +137,7 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig: {message}")
         check_device_name(self.device, "TrainConfig: device")
+        self.report_to = check_report_to(self.report_to, "TrainConfig: report_to")
 
     def warmup_steps(self, total_steps: int) -> int:
         """Number of warmup steps for a run of ``total_steps`` optimizer steps."""

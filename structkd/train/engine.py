@@ -7,6 +7,7 @@ One optimizer step per batch; evaluation, ``best/`` and ``last/`` checkpoints at
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import random
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .batching import EpochBatchSampler, epoch_batches, move_to_device
+from .callbacks import StepContext, TrainerCallback, callback_table, check_callbacks
 from .checkpoint import (
     CheckpointError,
     TrainProgress,
@@ -34,15 +36,29 @@ from .checkpoint import (
 from .config import TrainConfig, changed_settings
 from .devices import resolve_device
 from .distributed import running_under_accelerate
-from .logs import JsonlLogger, plot_learning_curves
+from .logs import JsonlLogger
 from .optim import build_optimizer, build_scheduler
+from .reporting import default_callbacks
 
-__all__ = ["Trainer", "running_under_accelerate"]
+__all__ = ["Trainer", "running_under_accelerate", "takes_step"]
 
 logger = logging.getLogger("structkd.train")
 
-LossFn = Callable[[nn.Module, Any], torch.Tensor]
+LossFn = Callable[..., torch.Tensor]  # (model, batch) or (model, batch, step: StepContext)
 EvaluateFn = Callable[[nn.Module, Any], dict[str, float]]
+
+
+def takes_step(loss_fn: Callable[..., Any]) -> bool:
+    """Whether ``loss_fn`` is called ``loss_fn(model, batch, step)``: its signature has a third positional
+    parameter without a default (or ``*args``); otherwise it is called ``loss_fn(model, batch)``."""
+    try:
+        params = list(inspect.signature(loss_fn).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (some builtins): the two-argument form
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 and positional[2].default is inspect.Parameter.empty
 
 
 def _make_accelerator(config: TrainConfig) -> Any:
@@ -108,9 +124,13 @@ class Trainer:
         train_data: a map-style dataset (``len`` and ``__getitem__``); batches are
             ``collate_fn([train_data[i] for i in batch_indices])``.
         dev_data: anything ``evaluate_fn`` understands (or ``None``: no evaluation, no early stopping).
-        loss_fn: ``loss_fn(model, batch) -> scalar tensor`` (the batch already on the device).  In a
-            distributed run ``model(...)`` goes through the DistributedDataParallel wrapper (which synchronizes
-            the gradients) while any other attribute (``model.gold_loss``, ...) is the wrapped module's.
+        loss_fn: ``loss_fn(model, batch) -> scalar tensor`` (the batch already on the device), or
+            ``loss_fn(model, batch, step)`` when its third positional parameter has no default
+            (:func:`takes_step`): ``step`` is the :class:`~structkd.train.callbacks.StepContext` of the step
+            being computed (``step.global_step`` steps done so far, ``step.fraction`` of the run), what a
+            KD-weight schedule such as teacher annealing reads.  In a distributed run ``model(...)`` goes
+            through the DistributedDataParallel wrapper (which synchronizes the gradients) while any other
+            attribute (``model.gold_loss``, ...) is the wrapped module's.
         evaluate_fn: ``evaluate_fn(model, dev_data) -> {name: value}`` including ``config.metric``; called
             under ``torch.no_grad()`` with the model in eval mode (the unwrapped model, on the main process
             only in a distributed run; the metrics are then broadcast to every process).
@@ -124,6 +144,9 @@ class Trainer:
         run_config: the whole run's settings (a pipeline's config as a JSON-able dict: data, model, KD), kept
             in every checkpoint: resuming under other settings is refused, as is resuming under another
             ``config`` (see :func:`changed_settings`).
+        callbacks: :class:`~structkd.train.callbacks.TrainerCallback` instances, called after the built-in
+            ones (:func:`~structkd.train.reporting.default_callbacks`: the console line per epoch, the learning
+            curves, the trackers of ``config.report_to``) at each event they define.
 
     ``config.output_dir`` receives ``config.json``, ``train_log.jsonl``, ``learning_curves.png``,
     ``last/`` (resume point) and ``best/`` (weights of the best evaluation).
@@ -142,6 +165,7 @@ class Trainer:
         device: torch.device | str | None = None,
         lengths: Sequence[int] | None = None,
         run_config: dict[str, Any] | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
     ) -> None:
         self.config = config
         self.run_config = run_config
@@ -153,6 +177,9 @@ class Trainer:
         self.lengths = list(lengths) if config.group_by_length else None
         self.dev_data = dev_data
         self.loss_fn = loss_fn
+        self._loss_takes_step = takes_step(loss_fn)
+        self.callbacks = [*default_callbacks(config), *check_callbacks(callbacks)]
+        self._hooks = callback_table(self.callbacks)
         self.evaluate_fn = evaluate_fn
         self.collate_fn = collate_fn
         if accelerator is None and running_under_accelerate():
@@ -226,6 +253,21 @@ class Trainer:
             return self.accelerator.unwrap_model(self.model)
         return self.model
 
+    def step_context(self) -> StepContext:
+        """Where the run stands now (:class:`~structkd.train.callbacks.StepContext`)."""
+        p = self.progress
+        return StepContext(global_step=p.global_step, total_steps=self.total_steps, epoch=p.epoch,
+                           epochs=self.config.epochs, step_in_epoch=p.step_in_epoch,
+                           steps_per_epoch=self.steps_per_epoch)
+
+    def _fire(self, event: str, *args: Any) -> None:
+        """Call every callback handling ``event`` with ``(trainer, step_context, *args)``."""
+        hooks = self._hooks[event]
+        if hooks:
+            step = self.step_context()
+            for hook in hooks:
+                hook(self, step, *args)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.accelerator is not None:
             return self.accelerator.autocast()
@@ -267,7 +309,10 @@ class Trainer:
         """Forward, backward, clip, optimizer and scheduler step. Returns (detached loss, grad norm)."""
         self.model.train()
         with self._autocast():
-            loss = self.loss_fn(self._loss_view, batch)
+            if self._loss_takes_step:
+                loss = self.loss_fn(self._loss_view, batch, self.step_context())
+            else:
+                loss = self.loss_fn(self._loss_view, batch)
         if loss.dim() != 0:
             raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
         if self.accelerator is not None:
@@ -379,7 +424,8 @@ class Trainer:
 
     def train(self, resume: bool = False) -> TrainProgress:
         """Run (or, with ``resume=True``, continue from ``output_dir/last``) until ``config.epochs`` or early
-        stopping. Returns the final :class:`TrainProgress`."""
+        stopping. Returns the final :class:`TrainProgress`.  Fires ``on_train_begin`` once the run's state is
+        set up, and ``on_train_end`` when it returns or raises."""
         cfg = self.config
         if not (resume and self.resume()):
             self.progress = TrainProgress()
@@ -389,51 +435,75 @@ class Trainer:
                 self.log.truncate(0)
         if self.is_main:
             cfg.to_json(self.output_dir / "config.json")
-        p = self.progress
+        self._fire("on_train_begin")
+        try:
+            self._run_epochs()
+        finally:
+            self._fire("on_train_end")
+        self._barrier()
+        return self.progress
+
+    def _run_epochs(self) -> None:
+        """Epochs until the last one or early stopping, each closed by an evaluation and a ``last/`` checkpoint."""
+        p, cfg = self.progress, self.config
         start = time.perf_counter()
         running = torch.tensor(p.running_loss, device=self.device)
         while not (p.finished or p.stopped_early) and p.epoch < cfg.epochs:
-            loader = self.epoch_loader(p.epoch, skip=p.step_in_epoch)
-            bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
-                       disable=not (cfg.progress and self.is_main), leave=False, dynamic_ncols=True)
-            for batch in loader:
-                if self.accelerator is None:
-                    batch = move_to_device(batch, self.device)
-                loss, grad_norm = self.train_step(batch)
-                running = running + loss
-                p.running_count += 1
-                p.step_in_epoch += 1
-                p.global_step += 1
-                bar.update(1)
-                if p.global_step % cfg.log_every == 0:
-                    running = self._log_train(running, grad_norm, start, bar)
-                end_of_epoch = p.step_in_epoch >= self.steps_per_epoch
-                if cfg.checkpoint_every_steps and p.global_step % cfg.checkpoint_every_steps == 0 and not end_of_epoch:
-                    p.running_loss = float(running)
-                    self.save("last")
-            bar.close()
+            running = self._run_epoch(running, start)
             self._end_epoch()
             p.running_loss = float(running)
             self.save("last")
-        self._barrier()
-        return p
+
+    def _run_epoch(self, running: torch.Tensor, start: float) -> torch.Tensor:
+        """The optimizer steps left in the current epoch.  ``running`` is the sum of the losses since the last
+        ``train`` record ([] on the device); the epoch's last steps get a record of their own, so every epoch
+        logs its loss even when it is shorter than ``log_every``.  Returns the new (zero) sum."""
+        p, cfg = self.progress, self.config
+        loader = self.epoch_loader(p.epoch, skip=p.step_in_epoch)
+        bar = tqdm(total=self.steps_per_epoch, initial=p.step_in_epoch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and self.is_main), leave=False, dynamic_ncols=True)
+        grad_norm = None
+        for batch in loader:
+            if self.accelerator is None:
+                batch = move_to_device(batch, self.device)
+            loss, grad_norm = self.train_step(batch)
+            running = running + loss
+            p.running_count += 1
+            p.step_in_epoch += 1
+            p.global_step += 1
+            bar.update(1)
+            self._fire("on_step_end", loss)
+            if p.global_step % cfg.log_every == 0:
+                running = self._log_train(running, grad_norm, start, bar)
+            end_of_epoch = p.step_in_epoch >= self.steps_per_epoch
+            if cfg.checkpoint_every_steps and p.global_step % cfg.checkpoint_every_steps == 0 and not end_of_epoch:
+                p.running_loss = float(running)
+                self.save("last")
+        if p.running_count:
+            running = self._log_train(running, grad_norm, start, bar)
+        bar.close()
+        return running
 
     def _log_train(self, running: torch.Tensor, grad_norm: float | None, start: float, bar: Any) -> torch.Tensor:
+        """Write a ``train`` record (mean loss of the ``steps`` since the previous one) and fire ``on_log``."""
         p = self.progress
         mean = running / max(p.running_count, 1)
         if self.accelerator is not None and self.num_processes > 1:
             mean = self.accelerator.reduce(mean.reshape(1), reduction="mean")[0]
         loss = float(mean)
+        record = {"type": "train", "epoch": p.epoch, "step": p.step_in_epoch, "global_step": p.global_step,
+                  "loss": loss, "steps": p.running_count, "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": grad_norm, "time": time.perf_counter() - start}
         if self.is_main:
-            self.log.write({"type": "train", "epoch": p.epoch, "step": p.step_in_epoch, "global_step": p.global_step,
-                            "loss": loss, "lr": self.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                            "time": time.perf_counter() - start})
+            self.log.write(record)
             bar.set_postfix(loss=f"{loss:.4f}")
         p.running_count = 0
+        self._fire("on_log", record)
         return torch.zeros((), device=self.device)
 
     def _end_epoch(self) -> None:
-        """Evaluate, keep ``best/``, update early stopping, log and plot; then move to the next epoch."""
+        """Evaluate, keep ``best/``, update early stopping, log; fire ``on_evaluate`` (after an evaluation) and
+        ``on_epoch_end`` (the console line, the curves); then move to the next epoch."""
         p, cfg = self.progress, self.config
         if self.evaluate_fn is not None and self.dev_data is not None:
             metrics = self.evaluate()
@@ -445,13 +515,14 @@ class Trainer:
                 p.bad_evals += 1
             record = {"epoch": p.epoch, "global_step": p.global_step, **metrics}
             p.history.append(record)
-            if cfg.patience is not None and p.bad_evals >= cfg.patience:
-                p.stopped_early = True
-                logger.info("early stopping after %d evaluations without improvement", p.bad_evals)
+            p.stopped_early = cfg.patience is not None and p.bad_evals >= cfg.patience
             if self.is_main:
                 self.log.write({"type": "eval", **record, "best_metric": p.best_metric, "best_epoch": p.best_epoch,
                                 "lr": self.scheduler.get_last_lr()[0]})
-                plot_learning_curves(self.log.path, self.output_dir / "learning_curves.png", cfg.metric)
+            self._fire("on_evaluate", metrics)
+        self._fire("on_epoch_end")
+        if p.stopped_early:
+            logger.info("early stopping after %d evaluations without improvement", p.bad_evals)
         p.epoch += 1
         p.step_in_epoch = 0
         p.finished = p.epoch >= cfg.epochs

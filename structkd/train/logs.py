@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonlLogger", "read_jsonl", "plot_learning_curves"]
+__all__ = ["JsonlLogger", "epoch_mean_loss", "learning_curve_series", "plot_learning_curves", "read_jsonl"]
 
 
 class JsonlLogger:
@@ -45,41 +45,86 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+Series = dict[str, list[tuple[int, float]]]
+
+# eval-record fields that are bookkeeping, not metrics
+_NOT_METRICS = {"type", "epoch", "global_step", "time", "best_metric", "best_epoch", "lr"}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def epoch_mean_loss(records: list[dict[str, Any]], epoch: int) -> float | None:
+    """Mean training loss of ``epoch`` over its ``train`` records, each weighted by the ``steps`` it averages
+    (1 for records written without it); ``None`` if the epoch has none."""
+    rows = [(r["loss"], r.get("steps") or 1) for r in records
+            if r.get("type") == "train" and r.get("epoch") == epoch and _number(r.get("loss"))]
+    total = sum(n for _, n in rows)
+    return sum(v * n for v, n in rows) / total if total else None
+
+
+def learning_curve_series(records: list[dict[str, Any]], metric: str) -> dict[str, Series]:
+    """The series of the learning-curve panels, each ``{label: [(global_step, value), ...]}``.
+
+    ``"loss"``: ``train loss`` (the ``train`` records) and ``dev loss`` (an eval metric named ``loss``);
+    ``"metrics"``: ``metric`` and every dev metric whose values all lie in [0, 1] (F1, LAS, ...);
+    ``"other"``: dev values on another scale (``sentences_per_second``, counts), which would flatten the
+    metrics if they shared an axis."""
+    train = [(r["global_step"], r["loss"]) for r in records if r.get("type") == "train" and _number(r.get("loss"))]
+    evals = [r for r in records if r.get("type") == "eval"]
+    names = sorted({k for r in evals for k, v in r.items() if _number(v)} - _NOT_METRICS)
+    panels: dict[str, Series] = {"loss": {}, "metrics": {}, "other": {}}
+    if train:
+        panels["loss"]["train loss"] = train
+    for name in names:
+        points = [(r["global_step"], float(r[name])) for r in evals if _number(r.get(name))]
+        if name == "loss":
+            panels["loss"]["dev loss"] = points
+        elif name == metric or all(0.0 <= v <= 1.0 for _, v in points):
+            panels["metrics"][name] = points
+        else:
+            panels["other"][name] = points
+    return panels
+
+
+def _draw(ax: Any, series: Series, title: str, ylabel: str, highlight: str | None = None) -> None:
+    """Plot each series with markers (a lone point stays visible), a legend when there is one."""
+    for label, points in series.items():
+        ax.plot([s for s, _ in points], [v for _, v in points], marker="o" if len(points) <= 50 else None,
+                markersize=3, label=label, linewidth=2.2 if label == highlight else 1.2)
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(loc="best", fontsize="small")
+
+
 def plot_learning_curves(log_path: str | os.PathLike, png_path: str | os.PathLike, metric: str) -> Path:
-    """Draw training loss (``type == "train"`` records) and dev metrics (``type == "eval"``) against the
-    global step into ``png_path`` (written to a temporary name, then ``os.replace``d)."""
+    """Draw :func:`learning_curve_series` of a ``train_log.jsonl`` into ``png_path``: the loss, the dev
+    metrics on a [0, 1]-scale axis (``metric`` drawn thicker) and, in a third panel on a log scale, the dev
+    values of another scale (speed, counts).  Written to a temporary name, then ``os.replace``d."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    records = read_jsonl(log_path)
-    train = [(r["global_step"], r["loss"]) for r in records if r.get("type") == "train" and r.get("loss") is not None]
-    evals = [r for r in records if r.get("type") == "eval"]
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_metric = fig.subplots(1, 2)
-    if train:
-        ax_loss.plot([s for s, _ in train], [v for _, v in train], label="train loss")
-    if any(r.get("loss") is not None for r in evals):
-        ax_loss.plot([r["global_step"] for r in evals if r.get("loss") is not None],
-                     [r["loss"] for r in evals if r.get("loss") is not None], "o-", label="dev loss")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("loss")
-    if ax_loss.get_legend_handles_labels()[0]:  # nothing logged yet before the first log_every steps
-        ax_loss.legend(loc="best")
-    names = sorted({k for r in evals for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                   - {"epoch", "global_step", "loss", "time", "best_metric"})
-    for name in names:
-        pts = [(r["global_step"], r[name]) for r in evals if isinstance(r.get(name), (int, float))]
-        ax_metric.plot([s for s, _ in pts], [v for _, v in pts], "o-", label=name, linewidth=2 if name == metric else 1)
-    ax_metric.set_xlabel("step")
-    ax_metric.set_ylabel("dev metric")
-    if names:
-        ax_metric.legend(loc="best")
+    panels = learning_curve_series(read_jsonl(log_path), metric)
+    n = 3 if panels["other"] else 2
+    fig = Figure(figsize=(5 * n, 4))
+    axes = fig.subplots(1, n)
+    _draw(axes[0], panels["loss"], "loss", "loss")
+    _draw(axes[1], panels["metrics"], f"dev scores (selected: {metric})", "dev metric", highlight=metric)
+    if panels["other"]:
+        log = all(v > 0 for pts in panels["other"].values() for _, v in pts)
+        _draw(axes[2], panels["other"], "dev speed and counts", "value (log scale)" if log else "value")
+        if log:
+            axes[2].set_yscale("log")
     fig.tight_layout()
     png_path = Path(png_path)
     tmp = png_path.with_name(f".{png_path.name}.tmp.png")
     fig.savefig(tmp, dpi=80)
     os.replace(tmp, png_path)
     return png_path
-
