@@ -435,7 +435,8 @@ def test_finish_run_loads_best_saves_evaluates_and_writes_results(tmp_path):
 
 
 def test_learning_curves_before_any_train_record_plot_without_warnings(tmp_path):
-    # an epoch shorter than log_every logs only its eval record: the plot has no loss line, and no legend for it
+    # a log with an eval record only (as written before every epoch ended with a train record): no loss line,
+    # and no legend for it
     log = tmp_path / "train_log.jsonl"
     log.write_text(json.dumps({"type": "eval", "epoch": 1, "global_step": 30, "las": 0.5}) + "\n", encoding="utf-8")
     with warnings.catch_warnings():
