@@ -1,0 +1,362 @@
+"""Raw text in, entities or trees out: :func:`load`, :class:`Tagger`, :class:`Parser` and :func:`predict_stream`.
+
+A predictor reads inputs (strings, or token lists that skip tokenization), tokenizes them with the tokenizer
+saved with the model (:func:`set_tokenizer`, ``inference.json``; :func:`structkd.text.default_tokenizer` when
+none was saved), optionally splits running text into sentences, sorts the sentences by length into batches of at
+most ``batch_size`` sentences and ``max_batch_words`` padded words, and returns one result per input, in input
+order.  Sentences longer than ``max_words``: a tagger reads them in consecutive pieces of ``max_words`` tokens (an
+entity does not cross a piece boundary); a parser refuses them, naming the input, before any model work.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from structkd.inference.results import Document, Entity, Parse, Result, Word
+from structkd.inference.scores import entity_probabilities, label_head_probabilities, tree_head_probabilities
+from structkd.schemes import parse_tag, spans
+from structkd.structs.semimarkov import chart_to_segments
+from structkd.text import Token, check_tokenizer, default_tokenizer, language_of, split_sentences, tokenize
+
+INFERENCE_FILE = "inference.json"
+TAGGER_CLASSES = ("BiLSTMTagger", "TransformerTagger")
+PARSER_CLASSES = ("BiaffineParser", "SeqLabelingParser")
+Input = str | Sequence[str]
+
+
+# ------------------------------------------------------------------------------------------- saved choices
+def set_tokenizer(directory: str | Path, tokenizer: str) -> Path:
+    """Save the tokenizer ``load`` uses for the model in ``directory`` (``inference.json`` next to
+    ``config.json``; saving the model again replaces the directory whole, so set it after saving)."""
+    directory = Path(directory)
+    check_tokenizer(tokenizer)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory / 'config.json'}: missing; set_tokenizer writes next to a saved model")
+    path = directory / INFERENCE_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"tokenizer": tokenizer}) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def saved_tokenizer(directory: str | Path) -> str | None:
+    """The tokenizer saved by :func:`set_tokenizer`, ``None`` when there is none."""
+    path = Path(directory) / INFERENCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(document, dict) or not isinstance(document.get("tokenizer"), str):
+        raise ValueError(f"{path}: expected an object with a 'tokenizer' string")
+    try:
+        return check_tokenizer(document["tokenizer"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def model_class(directory: str | Path) -> str:
+    """The class name in a saved model's ``config.json``, with an error naming the file for anything else."""
+    path = Path(directory) / "config.json"
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"{directory}: no such model directory")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; structkd.load reads a directory saved by structkd")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if isinstance(document, dict) and "model_type" in document and document.get("format") != "structkd":
+        raise ValueError(f"{path}: a Hugging Face model config; structkd.load reads models saved by structkd "
+                         f"(train or distill output), not Hugging Face directories (not supported yet)")
+    name = document.get("class") if isinstance(document, dict) and document.get("format") == "structkd" else None
+    if name not in TAGGER_CLASSES + PARSER_CLASSES:
+        raise ValueError(f"{path}: not a structkd tagger or parser config (class {name!r}; expected one of "
+                         f"{', '.join(TAGGER_CLASSES + PARSER_CLASSES)})")
+    return name
+
+
+# ------------------------------------------------------------------------------------------- inputs
+@dataclass
+class Prepared:
+    """An input after tokenization: its text, tokens and sentences (token ranges ``(first, last + 1)``)."""
+
+    text: str
+    tokens: list[Token]
+    sentences: list[tuple[int, int]]
+
+
+def _pretokenized(item: Sequence[str], where: str) -> Prepared:
+    tokens, position = [], 0
+    for k, word in enumerate(item):
+        if not isinstance(word, str):
+            raise TypeError(f"{where}: token {k + 1} is a {type(word).__name__}, not a string")
+        if not word or any(c in word for c in "\t\n\r"):
+            raise ValueError(f"{where}: token {k + 1} ({word!r}) is empty or holds a tab or line break")
+        tokens.append(Token(word, position, position + len(word)))
+        position += len(word) + 1
+    return Prepared(" ".join(item), tokens, [(0, len(tokens))] if tokens else [])
+
+
+def prepare(item: Input, where: str, tokenizer: str, split: bool) -> Prepared:
+    """Tokenize one input (``where`` names it in errors): a string, or a token list (kept as it is)."""
+    if isinstance(item, str):
+        if not split:
+            tokens = tokenize(item, tokenizer)
+            return Prepared(item, tokens, [(0, len(tokens))] if tokens else [])
+        tokens, sentences = [], []
+        for start, end in split_sentences(item, language_of(tokenizer)):
+            found = [Token(t.text, t.start + start, t.end + start) for t in tokenize(item[start:end], tokenizer)]
+            if found:
+                sentences.append((len(tokens), len(tokens) + len(found)))
+                tokens += found
+        return Prepared(item, tokens, sentences)
+    if isinstance(item, (list, tuple)):
+        return _pretokenized(item, where)
+    raise TypeError(f"{where}: expected a string or a list of token strings, got {type(item).__name__}")
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_batch_words: int) -> list[list[int]]:
+    """Indices of ``lengths`` sorted by length and cut into batches of at most ``batch_size`` items and
+    ``max_batch_words`` padded words (a longer item alone)."""
+    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
+    batches: list[list[int]] = []
+    for k in order:
+        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[k] <= max_batch_words:
+            batches[-1].append(k)
+        else:
+            batches.append([k])
+    return batches
+
+
+# ------------------------------------------------------------------------------------------- predictors
+class Predictor(ABC):
+    """What :class:`Tagger` and :class:`Parser` share: inputs, pieces, batches, order.
+
+    Args:
+        model: a :class:`~structkd.ner.modeling.NerModel` or :class:`~structkd.parse.modeling.ParseModel`.
+        tokenizer: a :mod:`structkd.text` tokenizer name.
+        sentences: split string inputs into sentences (:func:`structkd.text.split_sentences`).
+        max_words: the longest sentence read whole (see the module docstring).
+        batch_size, max_batch_words: batch limits in sentences and padded words.
+    """
+
+    default_max_words = 1000
+
+    def __init__(self, model, tokenizer: str, sentences: bool = False, max_words: int | None = None,
+                 batch_size: int = 32, max_batch_words: int = 4096):
+        self.model = model.eval()
+        self.tokenizer = check_tokenizer(tokenizer)
+        self.sentences = bool(sentences)
+        self.max_words = self.default_max_words if max_words is None else int(max_words)
+        if self.max_words < 1 or batch_size < 1 or max_batch_words < 1:
+            raise ValueError("max_words, batch_size and max_batch_words must be at least 1")
+        self.batch_size, self.max_batch_words = int(batch_size), int(max_batch_words)
+
+    def __call__(self, inputs: Input | Sequence[Input]) -> Result | list[Result]:
+        """One result for a string, a list of results for a list of strings or of token lists."""
+        if isinstance(inputs, str):
+            return self.predict([inputs])[0]
+        return self.predict(list(inputs))
+
+    def predict(self, inputs: Sequence[Input], first: int = 1, source: str | None = None) -> list[Result]:
+        """Results of ``inputs`` in their order; errors name ``source:N`` (or ``input N``), counting from
+        ``first``."""
+        prepared = [prepare(item, _where(source, first + k), self.tokenizer, self.sentences)
+                    for k, item in enumerate(inputs)]
+        pieces = [(k, a, b) for k, p in enumerate(prepared) for a, b in self._pieces(p, _where(source, first + k))]
+        outputs: list = [None] * len(pieces)
+        lengths = [b - a for _, a, b in pieces]
+        with torch.no_grad():
+            for batch in length_batches(lengths, self.batch_size, self.max_batch_words):
+                words = [[t.text for t in prepared[pieces[n][0]].tokens[pieces[n][1]:pieces[n][2]]] for n in batch]
+                for n, out in zip(batch, self._run(words)):
+                    outputs[n] = out
+        grouped: list[list] = [[] for _ in prepared]
+        for (k, a, b), out in zip(pieces, outputs):
+            grouped[k].append((a, b, out))
+        return [self._result(p, g) for p, g in zip(prepared, grouped)]
+
+    @abstractmethod
+    def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
+        """The token ranges the model reads of one input (the max_words policy)."""
+
+    @abstractmethod
+    def _run(self, batch: list[list[str]]) -> list:
+        """The model's output for each word list of a batch."""
+
+    @abstractmethod
+    def _result(self, prepared: Prepared, outputs: list) -> Result:
+        """One input's result from the outputs ``(first, last, output)`` of its pieces."""
+
+
+def _where(source: str | None, n: int) -> str:
+    return f"{source}:{n}" if source else f"input {n}"
+
+
+class Tagger(Predictor):
+    """NER on raw text: :class:`~structkd.inference.results.Document` per input, entities with exact scores."""
+
+    default_max_words = 1000
+
+    @property
+    def tags(self) -> list[str]:
+        return self.model.tags
+
+    @property
+    def scheme(self) -> str:
+        """The model's tag scheme (for an unconstrained model: BIOES if it has ``E-``/``S-`` tags, else BIO)."""
+        tagger = self.model.tagger
+        saved = getattr(tagger, "scheme", None) or getattr(tagger, "config", {}).get("scheme")
+        if saved:
+            return saved
+        return "BIOES" if any(parse_tag(t)[0] in ("E", "S") for t in self.tags) else "BIO"
+
+    def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
+        return [(a, min(a + self.max_words, b)) for first, b in prepared.sentences
+                for a in range(first, b, self.max_words)]
+
+    def _run(self, batch: list[list[str]]) -> list[tuple[list[str], list[tuple[int, int, str, float]]]]:
+        """Tags and entities ``(start, end_inclusive, label, score)`` of word lists."""
+        from structkd.data import Sentence
+
+        dist = self.model([Sentence(list(words)) for words in batch])
+        tags = self.model.decode(dist)
+        if self.model.head_kind == "span":
+            return self._span_entities(dist, tags)
+        out = []
+        for b, (words, row) in enumerate(zip(batch, tags)):
+            n = len(words)
+            found = spans(row, self.scheme)
+            if self.model.head_kind == "crf":
+                unary, edges = dist.potentials
+                scores = entity_probabilities(found, self.tags, n, chain=(unary[b, :n], edges[b, :n - 1]))
+            else:
+                scores = entity_probabilities(found, self.tags, n, probs=dist.potentials[0][b, :n].double().softmax(-1))
+            out.append((row, [(i, j, kind, s) for (i, j, kind), s in zip(found, scores)]))
+        return out
+
+    def _span_entities(self, dist, tags: list[list[str]]) -> list:
+        labels = self.model.tagger.span_labels
+        outside = self.model.tagger.head.outside_label
+        marginals = dist.marginals
+        out = []
+        for b, segments in enumerate(chart_to_segments(dist.argmax)):
+            found = [(i, j, labels[c], float(marginals[b, i, j, c])) for i, j, c in segments if labels[c] != outside]
+            out.append((tags[b], found))
+        return out
+
+    def _result(self, prepared: Prepared, outputs: list) -> Document:
+        tokens, tags, entities = prepared.tokens, [], []
+        for a, _, (row, found) in outputs:
+            tags += row
+            for i, j, label, score in found:
+                first, last = tokens[a + i], tokens[a + j]
+                entities.append(Entity(prepared.text[first.start:last.end], label, first.start, last.end, a + i,
+                                       a + j + 1, score))
+        return Document(prepared.text, tokens, tags, entities, list(prepared.sentences))
+
+
+class Parser(Predictor):
+    """Dependency parsing of raw text: :class:`~structkd.inference.results.Parse` per input, with exact head
+    marginals."""
+
+    default_max_words = 500
+
+    def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
+        for a, b in prepared.sentences:
+            if b - a > self.max_words:
+                raise ValueError(f"{where}: a sentence of {b - a} words (characters {prepared.tokens[a].start}.."
+                                 f"{prepared.tokens[b - 1].end}) is longer than max_words={self.max_words}; a "
+                                 f"parser reads whole sentences (memory grows with the square of their length): "
+                                 f"split running text into sentences (sentences=True) or raise max_words")
+        return list(prepared.sentences)
+
+    def _run(self, batch: list[list[str]]) -> list[tuple[list[int], list[str], list[float], list[float]]]:
+        out = self.model(batch)
+        heads, rels = self.model.decode(out)
+        if self.model.kind == "biaffine":
+            head_p = tree_head_probabilities(out.dist.marginals, heads)
+            index = heads.clamp(min=0).view(*heads.shape, 1, 1).expand(-1, -1, 1, out.rel_logits.shape[-1])
+            rel_p = out.rel_logits.gather(2, index).squeeze(2).float().softmax(-1)
+            rel_p = rel_p.gather(-1, rels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        else:
+            probs = out.dist.potentials[0].double().softmax(-1)
+            head_p = label_head_probabilities(probs, self.model.parser.label_offsets, heads)
+            rel_p = self._label_rel_probabilities(probs, heads, rels, head_p)
+        names = self.model.rels
+        results = []
+        for b, words in enumerate(batch):
+            n = len(words)
+            results.append((heads[b, 1:n + 1].tolist(), [names[r] for r in rels[b, 1:n + 1].tolist()],
+                            head_p[b, 1:n + 1].tolist(), rel_p[b, 1:n + 1].tolist()))
+        return results
+
+    def _label_rel_probabilities(self, probs, heads, rels, head_p):
+        """``P(label = (head - d, rel)) / P(offset = head - d)`` per word, 0 where no label expresses it."""
+        index = {label: k for k, label in enumerate(self.model.parser.labels)}
+        out = torch.zeros_like(head_p)
+        for b, d in (heads[:, 1:] >= 0).nonzero().tolist():
+            k = index.get((int(heads[b, d + 1]) - d - 1, int(rels[b, d + 1])))
+            if k is not None and head_p[b, d + 1] > 0:
+                out[b, d + 1] = probs[b, d, k] / head_p[b, d + 1]
+        return out
+
+    def _result(self, prepared: Prepared, outputs: list) -> Parse:
+        sentences = []
+        for a, _, (heads, rels, head_p, rel_p) in outputs:
+            tokens = prepared.tokens[a:a + len(heads)]
+            sentences.append([Word(d + 1, t.text, t.start, t.end, int(h), r, float(hp), float(rp))
+                              for d, (t, h, r, hp, rp) in enumerate(zip(tokens, heads, rels, head_p, rel_p))])
+        return Parse(prepared.text, sentences)
+
+
+# ------------------------------------------------------------------------------------------- entry points
+def load(path: str | Path, device: torch.device | str = "cpu", tokenizer: str | None = None, sentences: bool = False,
+         max_words: int | None = None, batch_size: int = 32, max_batch_words: int = 4096) -> Tagger | Parser:
+    """A :class:`Tagger` or :class:`Parser` for the structkd model saved in ``path`` (teacher or student; the
+    kind is read from its ``config.json``).
+
+    Args:
+        device: where the model runs.
+        tokenizer: overrides the saved choice (:func:`set_tokenizer`; default :func:`~structkd.text.default_tokenizer`).
+        sentences, max_words, batch_size, max_batch_words: see :class:`Predictor`.
+    """
+    name = model_class(path)
+    chosen = check_tokenizer(tokenizer) if tokenizer is not None else saved_tokenizer(path) or default_tokenizer()
+    tokenize("", chosen)  # a missing library is named now, before the weights are read
+    options = {"sentences": sentences, "max_words": max_words, "batch_size": batch_size,
+               "max_batch_words": max_batch_words}
+    if name in TAGGER_CLASSES:
+        from structkd.ner.modeling import NerModel
+
+        return Tagger(NerModel.load(path, device), chosen, **options)
+    from structkd.parse.modeling import ParseModel
+
+    return Parser(ParseModel.load(path, device), chosen, **options)
+
+
+def predict_stream(model: Predictor, inputs: Iterable[Input], chunk_size: int = 256,
+                   source: str | None = None) -> Iterator[Result]:
+    """Results of ``inputs`` in order, reading ``chunk_size`` inputs at a time: memory is bounded by the chunk,
+    whatever the length of the stream.  Errors name ``source:N`` (``N`` counts inputs from 1, the line number
+    of a one-input-per-line file) or ``input N``."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    iterator = iter(inputs)
+    first = 1
+    while True:
+        chunk = list(itertools.islice(iterator, chunk_size))
+        if not chunk:
+            return
+        yield from model.predict(chunk, first, source)
+        first += len(chunk)
