@@ -85,25 +85,24 @@ class UnpackedBiLSTM(nn.Module):
 class SubwordFeatures(nn.Module):
     """A :class:`SubwordEncoder`'s word vectors from tokenizer windows.
 
-    Inputs: ``input_ids, attention_mask [n_windows, window_len]``; ``sources [n_pieces]`` flat index (into the
-    windows' outputs flattened to ``[n_windows * window_len, hidden]``) of each pooled subword; ``owners
-    [n_pieces]`` its word as ``b * n_words + i``; ``weights [n_pieces]`` its pooling weight; ``word_mask
-    [batch_size, n_words]`` (float, 1 at words).  Output ``[batch_size, n_words, hidden]``, 0 at padding.
+    Inputs: ``input_ids, attention_mask [n_windows, window_len]``; ``sources [batch_size, n_words, n_pieces]``
+    flat index (into the windows' outputs flattened to ``[n_windows * window_len, hidden]``) of each pooled
+    subword of each word; ``weights [batch_size, n_words, n_pieces]`` their pooling weights (0 at padding).
+    Output ``[batch_size, n_words, hidden]``, 0 at padding.  Pooling is a gather and a weighted sum (no scatter:
+    ONNX scatters with repeated indices overwrite rather than add).
     """
 
     def __init__(self, encoder: SubwordEncoder):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, sources: Tensor, owners: Tensor, weights: Tensor,
-                word_mask: Tensor) -> Tensor:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, sources: Tensor, weights: Tensor) -> Tensor:
         hidden = self.encoder.model(input_ids=input_ids, attention_mask=attention_mask,
                                     return_dict=True).last_hidden_state
         flat = hidden.reshape(-1, hidden.shape[-1])
-        pieces = flat.index_select(0, sources) * weights.unsqueeze(-1).to(flat.dtype)
-        batch_size, n_words = word_mask.shape
-        pooled = flat.new_zeros(batch_size * n_words, flat.shape[-1]).index_add(0, owners, pieces)
-        return pooled.view(batch_size, n_words, -1) * word_mask.unsqueeze(-1).to(flat.dtype)
+        batch_size, n_words, n_pieces = sources.shape
+        pieces = flat.index_select(0, sources.reshape(-1)).view(batch_size, n_words, n_pieces, -1)
+        return (pieces * weights.unsqueeze(-1).to(flat.dtype)).sum(2)
 
 
 def _features(encoder: nn.Module) -> nn.Module:
@@ -111,8 +110,8 @@ def _features(encoder: nn.Module) -> nn.Module:
 
 
 def _lens(inputs: tuple[Tensor, ...], bilstm: bool) -> Tensor:
-    """Words per sentence ``[batch_size]`` from the graph inputs (``lens``, or the transformer's word mask)."""
-    return inputs[2] if bilstm else inputs[-1].sum(-1).to(torch.long)
+    """Words per sentence ``[batch_size]`` from the graph inputs (``lens``, or the words with pooling weights)."""
+    return inputs[2] if bilstm else (inputs[-1].sum(-1) > 0).sum(-1)
 
 
 class TaggerScores(nn.Module):

@@ -40,8 +40,7 @@ FORMATS = ("onnx",)
 BILSTM_INPUTS = {"words": {0: "batch", 1: "words"}, "chars": {0: "batch", 1: "words", 2: "chars"},
                  "lens": {0: "batch"}}
 SUBWORD_INPUTS = {"input_ids": {0: "windows", 1: "subwords"}, "attention_mask": {0: "windows", 1: "subwords"},
-                  "sources": {0: "pieces"}, "owners": {0: "pieces"}, "weights": {0: "pieces"},
-                  "word_mask": {0: "batch", 1: "words"}}
+                  "sources": {0: "batch", 1: "words", 2: "pieces"}, "weights": {0: "batch", 1: "words", 2: "pieces"}}
 
 
 def _encoder(model: nn.Module) -> nn.Module:
@@ -109,7 +108,8 @@ def _probe_words(model: nn.Module, work: Path) -> list[str]:
         return [w for w in vocab.words.items[2:] if w] or ["a"]
     tokenizer = _encoder(model).tokenizer
     special = set(tokenizer.all_special_tokens)
-    return sorted(w for w in tokenizer.get_vocab() if w not in special and w.isalpha()) or ["a"]
+    pieces = sorted(w for w in tokenizer.get_vocab() if w not in special and w.isalpha()) or ["a"]
+    return pieces + [a + b for a, b in zip(pieces, reversed(pieces))]  # and words of several subwords
 
 
 def _feeds(inputs, sentences: list[list[str]]) -> dict[str, np.ndarray]:
@@ -211,7 +211,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, format: str = "onnx
         words = _probe_words(model, work)
         trace = _feeds(builder, _probe_sentences(words, [6, 2, 4], 0))
         _export_graph(graph, trace, inputs, meta["outputs"], work / GRAPH_NAME, opset)
-        _check(graph, work / GRAPH_NAME, _feeds(builder, _probe_sentences(words, [9, 1, 3, 7, 5], 1)), list(inputs))
+        _check(graph, work / GRAPH_NAME, _feeds(builder, _probe_sentences(words, [9, 1, 3, 20, 5], 1)), list(inputs))
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(work, out)

@@ -120,19 +120,16 @@ class SubwordInputs:
         for n, window in enumerate(windows):
             input_ids[n, :len(window)] = window
             attention_mask[n, :len(window)] = 1
-        n_words = max((len(s) for s in pieces), default=0)
-        sources, owners, weights = self._pooling(pieces, layouts, width, n_words)
-        word_mask = np.zeros((len(pieces), n_words), dtype=np.float32)
-        for b, words in enumerate(pieces):
-            word_mask[b, :len(words)] = 1.0
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "sources": sources, "owners": owners,
-                "weights": weights, "word_mask": word_mask}
+        sources, weights = self._pooling(pieces, layouts, width)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "sources": sources, "weights": weights}
 
-    def _pooling(self, pieces, layouts, width: int, n_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Flat source index, owning word and pooling weight of every pooled subword."""
-        sources: list[int] = []
-        owners: list[int] = []
-        weights: list[float] = []
+    def _pooling(self, pieces, layouts, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``sources, weights [batch_size, n_words, n_pieces]``: flat index and pooling weight of each pooled
+        subword of each word (index 0 and weight 0 at padding)."""
+        n_words = max((len(s) for s in pieces), default=0)
+        most = 1 if self.pooling == "first" else max((len(w) for s in pieces for w in s), default=1)
+        sources = np.zeros((len(pieces), n_words, most), dtype=np.int64)
+        weights = np.zeros((len(pieces), n_words, most), dtype=np.float32)
         offset = len(self.prefix)
         for b, (base, starts, source) in enumerate(layouts):
             position = 0
@@ -140,12 +137,10 @@ class SubwordInputs:
                 flat = [(base + source[position + k]) * width + offset + position + k - starts[source[position + k]]
                         for k in range(len(word))]
                 chosen = flat[:1] if self.pooling == "first" else flat
-                sources += chosen
-                owners += [b * n_words + i] * len(chosen)
-                weights += [1.0 / len(chosen)] * len(chosen)
+                sources[b, i, :len(chosen)] = chosen
+                weights[b, i, :len(chosen)] = 1.0 / len(chosen)
                 position += len(word)
-        return (np.array(sources, dtype=np.int64), np.array(owners, dtype=np.int64),
-                np.array(weights, dtype=np.float32))
+        return sources, weights
 
 
 __all__ = ["SubwordInputs", "WordVocab", "window_layout"]

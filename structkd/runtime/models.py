@@ -38,8 +38,9 @@ class ParsedSentence:
     rels: list[str]
 
 
-def _whitespace(text: str, tokenizer: str | None) -> list[str]:
-    """Tokens of a raw string: ``structkd.text.tokenize`` where that module exists, else whitespace."""
+def tokens_of(text: str, tokenizer: str | None = None) -> list[str]:
+    """Tokens of a raw string: ``structkd.text.tokenize`` (with the model's tokenizer name, else its default)
+    where that module exists, else split at whitespace."""
     try:
         from structkd.text import tokenize
     except ImportError:
@@ -100,10 +101,10 @@ class ExportedModel:
     def _sentences(self, batch) -> tuple[list[list[str]], bool]:
         """Token lists of a call's argument and whether it was a single string."""
         if isinstance(batch, str):
-            return [_whitespace(batch, self.tokenizer)], True
+            return [tokens_of(batch, self.tokenizer)], True
         batch = list(batch)
         if all(isinstance(s, str) for s in batch):
-            return [_whitespace(s, self.tokenizer) for s in batch], False
+            return [tokens_of(s, self.tokenizer) for s in batch], False
         if any(isinstance(s, str) for s in batch):
             raise TypeError("pass a string, a list of strings or a list of token lists, not a mixture")
         sentences = [list(getattr(s, "tokens", getattr(s, "words", s))) for s in batch]
@@ -206,4 +207,4 @@ def load(path: str | Path, threads: int | None = None, batch_size: int = 64) -> 
     return cls(path, threads=threads, batch_size=batch_size)
 
 
-__all__ = ["ExportedModel", "ParsedSentence", "Parser", "TaggedSentence", "Tagger", "load"]
+__all__ = ["ExportedModel", "ParsedSentence", "Parser", "TaggedSentence", "Tagger", "load", "tokens_of"]
