@@ -112,7 +112,7 @@ def _spacy_pipeline(language: str, sentencizer: bool):
     try:
         nlp = spacy.blank(language)
     except ImportError as error:  # spaCy's error for an unknown language code
-        raise ValueError(f"tokenizer {SPACY_PREFIX}{language!r}: spaCy has no language {language!r} "
+        raise ValueError(f"tokenizer {SPACY_PREFIX + language!r}: spaCy has no language {language!r} "
                          f"({error})") from error
     if sentencizer:
         nlp.add_pipe("sentencizer")

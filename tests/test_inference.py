@@ -122,6 +122,8 @@ def test_sentence_splitting_and_bad_names():
         textmod.tokenize("a", "bert")
     with pytest.raises(TypeError):
         textmod.tokenize(["a"], "punct")
+    with pytest.raises(ValueError, match="'spacy:qq': spaCy has no language 'qq'"):
+        textmod.tokenize("a", "spacy:qq")
 
 
 def test_default_tokenizer_falls_back_without_spacy(monkeypatch, caplog):
