@@ -1,5 +1,5 @@
 """The ``structkd`` command line: ``structkd ner train|distill|evaluate|predict|demo`` and
-``structkd parse train|distill|evaluate|predict`` (:mod:`structkd.parse.cli`)."""
+``structkd parse|upos train|distill|evaluate|predict``, each generated from its task (:mod:`structkd.tasks`)."""
 
 from __future__ import annotations
 
@@ -8,30 +8,8 @@ import logging
 import os
 import sys
 
-from structkd.cli_common import add_training_commands, config_arguments, device_argument, load_task_config
-
-
-def _config(args: argparse.Namespace):
-    return load_task_config("ner", args)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from structkd.ner.pipeline import evaluate_command, format_table
-
-    config = _config(args)
-    result = evaluate_command(args.model, args.data, config.data, args.device)
-    print(f"entity micro F1 {100 * result['f1']:.2f} (precision {100 * result['precision']:.2f}, recall "
-          f"{100 * result['recall']:.2f}), {result['sentences_per_second']:.0f} sentences/s")
-    print(format_table(result["per_type"]))
-    return 0
-
-
-def _predict(args: argparse.Namespace) -> int:
-    from structkd.ner.pipeline import predict_command
-
-    count = predict_command(args.model, args.input, args.output, _config(args).data, args.device)
-    print(f"tagged {count} sentences into {args.output}")
-    return 0
+from structkd.cli_common import add_task_commands, device_argument
+from structkd.tasks import TASKS
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -42,34 +20,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(results: dict) -> dict:
-    return {split: {k: v for k, v in r.items() if k != "per_type"} for split, r in results.items()}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structkd", description="Structural knowledge distillation.")
     parser.add_argument("--debug", action="store_true",
                         help="show the traceback of an error (may also be given after the command)")
     tasks = parser.add_subparsers(dest="task", required=True)
-    ner = tasks.add_parser("ner", help="named entity recognition").add_subparsers(dest="command", required=True)
-
-    add_training_commands(ner, "ner", _summary, "train a teacher or a baseline student on gold labels")
-
-    evaluate = ner.add_parser("evaluate", help="entity F1 and a per-type table of a saved model")
-    evaluate.add_argument("model", help="directory of a saved model")
-    evaluate.add_argument("data", help="a labeled column file")
-    config_arguments(evaluate)
-    device_argument(evaluate)
-    evaluate.set_defaults(run=_evaluate)
-
-    pred = ner.add_parser("predict", help="tag text (.txt, one sentence per line) or a column file")
-    pred.add_argument("model")
-    pred.add_argument("input")
-    pred.add_argument("output")
-    config_arguments(pred)
-    device_argument(pred)
-    pred.set_defaults(run=_predict)
-
+    commands = {name: add_task_commands(tasks, name, description) for name, (_, description) in TASKS.items()}
+    ner = commands["ner"]
     demo = ner.add_parser("demo", help="MiniLM teacher to BiLSTM-CRF student on the shipped WNUT17 sample")
     demo.add_argument("--output-dir", default="runs/ner-demo")
     demo.add_argument("--teacher-epochs", type=int, default=3)
@@ -80,9 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     device_argument(demo)
     demo.set_defaults(run=_demo)
 
-    from structkd.parse.cli import add_parse_commands
-
-    add_parse_commands(tasks)
     return parser
 
 

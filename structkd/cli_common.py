@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-from collections.abc import Callable
 
 
 def config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +20,10 @@ def device_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_task_config(task: str, args: argparse.Namespace):
-    """The task's config (``structkd.<task>.config.load_<task>_config``) from ``--config`` and overrides."""
-    module = importlib.import_module(f"structkd.{task}.config")
-    return getattr(module, f"load_{task}_config")(args.config, args.overrides)
+    """The task's config from ``--config`` and overrides (:meth:`structkd.tasks.Task.load_config`)."""
+    from structkd.tasks import get_task
+
+    return get_task(task).load_config(args.config, args.overrides)
 
 
 def run_dir_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,35 +34,73 @@ def run_dir_arguments(parser: argparse.ArgumentParser) -> None:
                              "a run is refused)")
 
 
-def add_training_commands(commands, task: str, summary: Callable[[dict], dict], train_help: str) -> None:
-    """``train`` and ``distill`` for a task whose pipeline module (``structkd.<task>.pipeline``) has
-    ``train_command(config, resume, overwrite)`` and ``distill_command(config, resume, rebuild_cache, overwrite)``;
-    each prints the ``summary`` of the returned dev/test results as JSON.  Both take ``--resume`` (continue the
-    run in output_dir) and ``--overwrite`` (replace an earlier run there); without either an output_dir holding
-    a run is refused (:func:`structkd.train.prepare_output_dir`)."""
+def _report(task: str, results: dict) -> int:
+    from structkd.tasks import get_task
 
-    def report(results: dict) -> int:
-        if results:  # empty on the non-main processes of a launched run: the main one reports
-            print(json.dumps(summary(results), indent=2))
-        return 0
+    if results:  # empty on the non-main processes of a launched run: the main one reports
+        print(json.dumps(get_task(task).summary(results), indent=2))
+    return 0
 
-    def run_train(args: argparse.Namespace) -> int:
-        pipeline = importlib.import_module(f"structkd.{task}.pipeline")
-        return report(pipeline.train_command(load_task_config(task, args), resume=args.resume,
-                                             overwrite=args.overwrite))
 
-    def run_distill(args: argparse.Namespace) -> int:
-        pipeline = importlib.import_module(f"structkd.{task}.pipeline")
-        return report(pipeline.distill_command(load_task_config(task, args), resume=args.resume,
-                                               rebuild_cache=args.rebuild_cache, overwrite=args.overwrite))
+def _train(args: argparse.Namespace) -> int:
+    from structkd.tasks import get_task, runner
 
-    train = commands.add_parser("train", help=train_help)
+    config = get_task(args.task).load_config(args.config, args.overrides)
+    return _report(args.task, runner.train_command(get_task(args.task), config, resume=args.resume,
+                                                   overwrite=args.overwrite))
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from structkd.tasks import get_task, runner
+
+    config = get_task(args.task).load_config(args.config, args.overrides)
+    return _report(args.task, runner.distill_command(get_task(args.task), config, resume=args.resume,
+                                                     rebuild_cache=args.rebuild_cache, overwrite=args.overwrite))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from structkd.tasks import get_task, runner
+
+    task = get_task(args.task)
+    result = runner.evaluate_command(task, args.model, args.data, load_task_config(args.task, args).data,
+                                     args.device)
+    print(task.format_results(result))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from structkd.tasks import get_task, runner
+
+    task = get_task(args.task)
+    count = runner.predict_command(task, args.model, args.input, args.output,
+                                   load_task_config(args.task, args).data, args.device)
+    print(f"predicted {count} sentences into {args.output}")
+    return 0
+
+
+def add_task_commands(tasks, name: str, description: str) -> argparse._SubParsersAction:
+    """The ``structkd NAME train|distill|evaluate|predict`` commands of a registered task
+    (:data:`structkd.tasks.TASKS`), all driven by :mod:`structkd.tasks.runner`; returns the task's subparsers (to
+    which a task may add commands of its own, like ``structkd ner demo``).  The task's modules are imported when
+    a command runs, not when the command line is built."""
+    commands = tasks.add_parser(name, help=description).add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a teacher or a baseline on gold labels")
     config_arguments(train)
     run_dir_arguments(train)
-    train.set_defaults(run=run_train)
-
     distill = commands.add_parser("distill", help="distill kd.teacher into a student (kd.method, temperature, ...)")
     config_arguments(distill)
     run_dir_arguments(distill)
     distill.add_argument("--rebuild-cache", action="store_true", help="recompute the teacher cache")
-    distill.set_defaults(run=run_distill)
+    evaluate = commands.add_parser("evaluate", help="scores, per-label tables, speed and size of a saved model")
+    evaluate.add_argument("model", help="directory of a saved model")
+    evaluate.add_argument("data", help="a labeled file")
+    pred = commands.add_parser("predict", help="predict a file with a saved model (see docs for the formats)")
+    pred.add_argument("model")
+    pred.add_argument("input")
+    pred.add_argument("output")
+    for command in (evaluate, pred):
+        config_arguments(command)
+        device_argument(command)
+    for command, run in ((train, _train), (distill, _distill), (evaluate, _evaluate), (pred, _predict)):
+        command.set_defaults(run=run, task=name)
+    return commands

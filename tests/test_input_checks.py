@@ -173,12 +173,12 @@ def test_cli_corpus_errors_name_file_and_line(tmp_path, capsys):
 
 
 def test_internal_errors_exit_1_and_point_to_debug(monkeypatch, capsys):
-    import structkd.ner.pipeline as pipeline
+    import structkd.tasks.runner as runner
 
-    def broken(config, **options):
+    def broken(task, config, **options):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pipeline, "train_command", broken)
+    monkeypatch.setattr(runner, "train_command", broken)
     assert main(["ner", "train"]) == 1
     assert "internal error, RuntimeError: boom (rerun with --debug" in capsys.readouterr().err
 

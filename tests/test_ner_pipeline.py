@@ -72,7 +72,7 @@ def test_distill_every_method(corpus, teachers, tmp_path, method):
         "kd": {"method": method, "teacher": teachers["crf"], "temperature": 2.0, "top_k": 3},
         "training": training(tmp_path / method, epochs=1)})
     results = distill_command(config)
-    assert set(results) == {"dev"} and 0.0 <= results["dev"]["f1"] <= 1.0
+    assert set(results) == {"dev", "parameters"} and 0.0 <= results["dev"]["f1"] <= 1.0
     assert (tmp_path / method / "model" / "model.safetensors").exists()
     log = [json.loads(line) for line in (tmp_path / method / "train_log.jsonl").read_text().splitlines()]
     assert any(r.get("type") == "eval" for r in log)
@@ -185,7 +185,7 @@ def test_span_head_covers_the_longest_training_entity(tmp_path):
 def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, record_trainers):
     """``training.group_by_length``: the Trainer gets the token count of each item it trains on (the training
     sentences, then the unlabeled ones), in the items' order."""
-    import structkd.ner.pipeline as pipeline
+    import structkd.tasks.runner as pipeline  # the one runner builds every Trainer
 
     made = record_trainers(pipeline)
     (tmp_path / "raw.txt").write_text("zorba lives in paris\nnice zorba city today .\n", encoding="utf-8")

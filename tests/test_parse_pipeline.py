@@ -325,7 +325,7 @@ def test_distillation_on_unlabeled_sentences(corpus, teachers, tmp_path):
 def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers, tmp_path, record_trainers):
     """``training.group_by_length``: the Trainer gets the word count of each item it trains on (the projective
     trees a projective model keeps, then the unlabeled sentences), in the items' order."""
-    import structkd.parse.pipeline as pipeline
+    import structkd.tasks.runner as pipeline  # the one runner builds every Trainer
 
     made = record_trainers(pipeline)
     (tmp_path / "raw.txt").write_text("zorba lives in paris\nnice zorba city today .\n", encoding="utf-8")

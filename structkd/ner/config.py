@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from structkd.data.columns import LAYOUTS, REPAIRS
+from structkd.kd.config import KD_METHODS, KdConfig
 from structkd.models.encoders import check_encoder
 from structkd.train.config import (
     SectionedConfig,
@@ -23,7 +24,8 @@ from structkd.train.config import (
     read_yaml_mapping,
 )
 
-KD_METHODS = ("structural", "posterior", "token", "topk", "topwk", "seqlevel", "none")
+__all__ = ["DataConfig", "KD_METHODS", "KdConfig", "ModelConfig", "NerConfig", "build_ner_config",
+           "load_ner_config"]
 
 
 @dataclass
@@ -70,33 +72,6 @@ class ModelConfig:
     dropout: float = 0.3
     keep_every: int | None = None
     init_from_teacher: bool = False
-
-
-@dataclass
-class KdConfig:
-    """Distillation options (see :mod:`structkd.kd`)."""
-
-    method: str = "structural"
-    temperature: float = 1.0
-    temperature_mode: str = "global"
-    kd_weight: float = 0.5
-    annealing: str = "none"
-    top_k: int = 5
-    teacher: str | None = None
-    cache_dir: str | None = None
-
-    METHODS: ClassVar[tuple[str, ...]] = KD_METHODS
-
-    def __post_init__(self):
-        checks = (("method", self.METHODS), ("annealing", ("none", "teacher")),
-                  ("temperature_mode", ("global", "local")))
-        for name, allowed in checks:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(f"kd.{name} must be one of {', '.join(allowed)}, got {value!r}")
-        if self.temperature <= 0 or not 0.0 <= self.kd_weight <= 1.0:
-            raise ValueError(f"kd.temperature must be positive and kd.kd_weight in [0, 1], got "
-                             f"{self.temperature} and {self.kd_weight}")
 
 
 @dataclass

@@ -25,7 +25,6 @@ from structkd.kd import (
     local_temperature,
     project,
     structural_kd_loss_from_marginals,
-    teacher_annealing,
     token_kd_loss,
 )
 from structkd.models.span import chart_to_tags
@@ -121,13 +120,6 @@ def compute_teacher_outputs(teacher: NerModel, sentences: Sequence, kd: KdConfig
                 row[name] = value[b, :n].float().cpu()
         out.append(row)
     return out
-
-
-def kd_weight(kd: KdConfig, step: int, total_steps: int) -> float:
-    """The weight of the KD loss at ``step``: constant, or linearly annealed from 1 to 0 (teacher annealing)."""
-    if kd.annealing == "teacher":
-        return teacher_annealing(step, total_steps, start=1.0, end=0.0)
-    return kd.kd_weight
 
 
 def kd_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Tensor]) -> Tensor:

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from structkd.kd.config import KdConfig as SharedKdConfig
 from structkd.models.encoders import check_encoder
 from structkd.models.parsers import DECODERS
-from structkd.ner.config import KdConfig as NerKdConfig
 from structkd.train.config import (
     SectionedConfig,
     TrainConfig,
@@ -101,7 +101,7 @@ class ModelConfig:
 
 
 @dataclass
-class KdConfig(NerKdConfig):
+class KdConfig(SharedKdConfig):
     """Distillation options (see :mod:`structkd.parse.distillation`).
 
     ``relations``: how a biaffine student learns the teacher's relations: ``marginal`` (KL on every arc,

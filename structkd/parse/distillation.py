@@ -47,7 +47,6 @@ from structkd.kd import (
     local_temperature,
     project,
     structural_kd_loss_from_marginals,
-    teacher_annealing,
     token_kd_loss,
 )
 from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
@@ -216,13 +215,6 @@ def _labels_of(heads: Tensor, rels: Tensor, labels: Sequence[tuple[int, int]]) -
         return index.get((o, r), -1) if h >= 0 else -1
 
     return torch.tensor(walk(offsets, flat_rels, flat_heads), dtype=torch.long, device=heads.device)
-
-
-def kd_weight(kd: KdConfig, step: int, total_steps: int) -> float:
-    """The weight of the KD loss at ``step``: constant, or linearly annealed from 1 to 0 (teacher annealing)."""
-    if kd.annealing == "teacher":
-        return teacher_annealing(step, total_steps, start=1.0, end=0.0)
-    return kd.kd_weight
 
 
 def relation_kd_loss(teacher_probs: Tensor, student_logits: Tensor, weights: Tensor, temperature: float) -> Tensor:

@@ -23,6 +23,8 @@ logger = logging.getLogger("structkd.train")
 # checkpoints, finish_run's model and results, and the teacher cache when kd.cache_dir is not set
 RUN_FILES = ("ner_config.json", "parse_config.json", "config.json", "train_log.jsonl", "learning_curves.png",
              "results.json", "last", "best", "model", "teacher_cache")
+# the config every task's runner saves (structkd.tasks.Task.config_file: ner_config.json, upos_config.json, ...)
+TASK_CONFIGS = "*_config.json"
 # the atomic writes' leftovers next to those directories (structkd.train.atomic)
 _ATOMIC_DIRS = ("last", "best", "model", "teacher_cache")
 # enough to tell a structkd run directory from any other that happens to have a config.json or a model/
@@ -37,6 +39,7 @@ class RunDirectoryError(FileExistsError):
 def _run_entries(directory: Path) -> list[Path]:
     """The entries of ``directory`` that a structkd run wrote (including atomic-write leftovers)."""
     entries = [directory / name for name in RUN_FILES if os.path.lexists(directory / name)]
+    entries += sorted(p for p in directory.glob(TASK_CONFIGS) if p not in entries)  # any task's saved config
     for name in _ATOMIC_DIRS:
         for kind in ("tmp", "old", "trash"):
             entries.extend(sorted(directory.glob(f".{name}.{kind}-*")))
@@ -46,7 +49,7 @@ def _run_entries(directory: Path) -> list[Path]:
 def _is_run_directory(directory: Path) -> bool:
     """Whether ``directory`` holds one of the files only a structkd run writes (:data:`_MARKERS`), or a
     ``config.json`` that is a structkd training config."""
-    if any((directory / marker).is_file() for marker in _MARKERS):
+    if any((directory / marker).is_file() for marker in _MARKERS) or any(directory.glob(TASK_CONFIGS)):
         return True
     try:
         saved = json.loads((directory / "config.json").read_text(encoding="utf-8"))

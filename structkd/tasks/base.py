@@ -1,0 +1,171 @@
+"""What differs between tasks: the :class:`Task` contract that the one runner (:mod:`structkd.tasks.runner`)
+drives for training, distillation, evaluation and prediction.
+
+A task reads its data, builds and loads its models, gives the gold loss of a batch (zero for unlabeled
+sentences), describes the teacher outputs it caches (their fields, cache options and padded shapes), computes
+those outputs and the student's KD loss from them, evaluates, and reads and writes prediction files.  The
+runner owns everything else: the resume check, the output directory, the device, seeding, the teacher cache
+built under ``main_process_first``, the mix of KD and gold losses, the :class:`~structkd.train.Trainer`, and
+``finish_run``.  The command line of a task is generated from it (:func:`structkd.cli_common.add_task_commands`).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from structkd.kd.config import KdConfig
+from structkd.train.config import SectionedConfig
+
+Tensor = torch.Tensor
+
+__all__ = ["Task", "TaskData", "Prepared"]
+
+
+@dataclass
+class TaskData:
+    """The sentences of every split named in a data config (``unlabeled``: distillation text without gold)."""
+
+    train: list = field(default_factory=list)
+    dev: list = field(default_factory=list)
+    test: list = field(default_factory=list)
+    unlabeled: list = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """A model with the items it trains on, as a task prepares them for the runner.
+
+    Attributes:
+        model: the model to train (a teacher or baseline, or a student).
+        items: its training sentences (a student's: the usable labeled ones, then the unlabeled ones).
+        extra: counts to report in ``results.json`` (skipped sentences, ...).
+    """
+
+    model: nn.Module
+    items: list
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """One task (NER, dependency parsing, UPOS tagging, ...) behind the interface the runner drives.
+
+    Batches are built by :meth:`collate` from ``(dataset index, sentence)`` pairs and must have ``indices`` and
+    ``sentences`` attributes: the runner reads the teacher cache by ``indices``.
+    """
+
+    name: str = ""
+    """The command-line name (``structkd NAME train``) and the ``structkd.NAME`` logger."""
+    config_file: str = ""
+    """The file a run's config is saved to in its output directory (``ner_config.json``)."""
+    description: str = ""
+
+    @property
+    def logger(self) -> logging.Logger:
+        return logging.getLogger(f"structkd.{self.name}")
+
+    # -- config and data ----------------------------------------------------------------------------------
+    @abstractmethod
+    def load_config(self, path: str | Path | None, overrides: list[str] | None = None) -> SectionedConfig:
+        """The task's config from a YAML file (or none) and ``section.key=value`` overrides."""
+
+    @abstractmethod
+    def read_data(self, config: Any) -> TaskData:
+        """Every corpus the data section names (errors name file and line)."""
+
+    @abstractmethod
+    def read_input(self, path: str, config: Any) -> list:
+        """Sentences to predict (their gold, if any, is ignored)."""
+
+    @abstractmethod
+    def write_predictions(self, path: str, sentences: list, model: nn.Module) -> None:
+        """Predict ``sentences`` with ``model`` and write them to ``path`` in the task's file format."""
+
+    @abstractmethod
+    def read_evaluation(self, path: str, config: Any, model: nn.Module, model_dir: str) -> list:
+        """A labeled file to evaluate ``model`` on (labels it cannot predict are refused by file and line)."""
+
+    @abstractmethod
+    def words(self, sentence: Any) -> list[str]:
+        """A sentence's words (what the teacher cache is fingerprinted by)."""
+
+    def length(self, sentence: Any) -> int:
+        """The number of words of a sentence (what ``group_by_length`` batches by)."""
+        return len(self.words(sentence))
+
+    # -- models ---------------------------------------------------------------------------------------------
+    @abstractmethod
+    def prepare_training(self, config: Any, data: TaskData) -> Prepared:
+        """A fresh model and the training sentences of ``train`` (labels from the data, checked before any
+        work)."""
+
+    @abstractmethod
+    def prepare_student(self, config: Any, data: TaskData, teacher: nn.Module) -> Prepared:
+        """A fresh student of ``teacher`` and its distillation sentences (labels checked against the
+        teacher's before any work)."""
+
+    @abstractmethod
+    def load_model(self, directory: str | Path, device: torch.device | str = "cpu") -> nn.Module:
+        """A saved model."""
+
+    @abstractmethod
+    def collate(self, items: list[tuple[int, Any]], model: nn.Module) -> Any:
+        """A batch of ``(dataset index, sentence)`` pairs for ``model``."""
+
+    @abstractmethod
+    def gold_loss(self, model: nn.Module, output: Any, batch: Any) -> Tensor:
+        """Per-sentence gold loss ``[batch_size]``, exactly 0 for sentences without gold."""
+
+    @abstractmethod
+    def labeled(self, batch: Any, device: torch.device) -> Tensor:
+        """``BoolTensor [batch_size]``: which sentences of the batch carry gold."""
+
+    # -- the teacher ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def teacher_fields(self, config: Any, student: nn.Module) -> list[str]:
+        """The names of the teacher outputs ``config.kd.method`` caches for ``student``."""
+
+    @abstractmethod
+    def cache_options(self, config: Any, student: nn.Module) -> dict[str, Any]:
+        """What the cached outputs depend on besides the sentences and the teacher's weights (a cache built
+        under other options is refused)."""
+
+    @abstractmethod
+    def teacher_outputs(self, teacher: nn.Module, sentences: Sequence, config: Any, student: nn.Module
+                        ) -> list[dict[str, Tensor]]:
+        """The cached fields for a chunk of sentences, one dict of unpadded tensors per sentence."""
+
+    @abstractmethod
+    def cached_shapes(self, batch: Any) -> dict[str, tuple[list[int | None] | None, float]]:
+        """For each field, the padded shape of one sentence's tensor in ``batch`` (``None`` entries keep the
+        stored size) and the pad value."""
+
+    @abstractmethod
+    def kd_loss(self, kd: KdConfig, student: nn.Module, output: Any, cached: dict[str, Tensor], batch: Any
+                ) -> Tensor:
+        """Per-sentence KD loss ``[batch_size]`` from the batch's cached teacher outputs."""
+
+    # -- evaluation -----------------------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, model: nn.Module, sentences: list, report: bool = False) -> dict[str, Any]:
+        """Dev/test metrics (``report``: with per-label tables); floats are what training can select on."""
+
+    @abstractmethod
+    def format_results(self, result: dict[str, Any]) -> str:
+        """What ``structkd NAME evaluate`` prints."""
+
+    def summary(self, results: dict[str, Any]) -> dict[str, Any]:
+        """What the train and distill commands print: each split's floats and counts, without tables."""
+        return {split: ({k: v for k, v in r.items() if not isinstance(v, dict)} if isinstance(r, dict) else r)
+                for split, r in results.items()}
+
+    def json_default(self, value: Any) -> Any:
+        """JSON for the values of :meth:`evaluate` that ``json`` cannot write (NumPy scalars)."""
+        return value.item() if hasattr(value, "item") else str(value)

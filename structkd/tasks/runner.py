@@ -1,0 +1,198 @@
+"""The one train / distill / evaluate / predict runner of every task (:class:`~structkd.tasks.base.Task`).
+
+Everything the tasks share lives here once: the checks before any work (files, resume, the output directory,
+the device), seeding, the saved config, the teacher cache (computed once, under ``main_process_first``), the
+mix of KD and gold losses (``kd_weight`` on labeled sentences, the KD loss alone on unlabeled ones, annealed
+by the step context), the :class:`~structkd.train.Trainer`, and :func:`~structkd.train.finish_run`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from structkd.kd.config import kd_weight
+from structkd.tasks.base import Prepared, Task, TaskData
+from structkd.train import (
+    TeacherCache,
+    Trainer,
+    check_resumable,
+    finish_run,
+    is_main_process,
+    main_process_first,
+    prepare_output_dir,
+    resolve_device,
+    teacher_fingerprint,
+    training_device,
+)
+from structkd.train.callbacks import StepContext
+
+__all__ = ["train_command", "distill_command", "evaluate_command", "predict_command", "cached_batch", "mix_losses"]
+
+
+def _start(config: Any, run_config: dict, resume: bool, overwrite: bool, protect: tuple = ()) -> torch.device:
+    """The checks every run makes before any work: files by key, a resumable checkpoint, an earlier run in
+    ``output_dir`` (refused, or replaced with ``overwrite``: :func:`prepare_output_dir`), the device."""
+    config.check_files()
+    if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
+        check_resumable(config.training.output_dir, config.training, run_config)
+    prepare_output_dir(config.training.output_dir, resume, overwrite, protect=protect)
+    return training_device(config.training.device)  # a device this machine lacks is refused before any work
+
+
+def _save_config(task: Task, config: Any) -> None:
+    """The run's config in its output directory, once the data and the labels are checked."""
+    out = Path(config.training.output_dir)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / task.config_file)
+
+
+def _evaluate_fn(task: Task):
+    def evaluate(model: nn.Module, dev: list) -> dict[str, float]:
+        return {k: v for k, v in task.evaluate(model, dev).items() if isinstance(v, float)}
+
+    return evaluate
+
+
+def _trainer(task: Task, config: Any, prepared: Prepared, data: TaskData, loss_fn, run_config: dict,
+             device: torch.device) -> Trainer:
+    model, items = prepared.model, prepared.items
+    return Trainer(model, config.training, list(enumerate(items)), data.dev or None, loss_fn,
+                   _evaluate_fn(task) if data.dev else None, collate_fn=lambda chunk: task.collate(chunk, model),
+                   lengths=[task.length(s) for s in items], run_config=run_config, device=device)
+
+
+def _finish(task: Task, config: Any, prepared: Prepared, data: TaskData) -> dict:
+    """Best weights back, the model saved, dev and test evaluated, ``results.json`` written."""
+    extra = {**prepared.extra, "parameters": sum(p.numel() for p in prepared.model.parameters())}
+    return finish_run(prepared.model, config.training.output_dir, {"dev": data.dev, "test": data.test},
+                      lambda m, sentences: task.evaluate(m, sentences, report=True), extra,
+                      json_default=task.json_default)
+
+
+def train_command(task: Task, config: Any, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train a teacher or a baseline on gold labels; returns dev/test results.
+
+    ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
+    either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
+    """
+    run_config = config.to_dict()
+    device = _start(config, run_config, resume, overwrite)
+    data = task.read_data(config.data)
+    if not data.train:
+        raise ValueError("data.train is required")
+    if data.unlabeled:
+        task.logger.warning("data.unlabeled (%d sentences) is for distill: training on gold labels ignores it",
+                            len(data.unlabeled))
+    torch.manual_seed(config.training.seed)
+    prepared = task.prepare_training(config, data)
+    _save_config(task, config)
+
+    def loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
+        return task.gold_loss(model, model(batch.sentences), batch).mean()
+
+    _trainer(task, config, prepared, data, loss_fn, run_config, device).train(resume=resume)
+    return _finish(task, config, prepared, data)
+
+
+def cached_batch(task: Task, cache: TeacherCache, fields: list[str], batch: Any, device: torch.device
+                 ) -> dict[str, torch.Tensor]:
+    """The batch's cached teacher outputs, padded to the task's shapes (:meth:`Task.cached_shapes`)."""
+    shapes = task.cached_shapes(batch)
+    out = {}
+    for name in fields:
+        shape, pad = shapes[name]
+        out[name] = cache.batch(batch.indices, name, shape, pad_value=pad).to(device)
+    return out
+
+
+def mix_losses(distill: torch.Tensor, gold: torch.Tensor, labeled: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-sentence training loss ``[batch_size]``: ``weight * KD + (1 - weight) * gold`` on labeled
+    sentences, the KD loss alone on the others."""
+    return torch.where(labeled, weight * distill + (1 - weight) * gold, distill)
+
+
+def build_teacher_cache(task: Task, teacher: nn.Module, config: Any, sentences: list, student: nn.Module,
+                        rebuild: bool = False) -> TeacherCache | None:
+    """Compute (or reuse) the teacher's outputs over the student's distillation sentences."""
+    kd = config.kd
+    if kd.method == "none":
+        return None
+    directory = Path(kd.cache_dir or Path(config.training.output_dir) / "teacher_cache")
+    options = {"method": kd.method, "temperature": kd.temperature, "mode": kd.temperature_mode,
+               "top_k": kd.top_k, **task.cache_options(config, student)}
+    teacher.eval()
+    return TeacherCache.build(
+        directory, sentences, lambda chunk: task.teacher_outputs(teacher, chunk, config, student),
+        teacher_id=teacher_fingerprint(kd.teacher), tokens=[task.words(s) for s in sentences], options=options,
+        batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
+
+
+def _distill_loss(task: Task, kd: Any, cache: TeacherCache | None, fields: list[str]):
+    """``loss_fn(model, batch, step)`` of a distillation run: the KD weight follows the step context."""
+
+    def loss_fn(model: nn.Module, batch: Any, step: StepContext) -> torch.Tensor:
+        output = model(batch.sentences)
+        gold = task.gold_loss(model, output, batch)
+        if cache is None:
+            return gold.mean()
+        weight = kd_weight(kd, step.global_step, step.total_steps)
+        distill = task.kd_loss(kd, model, output, cached_batch(task, cache, fields, batch, gold.device), batch)
+        return mix_losses(distill, gold, task.labeled(batch, gold.device), weight).mean()
+
+    return loss_fn
+
+
+def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache: bool = False,
+                    overwrite: bool = False) -> dict:
+    """Distill a saved teacher (``kd.teacher``) into a new student; returns the student's dev/test results.
+
+    ``resume``, ``overwrite``: as in :func:`train_command` (``overwrite`` leaves the teacher and a
+    ``kd.cache_dir`` alone); ``rebuild_cache`` recomputes the teacher's outputs.
+    """
+    kd = config.kd
+    if not kd.teacher:
+        raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    config.check_files()  # before the teacher's weights are read
+    # the run's settings, kept in its checkpoints, with the teacher by its weights (its directory may move)
+    run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
+    device = _start(config, run_config, resume, overwrite, protect=(kd.teacher, kd.cache_dir))
+    data = task.read_data(config.data)
+    if not data.train and not data.unlabeled:
+        raise ValueError("distillation needs data.train or data.unlabeled sentences")
+    teacher = task.load_model(kd.teacher)
+    torch.manual_seed(config.training.seed)
+    prepared = task.prepare_student(config, data, teacher)
+    _save_config(task, config)
+    if kd.method != "none":  # the teacher's outputs are computed on the run's device
+        teacher.to(device)
+    with main_process_first():  # computed once; the other processes then read it
+        cache = build_teacher_cache(task, teacher, config, prepared.items, prepared.model, rebuild=rebuild_cache)
+    fields = task.teacher_fields(config, prepared.model)
+    del teacher
+    loss_fn = _distill_loss(task, kd, cache, fields)
+    _trainer(task, config, prepared, data, loss_fn, run_config, device).train(resume=resume)
+    return _finish(task, config, prepared, data)
+
+
+def evaluate_command(task: Task, model_dir: str, data_path: str, data_config: Any, device: str = "auto") -> dict:
+    """Metrics and per-label tables of a saved model on a labeled file, run on ``device`` (``auto``: the first
+    CUDA device if there is one, else the CPU)."""
+    model = task.load_model(model_dir, device=resolve_device(device, what="--device"))
+    result = task.evaluate(model, task.read_evaluation(data_path, data_config, model, model_dir), report=True)
+    result["parameters"] = sum(p.numel() for p in model.parameters())
+    return result
+
+
+def predict_command(task: Task, model_dir: str, input_path: str, output_path: str, data_config: Any,
+                    device: str = "auto") -> int:
+    """Predict a file with a saved model on ``device`` (as in :func:`evaluate_command`) and write the task's
+    output format; returns the number of sentences."""
+    model = task.load_model(model_dir, device=resolve_device(device, what="--device"))
+    sentences = task.read_input(input_path, data_config)
+    task.write_predictions(output_path, sentences, model)
+    return len(sentences)
