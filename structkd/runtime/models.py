@@ -91,6 +91,9 @@ class ExportedModel:
                                                     providers=["CPUExecutionProvider"])
         with np.load(self.directory / ARRAYS_NAME) as arrays:
             self.arrays = {k: arrays[k] for k in arrays.files}
+        if "rel_weight" in self.arrays:  # [i, r, j] for one matrix product per word
+            self.rel_weight = self.arrays["rel_weight"].transpose(1, 0, 2).reshape(
+                self.arrays["rel_weight"].shape[1], -1)
         self.batch_size = batch_size
         self.tokenizer = self.meta.get("tokenizer")
         if self.meta["encoder"] == "bilstm":
@@ -196,7 +199,9 @@ class Parser(ExportedModel):
         decoder = decoding.eisner if self.meta["tree"] == "projective" else decoding.mst
         heads = decoder(arcs, lens, False)  # decoding is single-root, as BiaffineParser.parse
         chosen = np.take_along_axis(head, np.maximum(heads, 0)[..., None], 1).astype(np.float64)
-        logits = np.einsum("bdi,rij,bdj->bdr", dep.astype(np.float64), self.arrays["rel_weight"], chosen)
+        n_rels = len(self.meta["rels"])
+        projected = (dep.astype(np.float64) @ self.rel_weight).reshape(*dep.shape[:2], n_rels, -1)  # [B, S, R, h+1]
+        logits = np.einsum("bdrj,bdj->bdr", projected, chosen)
         return heads, np.where(heads >= 0, logits.argmax(-1), -1)
 
 
