@@ -9,7 +9,7 @@ its scores for a padded batch of any batch size and length:
   ``lens``), so neither direction sees padding before a sentence's last word.  The character CNN runs over
   every word slot (the model runs it over distinct words only: the same numbers per word).
 * :class:`SubwordFeatures` runs the transformer over tokenizer windows and pools subwords into words by a
-  weighted ``index_add`` (weight 1 for first-subword pooling, ``1 / n`` for mean pooling).
+  weighted sum of gathered subwords (weight 1 for first-subword pooling, ``1 / n`` for mean pooling).
 * :class:`TaggerScores`, :class:`BiaffineScores` and :class:`SeqLabelScores` put the model's head on top and
   return what decoding reads (emissions, arc scores and relation projections, label logits).
 
