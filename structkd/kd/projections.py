@@ -34,6 +34,17 @@ end as the student sharpens.  :func:`project` follows the rule ``impossible``:
 * ``"ignore"``: distill the unrestricted teacher's marginals, at the risk above (a surrogate loss that can
   fall without end; only bounded training, such as a few epochs mixed with the gold loss, keeps it usable).
 
+Tag sequences the student forbids.  A softmax (:class:`MaxEnt`) or unconstrained CRF teacher puts mass on tag
+sequences that a CRF student constrained by its tag scheme cannot produce (``I-X`` after ``O`` in BIO): the
+cross-entropy is infinite again.  The same three rules apply: ``"renormalize"`` distills the teacher restricted
+to the sequences the student allows (:func:`restrict_chain`: the teacher's potentials with the student's
+forbidden transitions, start and end tags made impossible; exact), :func:`restriction_lost_mass` is the mass
+that drops; ``"error"`` refuses (in the loss, which checks the marginals against the student's parts);
+``"ignore"`` drops the mass on forbidden parts from the unrestricted marginals (a surrogate).  Cached marginals
+determine their chain (:func:`chain_from_marginals`), so the rule applies to them too
+(:func:`~structkd.kd.structural.structural_kd_loss_from_marginals`).  A span teacher (:class:`SemiMarkovCRF`)
+needs none of this: its segmentations map to valid tag sequences of the scheme only.
+
 A head-offset tagger cannot express heads outside its offset inventory: ``renormalize=True`` (default)
 renormalizes each word's label marginals over the inventory; ``renormalize=False`` drops that mass, which makes
 the loss unbounded in the same way, and is refused unless ``impossible="ignore"``.
@@ -47,6 +58,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from structkd.kd.span_to_tags import build_span_tag_map, span_tag_marginals
+from structkd.numerics import LOG_ZERO, is_impossible
 from structkd.structs.base import StructuredDistribution
 from structkd.structs.chain import LinearChainCRF, MaxEnt
 from structkd.structs.semimarkov import SemiMarkovCRF
@@ -175,6 +187,80 @@ def _spans_to_tags(teacher: SemiMarkovCRF, student, *, span_labels: Sequence[str
     return (unary,) if edges is None else (unary, edges)
 
 
+# ------------------------------------------------------------------------------------------ restricted chains
+def _forbidden_chain_parts(student: LinearChainCRF) -> tuple[Tensor, Tensor]:
+    """``BoolTensor`` masks of the student's forbidden parts: ``unary [B, L, N]`` (start and end tags at the first
+    and last position) and ``edges [B, L - 1, N, N]`` (transitions)."""
+    unary, edges = (p.detach() for p in student.potentials)
+    return is_impossible(unary), is_impossible(edges)
+
+
+def chain_forbids_parts(student: StructuredDistribution) -> bool:
+    """Whether ``student`` is a :class:`LinearChainCRF` that forbids some parts (scheme constraints)."""
+    return isinstance(student, LinearChainCRF) and any(bool(m.any()) for m in _forbidden_chain_parts(student))
+
+
+def _constrained_chain_pair(teacher, student) -> bool:
+    """Whether ``teacher`` is a chain (MaxEnt or CRF) and ``student`` a CRF that forbids some of its parts."""
+    return isinstance(teacher, (MaxEnt, LinearChainCRF)) and chain_forbids_parts(student)
+
+
+def restrict_chain(teacher: MaxEnt | LinearChainCRF, student: LinearChainCRF) -> LinearChainCRF:
+    """The chain teacher restricted to the tag sequences the CRF student allows, renormalized: exactly
+    ``P_T(y | y allowed by S)``.
+
+    It is the chain of the teacher's own potentials (a :class:`MaxEnt` teacher's logits as emissions and zero
+    transitions; a :class:`LinearChainCRF` teacher's unary and edge potentials) with every part the student
+    forbids (a transition such as ``O -> I-X`` in BIO, a start or end tag) made impossible, so its part
+    marginals are the exact marginals of the restricted teacher over the student's parts.  Computed in float64;
+    :func:`restriction_lost_mass` is the teacher's mass it drops.
+    """
+    _same_lengths(teacher, student)
+    _same_tags(teacher, student)
+    banned_unary, banned_edges = _forbidden_chain_parts(student)
+    unary = teacher.potentials[0].detach().to(torch.float64)
+    batch_size, seq_len, n_tags = unary.shape
+    if isinstance(teacher, LinearChainCRF):
+        edges = teacher.potentials[1].detach().to(torch.float64)
+    else:
+        edges = unary.new_zeros(n_tags, n_tags).expand(batch_size, max(seq_len - 1, 0), n_tags, n_tags)
+    unary = unary.masked_fill(banned_unary.to(unary.device), LOG_ZERO)
+    edges = edges.masked_fill(banned_edges.to(edges.device), LOG_ZERO).contiguous()
+    return LinearChainCRF(unary, edges, teacher.lens)
+
+
+def restriction_lost_mass(teacher: StructuredDistribution, student: StructuredDistribution) -> Tensor:
+    """``[batch_size]``: the teacher's mass on structures the student cannot produce, ``1 - Z_R / Z_T`` with
+    ``Z_R`` the partition function of :func:`restrict_teacher` (0 when nothing is restricted)."""
+    restricted = restrict_teacher(teacher, student)
+    if restricted is teacher:
+        return torch.zeros(teacher.batch_size, dtype=teacher.dtype, device=teacher.device)
+    log_t = teacher.log_partition.detach().to(torch.float64)
+    log_r = restricted.log_partition.detach().to(torch.float64)
+    return (-torch.expm1(log_r - log_t)).clamp(min=0.0)
+
+
+def chain_from_marginals(unary: Tensor, edges: Tensor | None, lens: Tensor) -> LinearChainCRF:
+    """The chain whose distribution has these marginals (a chain is determined by them): emissions
+    ``log P(y_0)`` at the first position, transitions ``log P(y_{i+1} | y_i) = log P(y_i, y_{i+1}) -
+    log P(y_i)``; without ``edges`` (a :class:`MaxEnt` teacher) the tokens are independent.  Computed in float64.
+
+    Args:
+        unary: ``[B, L, N]`` tag marginals.
+        edges: ``[B, L - 1, N, N]`` pair marginals, or ``None``.
+        lens: ``LongTensor [B]``.
+    """
+    unary = unary.detach().to(torch.float64)
+    logs = unary.clamp(min=0).log().clamp(min=LOG_ZERO)
+    if edges is None:
+        return LinearChainCRF(logs, None, lens)
+    pairs = edges.detach().to(torch.float64).clamp(min=0)
+    given = pairs.log().clamp(min=LOG_ZERO) - logs[:, :-1].unsqueeze(-1)
+    given = torch.where(pairs > 0, given, torch.full_like(given, LOG_ZERO))
+    emissions = torch.cat([logs[:, :1], torch.zeros_like(logs[:, 1:])], 1)
+    return LinearChainCRF(emissions, given.contiguous(), lens)
+
+
 # ------------------------------------------------------------------------------------------ trees
 def _same_words(teacher, student) -> None:
     _same_lengths(teacher, student, what="words")
@@ -199,11 +285,15 @@ def _inexpressible(teacher, student) -> list[str]:
 def restrict_teacher(teacher: StructuredDistribution, student: StructuredDistribution) -> StructuredDistribution:
     """A tree teacher restricted to the trees a tree student can express, renormalized: exactly
     ``P_T(y | y in support(S))``, as a distribution of the same scores under the student's constraints.
+    A chain teacher (:class:`MaxEnt` or :class:`LinearChainCRF`) of a constrained :class:`LinearChainCRF`
+    student becomes the chain of :func:`restrict_chain`.
 
     A first-order teacher (:class:`DependencyCRF`, :class:`MatrixTree`) becomes a :class:`DependencyCRF` when
     the student is projective (Eisner on the teacher's arc scores) and loses its multiroot trees when the
     student is single-root; a :class:`Dependency2oCRF` teacher (projective) can only lose its multiroot trees.
     The teacher itself is returned when the student expresses all its trees (or either is not a tree)."""
+    if _constrained_chain_pair(teacher, student):
+        return restrict_chain(teacher, student)
     if not (isinstance(teacher, _TREES) and isinstance(student, _TREES)) or not _inexpressible(teacher, student):
         return teacher
     multiroot = teacher.multiroot and student.multiroot
@@ -215,7 +305,11 @@ def restrict_teacher(teacher: StructuredDistribution, student: StructuredDistrib
 
 def _supported_teacher(teacher, student, impossible: str):
     """The teacher to project under the rule ``impossible``: itself, or restricted (``"renormalize"``); raises
-    ``ValueError`` (``"error"``) when a tree student cannot express some of a tree teacher's trees."""
+    ``ValueError`` (``"error"``) when a tree student cannot express some of a tree teacher's trees.  A chain
+    teacher of a constrained CRF student is restricted under ``"renormalize"``; under ``"error"`` its mass on
+    forbidden parts is refused by the loss (which sees the marginals)."""
+    if impossible == "renormalize" and _constrained_chain_pair(teacher, student):
+        return restrict_chain(teacher, student)
     if not (isinstance(teacher, _TREES) and isinstance(student, _TREES)) or impossible == "ignore":
         return teacher
     missing = _inexpressible(teacher, student)

@@ -24,7 +24,13 @@ from collections.abc import Sequence
 
 import torch
 
-from structkd.kd.projections import IMPOSSIBLE_RULES, project
+from structkd.kd.projections import (
+    IMPOSSIBLE_RULES,
+    chain_forbids_parts,
+    chain_from_marginals,
+    project,
+    restrict_chain,
+)
 from structkd.numerics import forbidden_mass_tolerance, is_impossible
 from structkd.structs.base import StructuredDistribution
 from structkd.structs.chain import LinearChainCRF, MaxEnt
@@ -107,14 +113,16 @@ def _check_support(student: StructuredDistribution, marginals: Sequence[Tensor],
         if not bool(banned.any()):  # the usual case: nothing is forbidden, nothing to check
             out.append(m)
             continue
-        if impossible != "ignore":  # "renormalize" restricts tree teachers only (in project)
+        if impossible != "ignore":  # "renormalize" has restricted chain and tree teachers (in project)
             summed = m.sum(tuple(a for a in axes if a > 0), keepdim=True) if any(a > 0 for a in axes) else m
             lost = (summed * banned).flatten(1).sum(-1)
             if bool((lost > tolerance).any()):
                 b = int((lost > tolerance).nonzero()[0])
                 raise ValueError(f"sentence {b}: the teacher puts mass {float(lost[b]):.3g} on parts the student "
                                  f"forbids (for example BIO transition constraints), so the cross-entropy is "
-                                 f"infinite; drop the student's constraints or pass impossible='ignore'")
+                                 f"infinite; pass impossible='renormalize' (kd.impossible=renormalize: the "
+                                 f"teacher restricted to the student's structures, exact), drop the student's "
+                                 f"constraints, or pass impossible='ignore' (kd.impossible=ignore)")
         out.append(m.masked_fill(banned, 0.0))
     return tuple(out)
 
@@ -134,10 +142,11 @@ def structural_kd_loss(teacher: StructuredDistribution | Sequence[StructuredDist
         t2_scaling: multiply the loss by ``T^2``.
         teacher_weights: mixture weights for several teachers.
         impossible: ``"error"`` (default) raises when the teacher has mass on parts the student forbids or on
-            trees the student cannot express (non-projective, multiroot); ``"renormalize"`` distills a tree
-            teacher restricted to the student's trees (exact, :func:`~structkd.kd.projections.restrict_teacher`;
-            forbidden parts of other students still raise); ``"ignore"`` drops the mass on forbidden parts and
-            distills an inexpressible tree teacher's marginals as they are (an unbounded loss).
+            trees the student cannot express (non-projective, multiroot); ``"renormalize"`` distills a tree or
+            chain teacher restricted to the student's trees or tag sequences (exact,
+            :func:`~structkd.kd.projections.restrict_teacher`; forbidden parts of other students still raise);
+            ``"ignore"`` drops the mass on forbidden parts and distills an inexpressible tree teacher's
+            marginals as they are (an unbounded loss).
         projection_options: extra information a projection needs, passed by keyword (``span_labels``, ``tags``,
             ``scheme`` for a span teacher; ``offsets``, ``rel_probs`` for a head-offset tagger).
     """
@@ -166,7 +175,44 @@ def kd_teacher_marginals(teacher: StructuredDistribution, student: StructuredDis
 
 def structural_kd_loss_from_marginals(marginals: Sequence[Tensor], student: StructuredDistribution,
                                       impossible: str = "error") -> Tensor:
-    """Structural KD with precomputed (for example cached) teacher marginals over the student's parts."""
+    """Structural KD with precomputed (for example cached) teacher marginals over the student's parts.
+
+    ``impossible`` as in :func:`structural_kd_loss`; with ``"renormalize"`` the marginals of a CRF student that
+    forbids some of their parts are replaced by those of the chain they determine, restricted to the student's
+    sequences (:func:`restricted_chain_marginals`)."""
     stored = marginals[0].dtype if len(marginals) else None
+    if impossible == "renormalize" and isinstance(student, LinearChainCRF):
+        marginals, _ = restricted_chain_marginals(marginals, student)
     marginals = _check_support(student, tuple(m.to(student.dtype) for m in marginals), impossible, stored)
     return student.log_partition - student.expected_score(marginals)
+
+
+def _forbidden_mass(marginals: Sequence[Tensor], student: StructuredDistribution) -> Tensor:
+    """``[B]``: the marginal mass on parts the student forbids, summed over them (an upper bound of the mass on
+    forbidden sequences, used to skip the restriction when there is none)."""
+    lost = torch.zeros(student.batch_size, dtype=torch.float64, device=marginals[0].device)
+    for m, p in zip(marginals, student.potentials):
+        banned = is_impossible(p.detach()).to(m.device)
+        lost = lost + (m.double() * banned).flatten(1).sum(-1)
+    return lost
+
+
+def restricted_chain_marginals(marginals: Sequence[Tensor], student: LinearChainCRF
+                               ) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Chain marginals ``(unary [B, L, N], edges [B, L - 1, N, N])`` of a teacher restricted to the sequences
+    the CRF ``student`` allows and renormalized, and the teacher mass lost ``[B]`` (``1 - Z_R / Z``).
+
+    A chain is determined by its marginals (:func:`~structkd.kd.projections.chain_from_marginals`), so this is
+    :func:`~structkd.kd.projections.restrict_chain` of the teacher that produced them.  Marginals the student
+    forbids none of are returned as they are, with zero loss."""
+    marginals = tuple(marginals)
+    if not chain_forbids_parts(student):
+        return marginals, torch.zeros(student.batch_size, dtype=torch.float64, device=marginals[0].device)
+    forbidden = _forbidden_mass(marginals, student)
+    if not bool((forbidden > forbidden_mass_tolerance(marginals[0].dtype)).any()):
+        return marginals, forbidden  # the usual constrained-teacher case: nothing to restrict, no extra pass
+    teacher = chain_from_marginals(marginals[0], marginals[1] if len(marginals) > 1 else None, student.lens)
+    restricted = restrict_chain(teacher, student)
+    lost = (-torch.expm1(restricted.log_partition - teacher.log_partition)).clamp(min=0.0)
+    dtype = marginals[0].dtype
+    return tuple(m.to(dtype) for m in restricted.part_marginals()), lost
