@@ -20,6 +20,16 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    try:
+        from structkd.export import export_model
+    except ImportError as err:
+        raise ImportError(f"structkd export needs the export extra: pip install 'structkd[export]' ({err})") from None
+    out = export_model(args.model, args.output, format=args.format, opset=args.opset)
+    print(f"exported {args.model} to {out} (load it with structkd.runtime.load)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structkd", description="Structural knowledge distillation.")
     parser.add_argument("--debug", action="store_true",
@@ -36,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     device_argument(demo)
     demo.set_defaults(run=_demo)
+
+    export = tasks.add_parser("export", help="export a saved student for deployment (ONNX graph of its scores; "
+                                             "decoding in structkd.runtime, without torch)")
+    export.add_argument("model", help="directory of a saved model")
+    export.add_argument("output", help="directory to write (must be new or empty)")
+    export.add_argument("--format", choices=("onnx",), default="onnx")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    export.set_defaults(run=_export)
 
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,10 +73,32 @@ def _predict(args: argparse.Namespace) -> int:
     from structkd.tasks import get_task, runner
 
     task = get_task(args.task)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     count = runner.predict_command(task, args.model, args.input, args.output,
-                                   load_task_config(args.task, args).data, args.device)
-    print(f"predicted {count} sentences into {args.output}")
+                                   load_task_config(args.task, args).data, args.device, fmt=args.format,
+                                   max_words=args.max_words, tokenizer=args.tokenizer,
+                                   pretokenized=args.pretokenized, chunk_size=args.chunk_size, progress=progress)
+    if args.output != "-":
+        print(f"predicted {count} sentences into {args.output}", file=sys.stderr)
     return 0
+
+
+def predict_arguments(pred: argparse.ArgumentParser) -> None:
+    """The options of ``predict``: output format, length policy, tokenizer, streaming, progress."""
+    pred.add_argument("input", help="a .txt file of raw text (one input per line), '-' for standard input, or a "
+                                    "file in the task's format (column file, CoNLL-U)")
+    pred.add_argument("output", help="the output file, or '-' for standard output")
+    pred.add_argument("--format", choices=("conll", "conllu", "json", "jsonl"), default=None,
+                      help="output format (default: the task's own, conll for taggers, conllu for parsers)")
+    pred.add_argument("--max-words", type=int, default=None,
+                      help="longest sentence read whole: a tagger reads longer ones in pieces, a parser refuses "
+                           "them (default 1000 for taggers, 500 for parsers)")
+    pred.add_argument("--tokenizer", default=None, help="tokenizer of raw text (default: the one saved with the "
+                                                        "model, else spacy:en): spacy:LANG, punct or whitespace")
+    pred.add_argument("--pretokenized", action="store_true", help="raw text lines are split on whitespace")
+    pred.add_argument("--chunk-size", type=int, default=256, help="sentences read, predicted and written at a time")
+    pred.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                      help="a progress bar with sentences per second (default: when standard error is a terminal)")
 
 
 def add_task_commands(tasks, name: str, description: str) -> argparse._SubParsersAction:
@@ -94,10 +117,9 @@ def add_task_commands(tasks, name: str, description: str) -> argparse._SubParser
     evaluate = commands.add_parser("evaluate", help="scores, per-label tables, speed and size of a saved model")
     evaluate.add_argument("model", help="directory of a saved model")
     evaluate.add_argument("data", help="a labeled file")
-    pred = commands.add_parser("predict", help="predict a file with a saved model (see docs for the formats)")
-    pred.add_argument("model")
-    pred.add_argument("input")
-    pred.add_argument("output")
+    pred = commands.add_parser("predict", help="predict raw text or a file with a saved model, streaming")
+    pred.add_argument("model", help="directory of a saved model")
+    predict_arguments(pred)
     for command in (evaluate, pred):
         config_arguments(command)
         device_argument(command)

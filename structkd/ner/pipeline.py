@@ -11,7 +11,14 @@ import torch
 
 from structkd.data import Sentence, read_columns, read_text, write_columns
 from structkd.ner.config import DataConfig, NerConfig, load_ner_config
-from structkd.ner.distillation import compute_teacher_outputs, kd_loss, teacher_fields
+from structkd.ner.distillation import (
+    compute_teacher_outputs,
+    encode_states,
+    forward_mixed,
+    kd_loss,
+    teacher_fields,
+    token_divergence,
+)
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
 from structkd.schemes import entity_types, tag_inventory
 from structkd.tasks import runner
@@ -116,6 +123,11 @@ class NerTask(Task):
     def words(self, sentence: Sentence) -> list[str]:
         return sentence.tokens
 
+    def predictor(self, model: NerModel, tokenizer: str, max_words: int | None):
+        from structkd.inference import Tagger
+
+        return Tagger(model, tokenizer, max_words=max_words)
+
     def prepare_training(self, config: NerConfig, data: TaskData) -> Prepared:
         scheme = self.scheme(config)
         tags = label_set(data.train + data.dev, scheme)
@@ -168,6 +180,26 @@ class NerTask(Task):
 
     def kd_loss(self, kd, student: NerModel, output, cached: dict, batch: Batch) -> torch.Tensor:
         return kd_loss(kd, output, cached)
+
+    # -- the toolbox (docs/kd.md) ----------------------------------------------------------------------------
+    MIXABLE_FIELDS = frozenset({"unary", "edges"})
+
+    def encode_states(self, model: NerModel, sentences, attentions: bool = False):
+        return encode_states(model, sentences, attentions)
+
+    def forward_mixed(self, model: NerModel, sentences, perm: torch.Tensor, lam: torch.Tensor):
+        return forward_mixed(model, sentences, perm, lam)
+
+    def teacher_outputs_of(self, teacher: NerModel, output, sentences, config: NerConfig, student: NerModel
+                           ) -> list[dict]:
+        return compute_teacher_outputs(teacher, sentences, config.kd, student.head_kind, student.tags,
+                                       self.scheme(config), dist=output)
+
+    def with_words(self, sentence: Sentence, words: list[str]) -> Sentence:
+        return Sentence(list(words), None, sentence.source)
+
+    def kd_divergence(self, kd, student: NerModel, output, cached: dict, batch: Batch) -> torch.Tensor:
+        return token_divergence(kd, output, cached)
 
     def evaluate(self, model: NerModel, sentences: list[Sentence], report: bool = False) -> dict:
         return evaluate(model, sentences, report=report)

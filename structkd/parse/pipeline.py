@@ -13,7 +13,16 @@ import torch
 from structkd.data import ParsedSentence, read_conllu, read_tokenized_text, write_conllu
 from structkd.models.parsers import build_rels
 from structkd.parse.config import DataConfig, ParseConfig, load_parse_config
-from structkd.parse.distillation import StudentSpec, check_method, compute_teacher_outputs, kd_loss, teacher_fields
+from structkd.parse.distillation import (
+    StudentSpec,
+    check_method,
+    compute_teacher_outputs,
+    encode_states,
+    forward_mixed,
+    head_divergence,
+    kd_loss,
+    teacher_fields,
+)
 from structkd.parse.metrics import format_scores
 from structkd.parse.modeling import (
     Batch,
@@ -101,6 +110,8 @@ class ParseTask(Task):
 
     name = "parse"
     config_file = "parse_config.json"
+    native_format = "conllu"
+    default_max_words = 500  # arcs grow with the square of the length, Eisner with its cube
     description = "dependency parsing"
 
     def load_config(self, path, overrides=None) -> ParseConfig:
@@ -121,6 +132,11 @@ class ParseTask(Task):
 
     def words(self, sentence: ParsedSentence) -> list[str]:
         return sentence.words
+
+    def predictor(self, model: ParseModel, tokenizer: str, max_words: int | None):
+        from structkd.inference import Parser
+
+        return Parser(model, tokenizer, max_words=max_words)
 
     def prepare_training(self, config: ParseConfig, data: TaskData) -> Prepared:
         train = training_trees(data.train, config.data, config.model.needs_projective, _model_name(config))
@@ -189,6 +205,42 @@ class ParseTask(Task):
         device = output.dist.device
         heads, rels = stand_in_trees(batch.sentences, student.rels, device)  # top-k: where a teacher tree is missing
         return kd_loss(kd, student, output, cached, heads, rels)
+
+    # -- the toolbox (docs/kd.md) ----------------------------------------------------------------------------
+    MIXABLE_FIELDS = frozenset({"arcs", "sibs"})
+
+    def mix_teacher_outputs(self, config: ParseConfig, outputs: list[list[dict]], weights) -> list[dict]:
+        """Arc and sibling marginals average; the mixture's relation distribution of an arc is each teacher's
+        weighted by its probability of the arc, ``sum_k w_k P_k(h -> d) P_k(r | h -> d) / P_mix(h -> d)``
+        (the teachers' own where no teacher has the arc)."""
+        plain = [[{k: v for k, v in row.items() if k != "rels"} for row in out] for out in outputs]
+        rows = super().mix_teacher_outputs(config, plain, weights)
+        if "rels" not in outputs[0][0]:
+            return rows
+        for i, row in enumerate(rows):
+            joint = sum(w * out[i]["arcs"].unsqueeze(-1) * out[i]["rels"] for w, out in zip(weights, outputs))
+            mean = sum(w * out[i]["rels"] for w, out in zip(weights, outputs))
+            arcs = row["arcs"].unsqueeze(-1)
+            row["rels"] = torch.where(arcs > 0, joint / arcs.clamp(min=torch.finfo(arcs.dtype).tiny), mean)
+        return rows
+
+    def encode_states(self, model: ParseModel, sentences, attentions: bool = False):
+        return encode_states(model, sentences, attentions)
+
+    def forward_mixed(self, model: ParseModel, sentences, perm: torch.Tensor, lam: torch.Tensor):
+        return forward_mixed(model, sentences, perm, lam)
+
+    def teacher_outputs_of(self, teacher: ParseModel, output, sentences, config: ParseConfig, student: ParseModel
+                           ) -> list[dict]:
+        return compute_teacher_outputs(teacher, sentences, config.kd, StudentSpec.of(student), out=output)
+
+    def with_words(self, sentence: ParsedSentence, words: list[str]) -> ParsedSentence:
+        n = len(words)
+        return without_tree(ParsedSentence(list(words), ["_"] * n, [0] * n, ["_"] * n, source=sentence.source))
+
+    def kd_divergence(self, kd, student: ParseModel, output, cached: dict, batch: Batch) -> torch.Tensor:
+        heads, rels = stand_in_trees(batch.sentences, student.rels, output.dist.device)
+        return head_divergence(kd, student, output, cached, heads, rels)
 
     def evaluate(self, model: ParseModel, sentences: list[ParsedSentence], report: bool = False) -> dict:
         return evaluate(model, sentences, report=report)

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -65,6 +65,10 @@ class Task(ABC):
     """The command-line name (``structkd NAME train``) and the ``structkd.NAME`` logger."""
     config_file: str = ""
     """The file a run's config is saved to in its output directory (``ner_config.json``)."""
+    native_format: str = "conll"
+    """The prediction format :meth:`write_predictions` writes (``conll`` columns, ``conllu``)."""
+    default_max_words: int | None = None
+    """The longest sentence ``predict`` reads by default (``None``: no limit)."""
     description: str = ""
 
     @property
@@ -95,6 +99,11 @@ class Task(ABC):
     @abstractmethod
     def words(self, sentence: Any) -> list[str]:
         """A sentence's words (what the teacher cache is fingerprinted by)."""
+
+    def predictor(self, model: nn.Module, tokenizer: str, max_words: int | None) -> Any:
+        """A :mod:`structkd.inference` predictor of ``model`` (raw text, JSON output), or ``None`` for a task
+        without one: ``predict`` then reads and writes the task's own format only."""
+        return None
 
     def length(self, sentence: Any) -> int:
         """The number of words of a sentence (what ``group_by_length`` batches by)."""
@@ -151,6 +160,55 @@ class Task(ABC):
     def kd_loss(self, kd: KdConfig, student: nn.Module, output: Any, cached: dict[str, Tensor], batch: Any
                 ) -> Tensor:
         """Per-sentence KD loss ``[batch_size]`` from the batch's cached teacher outputs."""
+
+    # -- the toolbox (docs/kd.md): hooks of the options that need the teacher online ------------------------
+    MIXABLE_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """Cached fields that are marginals of parts, so that their weighted average is the marginal of the
+    teachers' mixture (``kd.teachers``)."""
+
+    def mix_teacher_outputs(self, config: Any, outputs: list[list[dict[str, Tensor]]], weights: Sequence[float]
+                            ) -> list[dict[str, Tensor]]:
+        """The mixture's cached fields from each teacher's (``outputs[k][i]``: teacher ``k``, sentence ``i``):
+        the weighted average of every field of :attr:`MIXABLE_FIELDS`; any other field is refused by name."""
+        rows = []
+        for i in range(len(outputs[0])):
+            row = {}
+            for name in outputs[0][i]:
+                if name not in self.MIXABLE_FIELDS:
+                    raise ValueError(f"kd.teachers: the {self.name} task cannot mix the teachers' {name!r} outputs "
+                                     f"(not a marginal of parts); use one kd.teacher")
+                row[name] = sum(w * out[i][name] for w, out in zip(weights, outputs))
+            rows.append(row)
+        return rows
+
+    def encode_states(self, model: nn.Module, sentences: Sequence, attentions: bool = False) -> tuple[Any, Any]:
+        """``(output, encoded)``: the model's output on ``sentences`` (as ``model(sentences)``) and the
+        :class:`~structkd.models.transformer.EncoderOutput` it came from, with hidden states (and attentions);
+        what ``kd.hidden_weight`` and ``kd.attention_weight`` match."""
+        raise ValueError(f"kd.hidden_weight and kd.attention_weight need the models' hidden states, which the "
+                         f"{self.name} task does not expose")
+
+    def forward_mixed(self, model: nn.Module, sentences: Sequence, perm: Tensor, lam: Tensor) -> Any:
+        """The model's output on mixed input embeddings, sentence ``b`` with ``perm[b]`` at weight ``lam[b]``,
+        over ``max(len_b, len_perm[b])`` words (``kd.mixup_weight``)."""
+        raise ValueError(f"kd.mixup_weight needs the models' input embeddings, which the {self.name} task does not "
+                         f"expose")
+
+    def teacher_outputs_of(self, teacher: nn.Module, output: Any, sentences: Sequence, config: Any,
+                           student: nn.Module) -> list[dict[str, Tensor]]:
+        """:meth:`teacher_outputs` from the teacher's output already computed on ``sentences`` (mixed inputs)."""
+        raise ValueError(f"kd.mixup_weight: the {self.name} task cannot read teacher outputs on mixed inputs")
+
+    def with_words(self, sentence: Any, words: list[str]) -> Any:
+        """A sentence with other words and no gold (adversarial candidates; stand-ins for mixed sentences)."""
+        raise ValueError(f"kd.augment and kd.mixup_weight: the {self.name} task cannot build sentences from words")
+
+    def kd_divergence(self, kd: KdConfig, student: nn.Module, output: Any, cached: dict[str, Tensor], batch: Any
+                      ) -> Tensor:
+        """Per-sentence divergence between teacher and student that ``kd.augment: adversarial`` maximizes over
+        candidates (no gradient needed); by default the KD loss (the cross-entropy to the teacher)."""
+        with torch.no_grad():
+            return self.kd_loss(kd, student, output, cached, batch)
 
     # -- evaluation -----------------------------------------------------------------------------------------
     @abstractmethod

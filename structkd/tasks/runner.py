@@ -16,6 +16,7 @@ from torch import nn
 
 from structkd.kd.config import kd_weight
 from structkd.tasks.base import Prepared, Task, TaskData
+from structkd.tasks.online import Toolbox, teacher_rows
 from structkd.train import (
     TeacherCache,
     Trainer,
@@ -116,33 +117,54 @@ def mix_losses(distill: torch.Tensor, gold: torch.Tensor, labeled: torch.Tensor,
     return torch.where(labeled, weight * distill + (1 - weight) * gold, distill)
 
 
-def build_teacher_cache(task: Task, teacher: nn.Module, config: Any, sentences: list, student: nn.Module,
-                        rebuild: bool = False) -> TeacherCache | None:
-    """Compute (or reuse) the teacher's outputs over the student's distillation sentences."""
+def teachers_id(kd: Any) -> str:
+    """The identity of the run's teachers: one teacher's :func:`teacher_fingerprint`, or each teacher's with its
+    mixture weight (``kd.teachers``)."""
+    dirs = kd.teacher_dirs
+    if len(dirs) == 1:
+        return teacher_fingerprint(dirs[0])
+    return "mixture:" + ",".join(f"{teacher_fingerprint(d)}*{w:.17g}" for d, w in zip(dirs, kd.mixture_weights))
+
+
+def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module], config: Any, sentences: list,
+                        student: nn.Module, rebuild: bool = False) -> TeacherCache | None:
+    """Compute (or reuse) the teacher's outputs over the student's distillation sentences: of the mixture of
+    ``teacher`` when it is a list of several (``kd.teachers``); none when the targets are computed online
+    (``kd.temperature_schedule: anneal``, :mod:`structkd.tasks.online`)."""
     kd = config.kd
-    if kd.method == "none":
+    if kd.method == "none" or kd.temperature_schedule == "anneal":
         return None
+    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     directory = Path(kd.cache_dir or Path(config.training.output_dir) / "teacher_cache")
     options = {"method": kd.method, "temperature": kd.temperature, "mode": kd.temperature_mode,
                "top_k": kd.top_k, **task.cache_options(config, student)}
-    teacher.eval()
+    if len(teachers) > 1:
+        options["teacher_weights"] = kd.mixture_weights
+    for t in teachers:
+        t.eval()
     return TeacherCache.build(
-        directory, sentences, lambda chunk: task.teacher_outputs(teacher, chunk, config, student),
-        teacher_id=teacher_fingerprint(kd.teacher), tokens=[task.words(s) for s in sentences], options=options,
+        directory, sentences,
+        lambda chunk: teacher_rows(task, teachers, kd.mixture_weights, chunk, config, student),
+        teacher_id=teachers_id(kd), tokens=[task.words(s) for s in sentences], options=options,
         batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
 
 
-def _distill_loss(task: Task, kd: Any, cache: TeacherCache | None, fields: list[str]):
-    """``loss_fn(model, batch, step)`` of a distillation run: the KD weight follows the step context."""
+def _distill_loss(task: Task, kd: Any, cache: TeacherCache | None, fields: list[str], toolbox: Toolbox | None = None):
+    """``loss_fn(model, batch, step)`` of a distillation run: the KD weight follows the step context; the
+    ``toolbox`` adds the online options' targets and terms (:mod:`structkd.tasks.online`)."""
 
     def loss_fn(model: nn.Module, batch: Any, step: StepContext) -> torch.Tensor:
-        output = model(batch.sentences)
+        output, mine, theirs = toolbox.forward(model, batch) if toolbox else (model(batch.sentences), None, None)
         gold = task.gold_loss(model, output, batch)
-        if cache is None:
-            return gold.mean()
-        weight = kd_weight(kd, step.global_step, step.total_steps)
-        distill = task.kd_loss(kd, model, output, cached_batch(task, cache, fields, batch, gold.device), batch)
-        return mix_losses(distill, gold, task.labeled(batch, gold.device), weight).mean()
+        if toolbox is not None and toolbox.online_targets:
+            distill = toolbox.kd_loss(model, output, batch, step, theirs)
+        elif cache is not None:
+            distill = task.kd_loss(kd, model, output, cached_batch(task, cache, fields, batch, gold.device), batch)
+        else:
+            distill = None
+        loss = gold.mean() if distill is None else mix_losses(
+            distill, gold, task.labeled(batch, gold.device), kd_weight(kd, step.global_step, step.total_steps)).mean()
+        return loss if toolbox is None else loss + toolbox.extra_loss(model, batch, step, mine, theirs)
 
     return loss_fn
 
@@ -155,28 +177,50 @@ def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache
     ``kd.cache_dir`` alone); ``rebuild_cache`` recomputes the teacher's outputs.
     """
     kd = config.kd
-    if not kd.teacher:
-        raise ValueError("kd.teacher (the directory of a trained teacher) is required for distillation")
+    if not kd.teacher_dirs:
+        raise ValueError("kd.teacher (the directory of a trained teacher) or kd.teachers is required for "
+                         "distillation")
     config.check_files()  # before the teacher's weights are read
-    # the run's settings, kept in its checkpoints, with the teacher by its weights (its directory may move)
-    run_config = {**config.to_dict(), "teacher_weights": teacher_fingerprint(kd.teacher)}
-    device = _start(config, run_config, resume, overwrite, protect=(kd.teacher, kd.cache_dir))
+    _check_teacher_dirs(kd)
+    # the run's settings, kept in its checkpoints, with the teachers by their weights (their directories may move)
+    run_config = {**config.to_dict(), "teacher_weights": teachers_id(kd)}
+    device = _start(config, run_config, resume, overwrite, protect=(*kd.teacher_dirs, kd.cache_dir))
     data = task.read_data(config.data)
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
-    teacher = task.load_model(kd.teacher)
+    teachers = [task.load_model(d) for d in kd.teacher_dirs]
     torch.manual_seed(config.training.seed)
-    prepared = task.prepare_student(config, data, teacher)
+    prepared = task.prepare_student(config, data, teachers[0])
     _save_config(task, config)
-    if kd.method != "none":  # the teacher's outputs are computed on the run's device
-        teacher.to(device)
+    if kd.method != "none" or kd.online:  # the teacher's outputs are computed on the run's device
+        teachers = [t.to(device) for t in teachers]
     with main_process_first():  # computed once; the other processes then read it
-        cache = build_teacher_cache(task, teacher, config, prepared.items, prepared.model, rebuild=rebuild_cache)
+        cache = build_teacher_cache(task, teachers, config, prepared.items, prepared.model, rebuild=rebuild_cache)
     fields = task.teacher_fields(config, prepared.model)
-    del teacher
-    loss_fn = _distill_loss(task, kd, cache, fields)
+    toolbox = Toolbox(task, config, teachers, prepared.model, prepared.items, fields) if kd.online else None
+    del teachers
+    loss_fn = _distill_loss(task, kd, cache, fields, toolbox)
     _trainer(task, config, prepared, data, loss_fn, run_config, device).train(resume=resume)
-    return _finish(task, config, prepared, data)
+    return _finish_student(task, config, prepared, data)
+
+
+def _check_teacher_dirs(kd: Any) -> None:
+    """Every ``kd.teachers`` entry is a saved model's directory, refused by key and position before any work."""
+    for n, directory in enumerate(kd.teachers):
+        if not (Path(directory) / "config.json").is_file():
+            raise FileNotFoundError(f"kd.teachers[{n}]: {directory} holds no saved model (no config.json): each "
+                                    f"entry must be a directory written by a train command")
+
+
+def _finish_student(task: Task, config: Any, prepared: Prepared, data: TaskData) -> dict:
+    """:func:`_finish` for a student: its parameter count leaves out what only its training uses (the hidden
+    projection ``kd_hidden``, which its saved model does not hold either)."""
+    aux = getattr(prepared.model, "kd_hidden", None)
+    extra = {**prepared.extra, "parameters": sum(p.numel() for p in prepared.model.parameters())
+             - (sum(p.numel() for p in aux.parameters()) if aux is not None else 0)}
+    return finish_run(prepared.model, config.training.output_dir, {"dev": data.dev, "test": data.test},
+                      lambda m, sentences: task.evaluate(m, sentences, report=True), extra,
+                      json_default=task.json_default)
 
 
 def evaluate_command(task: Task, model_dir: str, data_path: str, data_config: Any, device: str = "auto") -> dict:
@@ -189,10 +233,31 @@ def evaluate_command(task: Task, model_dir: str, data_path: str, data_config: An
 
 
 def predict_command(task: Task, model_dir: str, input_path: str, output_path: str, data_config: Any,
-                    device: str = "auto") -> int:
-    """Predict a file with a saved model on ``device`` (as in :func:`evaluate_command`) and write the task's
-    output format; returns the number of sentences."""
+                    device: str = "auto", fmt: str | None = None, max_words: int | None = None,
+                    tokenizer: str | None = None, pretokenized: bool = False, chunk_size: int = 256,
+                    progress: bool = False) -> int:
+    """Predict a file (or ``-``, standard input) with a saved model on ``device`` (as in
+    :func:`evaluate_command`) and write ``fmt`` (default: the task's own format) to ``output_path`` (or ``-``),
+    streaming ``chunk_size`` sentences at a time (:func:`structkd.tasks.predicting.predict_file`); returns the
+    number of inputs.  The output path is checked before any work.
+
+    Args:
+        max_words: the longest sentence read whole (default: the task's); a tagger reads longer inputs in
+            pieces, a parser refuses them by line.
+        tokenizer: overrides the model's saved tokenizer (:mod:`structkd.text`) for raw text.
+        pretokenized: raw text lines are split on whitespace instead of tokenized.
+    """
+    from structkd.inference import saved_tokenizer
+    from structkd.tasks.predicting import check_output, predict_file
+    from structkd.text import check_tokenizer, default_tokenizer
+
+    check_output(output_path)
+    if input_path != "-" and not Path(input_path).is_file():
+        raise FileNotFoundError(f"{input_path}: no such file")
+    chosen = check_tokenizer(tokenizer) if tokenizer else saved_tokenizer(model_dir) or default_tokenizer()
     model = task.load_model(model_dir, device=resolve_device(device, what="--device"))
-    sentences = task.read_input(input_path, data_config)
-    task.write_predictions(output_path, sentences, model)
-    return len(sentences)
+    limit = max_words if max_words is not None else task.default_max_words
+    predictor = task.predictor(model, chosen, limit)
+    return predict_file(task, model, input_path, output_path, data_config, fmt=fmt or task.native_format,
+                        predictor=predictor, pretokenized=pretokenized, chunk_size=chunk_size, progress=progress,
+                        max_words=limit)

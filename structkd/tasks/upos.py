@@ -147,6 +147,9 @@ class UposTask(NerTask):
         vocab = sentences + data.dev + data.test if config.model.init_from_teacher else sentences
         return Prepared(build_model(config.model, teacher.tags, None, vocab, teacher=teacher), sentences)
 
+    def predictor(self, model: NerModel, tokenizer: str, max_words: int | None) -> None:
+        return None  # structkd.inference's Tagger reads entities: UPOS predictions use this task's own writer
+
     def scheme(self, config: UposConfig) -> None:
         return None  # UPOS tags form no spans: unconstrained chains, no span teachers
 
