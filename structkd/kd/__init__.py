@@ -16,7 +16,13 @@ from structkd.kd.projections import (
     restrict_teacher,
     supported_pairs,
 )
-from structkd.kd.representation import HiddenStateKD, attention_kd_loss, uniform_layer_map
+from structkd.kd.representation import (
+    HiddenStateKD,
+    attention_kd_loss,
+    attention_layer_map,
+    hidden_layer_map,
+    uniform_layer_map,
+)
 from structkd.kd.schedules import AnnealingKD, interpolate, teacher_annealing
 from structkd.kd.span_to_tags import build_span_tag_map, span_tag_marginals
 from structkd.kd.structural import (
@@ -31,10 +37,12 @@ __all__ = [
     "AnnealingKD",
     "HiddenStateKD",
     "attention_kd_loss",
+    "attention_layer_map",
     "average_marginals",
     "build_span_tag_map",
     "find_projection",
     "head_offset_marginals",
+    "hidden_layer_map",
     "interpolate",
     "kd_teacher_marginals",
     "local_temperature",

@@ -24,7 +24,9 @@ class KdConfig:
     (``global``: the whole distribution, ``local``: per substructure); ``kd_weight``: the KD loss's share on
     labeled sentences (unlabeled ones get the KD loss alone); ``annealing: teacher`` moves that share from 1 to 0
     over training; ``top_k`` for the top-K methods; ``teacher``: the saved teacher's directory; ``cache_dir``:
-    where its outputs are cached (default ``output_dir/teacher_cache``).
+    where its outputs are cached (default ``output_dir/teacher_cache``); ``impossible``: what to do with teacher
+    mass on structures the student cannot produce (``renormalize``: the teacher restricted to the student's
+    structures, exact; ``ignore``; ``error``; see :mod:`structkd.kd.projections` and ``docs/teachers.md``).
     """
 
     method: str = "structural"
@@ -35,12 +37,13 @@ class KdConfig:
     top_k: int = 5
     teacher: str | None = None
     cache_dir: str | None = None
+    impossible: str = "renormalize"
 
     METHODS: ClassVar[tuple[str, ...]] = KD_METHODS
 
     def __post_init__(self):
         checks = (("method", self.METHODS), ("annealing", ("none", "teacher")),
-                  ("temperature_mode", ("global", "local")))
+                  ("temperature_mode", ("global", "local")), ("impossible", ("renormalize", "ignore", "error")))
         for name, allowed in checks:
             value = getattr(self, name)
             if value not in allowed:

@@ -78,3 +78,35 @@ def attention_kd_loss(student_attentions: Sequence[Tensor], teacher_attentions: 
         kl = (t_att * ((t_att + tiny).log() - (s_att + tiny).log())).sum(-1).mean(1)  # [B, L]
         total = total + (kl * mask).sum(-1) / queries
     return total
+
+
+def hidden_layer_map(spec: str | Sequence[tuple[int, int]], n_student: int, n_teacher: int
+                     ) -> list[tuple[int, int]]:
+    """The ``(student, teacher)`` hidden-state pairs of ``kd.hidden_layers`` for models with ``n_student`` and
+    ``n_teacher`` hidden states (a transformer's embeddings and layers; a BiLSTM's one output).
+
+    ``"uniform"``: a BiLSTM student's output to the teacher's top layer, a transformer student's
+    :func:`uniform_layer_map` (embeddings to embeddings, layer ``i`` to ``i * n_t // n_s``); ``"last"``: top to
+    top; explicit pairs are checked against both ranges."""
+    if spec == "last" or (spec == "uniform" and n_student == 1):
+        return [(n_student - 1, n_teacher - 1)]
+    if spec == "uniform":
+        if n_student > n_teacher:
+            raise ValueError(f"kd.hidden_layers=uniform maps {n_student - 1} student layers onto {n_teacher - 1} "
+                             f"teacher layers: give explicit student-teacher pairs")
+        return uniform_layer_map(n_student - 1, n_teacher - 1)
+    pairs = [(int(s), int(t)) for s, t in spec]
+    bad = [p for p in pairs if not (0 <= p[0] < n_student and 0 <= p[1] < n_teacher)]
+    if bad:
+        raise ValueError(f"kd.hidden_layers: pairs {bad} are out of range for {n_student} student and {n_teacher} "
+                         f"teacher hidden states (0 is the embeddings' output)")
+    return pairs
+
+
+def attention_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """0-based attention pairs: student layer ``i`` (1-based) to teacher layer ``i * n_teacher // n_student``,
+    so the top layers match (TinyBERT's uniform strategy)."""
+    if not 1 <= n_student <= n_teacher:
+        raise ValueError(f"attention matching needs 1 <= student layers <= teacher layers, got {n_student} and "
+                         f"{n_teacher}")
+    return [(i - 1, i * n_teacher // n_student - 1) for i in range(1, n_student + 1)]

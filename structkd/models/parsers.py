@@ -124,8 +124,47 @@ class ParserEncoder(nn.Module):
         return {"encoder": "bilstm", "n_words": self.n_words, "n_chars": self.n_chars,
                 "encoder_options": self.options}
 
+    def _indices(self, batch, vocab: TaggerVocab | None) -> dict:
+        if isinstance(batch, dict):
+            return batch
+        if vocab is None:
+            raise ValueError("a BiLSTM parser encodes sentences with its vocabulary: set model.vocab "
+                             "(structkd.models.parsers.build_vocab) or pass index tensors")
+        device = next(self.parameters()).device
+        return vocab.encode([Sentence(_words(s)) for s in batch], device=device)
+
+    def encode(self, sentences, vocab: TaggerVocab | None = None, attentions: bool = False) -> EncoderOutput:
+        """The encoder's output with its hidden states (a transformer's word-pooled embeddings and layers; a
+        BiLSTM's one output, ``hidden_states = (features,)``) and, for a transformer, its attentions; a
+        parser reads it as a batch (``parser(encoded)``)."""
+        if self.transformer is not None:
+            return self.transformer([_words(s) for s in sentences], output_hidden_states=True,
+                                    output_attentions=attentions)
+        inputs = self._indices(sentences, vocab)
+        features = self.bilstm(inputs["words"], inputs["chars"], inputs["lens"])
+        mask = length_mask(inputs["lens"], features.shape[1]).long()
+        return EncoderOutput(features, inputs["lens"], (features,), None, mask)
+
+    def mixed(self, sentences, perm: Tensor, lam: Tensor, vocab: TaggerVocab | None = None) -> EncoderOutput:
+        """The encoder on mixed input embeddings, sentence ``b`` with ``perm[b]`` at weight ``lam[b]`` (MixKD):
+        :meth:`SubwordEncoder.mixed`, or the BiLSTM over :func:`structkd.kd.mix_embeddings` of its word and
+        character embeddings; the mixed sentence is as long as the longer one."""
+        from structkd.kd.mixup import mix_embeddings
+
+        if self.transformer is not None:
+            return self.transformer.mixed([_words(s) for s in sentences], perm, lam)
+        inputs = self._indices(sentences, vocab)
+        lens = inputs["lens"]
+        x, mixed_lens = mix_embeddings(self.bilstm.embed(inputs["words"], inputs["chars"]), lens,
+                                       lam.to(lens.device), perm.to(lens.device))
+        features = self.bilstm.contextualize(x, mixed_lens)
+        return EncoderOutput(features, mixed_lens, None, None, length_mask(mixed_lens, x.shape[1]).long())
+
     def forward(self, batch, vocab: TaggerVocab | None = None) -> tuple[Tensor, Tensor]:
         """``(features [batch_size, seq_len, dim], lens [batch_size])``; ``vocab`` encodes BiLSTM sentences."""
+        if isinstance(batch, EncoderOutput):  # computed by encode or mixed
+            features = self.dropout(batch.features) if self.transformer is not None else batch.features
+            return features, batch.lens
         if self.transformer is not None:
             if isinstance(batch, dict):
                 raise TypeError("a transformer parser reads sentences, a SubwordBatch or an EncoderOutput")
@@ -133,12 +172,7 @@ class ParserEncoder(nn.Module):
                 batch = [_words(s) for s in batch]
             encoded = batch if isinstance(batch, EncoderOutput) else self.transformer(batch)
             return self.dropout(encoded.features), encoded.lens
-        if not isinstance(batch, dict):
-            if vocab is None:
-                raise ValueError("a BiLSTM parser encodes sentences with its vocabulary: set model.vocab "
-                                 "(structkd.models.parsers.build_vocab) or pass index tensors")
-            device = next(self.parameters()).device
-            batch = vocab.encode([Sentence(_words(s)) for s in batch], device=device)
+        batch = self._indices(batch, vocab)
         return self.bilstm(batch["words"], batch["chars"], batch["lens"]), batch["lens"]
 
 

@@ -2,13 +2,17 @@
 
 A saved model is a directory::
 
-    config.json          {"format": "structkd", "version": 1, "class": <registered name>, "args": {...}}
+    config.json          {"format": "structkd", "version": 1, "class": <registered name>, "args": {...},
+                          "encoder_model": {"class": "BertModel", "absent_modules": ["pooler"]}}
     model.safetensors    every parameter and persistent buffer (safetensors.torch.save_model: shared tensors ok)
     vocab.json           BiLSTM taggers: words, characters and tags (TaggerVocab.save)
     encoder/             transformer taggers and parsers: the transformers config and tokenizer files, so
                          that the model rebuilds offline (its weights are in model.safetensors)
 
-``args`` are the constructor arguments of the registered class (``model.config``).  :func:`load_pretrained`
+``args`` are the constructor arguments of the registered class (``model.config``).  ``encoder_model`` records how
+a transformer's ``transformers`` model was built beyond its config (its class, and submodules such as the pooler
+that it was built without), so that a tagger on any encoder, the base model of a token classifier included,
+reloads offline.  :func:`load_pretrained`
 rebuilds the model from them and loads the weights; every inconsistency (missing, truncated or damaged file,
 unknown class, a label set or tensor shape that does not match) raises an error naming the file.
 
@@ -104,7 +108,10 @@ def save_pretrained(model: nn.Module, directory: str | Path, config: dict | None
         if vocab is not None:
             vocab.save(tmp / VOCAB_NAME)
             document["vocab"] = VOCAB_NAME
-            text = json.dumps(document, indent=2, ensure_ascii=False)
+        built = _encoder_build(model)
+        if built:
+            document["encoder_model"] = built
+        text = json.dumps(document, indent=2, ensure_ascii=False)
         save_model(model, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
     return directory
@@ -160,6 +167,44 @@ def _read_config(directory: Path) -> dict:
         raise ValueError(f"{path}: unknown model class {document['class']!r}; known classes: "
                          f"{', '.join(MODEL_REGISTRY)}")
     return document
+
+
+def _subword_encoder(model: nn.Module) -> SubwordEncoder | None:
+    """The model's transformer encoder (a tagger's ``encoder``, a parser's ``encoder.transformer``), if any."""
+    return next((m for m in model.modules() if isinstance(m, SubwordEncoder)), None)
+
+
+def _encoder_build(model: nn.Module) -> dict | None:
+    """How the ``transformers`` model inside ``model`` was built, beyond its config: its class (``T5EncoderModel``
+    is not what ``AutoModel`` builds from a T5 config) and the submodules it was built without (the ``pooler``
+    of the base model of a ``BertForTokenClassification``, built with ``add_pooling_layer=False``)."""
+    encoder = _subword_encoder(model)
+    if encoder is None:
+        return None
+    inner = encoder.model
+    absent = sorted(name for name, value in vars(inner).items() if value is None and not name.startswith("_"))
+    absent += sorted(name for name, value in inner._modules.items() if value is None)
+    return {"class": type(inner).__name__, "absent_modules": absent}
+
+
+def _rebuild_encoder(model: nn.Module, built: dict | None, config_path: Path) -> None:
+    """Rebuild the ``transformers`` model of a loaded model as :func:`_encoder_build` recorded it (a model saved
+    before the record: left as ``AutoModel`` built it)."""
+    encoder = _subword_encoder(model)
+    if encoder is None or not isinstance(built, dict):
+        return
+    name = built.get("class")
+    if isinstance(name, str) and name != type(encoder.model).__name__:
+        import transformers
+
+        cls = getattr(transformers, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise ValueError(f"{config_path}: the encoder is a {name}, which this transformers "
+                             f"({transformers.__version__}) does not have")
+        encoder.model = cls(encoder.model.config)
+    for child in built.get("absent_modules", []):
+        if child in encoder.model._modules:  # a submodule the default build has and the saved model had not
+            setattr(encoder.model, child, None)
 
 
 def load_vocab(directory: str | Path) -> TaggerVocab:
@@ -229,6 +274,7 @@ def load_pretrained(directory: str | Path, device: torch.device | str = "cpu",
         model = builder(args, directory)
     except (TypeError, KeyError, ValueError) as error:
         raise ValueError(f"{config_path}: cannot build {document['class']} from its arguments: {error}") from error
+    _rebuild_encoder(model, document.get("encoder_model"), config_path)
     _check_shapes(model, weights_path, config_path)
     try:
         load_model(model, str(weights_path), strict=True, device="cpu")

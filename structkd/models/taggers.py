@@ -69,13 +69,22 @@ class BiLSTMEncoder(nn.Module):
         with torch.no_grad():
             self.words.weight.copy_(vectors)
 
-    def forward(self, words: Tensor, chars: Tensor, lens: Tensor) -> Tensor:
-        x = self.dropout(torch.cat([self.words(words), self.chars(chars)], -1))
-        packed = nn.utils.rnn.pack_padded_sequence(x, lens.clamp(min=1).cpu(), batch_first=True,
+    def embed(self, words: Tensor, chars: Tensor) -> Tensor:
+        """Input embeddings ``[B, L, word_dim + char_filters]`` (word embedding and character CNN) of ids
+        ``words [B, L]`` and ``chars [B, L, W]``: what MixKD mixes (:func:`structkd.kd.mix_embeddings`)."""
+        return torch.cat([self.words(words), self.chars(chars)], -1)
+
+    def contextualize(self, x: Tensor, lens: Tensor) -> Tensor:
+        """The BiLSTM over input embeddings ``x [B, L, input_dim]``: ``[B, L, 2 * hidden]`` (dropout on both
+        sides)."""
+        packed = nn.utils.rnn.pack_padded_sequence(self.dropout(x), lens.clamp(min=1).cpu(), batch_first=True,
                                                    enforce_sorted=False)
         out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=words.shape[1])
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return self.dropout(out)
+
+    def forward(self, words: Tensor, chars: Tensor, lens: Tensor) -> Tensor:
+        return self.contextualize(self.embed(words, chars), lens)
 
 
 class CRFHead(nn.Module):

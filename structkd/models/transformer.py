@@ -270,7 +270,10 @@ class SubwordEncoder(nn.Module):
         if isinstance(sentences, str) or any(isinstance(s, str) for s in sentences):
             raise TypeError("sentences must be a batch of word lists, e.g. [['John', 'lives', 'here']]")
         sentences = [list(getattr(s, "tokens", s)) for s in sentences]
-        pieces = self._pieces(sentences)
+        return self._layout(self._pieces(sentences))
+
+    def _layout(self, pieces: list[list[list[int]]]) -> SubwordBatch:
+        """The encoder windows of sentences given as the subword ids of each word (at least one per word)."""
         windows: list[list[int]] = []
         window_sentence: list[int] = []
         layouts = []  # per sentence: first window index, window starts, source window of each subword
@@ -313,6 +316,36 @@ class SubwordEncoder(nn.Module):
         table = self.input_embeddings.detach()
         vectors = [table[torch.tensor(p, device=table.device)].mean(0) for p in self._pieces([list(words)])[0]]
         return torch.stack(vectors) if vectors else table.new_zeros(0, table.shape[1])
+
+    def mixed(self, sentences: Sentences, perm: Tensor, lam: Tensor) -> EncoderOutput:
+        """The encoder on mixed input embeddings (MixKD): sentence ``b`` mixed with sentence ``perm[b]``.
+
+        Word ``i`` of the mixed sentence has ``max(|a_i|, |c_i|)`` subwords, where ``a_i`` and ``c_i`` are the
+        subwords of word ``i`` of the two sentences; subword ``j`` is ``lam[b] * E[a_ij] + (1 - lam[b]) *
+        E[c_ij]``, a missing subword (a shorter word, or past one sentence's end) contributing nothing.  Special
+        tokens are shared, so they stay unmixed.  The mixed sentence has ``max(len_b, len_perm[b])`` words and
+        is pooled into words as usual (no hidden states or attentions)."""
+        words = [list(getattr(s, "tokens", getattr(s, "words", s))) for s in sentences]
+        pieces = self._pieces(words)
+        own, other = [], []
+        for b, p in enumerate(perm.tolist()):
+            a, c = pieces[b], pieces[p]
+            n = max(len(a), len(c))
+            a = a + [[]] * (n - len(a))
+            c = c + [[]] * (n - len(c))
+            sizes = [max(len(x), len(y)) for x, y in zip(a, c)]
+            own.append([x + [-1] * (k - len(x)) for x, k in zip(a, sizes)])
+            other.append([y + [-1] * (k - len(y)) for y, k in zip(c, sizes)])
+        batch, partner = self._layout(own).to(self.device), self._layout(other).to(self.device)
+        table = self.input_embeddings
+        weight = lam.to(self.device, table.dtype)[batch.window_sentence].view(-1, 1, 1)
+        x = weight * table[batch.input_ids.clamp(min=0)] * (batch.input_ids >= 0).unsqueeze(-1)
+        x = x + (1 - weight) * table[partner.input_ids.clamp(min=0)] * (partner.input_ids >= 0).unsqueeze(-1)
+        if batch.input_ids.shape[1] == 0:
+            empty = torch.zeros(*batch.first.shape, self.hidden_size, device=self.device)
+            return EncoderOutput(empty, batch.lens, None, None, batch.attention_mask)
+        out = self.model(inputs_embeds=x, attention_mask=batch.attention_mask, return_dict=True)
+        return EncoderOutput(self.pool(out.last_hidden_state, batch), batch.lens, None, None, batch.attention_mask)
 
     # -------------------------------------------------------------------- encoding
     def pool(self, hidden: Tensor, batch: SubwordBatch) -> Tensor:

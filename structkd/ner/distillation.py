@@ -17,6 +17,7 @@ With the global temperature the teacher is cached at temperature ``T`` and the s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -27,15 +28,20 @@ from structkd.kd import (
     structural_kd_loss_from_marginals,
     token_kd_loss,
 )
+from structkd.kd.projections import chain_forbids_parts
+from structkd.kd.structural import restricted_chain_marginals
+from structkd.models.hf_teacher import HFTokenClassifier
 from structkd.models.span import chart_to_tags
 from structkd.ner.config import KdConfig
 from structkd.ner.modeling import NerModel
-from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
+from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, is_impossible
+from structkd.schemes import check_scheme, check_tag
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import LinearChainCRF, MaxEnt
 from structkd.structs.semimarkov import SemiMarkovCRF
 
 Tensor = torch.Tensor
+logger = logging.getLogger("structkd.ner")
 
 
 def _probe(student_head: str, lens: Tensor, n_tags: int, dtype=torch.float32) -> StructuredDistribution:
@@ -82,6 +88,7 @@ def _top_structures(teacher: NerModel, dist: StructuredDistribution, k: int, wei
 def compute_teacher_outputs(teacher: NerModel, sentences: Sequence, kd: KdConfig, student_head: str,
                             student_tags: Sequence[str], scheme: str) -> list[dict[str, Tensor]]:
     """The cached fields of :func:`teacher_fields` for a batch of sentences, one dict per sentence."""
+    check_teacher_scheme(teacher, scheme)
     with torch.no_grad():
         dist = teacher(sentences)
         if kd.temperature != 1.0 and kd.temperature_mode == "global":
@@ -122,6 +129,66 @@ def compute_teacher_outputs(teacher: NerModel, sentences: Sequence, kd: KdConfig
     return out
 
 
+def _restricted(kd: KdConfig, marginals: tuple[Tensor, ...], student: StructuredDistribution
+                ) -> tuple[tuple[Tensor, ...], str]:
+    """Cached chain marginals under ``kd.impossible`` for ``student``: restricted to the sequences a constrained
+    CRF student allows and renormalized (``renormalize``, the lost mass logged once), or as they are; and the
+    rule the loss then applies to them."""
+    if kd.impossible != "renormalize" or not chain_forbids_parts(student):
+        return marginals, kd.impossible
+    restricted, lost = restricted_chain_marginals(marginals, student)
+    _log_lost_mass(lost)
+    return restricted, "ignore"  # restricted: no mass left on forbidden parts
+
+
+_LOGGED = {"lost_mass": False}
+
+
+def _log_lost_mass(lost: Tensor) -> None:
+    """The teacher mass the restriction drops: INFO on the first batch of the process, DEBUG afterwards."""
+    level = logging.DEBUG if _LOGGED["lost_mass"] else logging.INFO
+    _LOGGED["lost_mass"] = True
+    logger.log(level, "the teacher puts mean mass %.4f (max %.4f, %d sentences of this batch) on tag sequences the "
+               "student's constraints forbid; kd.impossible=renormalize distils the teacher restricted to the "
+               "student's sequences, renormalized", float(lost.mean()), float(lost.max()), len(lost))
+
+
+def check_teacher_scheme(teacher: NerModel, scheme: str | None) -> None:
+    """Refuse a Hugging Face teacher whose labels are not tags of the task's scheme (``data.convert_to`` or
+    ``data.scheme``), listing them."""
+    if scheme is None or not isinstance(teacher.tagger, HFTokenClassifier):
+        return
+    misfits = []
+    for tag in teacher.tags:
+        try:
+            check_tag(tag, scheme)
+        except ValueError:
+            misfits.append(tag)
+    if misfits or (teacher.tagger.scheme == "BIOES") != (check_scheme(scheme) == "BIOES"):
+        raise ValueError(f"the teacher {teacher.tagger.name_or_path} has {teacher.tagger.scheme} labels "
+                         f"({', '.join(misfits or teacher.tags)}) but the data is {scheme}: set data.convert_to "
+                         f"(or data.scheme) to the teacher's scheme")
+
+
+def _allowed_weights(rule: str, weights: Tensor, log_probs: Tensor) -> Tensor:
+    """Weights ``[B, k]`` of the teacher's k best sequences under ``kd.impossible``: sequences the student
+    cannot produce (``log_probs`` impossible) refused (``error``), dropped (``ignore``) or dropped with the rest
+    renormalized, the k-best list restricted to the student's sequences (``renormalize``)."""
+    banned = is_impossible(log_probs) & (weights > 0)
+    if not bool(banned.any()):
+        return weights
+    if rule == "error":
+        b = int(banned.any(1).nonzero()[0])
+        mass = float((weights * banned)[b].sum())
+        raise ValueError(f"sentence {b}: the teacher's top sequences put weight {mass:.3g} on tag sequences the "
+                         f"student forbids; set kd.impossible=renormalize or ignore")
+    kept = weights.masked_fill(banned, 0.0)
+    if rule == "ignore":
+        return kept
+    total = kept.sum(1, keepdim=True)
+    return torch.where(total > 0, kept / total.clamp(min=torch.finfo(kept.dtype).tiny), kept)
+
+
 def kd_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Tensor]) -> Tensor:
     """Per-sentence KD loss ``[batch_size]`` of the student from the batch's cached teacher outputs
     (padded: ``unary [B, L, N]``, ``edges [B, L - 1, N, N]``, ``logits [B, L, N]``, ``topk_tags [B, k, L]``,
@@ -131,9 +198,11 @@ def kd_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Ten
         marginals = tuple(cached[f] for f in ("unary", "edges") if f in cached)
         if kd.temperature_mode == "local":
             marginals = local_temperature(marginals, temp, [1, 2][:len(marginals)])
-            return structural_kd_loss_from_marginals(marginals, student)
+            marginals, rule = _restricted(kd, marginals, student)
+            return structural_kd_loss_from_marginals(marginals, student, rule)
         scaled = student.scaled(1.0 / temp) if temp != 1.0 else student
-        return structural_kd_loss_from_marginals(marginals, scaled) * temp**2
+        marginals, rule = _restricted(kd, marginals, scaled)
+        return structural_kd_loss_from_marginals(marginals, scaled, rule) * temp**2
     if kd.method == "posterior":
         target = cached["unary"]
         mine = student.part_marginals(differentiable=True)[0]
@@ -146,12 +215,13 @@ def kd_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Ten
     if kd.method in ("topk", "topwk", "seqlevel"):
         tags = cached["topk_tags"].round().long()  # [B, k, L]
         weights = cached["topk_weights"]
-        total = torch.zeros(student.batch_size, dtype=student.dtype, device=student.device)
         inside = length_mask(student.lens, student.max_len)
+        rows = []
         for r in range(tags.shape[1]):
             row = tags[:, r]
             present = weights[:, r] > 0
-            row = torch.where(present.unsqueeze(-1) & inside, row, torch.where(inside, tags[:, 0], -1))
-            total = total - weights[:, r].to(student.dtype) * student.log_prob(row)
-        return total
+            rows.append(torch.where(present.unsqueeze(-1) & inside, row, torch.where(inside, tags[:, 0], -1)))
+        log_probs = torch.stack([student.log_prob(row) for row in rows], 1)  # [B, k]
+        weights = _allowed_weights(kd.impossible, weights.to(student.dtype), log_probs.detach())
+        return -(weights * log_probs.masked_fill(weights == 0, 0.0)).sum(1)
     return torch.zeros(student.batch_size, dtype=student.dtype, device=student.device)

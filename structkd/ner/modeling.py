@@ -17,6 +17,7 @@ from torch import nn
 
 from structkd.data import Sentence
 from structkd.models.encoders import resolve_encoder
+from structkd.models.hf_teacher import HFTokenClassifier, is_hf_checkpoint
 from structkd.models.serialization import load_pretrained, save_pretrained
 from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import TransformerTagger, student_from_teacher
@@ -39,12 +40,17 @@ class Batch:
     labeled: Tensor
 
 
+WORD_TAGGERS = (TransformerTagger, HFTokenClassifier)
+"""Taggers that read words (lists of strings) and carry their own tags, ``decode`` and ``gold_loss``."""
+
+
 class NerModel(nn.Module):
-    """A BiLSTM or transformer tagger behind one interface.
+    """A BiLSTM or transformer tagger, or a Hugging Face token classifier, behind one interface.
 
     Args:
-        tagger: a :class:`BiLSTMTagger` or :class:`TransformerTagger`.
-        vocab: the BiLSTM tagger's vocabulary (``None`` for a transformer).
+        tagger: a :class:`BiLSTMTagger`, :class:`TransformerTagger` or
+            :class:`~structkd.models.hf_teacher.HFTokenClassifier` (a MaxEnt teacher).
+        vocab: the BiLSTM tagger's vocabulary (``None`` for the others).
     """
 
     def __init__(self, tagger: nn.Module, vocab: TaggerVocab | None = None):
@@ -56,14 +62,14 @@ class NerModel(nn.Module):
 
     @property
     def tags(self) -> list[str]:
-        return list(self.tagger.tags) if isinstance(self.tagger, TransformerTagger) else list(self.vocab.tags.items)
+        return list(self.tagger.tags) if isinstance(self.tagger, WORD_TAGGERS) else list(self.vocab.tags.items)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def forward(self, sentences: Sequence[Sentence]) -> StructuredDistribution:
-        if isinstance(self.tagger, TransformerTagger):
+        if isinstance(self.tagger, WORD_TAGGERS):
             return self.tagger([s.tokens for s in sentences])
         return self.tagger(**self.vocab.encode(sentences, device=self.device))
 
@@ -86,19 +92,19 @@ class NerModel(nn.Module):
         """Per-sentence NLL of gold tags; rows of unlabeled sentences must be masked out by the caller."""
         tags = tags.to(dist.device)
         filled = torch.where(tags >= 0, tags, torch.zeros_like(tags))
-        if isinstance(self.tagger, TransformerTagger):
+        if isinstance(self.tagger, WORD_TAGGERS):
             return self.tagger.gold_loss(dist, filled)
         return BiLSTMTagger.gold_loss(dist, filled)
 
     def decode(self, dist: StructuredDistribution) -> list[list[str]]:
-        if isinstance(self.tagger, TransformerTagger):
+        if isinstance(self.tagger, WORD_TAGGERS):
             return self.tagger.decode(dist)
         names = self.tags
         return [[names[t] for t in row[:n]] for row, n in zip(dist.argmax.tolist(), dist.lens.tolist())]
 
     @property
     def head_kind(self) -> str:
-        if isinstance(self.tagger, TransformerTagger):
+        if isinstance(self.tagger, WORD_TAGGERS):
             return self.tagger.head_kind
         return "crf" if type(self.tagger.head).__name__ == "CRFHead" else "maxent"
 
@@ -106,10 +112,19 @@ class NerModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def save(self, directory: str | Path) -> Path:
+        """A structkd model directory; a Hugging Face token classifier is written back in its own format."""
+        if isinstance(self.tagger, HFTokenClassifier):
+            return self.tagger.save(directory)
         return save_pretrained(self.tagger, directory, vocab=self.vocab)
 
     @classmethod
-    def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> NerModel:
+    def load(cls, directory: str | Path, device: torch.device | str = "cpu", scheme: str | None = None,
+             pooling: str = "first") -> NerModel:
+        """A saved structkd tagger, or a Hugging Face ``AutoModelForTokenClassification`` checkpoint (a directory
+        written by ``save_pretrained`` or a hub name, :func:`~structkd.models.hf_teacher.is_hf_checkpoint`) used
+        as a MaxEnt tagger with ``scheme`` (default: detected from its labels) and sub-word ``pooling``."""
+        if is_hf_checkpoint(directory):
+            return cls(HFTokenClassifier.from_pretrained(directory, scheme=scheme, pooling=pooling).to(device))
         tagger = load_pretrained(directory, device=device)
         return cls(tagger, getattr(tagger, "vocab", None))
 

@@ -49,6 +49,7 @@ from structkd.kd import (
     structural_kd_loss_from_marginals,
     token_kd_loss,
 )
+from structkd.models.transformer import EncoderOutput
 from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
 from structkd.parse.config import KdConfig
 from structkd.parse.modeling import ParseModel, ParserOutput
@@ -142,13 +143,14 @@ def _top_trees(out: ParserOutput, k: int, spec: StudentSpec, gold_rel_pred: Tens
     return trees, rels, weights
 
 
-def compute_teacher_outputs(teacher: ParseModel, sentences: Sequence, kd: KdConfig, spec: StudentSpec
-                            ) -> list[dict[str, Tensor]]:
-    """The cached fields of :func:`teacher_fields` for a batch of sentences, one dict per sentence."""
+def compute_teacher_outputs(teacher: ParseModel, sentences: Sequence, kd: KdConfig, spec: StudentSpec,
+                            out: ParserOutput | None = None) -> list[dict[str, Tensor]]:
+    """The cached fields of :func:`teacher_fields` for a batch of sentences, one dict per sentence (from the
+    teacher's output ``out`` on them when given, e.g. on mixed inputs)."""
     fields = teacher_fields(kd, spec)
     temp = kd.temperature
     with torch.no_grad():
-        out = teacher(sentences)
+        out = teacher(sentences) if out is None else out
         dist, lens = out.dist, out.dist.lens
         size = dist.potentials[0].shape[1]
         scaled = dist.scaled(1.0 / temp) if temp != 1.0 and kd.temperature_mode == "global" else dist
@@ -310,3 +312,41 @@ def _topk_loss(student: ParseModel, out: ParserOutput, cached: dict, gold_heads:
         nll = student.parser.loss(dist, out.rel_logits, tree, labels)
         total = total + weights[:, r] * nll.float()
     return total
+
+
+# ------------------------------------------------------------------------------------------- toolbox hooks
+def encode_states(model: ParseModel, sentences: Sequence, attentions: bool = False
+                  ) -> tuple[ParserOutput, EncoderOutput]:
+    """The parser's output with its encoder's (:meth:`~structkd.models.parsers.ParserEncoder.encode`: hidden
+    states of the words, without the root; a transformer's attentions with ``attentions``)."""
+    parser = model.parser
+    encoded = parser.encoder.encode(list(sentences), parser.vocab, attentions)
+    return _run(model, encoded), encoded
+
+
+def _run(model: ParseModel, encoded: EncoderOutput) -> ParserOutput:
+    """The parser's output from an encoder output (``ParseModel.forward`` reads sentences)."""
+    if model.kind == "biaffine":
+        return ParserOutput(*model.parser(encoded))
+    return ParserOutput(model.parser(encoded), None)
+
+
+def forward_mixed(model: ParseModel, sentences: Sequence, perm: Tensor, lam: Tensor) -> ParserOutput:
+    """The parser's output on mixed input embeddings (:meth:`~structkd.models.parsers.ParserEncoder.mixed`)."""
+    parser = model.parser
+    return _run(model, parser.encoder.mixed(list(sentences), perm, lam, parser.vocab))
+
+
+def head_divergence(kd: KdConfig, student: ParseModel, out: ParserOutput, cached: dict[str, Tensor],
+                    gold_heads: Tensor, gold_rels: Tensor) -> Tensor:
+    """Per-sentence ``sum_d KL(P_T(head of d) || P_S(head of d))`` between the teacher's cached arc marginals
+    and a biaffine student's (no gradient): what adversarial augmentation maximizes; the KD loss itself for a
+    sequence-labeling student or a method that caches no arc marginals."""
+    if "arcs" not in cached or student.kind != "biaffine":
+        return kd_loss(kd, student, out, cached, gold_heads, gold_rels)
+    with torch.no_grad():
+        mine = out.dist.part_marginals()[0]
+        target = cached["arcs"].to(mine.dtype)
+        tiny = torch.finfo(mine.dtype).tiny
+        kl = target * (target.clamp(min=tiny).log() - mine.clamp(min=tiny).log())
+        return kl.flatten(1).sum(-1)

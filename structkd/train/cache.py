@@ -36,7 +36,9 @@ _FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _F16_MAX = float(np.finfo(np.float16).max)
 _REBUILD = "pass --rebuild-cache (rebuild=True) to recompute it"
 # the largest teacher files hashed: far beyond any real config.json or model.safetensors
-MAX_TEACHER_FILE_BYTES = {"config.json": 64 << 20, "model.safetensors": 1 << 40}
+MAX_TEACHER_FILE_BYTES = {"config.json": 64 << 20, "model.safetensors": 1 << 40, "pytorch_model.bin": 1 << 40,
+                          "model.safetensors.index.json": 64 << 20, "pytorch_model.bin.index.json": 64 << 20}
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a structkd model's, then a transformers checkpoint's
 _CHUNK = 1 << 20
 
 
@@ -69,23 +71,59 @@ def cache_fingerprint(tokens: Iterable[Sequence[Any]], teacher_id: str, options:
 
 
 def teacher_fingerprint(directory: str | os.PathLike) -> str:
-    """The identity of a saved teacher (``config.json`` and ``model.safetensors``): the SHA-256 of both files,
-    the same wherever the directory is.
+    """The identity of a saved teacher: the SHA-256 of its ``config.json`` and weights, the same wherever the
+    directory is.
 
-    Each file is read in chunks and must be a regular file (a symbolic link to one is fine) of at most
-    ``MAX_TEACHER_FILE_BYTES[name]`` bytes that still has the size it had when the read began; anything else
-    (``/dev/zero``, a FIFO, a file being rewritten) raises ``ValueError`` naming it."""
+    The weights are ``model.safetensors`` (a structkd model, or a ``transformers`` checkpoint) or
+    ``pytorch_model.bin``, or the index of a sharded checkpoint and its shards.  A Hugging Face hub name is read
+    from its snapshot in the local cache.  Each file is read in chunks and must be a regular file (a symbolic
+    link to one is fine, as in the hub cache) of at most ``MAX_TEACHER_FILE_BYTES`` bytes that still has the size
+    it had when the read began; anything else (``/dev/zero``, a FIFO, a file being rewritten) raises
+    ``ValueError`` naming it."""
+    path = _teacher_directory(directory)
     digest = hashlib.sha256()
-    for name in ("config.json", "model.safetensors"):
-        _hash_file(digest, Path(directory) / name, MAX_TEACHER_FILE_BYTES[name])
+    _hash_file(digest, path / "config.json", MAX_TEACHER_FILE_BYTES["config.json"])
+    for name in _weight_files(path):
+        _hash_file(digest, path / name, MAX_TEACHER_FILE_BYTES.get(name, MAX_TEACHER_FILE_BYTES[_WEIGHTS[0]]))
     return digest.hexdigest()
+
+
+def _teacher_directory(directory: str | os.PathLike) -> Path:
+    """The local directory of a teacher: itself, or the hub-cache snapshot of a hub name (when cached)."""
+    path = Path(directory)
+    if path.exists() or str(directory).startswith((".", "/", "~")) or str(directory).count("/") > 1:
+        return path
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(str(directory), "config.json")
+    return Path(cached).parent if isinstance(cached, str) else path
+
+
+def _weight_files(path: Path) -> list[str]:
+    """The weight files to hash: the first of :data:`_WEIGHTS` present, else a sharded checkpoint's index and
+    its shards (sorted); ``[model.safetensors]`` (reported missing) when there is none."""
+    for name in _WEIGHTS:
+        if (path / name).exists():
+            return [name]
+    for name in _WEIGHTS:
+        index = path / f"{name}.index.json"
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+                raise ValueError(f"{index}: not a valid index of checkpoint shards ({error!r})") from error
+            if any(not isinstance(n, str) or Path(n).name != n for n in shards):
+                raise ValueError(f"{index}: shard names must be file names in {path}, got {shards[:5]}")
+            return [index.name, *shards]
+    return [_WEIGHTS[0]]
 
 
 def _hash_file(digest: Any, path: Path, limit: int) -> None:
     """Add the bytes of the regular file ``path`` to ``digest``, reading at most its stat'ed size (+1 to see
     that it ends there)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; kd.teacher must be a directory written by a train command")
+        raise FileNotFoundError(f"{path}: missing; kd.teacher must be a directory written by a train command or "
+                                f"a transformers token classifier's save_pretrained")
     with open(path, "rb") as fh:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode):
