@@ -359,7 +359,14 @@ def test_runtime_modules_import_no_torch(tmp_path):
     assert _run_runtime(tmp_path, setup) == ["list", "list", "False"]
 
 
-@pytest.mark.xfail(reason="structkd/__init__.py imports torch (structkd.structs) eagerly; a lazy __init__ makes "
-                          "'import structkd.runtime' torch-free", strict=False)
 def test_import_structkd_runtime_imports_no_torch(tmp_path):
+    """The package's names are imported lazily (structkd/__init__.py), so the runtime loads no torch."""
     assert _run_runtime(tmp_path, "") == ["list", "list", "False"]
+
+
+def test_the_package_exports_every_structure_lazily():
+    import structkd
+    import structkd.structs
+
+    assert set(structkd.structs.__all__) <= set(structkd.__all__)
+    assert all(getattr(structkd, name) is getattr(structkd.structs, name) for name in structkd.structs.__all__)
