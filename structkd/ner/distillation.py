@@ -32,6 +32,7 @@ from structkd.kd.projections import chain_forbids_parts
 from structkd.kd.structural import restricted_chain_marginals
 from structkd.models.hf_teacher import HFTokenClassifier
 from structkd.models.span import chart_to_tags
+from structkd.models.transformer import EncoderOutput, TransformerTagger
 from structkd.ner.config import KdConfig
 from structkd.ner.modeling import NerModel
 from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, is_impossible
@@ -86,11 +87,13 @@ def _top_structures(teacher: NerModel, dist: StructuredDistribution, k: int, wei
 
 
 def compute_teacher_outputs(teacher: NerModel, sentences: Sequence, kd: KdConfig, student_head: str,
-                            student_tags: Sequence[str], scheme: str) -> list[dict[str, Tensor]]:
-    """The cached fields of :func:`teacher_fields` for a batch of sentences, one dict per sentence."""
+                            student_tags: Sequence[str], scheme: str, dist: StructuredDistribution | None = None
+                            ) -> list[dict[str, Tensor]]:
+    """The cached fields of :func:`teacher_fields` for a batch of sentences, one dict per sentence (from the
+    teacher's distribution ``dist`` on them when given, e.g. on mixed inputs)."""
     check_teacher_scheme(teacher, scheme)
     with torch.no_grad():
-        dist = teacher(sentences)
+        dist = teacher(sentences) if dist is None else dist
         if kd.temperature != 1.0 and kd.temperature_mode == "global":
             dist = dist.scaled(1.0 / kd.temperature)
         lens = dist.lens
@@ -225,3 +228,50 @@ def kd_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Ten
         weights = _allowed_weights(kd.impossible, weights.to(student.dtype), log_probs.detach())
         return -(weights * log_probs.masked_fill(weights == 0, 0.0)).sum(1)
     return torch.zeros(student.batch_size, dtype=student.dtype, device=student.device)
+
+
+# ------------------------------------------------------------------------------------------- toolbox hooks
+def encode_states(model: NerModel, sentences: Sequence, attentions: bool = False
+                  ) -> tuple[StructuredDistribution, EncoderOutput]:
+    """The model's distribution with the encoder output it came from: a transformer's word-pooled hidden states
+    (embeddings and every layer) and, with ``attentions``, its subword attentions; a BiLSTM's output as its one
+    hidden state (``hidden_states = (features,)``, no attentions)."""
+    tagger = model.tagger
+    if isinstance(tagger, TransformerTagger):
+        encoded = tagger.encoder([s.tokens for s in sentences], output_hidden_states=True,
+                                 output_attentions=attentions)
+        return tagger(encoded), encoded
+    inputs = model.vocab.encode(sentences, device=model.device)
+    features = tagger.encoder(inputs["words"], inputs["chars"], inputs["lens"])
+    mask = length_mask(inputs["lens"], features.shape[1]).long()
+    return tagger.head(features, inputs["lens"]), EncoderOutput(features, inputs["lens"], (features,), None, mask)
+
+
+def forward_mixed(model: NerModel, sentences: Sequence, perm: Tensor, lam: Tensor) -> StructuredDistribution:
+    """The model's distribution on mixed input embeddings: sentence ``b`` with ``perm[b]`` at weight ``lam[b]``
+    (:meth:`~structkd.models.transformer.SubwordEncoder.mixed`, or :func:`structkd.kd.mix_embeddings` of a
+    BiLSTM's word and character embeddings), over ``max(len_b, len_perm[b])`` words."""
+    from structkd.kd.mixup import mix_embeddings
+
+    tagger = model.tagger
+    if isinstance(tagger, TransformerTagger):
+        return tagger(tagger.encoder.mixed([s.tokens for s in sentences], perm, lam))
+    inputs = model.vocab.encode(sentences, device=model.device)
+    lens = inputs["lens"]
+    x, mixed_lens = mix_embeddings(tagger.encoder.embed(inputs["words"], inputs["chars"]), lens,
+                                   lam.to(lens.device), perm.to(lens.device))
+    return tagger.head(tagger.encoder.contextualize(x, mixed_lens), mixed_lens)
+
+
+def token_divergence(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Tensor]) -> Tensor:
+    """Per-sentence ``sum_i KL(P_T(y_i) || P_S(y_i))`` between the teacher's cached tag marginals ``unary`` and
+    the student's (no gradient): what adversarial augmentation maximizes; the KD loss itself for methods that
+    cache no marginals."""
+    if "unary" not in cached:
+        return kd_loss(kd, student, cached)
+    with torch.no_grad():
+        target = cached["unary"].to(student.dtype)
+        mine = student.part_marginals()[0]
+        tiny = torch.finfo(mine.dtype).tiny
+        kl = target * (target.clamp(min=tiny).log() - mine.clamp(min=tiny).log())
+        return kl.flatten(1).sum(-1)
