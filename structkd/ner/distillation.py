@@ -147,8 +147,13 @@ def _restricted(kd: KdConfig, marginals: tuple[Tensor, ...], student: Structured
 _LOGGED = {"lost_mass": False}
 
 
+def start_lost_mass_report() -> None:
+    """Report the lost mass of the next batch at INFO again: each distillation run reports its first batch."""
+    _LOGGED["lost_mass"] = False
+
+
 def _log_lost_mass(lost: Tensor) -> None:
-    """The teacher mass the restriction drops: INFO on the first batch of the process, DEBUG afterwards."""
+    """The teacher mass the restriction drops: INFO on a run's first batch, DEBUG afterwards."""
     level = logging.DEBUG if _LOGGED["lost_mass"] else logging.INFO
     _LOGGED["lost_mass"] = True
     logger.log(level, "the teacher puts mean mass %.4f (max %.4f, %d sentences of this batch) on tag sequences the "

@@ -12,10 +12,12 @@ import torch
 from structkd.data import Sentence, read_columns, read_text, write_columns
 from structkd.ner.config import DataConfig, NerConfig, load_ner_config
 from structkd.ner.distillation import (
+    check_teacher_scheme,
     compute_teacher_outputs,
     encode_states,
     forward_mixed,
     kd_loss,
+    start_lost_mass_report,
     teacher_fields,
     token_divergence,
 )
@@ -128,14 +130,20 @@ class NerTask(Task):
 
         return Tagger(model, tokenizer, max_words=max_words)
 
+    def labels(self, sentences: list[Sentence], config: NerConfig) -> list[str]:
+        """The label inventory of a model trained on ``sentences`` (:func:`label_set`)."""
+        return label_set(sentences, self.scheme(config))
+
     def prepare_training(self, config: NerConfig, data: TaskData) -> Prepared:
         scheme = self.scheme(config)
-        tags = label_set(data.train + data.dev, scheme)
+        tags = self.labels(data.train + data.dev, config)
         check_labels({"data.test": data.test}, tags, "the training and development sets'",
                      "the model could never predict them: add them to data.train, or map them to labels it has")
         return Prepared(build_model(config.model, tags, scheme, data.train), data.train)
 
     def prepare_student(self, config: NerConfig, data: TaskData, teacher: NerModel) -> Prepared:
+        check_teacher_scheme(teacher, self.scheme(config))  # a Hugging Face teacher's labels, before any work
+        start_lost_mass_report()
         check_labels({"data.train": data.train, "data.dev": data.dev, "data.test": data.test}, teacher.tags,
                      f"the teacher's ({config.kd.teacher})", "the student learns the teacher's labels: map or "
                      "remove these tags, or distil from a teacher trained with them")

@@ -18,9 +18,9 @@ from structkd.data import Sentence, read_conllu, read_tokenized_text
 from structkd.kd.config import KdConfig
 from structkd.models.encoders import check_encoder
 from structkd.ner.config import ModelConfig
-from structkd.ner.modeling import NerModel, build_model, predict
+from structkd.ner.modeling import NerModel, predict
 from structkd.ner.pipeline import NerTask, check_labels
-from structkd.tasks.base import Prepared, TaskData
+from structkd.tasks.base import TaskData
 from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
 
 __all__ = ["UposConfig", "UposTask", "TASK", "load_upos_config", "build_upos_config"]
@@ -134,18 +134,8 @@ class UposTask(NerTask):
         check_labels({path: sentences}, model.tags, f"the model's ({model_dir})", "map or remove them")
         return sentences
 
-    def prepare_training(self, config: UposConfig, data: TaskData) -> Prepared:
-        tags = sorted({t for s in data.train + data.dev for t in s.tags})
-        check_labels({"data.test": data.test}, tags, "the training and development sets'",
-                     "the model could never predict them: add them to data.train")
-        return Prepared(build_model(config.model, tags, None, data.train), data.train)
-
-    def prepare_student(self, config: UposConfig, data: TaskData, teacher: NerModel) -> Prepared:
-        check_labels({"data.train": data.train, "data.dev": data.dev, "data.test": data.test}, teacher.tags,
-                     f"the teacher's ({config.kd.teacher})", "map or remove them")
-        sentences = data.train + data.unlabeled
-        vocab = sentences + data.dev + data.test if config.model.init_from_teacher else sentences
-        return Prepared(build_model(config.model, teacher.tags, None, vocab, teacher=teacher), sentences)
+    def labels(self, sentences: list[Sentence], config: UposConfig) -> list[str]:
+        return sorted({t for s in sentences for t in s.tags or ()})  # the tags seen: UPOS has no scheme
 
     def predictor(self, model: NerModel, tokenizer: str, max_words: int | None) -> None:
         return None  # structkd.inference's Tagger reads entities: UPOS predictions use this task's own writer
