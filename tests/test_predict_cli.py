@@ -148,3 +148,11 @@ def test_export_then_the_runtime_tags_like_torch(models, tmp_path, capsys):
     assert [r.tags for r in exported(words)] == [r.tags for r in torch_model(words)]
     with pytest.raises(SystemExit):  # argparse refuses the format
         main(["export", models["tagger"], str(tmp_path / "onnx2"), "--format", "tflite"])
+
+
+def test_a_trained_model_carries_its_tokenizer(models):
+    """The train and distill commands save the raw-text tokenizer with the model (issue #21 item 2)."""
+    from structkd.inference import saved_tokenizer
+    from structkd.text import default_tokenizer
+
+    assert saved_tokenizer(models["tagger"]) == saved_tokenizer(models["parser"]) == default_tokenizer()

@@ -68,11 +68,23 @@ def _trainer(task: Task, config: Any, prepared: Prepared, data: TaskData, loss_f
 
 
 def _finish(task: Task, config: Any, prepared: Prepared, data: TaskData) -> dict:
-    """Best weights back, the model saved, dev and test evaluated, ``results.json`` written."""
-    extra = {**prepared.extra, "parameters": sum(p.numel() for p in prepared.model.parameters())}
-    return finish_run(prepared.model, config.training.output_dir, {"dev": data.dev, "test": data.test},
-                      lambda m, sentences: task.evaluate(m, sentences, report=True), extra,
-                      json_default=task.json_default)
+    """Best weights back, the model saved with its raw-text tokenizer (``inference.json``: the default of
+    :mod:`structkd.text`, which ``structkd.load`` and ``predict`` read and may override), dev and test evaluated,
+    ``results.json`` written.  The parameter count leaves out what only a student's training uses (the hidden
+    projection ``kd_hidden``, which its saved model does not hold either)."""
+    from structkd.inference import set_tokenizer
+    from structkd.text import default_tokenizer
+
+    model = prepared.model
+    aux = getattr(model, "kd_hidden", None)
+    extra = {**prepared.extra, "parameters": sum(p.numel() for p in model.parameters())
+             - (sum(p.numel() for p in aux.parameters()) if aux is not None else 0)}
+    results = finish_run(model, config.training.output_dir, {"dev": data.dev, "test": data.test},
+                         lambda m, sentences: task.evaluate(m, sentences, report=True), extra,
+                         json_default=task.json_default)
+    if results:  # the main process saved the model
+        set_tokenizer(Path(config.training.output_dir) / "model", default_tokenizer())
+    return results
 
 
 def train_command(task: Task, config: Any, resume: bool = False, overwrite: bool = False) -> dict:
@@ -201,7 +213,7 @@ def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache
     del teachers
     loss_fn = _distill_loss(task, kd, cache, fields, toolbox)
     _trainer(task, config, prepared, data, loss_fn, run_config, device).train(resume=resume)
-    return _finish_student(task, config, prepared, data)
+    return _finish(task, config, prepared, data)
 
 
 def _check_teacher_dirs(kd: Any) -> None:
@@ -210,17 +222,6 @@ def _check_teacher_dirs(kd: Any) -> None:
         if not (Path(directory) / "config.json").is_file():
             raise FileNotFoundError(f"kd.teachers[{n}]: {directory} holds no saved model (no config.json): each "
                                     f"entry must be a directory written by a train command")
-
-
-def _finish_student(task: Task, config: Any, prepared: Prepared, data: TaskData) -> dict:
-    """:func:`_finish` for a student: its parameter count leaves out what only its training uses (the hidden
-    projection ``kd_hidden``, which its saved model does not hold either)."""
-    aux = getattr(prepared.model, "kd_hidden", None)
-    extra = {**prepared.extra, "parameters": sum(p.numel() for p in prepared.model.parameters())
-             - (sum(p.numel() for p in aux.parameters()) if aux is not None else 0)}
-    return finish_run(prepared.model, config.training.output_dir, {"dev": data.dev, "test": data.test},
-                      lambda m, sentences: task.evaluate(m, sentences, report=True), extra,
-                      json_default=task.json_default)
 
 
 def evaluate_command(task: Task, model_dir: str, data_path: str, data_config: Any, device: str = "auto") -> dict:
