@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -34,9 +33,10 @@ from structkd.models.taggers import BiLSTMEncoder
 from structkd.models.transformer import EncoderOutput, SubwordBatch, SubwordEncoder
 from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.numerics import LOG_ZERO
+from structkd.runtime.decoding import repair_tree  # numpy, shared with the torch-free runtime
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import MaxEnt
-from structkd.structs.heads import is_tree, iter_cycles, projective, word_mask
+from structkd.structs.heads import is_tree, projective, word_mask
 from structkd.structs.tree import DependencyCRF, MatrixTree, arc_mask
 from structkd.structs.tree2o import Dependency2oCRF
 
@@ -442,73 +442,6 @@ def _as_lists(heads: Tensor, rels: Tensor, names: Sequence[str], lens: Sequence[
 
 
 # ------------------------------------------------------------------------------------------- tree repair
-def repair_tree(heads: Sequence[int], scores: np.ndarray | None = None) -> list[int]:
-    """Turn any head sequence into a valid single-root tree, keeping every arc the rule below does not change.
-
-    Args:
-        heads: ``heads[i]`` the proposed head of word ``i + 1`` (anything outside ``0..n`` or the word itself
-            counts as missing).
-        scores: ``[n + 1, n + 1]`` arc scores ``[d, h]`` (row 0 unused); default ``-|h - d|`` (short arcs).
-
-    The rule:
-
-    1. Out-of-range heads are removed (the word is *detached*).
-    2. The root word is the best-scoring (``scores[d, 0]``) word among those attached to the root, else among
-       the detached words, else among all words; it is attached to the root, every other root-attached word
-       is detached.
-    3. Until every word reaches the root: take the leftmost detached word not yet connected, or, when none is
-       left, the word of a cycle whose arc scores lowest; reattach it to the best-scoring word already
-       connected to the root (never to the root itself, nor inside its own subtree).
-
-    A valid single-root tree is returned unchanged; every step connects at least one word, so at most ``n``
-    steps are taken.
-    """
-    n = len(heads)
-    if scores is None:
-        position = np.arange(n + 1)
-        scores = -np.abs(position[None, :] - position[:, None]).astype(float)
-    out = [int(h) if 0 <= int(h) <= n and int(h) != d else -1 for d, h in enumerate(heads, start=1)]
-    if n == 0:
-        return out
-    words = range(1, n + 1)
-    pool = [d for d in words if out[d - 1] == 0] or [d for d in words if out[d - 1] < 0] or list(words)
-    root = max(pool, key=lambda d: (scores[d, 0], -d))
-    for d in words:
-        if out[d - 1] == 0 and d != root:
-            out[d - 1] = -1
-    out[root - 1] = 0
-    while True:
-        connected = _connected(out)
-        loose = [d for d in words if not connected[d]]
-        if not loose:
-            return out
-        detached = [d for d in loose if out[d - 1] < 0]
-        if detached:
-            word = detached[0]
-        else:
-            cycle = next(iter_cycles([-1, *out]))  # the first loose word's: the ones before reach the root
-            word = min(cycle, key=lambda d: (scores[d, out[d - 1]], d))
-        targets = [h for h in words if connected[h]]
-        out[word - 1] = max(targets, key=lambda h: (scores[word, h], -abs(h - word), -h))
-
-
-def _connected(heads: list[int]) -> list[bool]:
-    """``connected[d]``: following the heads from word ``d`` reaches the root (index 0 is the root)."""
-    n = len(heads)
-    state = [0] * (n + 1)  # 0 unknown, 1 connected, 2 not connected, 3 on the current path
-    state[0] = 1
-    for start in range(1, n + 1):
-        path, node = [], start
-        while node >= 0 and state[node] == 0:
-            state[node] = 3
-            path.append(node)
-            node = heads[node - 1]
-        result = 1 if node >= 0 and state[node] == 1 else 2
-        for p in path:
-            state[p] = result
-    return [s == 1 for s in state]
-
-
 # ------------------------------------------------------------------------------------------- sequence labeling
 class SeqLabelingParser(nn.Module):
     """Dependency parsing as sequence labeling: each word is tagged with ``(head - index, relation)``.

@@ -22,6 +22,7 @@ from torch import nn
 
 from structkd.models.span import SpanHead, chart_to_tags, span_labels_from_tags, tags_to_chart
 from structkd.models.taggers import CRFHead, MaxEntHead
+from structkd.runtime.inputs import window_layout  # shared with the torch-free runtime of exported models
 from structkd.schemes import check_scheme
 from structkd.structs.base import StructuredDistribution, length_mask
 
@@ -31,46 +32,6 @@ HEADS = ("crf", "maxent", "span")
 
 
 # ------------------------------------------------------------------------------------------- windows
-def window_layout(word_sizes: Sequence[int], window: int, stride: int) -> tuple[list[int], list[int]]:
-    """Sliding windows over one sentence's subwords and the window each subword is read from.
-
-    Args:
-        word_sizes: number of subwords of each word (at least 1 each).
-        window: subwords per window (without special tokens).
-        stride: subwords between the starts of consecutive windows (``1 <= stride <= window``).
-
-    Returns:
-        ``starts``: the first subword of each window (one window ``[0]`` when the sentence fits), the last
-        window ending at the last subword; ``source``: for each subword, the index of its window.  A word is
-        read from the window where it is most central (the most context on its less covered side, where a
-        sentence boundary counts as full context); a word longer than any window falls back to the most
-        central window of each of its subwords.
-    """
-    total = sum(word_sizes)
-    if total <= window:
-        return [0], [0] * total
-    starts = list(range(0, total - window, stride)) + [total - window]
-
-    def best(first: int, last: int) -> int | None:
-        choice, choice_margin = None, -1
-        for k, start in enumerate(starts):
-            end = start + window - 1
-            if start <= first and last <= end:
-                left = first - start if start > 0 else total
-                right = end - last if end < total - 1 else total
-                if min(left, right) > choice_margin:
-                    choice, choice_margin = k, min(left, right)
-        return choice
-
-    source: list[int] = []
-    first = 0
-    for size in word_sizes:
-        whole = best(first, first + size - 1)
-        source += [whole] * size if whole is not None else [best(p, p) for p in range(first, first + size)]
-        first += size
-    return starts, source
-
-
 @dataclass
 class SubwordBatch:
     """A tokenized batch: encoder windows plus the indices that pool their outputs into words.

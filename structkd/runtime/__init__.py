@@ -7,6 +7,19 @@ Viterbi, Eisner, Chu-Liu-Edmonds, tree repair), vocabulary lookup and sub-word t
 ``tokenizers`` library) run here, in numpy.  Nothing in this package imports torch.
 """
 
-from structkd.runtime.models import ExportedModel, ParsedSentence, Parser, TaggedSentence, Tagger, load
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = ["ExportedModel", "ParsedSentence", "Parser", "TaggedSentence", "Tagger", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    """The names of :mod:`structkd.runtime.models`, imported when first used: the numpy decoders
+    (:mod:`structkd.runtime.decoding`), which the torch models share, need neither ONNX Runtime nor torch."""
+    if name in __all__:
+        value = getattr(importlib.import_module("structkd.runtime.models"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'structkd.runtime' has no attribute {name!r}")

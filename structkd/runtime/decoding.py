@@ -162,8 +162,17 @@ def _backtrack(charts, b: int, i: int, j: int, name: str, heads: np.ndarray) -> 
 
 
 def iter_cycles(heads: Sequence[int]) -> Iterator[list[int]]:
-    """:func:`structkd.structs.heads.iter_cycles`: each cycle of a head vector once, lazily."""
-    state = [0] * len(heads)
+    """The cycles of one head vector, found lazily (``next(iter_cycles(h), None)`` is the first or None).
+
+    Args:
+        heads: ``heads[d]`` the head of node ``d`` for nodes ``0..n``, as Python ints; a negative head (the
+            root's, a detached word's) ends a walk.
+
+    Yields:
+        each cycle once, as its nodes in head order from the node where a walk first enters it (walks start
+        at node 0, 1, 2, ...).  ``O(n)`` in all.
+    """
+    state = [0] * len(heads)  # 0 unseen, 1 on the current walk, 2 done
     for start in range(len(heads)):
         path, node = [], start
         while node >= 0 and state[node] == 0:
@@ -177,8 +186,17 @@ def iter_cycles(heads: Sequence[int]) -> Iterator[list[int]]:
 
 
 def chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
-    """Maximum spanning arborescence rooted at 0 of ``scores [m, m]`` (float64, row 0 and the diagonal at
-    ``LOG_ZERO``), ``heads [m]`` with ``heads[0] = -1``: ``structkd.structs.tree._chu_liu_edmonds``."""
+    """Maximum spanning arborescence rooted at 0 (several root children allowed).
+
+    Every cycle of the greedy head choice is contracted at once (they are disjoint, and each keeps all its
+    arcs but one in some best arborescence), so the recursion is about ``log n`` deep rather than ``n``.
+
+    Args:
+        scores: ``[m, m]`` float64 arc scores ``[d, h]``; row 0 and the diagonal impossible (LOG_ZERO).
+
+    Returns:
+        heads ``[m]`` with ``heads[0] = -1``.
+    """
     m = len(scores)
     heads = scores.argmax(1)
     heads[0] = -1
@@ -188,10 +206,11 @@ def chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     in_cycle = np.zeros(m, dtype=bool)
     for cycle in cycles:
         in_cycle[cycle] = True
-    rest = np.flatnonzero(~in_cycle)
+    rest = np.flatnonzero(~in_cycle)                         # the root first
     order = np.concatenate([rest] + [np.asarray(c) for c in cycles])
     sizes = np.array([1] * len(rest) + [len(c) for c in cycles])
     starts = np.cumsum(sizes) - sizes
+    # entering a cycle node d replaces its cycle arc: scores relative to it
     own = np.where(in_cycle, scores[np.arange(m), np.maximum(heads, 0)], 0.0)[order]
     relative = scores[order[:, None], order] - own[:, None]
     contracted = np.maximum.reduceat(np.maximum.reduceat(relative, starts, axis=1), starts, axis=0)
@@ -200,10 +219,10 @@ def chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     contracted[0] = LOG_ZERO
     sub = chu_liu_edmonds(contracted)
     out = heads.copy()
-    single = (sizes[1:] == 1) & (sizes[sub[1:]] == 1)
+    single = (sizes[1:] == 1) & (sizes[sub[1:]] == 1)         # a plain node taking a plain head
     groups = np.arange(1, size)
     out[order[starts[groups[single]]]] = order[starts[sub[groups[single]]]]
-    for g in groups[~single].tolist():
+    for g in groups[~single].tolist():                       # the arc that enters a cycle or leaves one
         h = sub[g]
         block = relative[starts[g]:starts[g] + sizes[g], starts[h]:starts[h] + sizes[h]]
         d, c = divmod(int(block.argmax()), sizes[h])
@@ -211,8 +230,17 @@ def chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+ROOT_PENALTY_GROWTH = 64.0
+"""How much larger each root penalty tried by :func:`mst_one` is than the one before."""
+
+
 def _root_penalties(scores: np.ndarray, possible: np.ndarray) -> list[float]:
-    """``structkd.structs.tree._root_penalties`` (growth factor 64)."""
+    """Root-arc penalties for :func:`mst_one` to try in turn, smallest first.
+
+    The first is ``1 + n (hi - lo)`` with ``hi`` the best possible arc score and ``lo`` the lowest of the words'
+    best possible head scores (the range a best tree spans, blind to arcs scored near :data:`LOG_ZERO` that no
+    best tree takes); each next one is :data:`ROOT_PENALTY_GROWTH` times larger, up to the last, ``1 + n`` times
+    the range of every possible score, which exceeds the score range of all trees (so it always succeeds)."""
     words = possible[1:].any(1)
     best = np.where(possible, scores, -np.inf)[1:][words].max(1)
     hi, lo = float(best.max()), float(best.min())
@@ -220,13 +248,21 @@ def _root_penalties(scores: np.ndarray, possible: np.ndarray) -> list[float]:
     first = 1.0 + n * (hi - lo)
     last = 1.0 + n * (hi - float(scores[possible].min()))
     penalties = [first]
-    while penalties[-1] * 64.0 < last:
-        penalties.append(penalties[-1] * 64.0)
+    while penalties[-1] * ROOT_PENALTY_GROWTH < last:
+        penalties.append(penalties[-1] * ROOT_PENALTY_GROWTH)
     return penalties + [last] if last > first else penalties
 
 
-def _mst_one(scores: np.ndarray, multiroot: bool) -> np.ndarray:
-    """``structkd.structs.tree._mst``: best tree of one sentence from masked float64 ``scores [m, m]``."""
+def mst_one(scores: np.ndarray, multiroot: bool) -> np.ndarray:
+    """Best tree of one sentence, ``heads [m]`` (``heads[0] = -1``), from masked ``scores [m, m]`` (``[d, h]``).
+
+    Single root: when the best arborescence has one root child, that is the answer (no single-root tree
+    scores more).  Otherwise every possible root arc is penalized by the same ``P`` and the best arborescence is
+    recomputed: once it has a single root child it is exactly the best single-root tree (every single-root tree
+    pays ``P`` once, the others more).  ``P`` starts from the range of the words' best head scores and grows
+    (:func:`_root_penalties`) only while several root children remain, so root arcs keep their precision next to
+    an arc scored near :data:`LOG_ZERO` (a penalty derived from that arc, about 1e12 or more, would round away
+    root-score differences below 1e-4)."""
     if multiroot or len(scores) < 2:
         return chu_liu_edmonds(scores)
     free = chu_liu_edmonds(scores)
@@ -251,7 +287,7 @@ def mst(scores: np.ndarray, lens: np.ndarray, multiroot: bool = False) -> np.nda
     heads = np.full(arcs.shape[:2], -1, dtype=np.int64)
     for b, n in enumerate(lens.tolist()):
         if n:
-            heads[b, 1:n + 1] = _mst_one(arcs[b, :n + 1, :n + 1], multiroot)[1:]
+            heads[b, 1:n + 1] = mst_one(arcs[b, :n + 1, :n + 1], multiroot)[1:]
     return heads
 
 
@@ -271,7 +307,26 @@ def is_projective(heads: Sequence[int]) -> bool:
 
 
 def repair_tree(heads: Sequence[int], scores: np.ndarray | None = None) -> list[int]:
-    """:func:`structkd.models.parsers.repair_tree`: a valid single-root tree keeping what the rule allows."""
+    """Turn any head sequence into a valid single-root tree, keeping every arc the rule below does not change.
+
+    Args:
+        heads: ``heads[i]`` the proposed head of word ``i + 1`` (anything outside ``0..n`` or the word itself
+            counts as missing).
+        scores: ``[n + 1, n + 1]`` arc scores ``[d, h]`` (row 0 unused); default ``-|h - d|`` (short arcs).
+
+    The rule:
+
+    1. Out-of-range heads are removed (the word is *detached*).
+    2. The root word is the best-scoring (``scores[d, 0]``) word among those attached to the root, else among
+       the detached words, else among all words; it is attached to the root, every other root-attached word
+       is detached.
+    3. Until every word reaches the root: take the leftmost detached word not yet connected, or, when none is
+       left, the word of a cycle whose arc scores lowest; reattach it to the best-scoring word already
+       connected to the root (never to the root itself, nor inside its own subtree).
+
+    A valid single-root tree is returned unchanged; every step connects at least one word, so at most ``n``
+    steps are taken.
+    """
     n = len(heads)
     if scores is None:
         position = np.arange(n + 1)
@@ -295,15 +350,16 @@ def repair_tree(heads: Sequence[int], scores: np.ndarray | None = None) -> list[
         if detached:
             word = detached[0]
         else:
-            cycle = next(iter_cycles([-1, *out]))
+            cycle = next(iter_cycles([-1, *out]))  # the first loose word's: the ones before reach the root
             word = min(cycle, key=lambda d: (scores[d, out[d - 1]], d))
         targets = [h for h in words if connected[h]]
         out[word - 1] = max(targets, key=lambda h: (scores[word, h], -abs(h - word), -h))
 
 
 def _connected(heads: list[int]) -> list[bool]:
+    """``connected[d]``: following the heads from word ``d`` reaches the root (index 0 is the root)."""
     n = len(heads)
-    state = [0] * (n + 1)
+    state = [0] * (n + 1)  # 0 unknown, 1 connected, 2 not connected, 3 on the current path
     state[0] = 1
     for start in range(1, n + 1):
         path, node = [], start
@@ -317,5 +373,3 @@ def _connected(heads: list[int]) -> list[bool]:
     return [s == 1 for s in state]
 
 
-__all__ = ["LOG_ZERO", "arc_mask", "chu_liu_edmonds", "eisner", "is_projective", "is_tree", "iter_cycles",
-           "maxent", "masked", "mst", "repair_tree", "viterbi"]

@@ -48,7 +48,20 @@ class WordVocab:
 
 
 def window_layout(word_sizes: Sequence[int], window: int, stride: int) -> tuple[list[int], list[int]]:
-    """:func:`structkd.models.transformer.window_layout`: window starts and each subword's source window."""
+    """Sliding windows over one sentence's subwords and the window each subword is read from.
+
+    Args:
+        word_sizes: number of subwords of each word (at least 1 each).
+        window: subwords per window (without special tokens).
+        stride: subwords between the starts of consecutive windows (``1 <= stride <= window``).
+
+    Returns:
+        ``starts``: the first subword of each window (one window ``[0]`` when the sentence fits), the last
+        window ending at the last subword; ``source``: for each subword, the index of its window.  A word is
+        read from the window where it is most central (the most context on its less covered side, where a
+        sentence boundary counts as full context); a word longer than any window falls back to the most
+        central window of each of its subwords.
+    """
     total = sum(word_sizes)
     if total <= window:
         return [0], [0] * total

@@ -10,9 +10,10 @@ cycles themselves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
 import torch
+
+# one walk over a head vector, shared with the torch-free runtime of exported parsers (re-exported here)
+from structkd.runtime.decoding import iter_cycles  # noqa: F401
 
 Tensor = torch.Tensor
 
@@ -21,30 +22,6 @@ def word_mask(lens: Tensor, seq_len: int) -> Tensor:
     """``BoolTensor [batch_size, seq_len]``: True at word positions ``1..lens[b]`` (not the root)."""
     positions = torch.arange(seq_len, device=lens.device)
     return (positions >= 1) & (positions <= lens.unsqueeze(-1))
-
-
-def iter_cycles(heads: Sequence[int]) -> Iterator[list[int]]:
-    """The cycles of one head vector, found lazily (``next(iter_cycles(h), None)`` is the first or None).
-
-    Args:
-        heads: ``heads[d]`` the head of node ``d`` for nodes ``0..n``, as Python ints; a negative head (the
-            root's, a detached word's) ends a walk.
-
-    Yields:
-        each cycle once, as its nodes in head order from the node where a walk first enters it (walks start
-        at node 0, 1, 2, ...).  ``O(n)`` in all.
-    """
-    state = [0] * len(heads)  # 0 unseen, 1 on the current walk, 2 done
-    for start in range(len(heads)):
-        path, node = [], start
-        while node >= 0 and state[node] == 0:
-            state[node] = 1
-            path.append(node)
-            node = heads[node]
-        if node >= 0 and state[node] == 1:
-            yield path[path.index(node):]
-        for x in path:
-            state[x] = 2
 
 
 def _default_lens(heads: Tensor, lens: Tensor | None) -> Tensor:

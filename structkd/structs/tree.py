@@ -28,8 +28,11 @@ import numpy as np
 import torch
 
 from structkd.numerics import LOG_ZERO, compute_dtype, is_impossible
+
+# the numpy maximum spanning tree, shared with the torch-free runtime of exported parsers
+from structkd.runtime.decoding import mst_one
 from structkd.structs.base import StructuredDistribution, check_lens
-from structkd.structs.heads import arc_indicators, check_heads, iter_cycles, word_mask
+from structkd.structs.heads import arc_indicators, check_heads, word_mask
 
 Tensor = torch.Tensor
 
@@ -668,103 +671,6 @@ def _matrix_tree_solve(scores: Tensor, lens: Tensor, multiroot: bool, mask: Tens
     return log_z, marginals
 
 
-def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
-    """Maximum spanning arborescence rooted at 0 (several root children allowed).
-
-    Every cycle of the greedy head choice is contracted at once (they are disjoint, and each keeps all its
-    arcs but one in some best arborescence), so the recursion is about ``log n`` deep rather than ``n``.
-
-    Args:
-        scores: ``[m, m]`` float64 arc scores ``[d, h]``; row 0 and the diagonal impossible (LOG_ZERO).
-
-    Returns:
-        heads ``[m]`` with ``heads[0] = -1``.
-    """
-    m = len(scores)
-    heads = scores.argmax(1)
-    heads[0] = -1
-    cycles = list(iter_cycles(heads.tolist()))
-    if not cycles:
-        return heads
-    in_cycle = np.zeros(m, dtype=bool)
-    for cycle in cycles:
-        in_cycle[cycle] = True
-    rest = np.flatnonzero(~in_cycle)                         # the root first
-    order = np.concatenate([rest] + [np.asarray(c) for c in cycles])
-    sizes = np.array([1] * len(rest) + [len(c) for c in cycles])
-    starts = np.cumsum(sizes) - sizes
-    # entering a cycle node d replaces its cycle arc: scores relative to it
-    own = np.where(in_cycle, scores[np.arange(m), np.maximum(heads, 0)], 0.0)[order]
-    relative = scores[order[:, None], order] - own[:, None]
-    contracted = np.maximum.reduceat(np.maximum.reduceat(relative, starts, axis=1), starts, axis=0)
-    size = len(sizes)
-    contracted[np.arange(size), np.arange(size)] = LOG_ZERO
-    contracted[0] = LOG_ZERO
-    sub = _chu_liu_edmonds(contracted)
-    out = heads.copy()
-    single = (sizes[1:] == 1) & (sizes[sub[1:]] == 1)         # a plain node taking a plain head
-    groups = np.arange(1, size)
-    out[order[starts[groups[single]]]] = order[starts[sub[groups[single]]]]
-    for g in groups[~single].tolist():                       # the arc that enters a cycle or leaves one
-        h = sub[g]
-        block = relative[starts[g]:starts[g] + sizes[g], starts[h]:starts[h] + sizes[h]]
-        d, c = divmod(int(block.argmax()), sizes[h])
-        out[order[starts[g] + d]] = order[starts[h] + c]
-    return out
-
-
-ROOT_PENALTY_GROWTH = 64.0
-"""Factor by which :func:`_mst` raises its single-root penalty while the best arborescence keeps several root
-children."""
-
-
-def _root_penalties(scores: np.ndarray, possible: np.ndarray) -> list[float]:
-    """Root-arc penalties for :func:`_mst` to try in turn, smallest first.
-
-    The first is ``1 + n (hi - lo)`` with ``hi`` the best possible arc score and ``lo`` the lowest of the words'
-    best possible head scores (the range a best tree spans, blind to arcs scored near :data:`LOG_ZERO` that no
-    best tree takes); each next one is :data:`ROOT_PENALTY_GROWTH` times larger, up to the last, ``1 + n`` times
-    the range of every possible score, which exceeds the score range of all trees (so it always succeeds)."""
-    words = possible[1:].any(1)
-    best = np.where(possible, scores, -np.inf)[1:][words].max(1)
-    hi, lo = float(best.max()), float(best.min())
-    n = len(scores)
-    first = 1.0 + n * (hi - lo)
-    last = 1.0 + n * (hi - float(scores[possible].min()))
-    penalties = [first]
-    while penalties[-1] * ROOT_PENALTY_GROWTH < last:
-        penalties.append(penalties[-1] * ROOT_PENALTY_GROWTH)
-    return penalties + [last] if last > first else penalties
-
-
-def _mst(scores: np.ndarray, multiroot: bool) -> np.ndarray:
-    """Best tree of one sentence, ``heads [m]`` (``heads[0] = -1``), from masked ``scores [m, m]`` (``[d, h]``).
-
-    Single root: when the best arborescence has one root child, that is the answer (no single-root tree
-    scores more).  Otherwise every possible root arc is penalized by the same ``P`` and the best arborescence is
-    recomputed: once it has a single root child it is exactly the best single-root tree (every single-root tree
-    pays ``P`` once, the others more).  ``P`` starts from the range of the words' best head scores and grows
-    (:func:`_root_penalties`) only while several root children remain, so root arcs keep their precision next to
-    an arc scored near :data:`LOG_ZERO` (a penalty derived from that arc, about 1e12 or more, would round away
-    root-score differences below 1e-4)."""
-    if multiroot or len(scores) < 2:
-        return _chu_liu_edmonds(scores)
-    free = _chu_liu_edmonds(scores)
-    if int((free[1:] == 0).sum()) == 1 and bool((scores[np.arange(1, len(scores)), free[1:]] > LOG_ZERO / 2).all()):
-        return free
-    possible = scores > LOG_ZERO / 2
-    if not possible[1:, 0].any():
-        return free
-    heads = free
-    for penalty in _root_penalties(scores, possible):
-        penalized = scores.copy()
-        penalized[1:, 0] = np.where(possible[1:, 0], scores[1:, 0] - penalty, scores[1:, 0])
-        heads = _chu_liu_edmonds(penalized)
-        if int((heads[1:] == 0).sum()) == 1:
-            break
-    return heads
-
-
 def _feasible(scores: np.ndarray, heads: np.ndarray, multiroot: bool) -> bool:
     """Whether ``heads`` uses only possible arcs of ``scores`` and (single root) one root child."""
     arcs = scores[np.arange(1, len(heads)), heads[1:]]
@@ -792,7 +698,7 @@ def _kbest_msts(scores: np.ndarray, k: int, multiroot: bool) -> list[np.ndarray]
 
     def push(forced: dict[int, int], excluded: tuple[tuple[int, int], ...]) -> None:
         constrained = _constrained(scores, forced, excluded)
-        heads = _mst(constrained, multiroot)
+        heads = mst_one(constrained, multiroot)
         if _feasible(constrained, heads, multiroot):
             score = float(scores[np.arange(1, len(heads)), heads[1:]].sum())
             heapq.heappush(heap, (-score, next(counter), heads, forced, excluded))
@@ -859,7 +765,7 @@ class MatrixTree(_FirstOrderTree):
         heads = torch.full((self.batch_size, self.seq_len), -1, dtype=torch.long)
         for b, n in enumerate(self.lens.tolist()):
             if n:
-                heads[b, 1:n + 1] = torch.from_numpy(_mst(scores[b, :n + 1, :n + 1], self.multiroot)[1:])
+                heads[b, 1:n + 1] = torch.from_numpy(mst_one(scores[b, :n + 1, :n + 1], self.multiroot)[1:])
         heads = heads.to(self.device)
         return tree_scores(self.potentials[0], heads, self.lens), heads
 
