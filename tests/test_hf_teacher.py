@@ -354,3 +354,14 @@ def test_hf_teacher_saves_in_its_own_format(hf_dir, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(again(words).potentials[0], teacher(words).potentials[0], rtol=0, atol=0)
     assert list(itertools.chain(again.tags)) == LABELS
+
+
+def test_structkd_load_tags_raw_text_with_the_classifier_as_it_is(hf_dir):
+    """structkd.load takes a Hugging Face token classifier directory (issue #21 item 1 with #20)."""
+    import structkd
+
+    tagger = structkd.load(hf_dir, tokenizer="whitespace")
+    doc = tagger("John lives in Paris")
+    assert [t.text for t in doc.tokens] == ["John", "lives", "in", "Paris"]
+    assert set(doc.tags) <= set(LABELS) and all(0.0 <= e.score <= 1.0 for e in doc.entities)
+    assert doc.tags == tagger.model.decode(tagger.model([Sentence(["John", "lives", "in", "Paris"])]))[0]

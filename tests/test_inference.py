@@ -291,7 +291,7 @@ def test_load_refuses_what_it_cannot_read(tmp_path):
         structkd.load(tmp_path / "missing")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(ValueError, match="Hugging Face model config"):
+    with pytest.raises(ValueError, match="a Hugging Face model that is not a token classifier"):
         structkd.load(tmp_path / "hf")
 
 

@@ -27,7 +27,7 @@ from structkd.structs.semimarkov import chart_to_segments
 from structkd.text import Token, check_tokenizer, default_tokenizer, language_of, split_sentences, tokenize
 
 INFERENCE_FILE = "inference.json"
-TAGGER_CLASSES = ("BiLSTMTagger", "TransformerTagger")
+TAGGER_CLASSES = ("BiLSTMTagger", "TransformerTagger", "HFTokenClassifier")
 PARSER_CLASSES = ("BiaffineParser", "SeqLabelingParser")
 Input = str | Sequence[str]
 
@@ -65,7 +65,8 @@ def saved_tokenizer(directory: str | Path) -> str | None:
 
 
 def model_class(directory: str | Path) -> str:
-    """The class name in a saved model's ``config.json``, with an error naming the file for anything else."""
+    """The class name in a saved model's ``config.json`` (``HFTokenClassifier`` for a ``transformers`` token
+    classifier as it is), with an error naming the file for anything else."""
     path = Path(directory) / "config.json"
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"{directory}: no such model directory")
@@ -76,8 +77,12 @@ def model_class(directory: str | Path) -> str:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
     if isinstance(document, dict) and "model_type" in document and document.get("format") != "structkd":
-        raise ValueError(f"{path}: a Hugging Face model config; structkd.load reads models saved by structkd "
-                         f"(train or distill output), not Hugging Face directories (not supported yet)")
+        # a transformers token classifier as it is (structkd.models.hf_teacher): a MaxEnt tagger over id2label
+        if not any(str(a).endswith("ForTokenClassification") for a in document.get("architectures") or ()):
+            raise ValueError(f"{path}: a Hugging Face model that is not a token classifier (architectures "
+                             f"{document.get('architectures')}); structkd.load reads structkd models and "
+                             f"AutoModelForTokenClassification checkpoints")
+        return "HFTokenClassifier"
     name = document.get("class") if isinstance(document, dict) and document.get("format") == "structkd" else None
     if name not in TAGGER_CLASSES + PARSER_CLASSES:
         raise ValueError(f"{path}: not a structkd tagger or parser config (class {name!r}; expected one of "

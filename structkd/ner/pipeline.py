@@ -221,26 +221,8 @@ class NerTask(Task):
 TASK = NerTask()
 
 
-def train_command(config: NerConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train a teacher or a baseline student on gold labels (:func:`structkd.tasks.runner.train_command`)."""
-    return runner.train_command(TASK, config, resume=resume, overwrite=overwrite)
-
-
-def distill_command(config: NerConfig, resume: bool = False, rebuild_cache: bool = False,
-                    overwrite: bool = False) -> dict:
-    """Distill ``kd.teacher`` into a new student (:func:`structkd.tasks.runner.distill_command`)."""
-    return runner.distill_command(TASK, config, resume=resume, rebuild_cache=rebuild_cache, overwrite=overwrite)
-
-
-def evaluate_command(model_dir: str, data_path: str, config: DataConfig, device: str = "auto") -> dict:
-    """Entity F1, a per-type table and the parameter count of a saved model on a labeled corpus."""
-    return runner.evaluate_command(TASK, model_dir, data_path, config, device)
-
-
-def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig,
-                    device: str = "auto") -> int:
-    """Tag a text file (one sentence per line, ``.txt``) or a column file; write ``token<TAB>tag`` CoNLL."""
-    return runner.predict_command(TASK, model_dir, input_path, output_path, config, device)
+# the commands of this task: the one runner with it bound
+train_command, distill_command, evaluate_command, predict_command = runner.bound_commands(TASK)
 
 
 def format_table(results: dict[str, dict]) -> str:

@@ -252,24 +252,5 @@ class ParseTask(Task):
 TASK = ParseTask()
 
 
-def train_command(config: ParseConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train a teacher or a baseline parser on gold trees (:func:`structkd.tasks.runner.train_command`)."""
-    return runner.train_command(TASK, config, resume=resume, overwrite=overwrite)
-
-
-def distill_command(config: ParseConfig, resume: bool = False, rebuild_cache: bool = False,
-                    overwrite: bool = False) -> dict:
-    """Distill ``kd.teacher`` into a new parser (:func:`structkd.tasks.runner.distill_command`)."""
-    return runner.distill_command(TASK, config, resume=resume, rebuild_cache=rebuild_cache, overwrite=overwrite)
-
-
-def evaluate_command(model_dir: str, data_path: str, config: DataConfig, device: str = "auto") -> dict:
-    """Attachment scores, complete match, a per-relation table, speed and parameter count of a saved parser."""
-    return runner.evaluate_command(TASK, model_dir, data_path, config, device)
-
-
-def predict_command(model_dir: str, input_path: str, output_path: str, config: DataConfig,
-                    device: str = "auto") -> int:
-    """Parse a CoNLL-U file (HEAD and DEPREL may be ``_``) or a ``.txt`` file (one whitespace-tokenized sentence
-    per line) and write CoNLL-U with HEAD and DEPREL replaced, every other column and comment kept."""
-    return runner.predict_command(TASK, model_dir, input_path, output_path, config, device)
+# the commands of this task: the one runner with it bound
+train_command, distill_command, evaluate_command, predict_command = runner.bound_commands(TASK)

@@ -8,6 +8,7 @@ by the step context), the :class:`~structkd.train.Trainer`, and :func:`~structkd
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ from structkd.train import (
 )
 from structkd.train.callbacks import StepContext
 
-__all__ = ["train_command", "distill_command", "evaluate_command", "predict_command", "cached_batch", "mix_losses"]
+__all__ = ["train_command", "distill_command", "evaluate_command", "predict_command", "bound_commands", "cached_batch",
+           "mix_losses"]
 
 
 def _start(config: Any, run_config: dict, resume: bool, overwrite: bool, protect: tuple = ()) -> torch.device:
@@ -262,3 +264,17 @@ def predict_command(task: Task, model_dir: str, input_path: str, output_path: st
     return predict_file(task, model, input_path, output_path, data_config, fmt=fmt or task.native_format,
                         predictor=predictor, pretokenized=pretokenized, chunk_size=chunk_size, progress=progress,
                         max_words=limit)
+
+
+def bound_commands(task: Task) -> tuple:
+    """``(train_command, distill_command, evaluate_command, predict_command)`` with ``task`` bound: what a
+    task's module exports (``structkd.ner.train_command(config)``)."""
+    commands = []
+    for command in (train_command, distill_command, evaluate_command, predict_command):
+        bound = functools.partial(command, task)
+        bound.__name__, bound.__module__ = command.__name__, command.__module__
+        bound.__doc__ = f"{command.__doc__.splitlines()[0]} (the {task.name} task: :func:`{command.__module__}." \
+                        f"{command.__name__}` with it bound)"
+        commands.append(bound)
+    return tuple(commands)
+
