@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from structkd.data.columns import LAYOUTS, REPAIRS
+from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KD_METHODS, KdConfig
 from structkd.models.encoders import check_encoder
 from structkd.train.config import (
@@ -29,23 +30,20 @@ __all__ = ["DataConfig", "KD_METHODS", "KdConfig", "ModelConfig", "NerConfig", "
 
 
 @dataclass
-class DataConfig:
+class DataConfig(SplitsConfig):
     """Corpora (any column layout of :func:`structkd.data.read_columns`; ``token_column``/``tag_column`` set
-    the columns, ``repair: conlleval`` reads tags that break the scheme as conlleval does, ``none`` refuses)."""
+    the columns, ``repair: conlleval`` reads tags that break the scheme as conlleval does, ``none`` refuses);
+    the splits, ``max_sentences`` and ``slices`` of :class:`~structkd.data.splits.SplitsConfig`."""
 
-    train: str | None = None
-    dev: str | None = None
-    test: str | None = None
-    unlabeled: list[str] = field(default_factory=list)
     layout: str = "auto"
     tag_column: int | None = None
     token_column: int | None = None
     repair: str = "none"
     scheme: str = "BIO"
     convert_to: str | None = None
-    max_sentences: int | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         for name, allowed in (("layout", LAYOUTS), ("repair", REPAIRS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"data.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

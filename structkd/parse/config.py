@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KdConfig as SharedKdConfig
 from structkd.models.encoders import check_encoder
 from structkd.models.parsers import DECODERS
@@ -31,8 +32,9 @@ TREES = ("projective", "nonprojective", "2o")
 
 
 @dataclass
-class DataConfig:
-    """CoNLL-U treebanks (:func:`structkd.data.read_conllu`).
+class DataConfig(SplitsConfig):
+    """CoNLL-U treebanks (:func:`structkd.data.read_conllu`); the splits, ``max_sentences`` and ``slices`` of
+    :class:`~structkd.data.splits.SplitsConfig`.
 
     ``projective_only``: drop non-projective training trees (``None``: exactly when the trained model needs
     projective trees, i.e. a ``projective`` or ``2o`` biaffine parser).  ``on_nonprojective`` says what happens
@@ -44,16 +46,12 @@ class DataConfig:
     ``kd_weight`` mix of KD and gold loss.  ``max_sentences`` applies to each file.
     """
 
-    train: str | None = None
-    dev: str | None = None
-    test: str | None = None
-    unlabeled: list[str] = field(default_factory=list)
-    max_sentences: int | None = None
     multiroot: bool = False
     projective_only: bool | None = None
     on_nonprojective: str = "skip"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.on_nonprojective not in ("skip", "error"):
             raise ValueError(f"data.on_nonprojective must be 'skip' or 'error', got {self.on_nonprojective!r}")
 

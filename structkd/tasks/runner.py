@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from structkd.data.splits import apply_slices
 from structkd.kd.config import kd_weight
 from structkd.tasks.base import Prepared, Task, TaskData
 from structkd.tasks.online import Toolbox, teacher_rows
@@ -43,7 +44,21 @@ def _start(config: Any, run_config: dict, resume: bool, overwrite: bool, protect
     if resume:  # refused here, before any setup work, if output_dir/last was written under other settings
         check_resumable(config.training.output_dir, config.training, run_config)
     prepare_output_dir(config.training.output_dir, resume, overwrite, protect=protect)
+    if config.training.threads:  # CPU threads of this process (its results repeat for one thread count)
+        torch.set_num_threads(config.training.threads)
     return training_device(config.training.device)  # a device this machine lacks is refused before any work
+
+
+def _without_unlabeled_for_no_kd(task: Task, kd: Any, data: TaskData) -> TaskData:
+    """A ``kd.method=none`` baseline learns from gold alone: its unlabeled sentences are left out (they would
+    only be stepped over with a zero loss, costing time and changing the batches)."""
+    if kd.method != "none" or not data.unlabeled:
+        return data
+    if not data.train:
+        raise ValueError("data.train is required: kd.method=none learns from gold labels alone")
+    task.logger.warning("kd.method=none learns from gold labels alone: data.unlabeled (%d sentences) is not used",
+                        len(data.unlabeled))
+    return TaskData(data.train, data.dev, data.test, [])
 
 
 def _save_config(task: Task, config: Any) -> None:
@@ -97,7 +112,7 @@ def train_command(task: Task, config: Any, resume: bool = False, overwrite: bool
     """
     run_config = config.to_dict()
     device = _start(config, run_config, resume, overwrite)
-    data = task.read_data(config.data)
+    data = apply_slices(task.read_data(config.data), config.data.slices)
     if not data.train:
         raise ValueError("data.train is required")
     if data.unlabeled:
@@ -199,9 +214,10 @@ def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache
     # the run's settings, kept in its checkpoints, with the teachers by their weights (their directories may move)
     run_config = {**config.to_dict(), "teacher_weights": teachers_id(kd)}
     device = _start(config, run_config, resume, overwrite, protect=(*kd.teacher_dirs, kd.cache_dir))
-    data = task.read_data(config.data)
+    data = apply_slices(task.read_data(config.data), config.data.slices)
     if not data.train and not data.unlabeled:
         raise ValueError("distillation needs data.train or data.unlabeled sentences")
+    data = _without_unlabeled_for_no_kd(task, kd, data)
     teachers = [task.load_model(d) for d in kd.teacher_dirs]
     torch.manual_seed(config.training.seed)
     prepared = task.prepare_student(config, data, teachers[0])

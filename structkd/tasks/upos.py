@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from structkd.data import Sentence, read_conllu, read_tokenized_text
+from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KdConfig
 from structkd.models.encoders import check_encoder
 from structkd.ner.config import ModelConfig
@@ -27,15 +28,9 @@ __all__ = ["UposConfig", "UposTask", "TASK", "load_upos_config", "build_upos_con
 
 
 @dataclass
-class UposDataConfig:
+class UposDataConfig(SplitsConfig):
     """CoNLL-U treebanks (their UPOS column; HEAD and DEPREL are not read), and ``unlabeled`` CoNLL-U or
-    ``.txt`` files; ``max_sentences`` applies to each file."""
-
-    train: str | None = None
-    dev: str | None = None
-    test: str | None = None
-    unlabeled: list[str] = field(default_factory=list)
-    max_sentences: int | None = None
+    ``.txt`` files; the splits, ``max_sentences`` and ``slices`` of :class:`~structkd.data.splits.SplitsConfig`."""
 
 
 @dataclass

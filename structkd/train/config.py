@@ -26,7 +26,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 # changes a number the run computes, and the device (a run cut short on a GPU may go on on a CPU: the numbers
 # differ by rounding only); the experiment trackers only watch
 RESUME_FREE = frozenset({"output_dir", "progress", "log_every", "num_workers", "checkpoint_every_steps",
-                         "cache_dir", "teacher", "device", "report_to", "tracker_project"})
+                         "cache_dir", "teacher", "device", "report_to", "tracker_project", "threads"})
 
 
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
@@ -75,7 +75,9 @@ class TrainConfig:
     experiment trackers (:mod:`structkd.train.tracking`): ``"none"`` (the default, read as ``[]``),
     ``"tensorboard"``, ``"wandb"``, ``"mlflow"``, a list of them (or one string with commas), or ``"all"`` (every
     one installed); a tracker whose package is missing is refused here, with its ``pip install`` command.
-    ``tracker_project`` names the W&B project and the MLflow experiment.
+    ``tracker_project`` names the W&B project and the MLflow experiment.  ``threads`` sets the run's CPU
+    threads (``torch.set_num_threads``; ``None`` keeps torch's default): results repeat exactly for one thread
+    count on one kind of CPU.
     """
 
     epochs: int = 10
@@ -104,6 +106,7 @@ class TrainConfig:
     num_workers: int = 0
     progress: bool = True
     device: str = "auto"
+    threads: int | None = None
     report_to: list[str] = field(default_factory=list)
     tracker_project: str = "structkd"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +129,7 @@ class TrainConfig:
              "checkpoint_every_steps must be >= 1 or None"),
             (self.log_every >= 1, "log_every must be >= 1"),
             (self.amp_dtype in ("bfloat16", "float16"), "amp_dtype must be 'bfloat16' or 'float16'"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1 or None (torch's default)"),
         ]
         if isinstance(self.warmup, bool) or not isinstance(self.warmup, (int, float)):
             raise ValueError(f"warmup must be an int (steps) or a float fraction, got {self.warmup!r}")
