@@ -46,6 +46,7 @@ def test_ner_demo_runs_on_the_shipped_sample(tmp_path, capsys):
     assert main(args + ["--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "teacher MiniLM-CRF" in out and "structural KD" in out
+    assert "1 CPU threads" in out and "kernels: the F1 figures repeat exactly" in out  # what the F1s depend on
     assert (tmp_path / "demo_results.json").exists()
     for run in ("teacher", "student-gold", "student-structural-kd"):
         assert json.loads((tmp_path / run / "ner_config.json").read_text())["training"]["device"] == "cpu"

@@ -79,8 +79,16 @@ def run_ner_demo(output_dir: str = "runs/ner-demo", teacher_epochs: int = 3, stu
         rows.append({"model": name, "dev_f1": result["f1"], "parameters": model.parameter_count(),
                      "sentences_per_second": result["sentences_per_second"]})
     print(format_demo(rows))
+    print(f"({numerics_setting()}: the F1 figures repeat exactly where these are the same)")
     Path(output_dir, "demo_results.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     return rows
+
+
+def numerics_setting() -> str:
+    """What float rounding, and so a trained model's last bits, depends on besides the seed and the data: the
+    torch build, the CPU threads and the vector instructions its kernels use (AVX2, AVX-512, ...)."""
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+            f"{torch.backends.cpu.get_cpu_capability()} kernels")
 
 
 def format_demo(rows: list[dict]) -> str:
