@@ -9,11 +9,14 @@ mixup.
 from structkd.kd.baselines import posterior_kd_loss, seqlevel_kd_loss, token_kd_loss, topk_kd_loss
 from structkd.kd.mixup import mix_embeddings, sample_mixup
 from structkd.kd.projections import (
+    chain_from_marginals,
     find_projection,
     head_offset_marginals,
     project,
     register_projection,
+    restrict_chain,
     restrict_teacher,
+    restriction_lost_mass,
     supported_pairs,
 )
 from structkd.kd.representation import (
@@ -29,6 +32,7 @@ from structkd.kd.structural import (
     average_marginals,
     kd_teacher_marginals,
     local_temperature,
+    restricted_chain_marginals,
     structural_kd_loss,
     structural_kd_loss_from_marginals,
 )
@@ -40,6 +44,7 @@ __all__ = [
     "attention_layer_map",
     "average_marginals",
     "build_span_tag_map",
+    "chain_from_marginals",
     "find_projection",
     "head_offset_marginals",
     "hidden_layer_map",
@@ -50,7 +55,10 @@ __all__ = [
     "posterior_kd_loss",
     "project",
     "register_projection",
+    "restrict_chain",
     "restrict_teacher",
+    "restricted_chain_marginals",
+    "restriction_lost_mass",
     "sample_mixup",
     "seqlevel_kd_loss",
     "span_tag_marginals",
