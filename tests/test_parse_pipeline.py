@@ -399,3 +399,22 @@ def test_a_run_directory_is_refused_without_resume_or_overwrite(corpus, teachers
     assert (run / "parse_config.json").read_text() == saved  # refused before anything was written
     distill_command(kd, overwrite=True)
     assert not (run / "model" / "encoder").exists() and ParseModel.load(run / "model").parser.vocab is not None
+
+
+def test_kd_impossible_for_a_non_projective_teacher_and_a_projective_student(corpus, teachers, tmp_path):
+    """kd.impossible reaches the parser task: error refuses before any work, ignore caches unrestricted arcs,
+    renormalize (the default) restricted ones."""
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+
+    def config(rule, out):
+        return build_parse_config({"data": data, "model": bilstm(tree="projective"),
+                                   "kd": {"method": "structural", "teacher": teachers["1o"], "impossible": rule},
+                                   "training": training(tmp_path / out)})
+
+    with pytest.raises(ValueError, match="non-projective trees.*kd.impossible=error"):
+        distill_command(config("error", "error"))
+    assert not (tmp_path / "error" / "teacher_cache").exists()
+    for rule, support in (("ignore", "unrestricted"), ("renormalize", "restricted")):
+        distill_command(config(rule, rule))
+        index = json.loads((tmp_path / rule / "teacher_cache" / "index.json").read_text())
+        assert index["fingerprint"]["options"]["support"] == support

@@ -83,8 +83,25 @@ class StudentSpec:
                 "labels": [list(x) for x in self.labels] if self.labels else None}
 
 
+def inexpressible_trees(spec: StudentSpec, teacher: ParseModel) -> list[str]:
+    """What the teacher's trees have that the student's cannot (non-projective arcs, several root words)."""
+    if spec.kind != "biaffine":
+        return []
+    out = []
+    if spec.needs_projective and teacher.tree == "nonprojective":
+        out.append("non-projective trees")
+    if teacher.multiroot and not spec.multiroot:
+        out.append("several root words")
+    return out
+
+
 def check_method(kd: KdConfig, spec: StudentSpec, teacher: ParseModel) -> None:
     """Reject combinations the loss cannot express, with the reason."""
+    lost = inexpressible_trees(spec, teacher) if kd.method == "structural" else []
+    if lost and kd.impossible == "error":
+        raise ValueError(f"the teacher's trees have {' and '.join(lost)}, which the {spec.tree} student cannot "
+                         f"express: with kd.impossible=error that is refused; kd.impossible=renormalize (the "
+                         f"default) distils the teacher restricted to the student's trees, exactly")
     if teacher.kind != "biaffine":
         raise ValueError("the teacher must be a biaffine parser (a tree distribution with relation scores)")
     if kd.method == "token" and spec.kind != "biaffine":
@@ -157,8 +174,9 @@ def compute_teacher_outputs(teacher: ParseModel, sentences: Sequence, kd: KdConf
         batch: dict[str, Tensor] = {}
         if "arcs" in fields:
             # a teacher with trees the student cannot express (non-projective, multiroot) is restricted to the
-            # student's trees and renormalized: the exact, bounded objective
-            marginals = project(scaled, _probe(spec, lens, size), impossible="renormalize")
+            # student's trees and renormalized (kd.impossible=renormalize, the exact, bounded objective), refused
+            # (error; prepare_student refuses it before any work) or distilled as it is (ignore)
+            marginals = project(scaled, _probe(spec, lens, size), impossible=kd.impossible)
             batch["arcs"] = marginals[0]
             if "sibs" in fields:
                 batch["sibs"] = marginals[1]

@@ -185,9 +185,9 @@ class ParseTask(Task):
     def cache_options(self, config: ParseConfig, student: ParseModel) -> dict[str, Any]:
         spec = StudentSpec.of(student)
         return {"relations": config.kd.relations, "fields": teacher_fields(config.kd, spec), **spec.options(),
-                # arc marginals of the teacher restricted to the student's trees (impossible="renormalize"): a
-                # cache from before, with unrestricted marginals, is refused instead of read
-                "support": "restricted"}
+                # arc marginals of the teacher restricted to the student's trees (kd.impossible renormalize or
+                # error) or not (ignore): a cache of the other kind is refused instead of read
+                "support": "unrestricted" if config.kd.impossible == "ignore" else "restricted"}
 
     def teacher_outputs(self, teacher: ParseModel, sentences, config: ParseConfig, student: ParseModel
                         ) -> list[dict]:
