@@ -2,7 +2,8 @@
 
 A tag is ``"O"`` or ``"<prefix>-<type>"`` with prefix one of ``B I E S``.  A *span* is
 ``(start, end_inclusive, type)``.  These functions are the single place that knows what a scheme allows;
-the CRF constraint masks, the data readers and the span-to-tag KD projection all use them.
+the CRF constraint masks, the data readers and the span-to-tag KD projection all use them.  Scheme names,
+:func:`parse_tag` and :func:`spans` live in the torch-free :mod:`structkd.runtime.spans` (imported here).
 """
 
 from __future__ import annotations
@@ -12,27 +13,8 @@ from functools import lru_cache
 
 import torch
 
-SCHEMES = ("BIO", "IOB1", "BIOES")
-PREFIXES = {"BIO": "BI", "IOB1": "BI", "BIOES": "BIES"}
-
-
-def check_scheme(scheme: str) -> str:
-    """Normalize a scheme name (``IOB2`` = ``BIO``, ``IOBES`` = ``BIOES``) or raise ``ValueError``."""
-    name = scheme.upper()
-    name = {"IOB2": "BIO", "IOBES": "BIOES"}.get(name, name)
-    if name not in SCHEMES:
-        raise ValueError(f"unknown tag scheme {scheme!r}; expected one of {', '.join(SCHEMES)} (or IOB2, IOBES)")
-    return name
-
-
-def parse_tag(tag: str) -> tuple[str, str | None]:
-    """Split a tag into ``(prefix, type)``: ``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``."""
-    if tag == "O":
-        return "O", None
-    prefix, sep, kind = tag.partition("-")
-    if not sep or prefix not in ("B", "I", "E", "S") or not kind:
-        raise ValueError(f"malformed tag {tag!r}: expected 'O' or '<B|I|E|S>-<type>'")
-    return prefix, kind
+# the torch-free reading of tags, shared with the numpy runtime of exported taggers
+from structkd.runtime.spans import PREFIXES, SCHEMES, check_scheme, parse_tag, spans  # noqa: F401
 
 
 @lru_cache(maxsize=4096)
@@ -115,27 +97,6 @@ def first_invalid(tags: Sequence[str], scheme: str) -> int | None:
     if prev is not None and not _can_end(prev, scheme):
         return len(tags) - 1
     return None
-
-
-def spans(tags: Sequence[str], scheme: str) -> list[tuple[int, int, str]]:
-    """Entity spans ``(start, end_inclusive, type)`` of a valid tag sequence."""
-    scheme = check_scheme(scheme)
-    out: list[tuple[int, int, str]] = []
-    start, kind = None, None
-    for i, tag in enumerate(list(tags) + ["O"]):
-        prefix, cur = parse_tag(tag)
-        begins = prefix in ("B", "S") or (prefix == "I" and (kind != cur or start is None))
-        if scheme == "IOB1" and prefix == "B":
-            begins = True
-        if start is not None and (prefix == "O" or begins):
-            out.append((start, i - 1, kind))
-            start, kind = None, None
-        if prefix != "O" and start is None:
-            start, kind = i, cur
-        if prefix in ("E", "S") and start is not None:
-            out.append((start, i, kind))
-            start, kind = None, None
-    return out
 
 
 def _chunk_ends(prev: tuple[str, str | None], cur: tuple[str, str | None]) -> bool:

@@ -2,8 +2,8 @@
 
 An entity ``(i, j, X)`` (tokens ``i..j`` inclusive) *as read from the tags* by :func:`structkd.schemes.spans` is
 an event on the tags of positions ``i - 1 .. j + 1`` only: the reader's state after a tag depends on that tag
-alone.  :func:`entity_events` writes it as a union of disjoint events, each a set of allowed tags per position
-(a *clamp*).  Its probability is then
+alone.  :func:`entity_events` (torch-free, in :mod:`structkd.runtime.spans`) writes it as a union of disjoint
+events, each a set of allowed tags per position (a *clamp*).  Its probability is then
 
 * for a :class:`~structkd.structs.chain.LinearChainCRF`: ``sum_clamps Z_clamped / Z``, the clamped partition
   functions computed on windows of the chain that read the rest of the sentence from the forward and backward
@@ -23,52 +23,12 @@ from collections.abc import Sequence
 import torch
 
 from structkd.numerics import LOG_ZERO
-from structkd.schemes import parse_tag
+
+# the entity events are torch-free, shared with the numpy runtime (structkd.runtime.marginals)
+from structkd.runtime.spans import Clamp, entity_events, event_sums  # noqa: F401
 from structkd.structs.chain import backward_scan, chain_log_partition, forward_scan
 
 Tensor = torch.Tensor
-Clamp = dict[int, frozenset[int]]
-
-
-def _tag_sets(tags: Sequence[str], kind: str) -> dict[str, frozenset[int]]:
-    parsed = [parse_tag(t) for t in tags]
-
-    def where(test) -> frozenset[int]:
-        return frozenset(n for n, (prefix, k) in enumerate(parsed) if test(prefix, k))
-
-    return {"all": frozenset(range(len(tags))),
-            "B": where(lambda p, k: p == "B" and k == kind), "I": where(lambda p, k: p == "I" and k == kind),
-            "S": where(lambda p, k: p == "S" and k == kind), "E": where(lambda p, k: p == "E" and k == kind),
-            "E*": where(lambda p, k: p == "E"), "closed": where(lambda p, k: p in ("O", "S", "E"))}
-
-
-def entity_events(start: int, end: int, kind: str, length: int, tags: Sequence[str]) -> list[Clamp]:
-    """Disjoint clamps whose union is "``spans(y)`` holds ``(start, end, kind)``", for any tag list (BIO, IOB1
-    or BIOES tags; valid or not under the model's constraints).
-
-    Returns:
-        a list of ``{position: allowed tag indices}``; positions not named are free.  Clamps that allow no tag
-        somewhere (``S-`` events of a BIO tag set) are left out, and so are constraints that allow every tag.
-    """
-    s = _tag_sets(tags, kind)
-    every = s["all"]
-    open_kind = s["B"] | s["I"]
-    stop = every - (s["I"] | s["E*"])  # the tag after the entity does not continue it
-    starts: list[Clamp] = [{start: s["B"]}, {start: s["I"]} | ({start - 1: every - open_kind} if start > 0 else {})]
-    events: list[Clamp] = []
-    if start == end:
-        events.append({start: s["S"]})
-        events.append({start: s["E"]} | ({start - 1: s["closed"]} if start > 0 else {}))
-        closes = [{start + 1: stop} if start + 1 < length else {}]
-    else:
-        middle = {k: s["I"] for k in range(start + 1, end)}
-        closes = [middle | {end: s["E*"]}, middle | {end: s["I"]} | ({end + 1: stop} if end + 1 < length else {})]
-    events += [first | close for first in starts for close in closes]
-    out = []
-    for event in events:
-        if all(event.values()):
-            out.append({k: v for k, v in event.items() if v != every})
-    return out
 
 
 def _window_potentials(unary: Tensor, edges: Tensor, alpha: Tensor, beta: Tensor, clamp: Clamp
@@ -131,17 +91,10 @@ def entity_probabilities(entities: Sequence[tuple[int, int, str]], tags: Sequenc
     """The probability of each entity ``(start, end_inclusive, kind)`` of one sentence of ``length`` tokens,
     from a chain's potentials ``(unary [length, N], edges [length - 1, N, N])`` or MaxEnt marginals
     ``probs [length, N]`` (one of the two)."""
-    events = [entity_events(i, j, kind, length, tags) for i, j, kind in entities]
-    flat = [clamp for event in events for clamp in event]
     if chain is not None:
-        values = chain_event_probabilities(*chain, flat)
-    else:
-        values = maxent_event_probabilities(probs.double(), flat)
-    out, k = [], 0
-    for event in events:
-        out.append(float(values[k:k + len(event)].sum()))
-        k += len(event)
-    return out
+        return event_sums(entities, tags, length, lambda clamps: chain_event_probabilities(*chain, clamps).tolist())
+    probs = probs.double()
+    return event_sums(entities, tags, length, lambda clamps: maxent_event_probabilities(probs, clamps).tolist())
 
 
 def tree_head_probabilities(marginals: Tensor, heads: Tensor) -> Tensor:
