@@ -160,6 +160,10 @@ class HFTokenClassifier(nn.Module):
         logits, lens = self.word_logits(sentences)
         return MaxEnt(logits, lens)
 
+    def read(self, sentences) -> MaxEnt:
+        """The distribution of sentences (objects with ``tokens``): the interface every tagger shares."""
+        return self([s.tokens for s in sentences])
+
     def gold_loss(self, dist: MaxEnt, tags: Tensor) -> Tensor:
         """Per-sentence negative log-likelihood ``[B]`` of gold tag indices ``[B, L]``."""
         tags = tags.to(dist.device)

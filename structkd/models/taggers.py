@@ -8,6 +8,8 @@ loss is ``-dist.log_prob(tags)``, its prediction ``dist.argmax`` and its KD loss
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -147,10 +149,33 @@ class BiLSTMTagger(nn.Module):
         else:
             raise ValueError(f"head must be 'crf' or 'maxent', got {head!r}")
 
+        self.vocab = None  # the TaggerVocab that reads sentences (set by NerModel and load_pretrained)
+
     def forward(self, words: Tensor, chars: Tensor, lens: Tensor, **_) -> StructuredDistribution:
         return self.head(self.encoder(words, chars, lens), lens)
+
+    # the interface every tagger shares (TransformerTagger, HFTokenClassifier): read, tags, head_kind,
+    # gold_loss, decode
+    @property
+    def tags(self) -> list[str]:
+        return list(self.config["tags"])
+
+    @property
+    def head_kind(self) -> str:
+        return self.config["head"]
+
+    def read(self, sentences: Sequence) -> StructuredDistribution:
+        """The distribution of sentences (objects with ``tokens``), through the tagger's vocabulary."""
+        if self.vocab is None:
+            raise ValueError("a BiLSTM tagger reads sentences through its vocabulary: set tagger.vocab")
+        return self(**self.vocab.encode(sentences, device=next(self.parameters()).device))
 
     @staticmethod
     def gold_loss(dist: StructuredDistribution, tags: Tensor) -> Tensor:
         """Per-sentence negative log-likelihood of the gold tags ``[B, L]`` (-1 at padding)."""
         return -dist.log_prob(torch.where(length_mask(dist.lens, dist.max_len), tags, torch.full_like(tags, -1)))
+
+    def decode(self, dist: StructuredDistribution) -> list[list[str]]:
+        """The most likely tag sequence of each sentence."""
+        names = self.tags
+        return [[names[t] for t in row[:n]] for row, n in zip(dist.argmax.tolist(), dist.lens.tolist())]

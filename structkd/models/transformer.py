@@ -404,6 +404,10 @@ class TransformerTagger(nn.Module):
         encoded = batch if isinstance(batch, EncoderOutput) else self.encoder(batch)
         return self.head(self.dropout(encoded.features), encoded.lens)
 
+    def read(self, sentences: Sequence) -> StructuredDistribution:
+        """The distribution of sentences (objects with ``tokens``): the interface every tagger shares."""
+        return self([s.tokens for s in sentences])
+
     # -------------------------------------------------------------------- gold and predictions
     def tag_indices(self, tag_sequences: Sequence[Sequence[str]], device: torch.device | str | None = None) -> Tensor:
         """``LongTensor [batch_size, seq_len]`` of tag indices, -1 at padding."""

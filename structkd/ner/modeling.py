@@ -40,38 +40,35 @@ class Batch:
     labeled: Tensor
 
 
-WORD_TAGGERS = (TransformerTagger, HFTokenClassifier)
-"""Taggers that read words (lists of strings) and carry their own tags, ``decode`` and ``gold_loss``."""
-
-
 class NerModel(nn.Module):
-    """A BiLSTM or transformer tagger, or a Hugging Face token classifier, behind one interface.
+    r"""A BiLSTM or transformer tagger, or a Hugging Face token classifier, behind one interface: each tagger
+    ``read``\ s sentences into a distribution and has ``tags``, ``head_kind``, ``gold_loss`` and ``decode``.
 
     Args:
         tagger: a :class:`BiLSTMTagger`, :class:`TransformerTagger` or
             :class:`~structkd.models.hf_teacher.HFTokenClassifier` (a MaxEnt teacher).
-        vocab: the BiLSTM tagger's vocabulary (``None`` for the others).
+        vocab: the BiLSTM tagger's vocabulary (``None`` for the others, which read words).
     """
 
     def __init__(self, tagger: nn.Module, vocab: TaggerVocab | None = None):
         super().__init__()
-        if isinstance(tagger, BiLSTMTagger) and vocab is None:
-            raise ValueError("a BiLSTM tagger needs its vocabulary")
+        if isinstance(tagger, BiLSTMTagger):
+            if vocab is None:
+                raise ValueError("a BiLSTM tagger needs its vocabulary")
+            tagger.vocab = vocab
         self.tagger = tagger
         self.vocab = vocab
 
     @property
     def tags(self) -> list[str]:
-        return list(self.tagger.tags) if isinstance(self.tagger, WORD_TAGGERS) else list(self.vocab.tags.items)
+        return list(self.tagger.tags)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def forward(self, sentences: Sequence[Sentence]) -> StructuredDistribution:
-        if isinstance(self.tagger, WORD_TAGGERS):
-            return self.tagger([s.tokens for s in sentences])
-        return self.tagger(**self.vocab.encode(sentences, device=self.device))
+        return self.tagger.read(sentences)
 
     def tag_tensor(self, sentences: Sequence[Sentence]) -> tuple[Tensor, Tensor]:
         """Gold tag indices ``[B, L]`` (-1 at padding and for unlabeled sentences) and the labeled mask ``[B]``."""
@@ -91,22 +88,14 @@ class NerModel(nn.Module):
     def gold_loss(self, dist: StructuredDistribution, tags: Tensor) -> Tensor:
         """Per-sentence NLL of gold tags; rows of unlabeled sentences must be masked out by the caller."""
         tags = tags.to(dist.device)
-        filled = torch.where(tags >= 0, tags, torch.zeros_like(tags))
-        if isinstance(self.tagger, WORD_TAGGERS):
-            return self.tagger.gold_loss(dist, filled)
-        return BiLSTMTagger.gold_loss(dist, filled)
+        return self.tagger.gold_loss(dist, torch.where(tags >= 0, tags, torch.zeros_like(tags)))
 
     def decode(self, dist: StructuredDistribution) -> list[list[str]]:
-        if isinstance(self.tagger, WORD_TAGGERS):
-            return self.tagger.decode(dist)
-        names = self.tags
-        return [[names[t] for t in row[:n]] for row, n in zip(dist.argmax.tolist(), dist.lens.tolist())]
+        return self.tagger.decode(dist)
 
     @property
     def head_kind(self) -> str:
-        if isinstance(self.tagger, WORD_TAGGERS):
-            return self.tagger.head_kind
-        return "crf" if type(self.tagger.head).__name__ == "CRFHead" else "maxent"
+        return self.tagger.head_kind
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
