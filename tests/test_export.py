@@ -1,8 +1,9 @@
 """ONNX export and the torch-free runtime: the exported students tag and parse exactly as the torch models do.
 
 Scores agree with the torch model (float32, mixed lengths), the numpy decoders give the torch decoders' structures
-on random float64 scores, inputs are built as the torch models build them, and ``structkd.runtime`` imports no
-torch.
+on random float64 scores, the numpy marginals equal brute-force enumeration, inputs are built as the torch models
+build them, ``structkd.runtime.load(OUT)`` returns what ``structkd.load(MODEL)`` returns (tokens, offsets, tags,
+entities, heads, relations; scores to 1e-5) and ``structkd.runtime`` imports no torch.
 """
 
 import json
@@ -16,15 +17,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from brute import tag_sequences, trees  # noqa: E402
 from test_parse_pipeline import write_treebank  # noqa: E402
 from tiny_models import write_tiny_bert  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 
+import structkd  # noqa: E402
 from structkd import runtime  # noqa: E402
 from structkd.data import Sentence, read_columns, read_conllu  # noqa: E402
 from structkd.export import export_model  # noqa: E402
 from structkd.export.graphs import UnpackedBiLSTM  # noqa: E402
+from structkd.inference import Document, Parse, entity_probabilities  # noqa: E402
 from structkd.models.parsers import (  # noqa: E402
     BiaffineParser,
     SeqLabelingParser,
@@ -39,12 +43,12 @@ from structkd.models.vocab import TaggerVocab  # noqa: E402
 from structkd.ner.modeling import NerModel, predict  # noqa: E402
 from structkd.parse.modeling import ParseModel  # noqa: E402
 from structkd.parse.modeling import predict as parse_predict  # noqa: E402
-from structkd.runtime import decoding, inputs  # noqa: E402
-from structkd.runtime.models import tokens_of  # noqa: E402
+from structkd.runtime import decoding, inputs, marginals  # noqa: E402
 from structkd.runtime.seqlabel import decode_labels  # noqa: E402
-from structkd.schemes import allowed_transitions  # noqa: E402
+from structkd.schemes import allowed_transitions, spans  # noqa: E402
 from structkd.structs.chain import LinearChainCRF  # noqa: E402
 from structkd.structs.tree import DependencyCRF, MatrixTree  # noqa: E402
+from structkd.text import tokenize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WNUT_DEV = ROOT / "structkd" / "resources" / "wnut17_sample" / "dev.conll"
@@ -192,6 +196,31 @@ def test_exported_tagger_tags_every_dev_sentence_as_torch(tmp_path, kind):
     got = tagger([s.tokens for s in sentences])
     assert [r.tags for r in got] == expected_tags
     assert len({t for tags in expected_tags for t in tags}) > 1  # not a constant tagger
+    same_results(got, structkd.load(tmp_path / "model", tokenizer="punct")([s.tokens for s in sentences]))
+    assert sum(len(r.entities) for r in got) > 5
+
+
+def same_results(got: list, expected: list, tolerance: float = 1e-5) -> None:
+    """The runtime's results are ``structkd.load``'s: every field equal, the scores to ``tolerance`` (float32
+    graph scores against the torch model's)."""
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert type(g) is type(e)
+        if isinstance(e, Document):
+            assert (g.text, g.tokens, g.tags, g.sentences) == (e.text, e.tokens, e.tags, e.sentences)
+            items = list(zip(g.entities, e.entities))
+            assert len(g.entities) == len(e.entities)
+            scores = [("score",)] * len(items)
+        else:
+            assert g.text == e.text and [len(s) for s in g.sentences] == [len(s) for s in e.sentences]
+            items = list(zip(g.words, e.words))
+            scores = [("head_score", "deprel_score")] * len(items)
+        for (a, b), names in zip(items, scores):
+            exact = {k: v for k, v in a.to_dict().items() if k not in names}
+            assert exact == {k: v for k, v in b.to_dict().items() if k not in names}
+            for name in names:
+                assert abs(getattr(a, name) - getattr(b, name)) <= tolerance, (a, b)
+                assert 0.0 <= getattr(a, name) <= 1.0 + 1e-9
 
 
 def _emissions(model: NerModel, batch) -> torch.Tensor:
@@ -202,27 +231,31 @@ def _emissions(model: NerModel, batch) -> torch.Tensor:
     return tagger.head.emissions(tagger.encoder(encoded["words"], encoded["chars"], encoded["lens"]))
 
 
-def test_runtime_call_forms_and_raw_text(tmp_path):
+def test_runtime_call_forms_and_raw_text_as_structkd_load(tmp_path):
     sentences = read_columns(WNUT_DEV)
     model = _bilstm_tagger("crf", sentences)
     model.save(tmp_path / "model")
+    (tmp_path / "model" / "inference.json").write_text(json.dumps({"tokenizer": "punct"}))
     tagger = runtime.load(export_model(tmp_path / "model", tmp_path / "onnx"), threads=1, batch_size=3)
-    texts = [" ".join(s.tokens) for s in sentences[:7]]
-    tokens = [tokens_of(t) for t in texts]
-    try:
-        from structkd.text import tokenize
-    except ImportError:  # structkd.text not there: whitespace
-        assert tokens == [t.split() for t in texts]
-    else:
-        assert tokens == [[t.text for t in tokenize(text)] for text in texts]
-    by_tokens = tagger(tokens)
-    assert [r.tokens for r in by_tokens] == tokens
-    assert tagger(texts) == by_tokens
+    torch_tagger = structkd.load(tmp_path / "model")
+    assert tagger.tokenizer == torch_tagger.tokenizer == "punct"  # the model's inference.json, carried at export
+    texts = ["  ".join(s.tokens) + "!" for s in sentences[:7]]  # two spaces and a glued "!": offsets matter
+    by_text = tagger(texts)
+    assert [[t.text for t in r.tokens] for r in by_text] == [[t.text for t in tokenize(x, "punct")] for x in texts]
+    assert all(r.text[t.start:t.end] == t.text for r in by_text for t in r.tokens)
+    same_results(by_text, torch_tagger(texts))
     single = tagger(texts[0])
-    assert isinstance(single, runtime.TaggedSentence) and single == by_tokens[0]
-    assert tagger([[]]) == [runtime.TaggedSentence([], [])]
-    with pytest.raises(TypeError, match="mixture"):
-        tagger(["a b", ["a", "b"]])
+    assert isinstance(single, Document) and single == by_text[0]
+    mixed = [texts[1], sentences[2].tokens, []]
+    same_results(tagger(mixed), torch_tagger(mixed))
+    assert tagger([[]]) == [Document("", [], [], [], [])]
+    long = " ".join(sentences[0].tokens * 4)  # read in pieces of max_words tokens, as structkd.load does
+    pieces = runtime.load(tmp_path / "onnx", max_words=5, tokenizer="whitespace")
+    same_results([pieces(long)], [structkd.load(tmp_path / "model", max_words=5, tokenizer="whitespace")(long)])
+    with pytest.raises(ValueError, match="input 2: token 1"):
+        tagger([["a"], ["", "b"]])
+    with pytest.raises(ValueError, match="max_words"):
+        runtime.load(tmp_path / "onnx", max_words=0)
 
 
 # ------------------------------------------------------------------------------------------- parsers
@@ -248,8 +281,10 @@ def _check_parser(model: ParseModel, sentences, tmp_path: Path, name: str) -> No
     assert isinstance(parser, runtime.Parser)
     heads, rels = parse_predict(model, sentences, 16)
     got = parser([s.words for s in sentences])
-    assert [p.heads for p in got] == heads
-    assert [p.rels for p in got] == rels
+    assert [[w.head for w in p.words] for p in got] == heads
+    assert [[w.deprel for w in p.words] for p in got] == rels
+    same_results(got, structkd.load(tmp_path / name, tokenizer="punct")([s.words for s in sentences]))
+    assert isinstance(got[0], Parse) and got[0].to_conllu().count("\n") == len(sentences[0].words) + 2
 
 
 PARSERS = ["biaffine-projective", "biaffine-nonprojective", "seqlabel-mst", "seqlabel-eisner", "seqlabel-repair"]
@@ -294,6 +329,97 @@ def test_seqlabel_decoder_falls_back_to_arc_scores():
     assert decoding.is_tree(heads[0, 1:].tolist()) and heads[0, 1:].tolist() in ([0, 1], [2, 0])
 
 
+# ------------------------------------------------------------------------------------------- marginals
+def _brute_arc_marginals(scores: np.ndarray, multiroot: bool, projective: bool) -> np.ndarray:
+    n = scores.shape[0] - 1
+    structures = trees(n, multiroot, projective)
+    values = np.array([sum(scores[d + 1, h] for d, h in enumerate(t)) for t in structures])
+    probs = np.exp(values - values.max())
+    probs /= probs.sum()
+    out = np.zeros_like(scores)
+    for p, t in zip(probs, structures):
+        out[np.arange(1, n + 1), list(t)] += p
+    return out
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+@pytest.mark.parametrize("projective", [False, True])
+def test_numpy_tree_marginals_equal_brute_force(multiroot, projective):
+    rng = np.random.default_rng(10 + 2 * multiroot + projective)
+    for n in range(1, 6):
+        for _ in range(3):
+            scores = rng.normal(size=(n + 1, n + 1)) * 2
+            scores[0], scores[np.arange(n + 1), np.arange(n + 1)] = np.nan, np.nan  # ignored, as in torch
+            expected = _brute_arc_marginals(np.nan_to_num(scores), multiroot, projective)
+            got = marginals.tree_marginals(scores, "projective" if projective else "nonprojective", multiroot)
+            assert np.abs(got - expected).max() < 1e-12
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_numpy_tree_marginals_equal_torch_on_longer_sentences(multiroot):
+    rng = np.random.default_rng(20 + multiroot)
+    scores = rng.normal(size=(3, 15, 15)) * 3
+    lens = np.array([14, 9, 1])
+    t, tl = torch.from_numpy(scores), torch.from_numpy(lens)
+    for cls, tree in ((DependencyCRF, "projective"), (MatrixTree, "nonprojective")):
+        expected = cls(t, tl, multiroot).marginals.numpy()
+        for b, n in enumerate(lens.tolist()):
+            got = marginals.tree_marginals(scores[b, :n + 1, :n + 1], tree, multiroot)
+            assert np.abs(got - expected[b, :n + 1, :n + 1]).max() < 1e-10, tree
+
+
+def _brute_entity_probabilities(score, length: int, tags: list[str], scheme: str) -> dict:
+    """``P(entity in spans(y))`` of every entity any tag sequence has, by enumeration."""
+    values = {y: score(y) for y in tag_sequences(length, len(tags))}
+    top = max(values.values())
+    z = sum(np.exp(v - top) for v in values.values())
+    out: dict = {}
+    for y, v in values.items():
+        for entity in spans([tags[t] for t in y], scheme):
+            out[entity] = out.get(entity, 0.0) + np.exp(v - top) / z
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "BIOES"])
+def test_numpy_entity_probabilities_equal_brute_force(scheme):
+    tags = ["O", "B-PER", "I-PER", "B-LOC"] + (["E-PER", "S-PER"] if scheme == "BIOES" else [])
+    masks = [m.numpy() for m in allowed_transitions(tags, scheme)]
+    rng = np.random.default_rng(5)
+    for length in (1, 2, 4):
+        emissions = rng.normal(size=(length, len(tags)))
+        trans, start, end = rng.normal(size=(len(tags), len(tags))), rng.normal(size=len(tags)), rng.normal(
+            size=len(tags))
+        for constrained in (False, True):
+            unary, edges = decoding.chain_potentials(emissions, trans, start, end, *(masks if constrained else []))
+
+            def score(y, unary=unary, edges=edges):
+                return sum(unary[i, t] for i, t in enumerate(y)) + sum(edges[a, b] for a, b in zip(y, y[1:]))
+
+            expected = _brute_entity_probabilities(score, length, tags, scheme)
+            entities = sorted(expected)
+            got = marginals.entity_probabilities(entities, tags, length, chain=(unary, edges))
+            assert np.allclose(got, [expected[e] for e in entities], atol=1e-12, rtol=0)
+            torch_chain = (torch.from_numpy(unary), torch.from_numpy(edges).expand(max(length - 1, 0), -1, -1))
+            assert np.allclose(got, entity_probabilities(entities, tags, length, chain=torch_chain), atol=1e-12)
+        probs = marginals.softmax(emissions)
+        expected = _brute_entity_probabilities(lambda y, p=probs: sum(np.log(p[i, t]) for i, t in enumerate(y)), length,
+                                               tags, scheme)
+        entities = sorted(expected)
+        got = marginals.entity_probabilities(entities, tags, length, probs=probs)
+        assert np.allclose(got, [expected[e] for e in entities], atol=1e-12, rtol=0)
+
+
+def test_label_probabilities_sum_the_labels_of_each_head():
+    offsets, label_rels = np.array([-1, -1, 1, 2]), np.array([0, 1, 0, 0])
+    probs = marginals.softmax(np.random.default_rng(6).normal(size=(3, 4)))
+    heads, rels = [2, 0, 2], [0, 0, 0]  # word 2's offset -2 has no label: 0
+    head_p = marginals.label_head_probabilities(probs, offsets, heads)
+    assert np.allclose(head_p, [probs[0, 2], 0.0, probs[2, 0] + probs[2, 1]])
+    rel_p = marginals.label_rel_probabilities(probs, offsets, label_rels, heads, rels, head_p)
+    assert np.allclose(rel_p, [1.0, 0.0, probs[2, 0] / head_p[2]])
+    assert marginals.label_rel_probabilities(probs, offsets, label_rels, [2], [1], head_p)[0] == 0.0  # no (1, 1)
+
+
 # ------------------------------------------------------------------------------------------- refusals
 def test_export_refuses_what_it_cannot_export(tmp_path):
     sentences = read_conllu(write_treebank(tmp_path / "trees.conllu", 1))
@@ -329,7 +455,7 @@ import sys
 {setup}
 import structkd.runtime as rt
 tagger = rt.load(sys.argv[1])
-print(tagger(["a b c", "d"])[0].tags.__class__.__name__, tagger([["a", "b"]])[0].tags.__class__.__name__,
+print(tagger(["a b c", "d"])[0].__class__.__name__, tagger([["a", "b"]])[0].tags.__class__.__name__,
       "torch" in sys.modules)
 """
 # structkd/__init__.py imports torch eagerly; this stand-in package lets the runtime's own modules be checked
@@ -356,12 +482,12 @@ def _run_runtime(tmp_path: Path, setup: str) -> str:
 
 def test_runtime_modules_import_no_torch(tmp_path):
     setup = _BARE_PACKAGE.format(path=str(ROOT / "structkd"))
-    assert _run_runtime(tmp_path, setup) == ["list", "list", "False"]
+    assert _run_runtime(tmp_path, setup) == ["Document", "list", "False"]
 
 
 def test_import_structkd_runtime_imports_no_torch(tmp_path):
     """The package's names are imported lazily (structkd/__init__.py), so the runtime loads no torch."""
-    assert _run_runtime(tmp_path, "") == ["list", "list", "False"]
+    assert _run_runtime(tmp_path, "") == ["Document", "list", "False"]
 
 
 def test_the_package_exports_every_structure_lazily():

@@ -30,28 +30,41 @@ def viterbi(emissions: np.ndarray, lens: np.ndarray, transitions: np.ndarray | N
     """
     batch_size, seq_len, n_tags = emissions.shape
     tags = np.full((batch_size, seq_len), -1, dtype=np.int64)
-    trans = np.zeros((n_tags, n_tags)) if transitions is None else transitions.astype(np.float64)
-    if allowed is not None:
-        trans = np.where(allowed, trans, LOG_ZERO)
     for b in range(batch_size):
         n = int(lens[b])
-        if n == 0:
-            continue
-        unary = emissions[b, :n].astype(np.float64)
-        if start is not None:
-            unary[0] += start
-        if end is not None:
-            unary[n - 1] += end
-        if allowed_start is not None:
-            unary[0] = np.where(allowed_start, unary[0], LOG_ZERO)
-        if allowed_end is not None:
-            unary[n - 1] = np.where(allowed_end, unary[n - 1], LOG_ZERO)
-        tags[b, :n] = _viterbi_one(unary, trans)
+        if n:
+            tags[b, :n] = viterbi_path(*chain_potentials(emissions[b, :n], transitions, start, end, allowed,
+                                                         allowed_start, allowed_end))
     return tags
 
 
-def _viterbi_one(unary: np.ndarray, trans: np.ndarray) -> list[int]:
-    """Best path of one sentence: ``unary [n, n_tags]``, ``trans [n_tags, n_tags]``."""
+def chain_potentials(emissions: np.ndarray, transitions: np.ndarray | None = None, start: np.ndarray | None = None,
+                     end: np.ndarray | None = None, allowed: np.ndarray | None = None,
+                     allowed_start: np.ndarray | None = None, allowed_end: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """One sentence's chain as ``LinearChainCRF.potentials`` builds it, in float64: ``unary [n, n_tags]`` (the
+    emissions ``[n, n_tags]`` of its ``n >= 1`` tokens with the start and end scores folded into the first and
+    last position, forbidden first/last tags at ``LOG_ZERO``) and ``trans [n_tags, n_tags]`` (from, to; forbidden
+    transitions at ``LOG_ZERO``).  Arguments as in :func:`viterbi`."""
+    n, n_tags = emissions.shape
+    trans = np.zeros((n_tags, n_tags)) if transitions is None else transitions.astype(np.float64)
+    if allowed is not None:
+        trans = np.where(allowed, trans, LOG_ZERO)
+    unary = emissions.astype(np.float64)
+    if start is not None:
+        unary[0] += start
+    if end is not None:
+        unary[n - 1] += end
+    if allowed_start is not None:
+        unary[0] = np.where(allowed_start, unary[0], LOG_ZERO)
+    if allowed_end is not None:
+        unary[n - 1] = np.where(allowed_end, unary[n - 1], LOG_ZERO)
+    return unary, trans
+
+
+def viterbi_path(unary: np.ndarray, trans: np.ndarray) -> list[int]:
+    """Best path of one sentence (a list of ``n`` tag indices): ``unary [n, n_tags]``, ``trans [n_tags, n_tags]``
+    (:func:`chain_potentials`)."""
     score = unary[0]
     pointers = []
     for i in range(1, len(unary)):

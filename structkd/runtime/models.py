@@ -1,21 +1,34 @@
 """Exported models at run time: ONNX Runtime computes the scores, numpy decodes them.
 
 :func:`load` reads a directory written by :func:`structkd.export.export_model` and returns a :class:`Tagger` or
-a :class:`Parser`.  Both are called on a string, a list of strings (each a text) or a list of token lists, and
-return one result per sentence (one result for a single string).
+a :class:`Parser`, called like ``structkd.load``'s: on a string (one result) or a list of strings and token lists
+(one result each), tokenized with the same tokenizer, returning the same
+:class:`~structkd.inference.results.Document` / :class:`~structkd.inference.results.Parse` objects with the same
+offsets and exact marginal scores (:mod:`structkd.runtime.marginals`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from structkd.runtime import decoding
+from structkd.runtime import decoding, marginals
+from structkd.runtime.documents import (
+    BatchedPredictor,
+    ParserOutput,
+    Prepared,
+    TaggerOutput,
+    document_of,
+    parse_of,
+    parser_pieces,
+    tagger_pieces,
+)
 from structkd.runtime.inputs import SubwordInputs, WordVocab
+from structkd.runtime.results import Document, Entity, Parse, Word
+from structkd.runtime.spans import scheme_of, spans
 
 RUNTIME_NAME = "runtime.json"
 GRAPH_NAME = "model.onnx"
@@ -23,30 +36,6 @@ ARRAYS_NAME = "arrays.npz"
 VOCAB_NAME = "vocab.json"
 TOKENIZER_NAME = "tokenizer.json"
 FORMAT_VERSION = 1
-
-
-@dataclass
-class TaggedSentence:
-    tokens: list[str]
-    tags: list[str]
-
-
-@dataclass
-class ParsedSentence:
-    tokens: list[str]
-    heads: list[int]
-    rels: list[str]
-
-
-def tokens_of(text: str, tokenizer: str | None = None) -> list[str]:
-    """Tokens of a raw string: ``structkd.text.tokenize`` (with the model's tokenizer name, else its default)
-    where that module exists, else split at whitespace."""
-    try:
-        from structkd.text import tokenize
-    except ImportError:
-        return text.split()
-    tokens = tokenize(text, tokenizer=tokenizer) if tokenizer else tokenize(text)
-    return [getattr(t, "text", t) for t in tokens]
 
 
 def _read_document(directory: Path) -> dict:
@@ -69,20 +58,32 @@ def _read_document(directory: Path) -> dict:
     return document
 
 
-class ExportedModel:
-    """The part shared by :class:`Tagger` and :class:`Parser`: inputs, the ONNX session, batching.
+class ExportedModel(BatchedPredictor):
+    """What :class:`Tagger` and :class:`Parser` share: the tokenizer, the inputs, the ONNX session; inputs,
+    pieces, batches and order as ``structkd.load``'s predictors (:class:`~structkd.runtime.documents.BatchedPredictor`).
 
     Args:
         directory: an exported model directory.
         threads: ONNX Runtime intra-op threads (``None``: its default).
-        batch_size: sentences per graph run.
+        batch_size, max_batch_words: batch limits in sentences and padded words.
+        tokenizer: a :mod:`structkd.text` tokenizer name; default the one in ``runtime.json`` (the model's
+            ``inference.json`` at export), else :func:`structkd.text.default_tokenizer`.
+        sentences: split string inputs into sentences.
+        max_words: the longest sentence read whole (a tagger reads longer ones in pieces, a parser refuses them).
     """
 
-    def __init__(self, directory: str | Path, threads: int | None = None, batch_size: int = 64):
+    default_max_words = 1000
+
+    def __init__(self, directory: str | Path, threads: int | None = None, batch_size: int = 64,
+                 tokenizer: str | None = None, sentences: bool = False, max_words: int | None = None,
+                 max_batch_words: int = 4096):
         import onnxruntime
 
         self.directory = Path(directory)
         self.meta = _read_document(self.directory)
+        chosen = _tokenizer(tokenizer, self.meta.get("tokenizer"), self.directory / RUNTIME_NAME)
+        super().__init__(chosen, sentences, self.default_max_words if max_words is None else max_words, batch_size,
+                         max_batch_words)
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
@@ -94,122 +95,141 @@ class ExportedModel:
         if "rel_weight" in self.arrays:  # [i, r, j] for one matrix product per word
             self.rel_weight = self.arrays["rel_weight"].transpose(1, 0, 2).reshape(
                 self.arrays["rel_weight"].shape[1], -1)
-        self.batch_size = batch_size
-        self.tokenizer = self.meta.get("tokenizer")
         if self.meta["encoder"] == "bilstm":
             self.inputs = WordVocab.load(self.directory / VOCAB_NAME, self.meta.get("max_word_len", 20))
         else:
             self.inputs = SubwordInputs(self.directory / TOKENIZER_NAME, self.meta["subwords"])
 
-    def _sentences(self, batch) -> tuple[list[list[str]], bool]:
-        """Token lists of a call's argument and whether it was a single string."""
-        if isinstance(batch, str):
-            return [tokens_of(batch, self.tokenizer)], True
-        batch = list(batch)
-        if all(isinstance(s, str) for s in batch):
-            return [tokens_of(s, self.tokenizer) for s in batch], False
-        if any(isinstance(s, str) for s in batch):
-            raise TypeError("pass a string, a list of strings or a list of token lists, not a mixture")
-        sentences = [list(getattr(s, "tokens", getattr(s, "words", s))) for s in batch]
-        for n, sentence in enumerate(sentences):
-            if not all(isinstance(t, str) for t in sentence):
-                raise TypeError(f"sentence {n}: tokens must be strings")
-        return sentences, False
-
-    def _check_lengths(self, sentences: list[list[str]]) -> None:
-        limit = self.meta.get("max_words")
-        for n, sentence in enumerate(sentences):
-            if limit is not None and len(sentence) > limit:
-                raise ValueError(f"sentence {n} has {len(sentence)} tokens, more than the {limit} this model was "
-                                 f"exported for")
-
     def scores(self, sentences: Sequence[Sequence[str]]) -> tuple[list[np.ndarray], np.ndarray]:
-        """The graph's outputs for one batch of token lists, and ``lens [batch_size]``."""
+        """The graph's outputs for one batch of (non-empty) token lists, and ``lens [batch_size]``."""
         feed = self.inputs.encode(sentences)
         names = [i.name for i in self.session.get_inputs()]
         outputs = self.session.run(None, {k: feed[k] for k in names})
         return outputs, np.array([len(s) for s in sentences], dtype=np.int64)
 
-    def _run(self, batch, decode):
-        """Decode every sentence in batches of similar length, results in the input order."""
-        sentences, single = self._sentences(batch)
-        self._check_lengths(sentences)
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        results: list = [None] * len(sentences)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            for i, result in zip(chunk, decode([sentences[i] for i in chunk])):
-                results[i] = result
-        return results[0] if single else results
+
+def _tokenizer(given: str | None, saved: str | None, path: Path) -> str:
+    """The tokenizer name to use (``given``, else ``saved``, else the default), its library checked now."""
+    from structkd.text import check_tokenizer, default_tokenizer, tokenize
+
+    if given is not None:
+        chosen = check_tokenizer(given)
+    elif saved is not None:
+        try:
+            chosen = check_tokenizer(saved)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+    else:
+        chosen = default_tokenizer()
+    tokenize("", chosen)  # a missing library is named now, before the graph is read
+    return chosen
 
 
 class Tagger(ExportedModel):
-    """An exported tagger (CRF or MaxEnt head): ``tagger("John lives in Paris")`` -> :class:`TaggedSentence`."""
+    """An exported tagger (CRF or MaxEnt head): ``tagger("Emma lives in Paris")`` ->
+    :class:`~structkd.inference.results.Document` (tokens with offsets, tags, entities with their exact marginal
+    probability), as ``structkd.load``'s :class:`~structkd.inference.predictors.Tagger`."""
 
-    def __call__(self, batch) -> TaggedSentence | list[TaggedSentence]:
-        return self._run(batch, self._decode)
+    @property
+    def tags(self) -> list[str]:
+        return self.meta["tags"]
 
-    def _decode(self, sentences: list[list[str]]) -> list[TaggedSentence]:
-        names = self.meta["tags"]
-        return [TaggedSentence(s, [names[t] for t in row]) for s, row in zip(sentences, self.tag_indices(sentences))]
+    @property
+    def scheme(self) -> str:
+        """The saved tag scheme, else BIOES if the tags have ``E-``/``S-`` prefixes, else BIO (the spans read
+        from a tag sequence are the same under every scheme that has its prefixes)."""
+        return scheme_of(self.tags, self.meta.get("scheme"))
 
-    def tag_indices(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
-        """Best tag indices of one batch of token lists."""
-        if not sentences or max(len(s) for s in sentences) == 0:
-            return [[] for _ in sentences]
-        (emissions,), lens = self.scores(sentences)
+    def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
+        return tagger_pieces(prepared, self.max_words)
+
+    def _result(self, prepared: Prepared, outputs: list) -> Document:
+        return document_of(prepared, outputs)
+
+    def _run(self, batch: list[list[str]]) -> list[TaggerOutput]:
+        (emissions,), lens = self.scores(batch)
+        return [self._tag(emissions[b, :n]) for b, n in enumerate(lens.tolist())]
+
+    def _tag(self, emissions: np.ndarray) -> TaggerOutput:
+        """Tags and entities ``(start, end_inclusive, label, score)`` of one sentence's emissions ``[n, n_tags]``."""
+        chain, probs = None, None
         if self.meta["head"] == "crf":
             a = self.arrays
-            tags = decoding.viterbi(emissions, lens, a["transitions"], a["start"], a["end"], a.get("allowed"),
-                                    a.get("allowed_start"), a.get("allowed_end"))
+            chain = decoding.chain_potentials(emissions, a["transitions"], a["start"], a["end"], a.get("allowed"),
+                                              a.get("allowed_start"), a.get("allowed_end"))
+            row = decoding.viterbi_path(*chain)
         else:
-            tags = decoding.maxent(emissions, lens)
-        return [row[:n].tolist() for row, n in zip(tags, lens.tolist())]
+            row = emissions.argmax(-1).tolist()
+            probs = marginals.softmax(emissions)
+        tags = [self.tags[t] for t in row]
+        found = spans(tags, self.scheme)
+        scores = marginals.entity_probabilities(found, self.tags, len(tags), chain=chain, probs=probs)
+        return tags, [(i, j, kind, score) for (i, j, kind), score in zip(found, scores)]
 
 
 class Parser(ExportedModel):
-    """An exported parser (biaffine or sequence labeling): ``parser(["John", "sleeps"])``... returns
-    :class:`ParsedSentence` (heads 0 for the root, relation names)."""
+    """An exported parser (biaffine or sequence labeling): ``parser("Emma sleeps")`` ->
+    :class:`~structkd.inference.results.Parse` (per word: head, 0 for the root, relation, the head's marginal
+    probability and the relation's probability given the head), as ``structkd.load``'s
+    :class:`~structkd.inference.predictors.Parser`."""
 
-    def __call__(self, batch) -> ParsedSentence | list[ParsedSentence]:
-        return self._run(batch, self._decode)
+    default_max_words = 500
 
-    def _decode(self, sentences: list[list[str]]) -> list[ParsedSentence]:
-        heads, rels = self.parse(sentences)
-        names = self.meta["rels"]
-        return [ParsedSentence(s, h, [names[r] for r in r_row]) for s, h, r_row in zip(sentences, heads, rels)]
+    def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
+        return parser_pieces(prepared, self.max_words, where)
 
-    def parse(self, sentences: Sequence[Sequence[str]]) -> tuple[list[list[int]], list[list[int]]]:
-        """Heads and relation indices of one batch of token lists."""
-        if not sentences or max(len(s) for s in sentences) == 0:
-            return [[] for _ in sentences], [[] for _ in sentences]
-        outputs, lens = self.scores(sentences)
-        if self.meta["kind"] == "biaffine":
-            heads, rels = self._biaffine(outputs, lens)
-        else:
-            from structkd.runtime.seqlabel import decode_labels
+    def _result(self, prepared: Prepared, outputs: list) -> Parse:
+        return parse_of(prepared, outputs)
 
-            heads, rels = decode_labels(outputs[0], lens, self.arrays["label_offsets"], self.arrays["label_rels"],
-                                        len(self.meta["rels"]), self.meta["decoder"])
-        return ([row[1:n + 1].tolist() for row, n in zip(heads, lens.tolist())],
-                [row[1:n + 1].tolist() for row, n in zip(rels, lens.tolist())])
+    def _run(self, batch: list[list[str]]) -> list[ParserOutput]:
+        outputs, lens = self.scores(batch)
+        return self._biaffine(outputs, lens) if self.meta["kind"] == "biaffine" else self._labels(outputs[0], lens)
 
-    def _biaffine(self, outputs: list[np.ndarray], lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _biaffine(self, outputs: list[np.ndarray], lens: np.ndarray) -> list[ParserOutput]:
+        """Eisner / Chu-Liu-Edmonds heads (single root, as ``BiaffineParser.parse``) with their arc marginals under
+        the model's tree distribution, and each arc's best relation with its softmax probability."""
         arcs, dep, head = outputs
         decoder = decoding.eisner if self.meta["tree"] == "projective" else decoding.mst
-        heads = decoder(arcs, lens, False)  # decoding is single-root, as BiaffineParser.parse
+        heads = decoder(arcs, lens, False)
         chosen = np.take_along_axis(head, np.maximum(heads, 0)[..., None], 1).astype(np.float64)
         n_rels = len(self.meta["rels"])
         projected = (dep.astype(np.float64) @ self.rel_weight).reshape(*dep.shape[:2], n_rels, -1)  # [B, S, R, h+1]
-        logits = np.einsum("bdrj,bdj->bdr", projected, chosen)
-        return heads, np.where(heads >= 0, logits.argmax(-1), -1)
+        rel_probs = marginals.softmax(np.einsum("bdrj,bdj->bdr", projected, chosen))          # [B, S, R]
+        out = []
+        for b, n in enumerate(lens.tolist()):
+            words = np.arange(1, n + 1)
+            tree = marginals.tree_marginals(arcs[b, :n + 1, :n + 1], self.meta["tree"],
+                                             bool(self.meta.get("multiroot")))
+            rels = rel_probs[b, words].argmax(-1)
+            out.append((heads[b, words].tolist(), [self.meta["rels"][r] for r in rels.tolist()],
+                        tree[words, heads[b, words]].tolist(), rel_probs[b, words, rels].tolist()))
+        return out
+
+    def _labels(self, logits: np.ndarray, lens: np.ndarray) -> list[ParserOutput]:
+        """Sequence-labeling heads and relations (:func:`~structkd.runtime.seqlabel.decode_labels`) with the summed
+        marginals of the labels that point at each head, and the relation's share of them."""
+        from structkd.runtime.seqlabel import decode_labels
+
+        offsets, label_rels = self.arrays["label_offsets"], self.arrays["label_rels"]
+        heads, rels = decode_labels(logits, lens, offsets, label_rels, len(self.meta["rels"]), self.meta["decoder"])
+        out = []
+        for b, n in enumerate(lens.tolist()):
+            probs = marginals.softmax(logits[b, :n])
+            h, r = heads[b, 1:n + 1], rels[b, 1:n + 1]
+            head_p = marginals.label_head_probabilities(probs, offsets, h)
+            rel_p = marginals.label_rel_probabilities(probs, offsets, label_rels, h, r, head_p)
+            out.append((h.tolist(), [self.meta["rels"][x] for x in r.tolist()], head_p.tolist(), rel_p.tolist()))
+        return out
 
 
-def load(path: str | Path, threads: int | None = None, batch_size: int = 64) -> Tagger | Parser:
-    """A :class:`Tagger` or :class:`Parser` from a directory written by :func:`structkd.export.export_model`."""
+def load(path: str | Path, threads: int | None = None, batch_size: int = 64, tokenizer: str | None = None,
+         sentences: bool = False, max_words: int | None = None, max_batch_words: int = 4096) -> Tagger | Parser:
+    """A :class:`Tagger` or :class:`Parser` from a directory written by :func:`structkd.export.export_model`,
+    called like ``structkd.load``'s (the same tokenization, results and options; see :class:`ExportedModel`)."""
     meta = _read_document(Path(path))
     cls = Tagger if meta["task"] == "ner" else Parser
-    return cls(path, threads=threads, batch_size=batch_size)
+    return cls(path, threads=threads, batch_size=batch_size, tokenizer=tokenizer, sentences=sentences,
+               max_words=max_words, max_batch_words=max_batch_words)
 
 
-__all__ = ["ExportedModel", "ParsedSentence", "Parser", "TaggedSentence", "Tagger", "load", "tokens_of"]
+__all__ = ["Document", "Entity", "ExportedModel", "Parse", "Parser", "Tagger", "Word", "load"]
