@@ -21,7 +21,9 @@ Save with :func:`save_parser` (weights, config, vocabulary or transformer files)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -312,6 +314,36 @@ def heads_and_rels(sentences, rels: Sequence[str], device: torch.device | str | 
     return heads.to(device), labels.to(device)
 
 
+@dataclass
+class ParserOutput:
+    """What a parser reads from a batch (:meth:`BiaffineParser.read`, :meth:`SeqLabelingParser.read`).
+
+    Attributes:
+        dist: the tree distribution (``DependencyCRF``, ``MatrixTree``, ``Dependency2oCRF``; arc potentials
+            ``[batch_size, seq_len + 1, seq_len + 1]``) or, for a sequence-labeling parser, a ``MaxEnt`` over its
+            labels (``[batch_size, seq_len, n_labels]``).
+        rel_logits: ``[batch_size, seq_len + 1, seq_len + 1, n_rels]`` (``[b, d, h, r]``) of a biaffine parser,
+            ``None`` for a sequence-labeling parser.
+    """
+
+    dist: StructuredDistribution
+    rel_logits: Tensor | None
+
+
+def has_tree(sentence) -> bool:
+    """Whether a sentence carries a gold tree (every HEAD known); unlabeled sentences have ``-1`` heads."""
+    return bool(sentence.heads) and min(sentence.heads) >= 0
+
+
+def stand_in_trees(sentences, rels: Sequence[str], device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """``(heads, rels)`` as :meth:`BiaffineParser.gold`, with the chain ``d -> d - 1`` (projective, one root
+    word) and relation 0 for every sentence without a tree: a placeholder wherever a valid tree is required
+    but its score is weighted 0."""
+    chained = [s if has_tree(s) else dataclasses.replace(s, heads=list(range(len(s.words))),
+                                                         deprels=[rels[0]] * len(s.words)) for s in sentences]
+    return heads_and_rels(chained, rels, device)
+
+
 class BiaffineParser(nn.Module):
     """A graph-based parser: biaffine arc and relation scores over a tree CRF.
 
@@ -433,6 +465,29 @@ class BiaffineParser(nn.Module):
         :func:`structkd.data.write_conllu`."""
         heads, rels = self.parse(sentences)
         return _as_lists(heads, rels, self.rels, [len(_words(s)) for s in sentences])
+
+
+    # the interface both parsers share (ParseModel calls only these): kind, tree, read, sentence_loss,
+    # predict_trees, parse_batch
+    kind = "biaffine"
+
+    def read(self, sentences) -> ParserOutput:
+        """The tree distribution and relation logits of sentences."""
+        return ParserOutput(*self(list(sentences)))
+
+    def sentence_loss(self, out: ParserOutput, sentences) -> Tensor:
+        """Per-sentence gold loss ``[batch_size]`` (:meth:`loss`); a sentence without a tree is scored on a
+        stand-in tree (:func:`stand_in_trees`), for the caller to zero."""
+        heads, rels = stand_in_trees(sentences, self.rels, out.dist.device)
+        return self.loss(out.dist, out.rel_logits, heads, rels)
+
+    def predict_trees(self, out: ParserOutput, decoder: str = "mst") -> tuple[Tensor, Tensor]:
+        """:meth:`decode` (the tree type decides the decoder; ``decoder`` is the sequence-labeling parser's)."""
+        return self.decode(out.dist, out.rel_logits)
+
+    def parse_batch(self, sentences, decoder: str = "mst") -> tuple[Tensor, Tensor]:
+        """:meth:`parse`: relations scored at the predicted arcs only."""
+        return self.parse(list(sentences))
 
 
 def _as_lists(heads: Tensor, rels: Tensor, names: Sequence[str], lens: Sequence[int]):
@@ -618,6 +673,32 @@ class SeqLabelingParser(nn.Module):
         # before exp, which is very slow on arguments whose result is subnormal
         rel_mass.index_add_(2, self.label_rels.to(logp.device), logp.clamp(min=-80.0).exp())
         return torch.cat([rel_mass.new_zeros(batch_size, 1, len(self.rels)), rel_mass], 1).argmax(-1)
+
+    # the interface both parsers share (see BiaffineParser.read)
+    kind = "seqlabel"
+    tree = None
+    multiroot = False
+
+    def read(self, sentences) -> ParserOutput:
+        """The label distribution of sentences (no relation logits: relations are in the labels)."""
+        return ParserOutput(self(list(sentences)), None)
+
+    def sentence_loss(self, out: ParserOutput, sentences) -> Tensor:
+        """Per-sentence NLL ``[batch_size]`` of the gold labels; a sentence without a tree is scored on its
+        best labels, for the caller to zero."""
+        labels = out.dist.argmax.clone()
+        rows = [b for b, s in enumerate(sentences) if has_tree(s)]
+        if rows:
+            gold = self.gold([sentences[b] for b in rows], out.dist.device)
+            labels[rows, :gold.shape[1]] = gold
+        return self.loss(out.dist, labels)
+
+    def predict_trees(self, out: ParserOutput, decoder: str = "mst") -> tuple[Tensor, Tensor]:
+        """:meth:`decode` with ``decoder``."""
+        return self.decode(out.dist, decoder)
+
+    def parse_batch(self, sentences, decoder: str = "mst") -> tuple[Tensor, Tensor]:
+        return self.predict_trees(self.read(sentences), decoder)
 
     def decode(self, dist: MaxEnt, method: str = "mst") -> tuple[Tensor, Tensor]:
         """A valid single-root tree per sentence and a relation per arc: ``(heads, rels)``, ``LongTensor

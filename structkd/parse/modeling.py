@@ -20,36 +20,21 @@ from structkd.data import ParsedSentence
 from structkd.models.encoders import resolve_encoder
 from structkd.models.parsers import (
     BiaffineParser,
+    ParserOutput,
     SeqLabelingParser,
     build_labels,
     build_vocab,
-    heads_and_rels,
+    has_tree,
     save_parser,
+    stand_in_trees,  # noqa: F401 (the parser task's, re-exported)
 )
 from structkd.models.serialization import load_pretrained
 from structkd.models.transformer import shrink_encoder
 from structkd.parse.config import ModelConfig
 from structkd.parse.metrics import attachment_scores
-from structkd.structs.base import StructuredDistribution
 from structkd.structs.heads import projective
 
 Tensor = torch.Tensor
-
-
-@dataclass
-class ParserOutput:
-    """What a parser returns for a batch.
-
-    Attributes:
-        dist: the tree distribution (``DependencyCRF``, ``MatrixTree``, ``Dependency2oCRF``; arc potentials
-            ``[batch_size, seq_len + 1, seq_len + 1]``) or, for a sequence-labeling parser, a ``MaxEnt`` over its
-            labels (``[batch_size, seq_len, n_labels]``).
-        rel_logits: ``[batch_size, seq_len + 1, seq_len + 1, n_rels]`` (``[b, d, h, r]``) of a biaffine parser,
-            ``None`` for a sequence-labeling parser.
-    """
-
-    dist: StructuredDistribution
-    rel_logits: Tensor | None
 
 
 @dataclass
@@ -60,25 +45,10 @@ class Batch:
     sentences: list[ParsedSentence]
 
 
-def has_tree(sentence: ParsedSentence) -> bool:
-    """Whether a sentence carries a gold tree (every HEAD known); unlabeled sentences have ``-1`` heads."""
-    return bool(sentence.heads) and min(sentence.heads) >= 0
-
-
 def without_tree(sentence: ParsedSentence) -> ParsedSentence:
     """The sentence with HEAD and DEPREL dropped (``-1`` and ``_``): distillation data for the teacher alone."""
     n = len(sentence.words)
     return dataclasses.replace(sentence, heads=[-1] * n, deprels=["_"] * n)
-
-
-def stand_in_trees(sentences: Sequence[ParsedSentence], rels: Sequence[str],
-                   device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """``(heads, rels)`` as :meth:`BiaffineParser.gold`, with the chain ``d -> d - 1`` (projective, one root
-    word) and relation 0 for every sentence without a tree: a placeholder wherever a valid tree is required
-    but its score is weighted 0."""
-    chained = [s if has_tree(s) else dataclasses.replace(s, heads=list(range(len(s.words))),
-                                                         deprels=[rels[0]] * len(s.words)) for s in sentences]
-    return heads_and_rels(chained, rels, device)
 
 
 class ParseModel(nn.Module):
@@ -99,12 +69,12 @@ class ParseModel(nn.Module):
 
     @property
     def kind(self) -> str:
-        return "biaffine" if isinstance(self.parser, BiaffineParser) else "seqlabel"
+        return self.parser.kind
 
     @property
     def tree(self) -> str | None:
         """``projective``, ``nonprojective`` or ``2o`` for a biaffine parser, ``None`` otherwise."""
-        return self.parser.tree if self.kind == "biaffine" else None
+        return self.parser.tree
 
     @property
     def rels(self) -> list[str]:
@@ -116,57 +86,32 @@ class ParseModel(nn.Module):
 
     @property
     def multiroot(self) -> bool:
-        return bool(getattr(self.parser, "multiroot", False))
+        return bool(self.parser.multiroot)
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def forward(self, sentences: Sequence[ParsedSentence]) -> ParserOutput:
-        if self.kind == "biaffine":
-            return ParserOutput(*self.parser(list(sentences)))
-        return ParserOutput(self.parser(list(sentences)), None)
+        return self.parser.read(sentences)
 
     def gold_loss(self, out: ParserOutput, sentences: Sequence[ParsedSentence]) -> Tensor:
         """Per-sentence gold loss ``[batch_size]``: tree NLL plus relation cross-entropy (biaffine), or the
         labels' NLL (sequence labeling); exactly 0 for a sentence without a tree (:func:`has_tree`: unlabeled
         distillation data), which contributes no gradient."""
-        labeled = [has_tree(s) for s in sentences]
-        if all(labeled):
-            return self._gold_loss(out, sentences)
-        # the rows without a tree are scored on a stand-in (any valid structure) and then zeroed
-        device = out.dist.device
-        if self.kind == "biaffine":
-            heads, rels = stand_in_trees(sentences, self.rels, device)
-            loss = self.parser.loss(out.dist, out.rel_logits, heads, rels)
-        else:
-            labels = out.dist.argmax.clone()
-            rows = [b for b, ok in enumerate(labeled) if ok]
-            if rows:
-                gold = self.parser.gold([sentences[b] for b in rows], device)
-                labels[rows, :gold.shape[1]] = gold
-            loss = SeqLabelingParser.loss(out.dist, labels)
-        return torch.where(torch.tensor(labeled, device=device), loss, torch.zeros_like(loss))
-
-    def _gold_loss(self, out: ParserOutput, sentences: Sequence[ParsedSentence]) -> Tensor:
-        if self.kind == "biaffine":
-            heads, rels = self.parser.gold(sentences, out.dist.device)
-            return self.parser.loss(out.dist, out.rel_logits, heads, rels)
-        return SeqLabelingParser.loss(out.dist, self.parser.gold(sentences, out.dist.device))
+        loss = self.parser.sentence_loss(out, sentences)
+        labeled = torch.tensor([has_tree(s) for s in sentences], device=loss.device)
+        return torch.where(labeled, loss, torch.zeros_like(loss))
 
     def decode(self, out: ParserOutput) -> tuple[Tensor, Tensor]:
         """``(heads, rels)``, ``LongTensor [batch_size, seq_len + 1]`` (-1 at position 0 and padding)."""
-        if self.kind == "biaffine":
-            return self.parser.decode(out.dist, out.rel_logits)
-        return self.parser.decode(out.dist, self.decoder)
+        return self.parser.predict_trees(out, self.decoder)
 
     @torch.no_grad()
     def parse(self, sentences: Sequence[ParsedSentence]) -> tuple[Tensor, Tensor]:
         """``decode(self(sentences))`` without building what decoding does not read (a biaffine parser scores
         relations at the predicted arcs only, see :meth:`BiaffineParser.parse`).  No gradient."""
-        if self.kind == "biaffine":
-            return self.parser.parse(list(sentences))
-        return self.decode(self(sentences))
+        return self.parser.parse_batch(sentences, self.decoder)
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
