@@ -27,7 +27,9 @@ class KdConfig:
     ``method``: which teacher output the student learns from; ``temperature`` and ``temperature_mode``
     (``global``: the whole distribution, ``local``: per substructure); ``kd_weight``: the KD loss's share on
     labeled sentences (unlabeled ones get the KD loss alone); ``annealing: teacher`` moves that share from 1 to 0
-    over training; ``top_k`` for the top-K methods; ``teacher``: the saved teacher's directory; ``cache_dir``:
+    over training; ``top_k`` for the top-K methods; ``teacher``: the saved teacher's directory;
+    ``teacher_outputs``: instead, a file of a black-box teacher's outputs on the distillation sentences (tags,
+    k-best lists, probabilities, trees; ``docs/teachers.md``, :mod:`structkd.tasks.blackbox`); ``cache_dir``:
     where its outputs are cached (default ``output_dir/teacher_cache``); ``impossible``: what to do with teacher
     mass on structures the student cannot produce (``renormalize``: the teacher restricted to the student's
     structures, exact; ``ignore``; ``error``; see :mod:`structkd.kd.projections` and ``docs/teachers.md``).
@@ -46,6 +48,7 @@ class KdConfig:
     annealing: str = "none"
     top_k: int = 5
     teacher: str | None = None
+    teacher_outputs: str | None = None
     cache_dir: str | None = None
     impossible: str = "renormalize"
     # -- the toolbox (docs/kd.md): every option off by default -------------------------------------------
@@ -109,8 +112,15 @@ def check_toolbox(kd: KdConfig) -> None:
     if not 0.0 < kd.augment_rate <= 1.0 or kd.augment_candidates < 1:
         raise ValueError(f"kd.augment_rate must be in (0, 1] and kd.augment_candidates >= 1, got "
                          f"{kd.augment_rate} and {kd.augment_candidates}")
-    if kd.teacher and kd.teachers:
-        raise ValueError("set kd.teacher (one teacher) or kd.teachers (a list), not both")
+    given = [name for name in ("teacher", "teachers", "teacher_outputs") if getattr(kd, name)]
+    if len(given) > 1:
+        raise ValueError(f"set one of kd.teacher (one teacher), kd.teachers (a list) or kd.teacher_outputs (a file "
+                         f"of a teacher's outputs), not {'both' if len(given) == 2 else 'all of'} "
+                         f"{' and '.join('kd.' + g for g in given)}")
+    if kd.teacher_outputs and kd.online:
+        raise ValueError("kd.teacher_outputs is a teacher known only by its outputs on the distillation "
+                         "sentences: the online options (kd.temperature_schedule=anneal, kd.hidden_weight, "
+                         "kd.attention_weight, kd.mixup_weight, kd.augment) need the teacher's model")
     if kd.teacher_weights and len(kd.teacher_weights) != len(kd.teachers):
         raise ValueError(f"kd.teacher_weights has {len(kd.teacher_weights)} entries for {len(kd.teachers)} "
                          f"kd.teachers")

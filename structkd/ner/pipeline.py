@@ -22,9 +22,11 @@ from structkd.ner.distillation import (
     token_divergence,
 )
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
-from structkd.schemes import entity_types, tag_inventory
+from structkd.schemes import check_tag, entity_types, tag_inventory
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
+from structkd.tasks.blackbox import TeacherOutputs, check_method, ner_rows, read_teacher_outputs
+from structkd.tasks.blackbox import check_labels as check_outputs_labels
 
 
 def _read(path: str, config: DataConfig, labeled: bool = True) -> list[Sentence]:
@@ -86,6 +88,14 @@ def check_labels(splits: dict[str, list[Sentence]], known: list[str], whose: str
         listing = ", ".join(f"{tag!r} ({at}, {k})" for tag, (at, k) in first.items())
         raise ValueError(f"{where}: {len(first)} tag(s) of {key} are not among {whose} labels "
                          f"[{', '.join(known)}]: {listing}; {way_out}")
+
+
+def _is_tag(tag: str, scheme: str) -> bool:
+    try:
+        check_tag(tag, scheme)
+    except ValueError:
+        return False
+    return True
 
 
 def collate(items: list[tuple[int, Sentence]], model: NerModel) -> Batch:
@@ -153,6 +163,37 @@ class NerTask(Task):
         vocab = sentences + data.dev + data.test if config.model.init_from_teacher else sentences
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
         return Prepared(student, sentences)
+
+    def prepare_from_outputs(self, config: NerConfig, data: TaskData) -> tuple[Prepared, TeacherOutputs]:
+        """A student of a black-box teacher (``kd.teacher_outputs``: tags, k-best lists or per-token
+        probabilities, :mod:`structkd.tasks.blackbox`): its labels are those of ``data.train`` and ``data.dev``
+        (without ``data.train``: the file's), and a file label outside them is refused at its line."""
+        kd, model = config.kd, config.model
+        if model.init_from_teacher or model.keep_every:
+            raise ValueError("model.init_from_teacher and model.keep_every start the student from the teacher's "
+                             "weights, which kd.teacher_outputs (a teacher known by its outputs) does not give")
+        sentences = data.train + data.unlabeled
+        outputs = read_teacher_outputs(kd.teacher_outputs, [s.tokens for s in sentences],
+                                       [s.source for s in sentences], "ner")
+        check_method(outputs, kd.method)
+        scheme = self.scheme(config)
+        if data.train:
+            tags, whose = self.labels(data.train + data.dev, config), "the student's (data.train and data.dev)"
+        else:
+            seen = outputs.labels()
+            if scheme is not None:  # tags of another scheme are refused at their line
+                check_outputs_labels(outputs, [t for t in seen if _is_tag(t, scheme)], f"the {scheme} scheme's")
+            tags, whose = self.labels([Sentence(seen, seen)], config), "the student's"
+        check_outputs_labels(outputs, tags, whose)
+        check_labels({"data.dev": data.dev, "data.test": data.test}, tags, f"the student's ({kd.teacher_outputs})",
+                     "the student learns the labels of the teacher's outputs: map or remove these tags")
+        start_lost_mass_report()
+        student = build_model(model, tags, scheme, sentences)
+        return Prepared(student, sentences, {"teacher_outputs": outputs.kind}), outputs
+
+    def rows_from_outputs(self, outputs: TeacherOutputs, indices, config: NerConfig, student: NerModel
+                          ) -> list[dict]:
+        return ner_rows(outputs, indices, config.kd, student.head_kind, student.tags)
 
     def load_model(self, directory, device="cpu") -> NerModel:
         return NerModel.load(directory, device=device)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from structkd.data import ParsedSentence, read_conllu, read_tokenized_text, write_conllu
+from structkd.data import CorpusError, ParsedSentence, read_conllu, read_tokenized_text, write_conllu
 from structkd.models.parsers import build_rels
 from structkd.parse.config import DataConfig, ParseConfig, load_parse_config
 from structkd.parse.distillation import (
@@ -37,6 +37,9 @@ from structkd.parse.modeling import (
 )
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
+from structkd.tasks.blackbox import TeacherOutputs, check_trees, parse_rows, read_teacher_outputs
+from structkd.tasks.blackbox import check_labels as check_outputs_labels
+from structkd.tasks.blackbox import check_method as check_outputs_method
 
 logger = logging.getLogger("structkd.parse")
 
@@ -97,6 +100,20 @@ def _read_input(path: str, config: DataConfig) -> list[ParsedSentence]:
     if Path(path).suffix in (".txt", ".text"):
         return read_tokenized_text(path, max_sentences=config.max_sentences or None)
     return read_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=config.max_sentences or None)
+
+
+def _check_outputs_fields(outputs: TeacherOutputs, fields: list[str], unlabeled: bool) -> None:
+    """Relations distilled from a file of head probabilities need its ``"rels"`` (refused at the first record
+    without them); ``kd.relations=gold`` needs gold trees."""
+    if unlabeled and "gold_rels" in fields:
+        raise ValueError("kd.relations=gold distils relations on the gold arcs, which data.unlabeled sentences "
+                         "do not have: use kd.relations=marginal (or none)")
+    if outputs.kind == "arcs" and {"rels", "gold_rels"} & set(fields):
+        missing = next((i for i, (_, rels) in enumerate(outputs.records) if rels is None), None)
+        if missing is not None:
+            raise CorpusError(outputs.path, outputs.lines[missing], 'no "rels": relations are distilled '
+                              '(kd.relations, or a sequence-labeling student) from the teacher\'s relation of each '
+                              'word; give "rels" in every record or set kd.relations=none')
 
 
 def _model_name(config: ParseConfig) -> str:
@@ -166,6 +183,50 @@ class ParseTask(Task):
         extra = {"skipped_nonprojective": len(data.train) - len(trees), "skipped_unknown_relations":
                  len(trees) - len(train), "unlabeled_sentences": len(data.unlabeled)}
         return Prepared(student, sentences, extra)
+
+    def prepare_from_outputs(self, config: ParseConfig, data: TaskData) -> tuple[Prepared, TeacherOutputs]:
+        """A student of a black-box teacher (``kd.teacher_outputs``: CoNLL-U trees or per-word head
+        probabilities, :mod:`structkd.tasks.blackbox`): its relations are those of ``data.train`` (without it:
+        the file's), and a file relation outside them is refused at its line.  The file covers every sentence
+        of ``data.train`` and ``data.unlabeled``; those the student skips (non-projective training trees) are
+        skipped in it too."""
+        kd, model = config.kd, config.model
+        if model.keep_every:
+            raise ValueError("model.keep_every builds the student from the teacher's layers, which "
+                             "kd.teacher_outputs (a teacher known by its outputs) does not give")
+        if not data.train and model.kind == "seqlabel":
+            raise ValueError("data.train is required: a sequence-labeling student takes its label inventory from "
+                             "the training trees")
+        every = data.train + data.unlabeled
+        outputs = read_teacher_outputs(kd.teacher_outputs, [s.words for s in every], [s.source for s in every],
+                                       "parse")
+        check_outputs_method(outputs, kd.method)
+        rels = build_rels(data.train) if data.train else sorted(outputs.labels())
+        if not rels:
+            raise ValueError(f"the student's relations come from data.train or from the \"rels\" of "
+                             f"{kd.teacher_outputs}: give either")
+        check_outputs_labels(outputs, rels, "the student's relations" + (" (data.train)" if data.train else ""))
+        train = training_trees(data.train, config.data, model.needs_projective, "student") if data.train else []
+        sentences = train + data.unlabeled
+        student = build_model(model, rels, train, config.data.multiroot, vocab_sentences=sentences)
+        spec = StudentSpec.of(student)
+        _check_outputs_fields(outputs, teacher_fields(kd, spec), bool(data.unlabeled))
+        position = {id(s): k for k, s in enumerate(every)}
+        outputs = outputs.subset([position[id(s)] for s in sentences])
+        extra = {"skipped_nonprojective": len(data.train) - len(train), "unlabeled_sentences": len(data.unlabeled),
+                 "teacher_outputs": outputs.kind}
+        if outputs.kind == "trees":
+            extra["inexpressible_teacher_trees"] = check_trees(outputs, spec.multiroot, spec.needs_projective,
+                                                               kd.impossible)
+            if extra["inexpressible_teacher_trees"]:
+                logger.warning("%d teacher trees of %s are trees the student cannot express: they get no KD loss",
+                               extra["inexpressible_teacher_trees"], kd.teacher_outputs)
+        return Prepared(student, sentences, extra), outputs
+
+    def rows_from_outputs(self, outputs: TeacherOutputs, indices, config: ParseConfig, student: ParseModel
+                          ) -> list[dict]:
+        spec = StudentSpec.of(student)
+        return parse_rows(outputs, indices, config.kd, spec, teacher_fields(config.kd, spec), student.rels)
 
     def load_model(self, directory, device="cpu") -> ParseModel:
         return ParseModel.load(directory, device=device)

@@ -161,6 +161,20 @@ class Task(ABC):
                 ) -> Tensor:
         """Per-sentence KD loss ``[batch_size]`` from the batch's cached teacher outputs."""
 
+    # -- black-box teachers (kd.teacher_outputs, docs/teachers.md): known only by their outputs ---------------
+    def prepare_from_outputs(self, config: Any, data: TaskData) -> tuple[Prepared, Any]:
+        """A fresh student, its distillation sentences, and the teacher's outputs on them read from
+        ``kd.teacher_outputs`` (a :class:`~structkd.tasks.blackbox.TeacherOutputs`), checked against the
+        sentences, the student's labels and ``kd.method`` before any work."""
+        raise ValueError(f"kd.teacher_outputs: the {self.name} task cannot distil from a file of teacher outputs; "
+                         f"use kd.teacher")
+
+    def rows_from_outputs(self, outputs: Any, indices: Sequence[int], config: Any, student: nn.Module
+                          ) -> list[dict[str, Tensor]]:
+        """The cached fields (as :meth:`teacher_outputs` gives them) of the distillation sentences at
+        ``indices``, from the file's outputs."""
+        raise ValueError(f"kd.teacher_outputs: the {self.name} task cannot distil from a file of teacher outputs")
+
     # -- the toolbox (docs/kd.md): hooks of the options that need the teacher online ------------------------
     MIXABLE_FIELDS: ClassVar[frozenset[str]] = frozenset()
     """Cached fields that are marginals of parts, so that their weighted average is the marginal of the

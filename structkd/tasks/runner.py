@@ -155,18 +155,26 @@ def teachers_id(kd: Any) -> str:
     return "mixture:" + ",".join(f"{teacher_fingerprint(d)}*{w:.17g}" for d, w in zip(dirs, kd.mixture_weights))
 
 
-def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module], config: Any, sentences: list,
+def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module] | Any, config: Any, sentences: list,
                         student: nn.Module, rebuild: bool = False) -> TeacherCache | None:
     """Compute (or reuse) the teacher's outputs over the student's distillation sentences: of the mixture of
-    ``teacher`` when it is a list of several (``kd.teachers``); none when the targets are computed online
-    (``kd.temperature_schedule: anneal``, :mod:`structkd.tasks.online`)."""
+    ``teacher`` when it is a list of several (``kd.teachers``), or read from the file of a black-box teacher
+    (``kd.teacher_outputs``: ``teacher`` is its :class:`~structkd.tasks.blackbox.TeacherOutputs`, known by the
+    file's SHA-256); none when the targets are computed online (``kd.temperature_schedule: anneal``,
+    :mod:`structkd.tasks.online`)."""
     kd = config.kd
     if kd.method == "none" or kd.temperature_schedule == "anneal":
         return None
-    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     directory = Path(kd.cache_dir or Path(config.training.output_dir) / "teacher_cache")
     options = {"method": kd.method, "temperature": kd.temperature, "mode": kd.temperature_mode,
                "top_k": kd.top_k, **task.cache_options(config, student)}
+    if kd.teacher_outputs:  # a black-box teacher (TeacherOutputs): its rows from the file, by sentence index
+        return TeacherCache.build(
+            directory, list(range(len(sentences))),
+            lambda chunk: task.rows_from_outputs(teacher, chunk, config, student), teacher_id=teacher.identity,
+            tokens=[task.words(s) for s in sentences], options={**options, "teacher_outputs": teacher.kind},
+            batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
+    teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     if len(teachers) > 1:
         options["teacher_weights"] = kd.mixture_weights
     for t in teachers:
@@ -206,9 +214,11 @@ def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache
     ``kd.cache_dir`` alone); ``rebuild_cache`` recomputes the teacher's outputs.
     """
     kd = config.kd
+    if kd.teacher_outputs:
+        return _distill_from_outputs(task, config, resume, rebuild_cache, overwrite)
     if not kd.teacher_dirs:
-        raise ValueError("kd.teacher (the directory of a trained teacher) or kd.teachers is required for "
-                         "distillation")
+        raise ValueError("kd.teacher (the directory of a trained teacher), kd.teachers or kd.teacher_outputs (a "
+                         "file of a teacher's outputs) is required for distillation")
     config.check_files()  # before the teacher's weights are read
     _check_teacher_dirs(kd)
     # the run's settings, kept in its checkpoints, with the teachers by their weights (their directories may move)
@@ -230,6 +240,29 @@ def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache
     toolbox = Toolbox(task, config, teachers, prepared.model, prepared.items, fields) if kd.online else None
     del teachers
     loss_fn = _distill_loss(task, kd, cache, fields, toolbox)
+    _trainer(task, config, prepared, data, loss_fn, run_config, device).train(resume=resume)
+    return _finish(task, config, prepared, data)
+
+
+def _distill_from_outputs(task: Task, config: Any, resume: bool, rebuild_cache: bool, overwrite: bool) -> dict:
+    """:func:`distill_command` for a black-box teacher (``kd.teacher_outputs``, docs/teachers.md): its file is
+    read and checked against the sentences, the student's labels and ``kd.method`` before any training, and the
+    teacher cache is built from it."""
+    from structkd.tasks.blackbox import file_sha256
+
+    kd = config.kd
+    config.check_files()
+    run_config = {**config.to_dict(), "teacher_weights": f"outputs:{file_sha256(kd.teacher_outputs)}"}
+    device = _start(config, run_config, resume, overwrite, protect=(kd.teacher_outputs, kd.cache_dir))
+    data = task.read_data(config.data)
+    if not data.train and not data.unlabeled:
+        raise ValueError("distillation needs data.train or data.unlabeled sentences")
+    torch.manual_seed(config.training.seed)
+    prepared, outputs = task.prepare_from_outputs(config, data)
+    _save_config(task, config)
+    with main_process_first():  # computed once; the other processes then read it
+        cache = build_teacher_cache(task, outputs, config, prepared.items, prepared.model, rebuild=rebuild_cache)
+    loss_fn = _distill_loss(task, kd, cache, task.teacher_fields(config, prepared.model))
     _trainer(task, config, prepared, data, loss_fn, run_config, device).train(resume=resume)
     return _finish(task, config, prepared, data)
 

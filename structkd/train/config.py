@@ -401,10 +401,15 @@ class SectionedConfig:
                              f"evaluation reports), got {metric!r}")
 
     def check_files(self) -> None:
-        """Refuse data files and a ``kd.teacher`` directory that do not exist, naming the key: the first thing
-        a command does (a config may be written before its teacher is trained, so not when it is built)."""
+        """Refuse data files, a ``kd.teacher`` directory and a ``kd.teacher_outputs`` file that do not exist,
+        naming the key: the first thing a command does (a config may be written before its teacher is trained,
+        so not when it is built)."""
         check_data_files(self.data)
         check_teacher_directory(getattr(getattr(self, "kd", None), "teacher", None))
+        outputs = getattr(getattr(self, "kd", None), "teacher_outputs", None)
+        if outputs is not None and not Path(outputs).is_file():
+            raise FileNotFoundError(f"kd.teacher_outputs: {outputs}: "
+                                    f"{'a directory, not a file' if Path(outputs).exists() else 'no such file'}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able nested dict of every section."""
