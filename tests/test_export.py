@@ -368,6 +368,25 @@ def test_numpy_tree_marginals_equal_torch_on_longer_sentences(multiroot):
             assert np.abs(got - expected[b, :n + 1, :n + 1]).max() < 1e-10, tree
 
 
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_head_probabilities_of_peaked_trees_equal_brute_force(multiroot):
+    """Peaked scores make the Laplacian nearly singular: the fast marginals are refused and the head scores come
+    from the log-space elimination, still exact."""
+    rng = np.random.default_rng(30 + multiroot)
+    refused = 0
+    for scale in (1, 30, 100, 1000):
+        for _ in range(4):
+            scores = rng.normal(size=(7, 7)) * scale
+            expected = _brute_arc_marginals(scores, multiroot, False)
+            heads = decoding.mst(scores[None], np.array([6]), multiroot)[0, 1:]
+            refused += not marginals.trusted(marginals.matrix_tree_marginals(scores, multiroot))
+            got = marginals.head_probabilities(scores, heads, "nonprojective", multiroot)
+            assert np.abs(got - expected[np.arange(1, 7), heads]).max() < 1e-9
+            assert np.abs(marginals.head_probabilities(scores, heads, "projective", multiroot)
+                          - _brute_arc_marginals(scores, multiroot, True)[np.arange(1, 7), heads]).max() < 1e-9
+    assert refused > 0
+
+
 def _brute_entity_probabilities(score, length: int, tags: list[str], scheme: str) -> dict:
     """``P(entity in spans(y))`` of every entity any tag sequence has, by enumeration."""
     values = {y: score(y) for y in tag_sequences(length, len(tags))}

@@ -28,6 +28,14 @@ import numpy as np
 from structkd.runtime.decoding import LOG_ZERO, arc_mask
 from structkd.runtime.spans import Clamp, event_sums
 
+MARGINAL_TOLERANCE = 1e-9
+"""Fast Matrix-Tree marginals are trusted when every word's row sums to one and none is negative within this
+(``structkd.structs.tree.MARGINAL_TOLERANCE``)."""
+
+MAX_CONDITION = 1e6
+"""Fast Matrix-Tree marginals are refused (NaN) when the Laplacian's 1-norm condition number exceeds this: the
+inverse's entries are then off by up to ``condition * 1e-16`` relative (rows can still sum to one)."""
+
 
 def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """``log sum exp`` over ``axis`` (dropped), stable for finite inputs."""
@@ -114,7 +122,15 @@ def matrix_tree_marginals(scores: np.ndarray, multiroot: bool = False) -> np.nda
 
     Each dependent's scores are shifted by their maximum before the exponential.  With a single root the first
     row of the word Laplacian holds the root weights and the first word's terms drop out of the closed form.
+    Very peaked scores make the Laplacian nearly singular and the result inexact: NaN where its 1-norm condition
+    number exceeds :data:`MAX_CONDITION`; :func:`trusted` tells, and :func:`head_probabilities` then uses the
+    log-space elimination (:func:`matrix_tree_log_partition`).
     """
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # peaked scores: refused below (NaN)
+        return _matrix_tree_marginals(scores, multiroot)
+
+
+def _matrix_tree_marginals(scores: np.ndarray, multiroot: bool) -> np.ndarray:
     size = scores.shape[0]
     if size < 2:
         return np.zeros((size, size))
@@ -126,7 +142,12 @@ def matrix_tree_marginals(scores: np.ndarray, multiroot: bool = False) -> np.nda
     laplacian[np.diag_indices(size - 1)] += (weights[1:] if multiroot else weights[1:, 1:]).sum(-1)
     if not multiroot:
         laplacian[0] = weights[1:, 0]
-    inverse = np.linalg.inv(laplacian)                                  # M [d, h] in word indices
+    try:
+        inverse = np.linalg.inv(laplacian)                              # M [d, h] in word indices
+    except np.linalg.LinAlgError:                                       # singular in float64: very peaked scores
+        return np.full((size, size), np.nan)
+    if np.abs(laplacian).sum(0).max() * np.abs(inverse).sum(0).max() > MAX_CONDITION:
+        return np.full((size, size), np.nan)
     out = np.zeros_like(weights)
     if multiroot:
         out[1:, 0] = weights[1:, 0] * np.diag(inverse)
@@ -135,6 +156,59 @@ def matrix_tree_marginals(scores: np.ndarray, multiroot: bool = False) -> np.nda
         inverse[:, 0] = 0.0
     out[1:, 1:] = weights[1:, 1:] * (np.diag(inverse)[:, None] - inverse)
     return out
+
+
+def trusted(marginals: np.ndarray) -> bool:
+    """Whether fast Matrix-Tree marginals ``[n + 1, n + 1]`` can be trusted: finite, every word's row summing to one
+    and no entry below zero, within :data:`MARGINAL_TOLERANCE` (the test of ``structs.tree.MatrixTree``)."""
+    rows = marginals[1:]
+    return bool(np.isfinite(rows).all() and np.abs(rows.sum(-1) - 1.0).max(initial=0.0) <= MARGINAL_TOLERANCE
+                and rows.min(initial=0.0) >= -MARGINAL_TOLERANCE)
+
+
+def _eliminate(scores: np.ndarray, keep: int) -> tuple[float, list[float], list[np.ndarray]]:
+    """Subtraction-free Gaussian elimination of a Laplacian in log space, last node first (as
+    ``structs.tree._eliminate``): eliminating ``k`` adds ``A(h->k) A(k->d) / p_k`` to every arc ``h -> d`` left,
+    ``p_k = sum_h A(h->k)``.  Returns the sum of the log pivots, the log pivots and the log weights of the arcs
+    ``k -> d`` (``d < k``) of each eliminated node ``k = S-1 .. keep+1``."""
+    current, log_det, pivots, outgoing = scores, 0.0, [], []
+    for k in range(scores.shape[0] - 1, keep, -1):
+        into, out = current[k, :k], current[:k, k]
+        log_p = float(logsumexp(into))
+        log_det += log_p
+        current = np.logaddexp(current[:k, :k], out[:, None] + into[None, :] - log_p)
+        pivots.append(log_p)
+        outgoing.append(out)
+    return log_det, pivots, outgoing
+
+
+def _single_root_terms(arcs: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(log C_1, log r_d u_d [n])`` of masked ``arcs [n + 1, n + 1]`` (``n >= 1``): the word Laplacian's first
+    cofactor and each word's share of the trees with it as the root's only child (see
+    :func:`matrix_tree_log_partition`)."""
+    size = arcs.shape[0]
+    no_root = arcs.copy()
+    no_root[:, 0] = LOG_ZERO
+    log_det, pivots, outgoing = _eliminate(no_root, 1)
+    log_u = [0.0]
+    for k in range(2, size):
+        step = size - 1 - k
+        log_u.append(float(logsumexp(outgoing[step][1:] + np.array(log_u))) - pivots[step])
+    return log_det, arcs[1:, 0] + np.array(log_u)
+
+
+def matrix_tree_log_partition(scores: np.ndarray, multiroot: bool = False) -> float:
+    """``log Z`` of the non-projective trees of one sentence (scores ``[n + 1, n + 1]``) by the log-space
+    elimination, exact however peaked the scores (``O(n^3)``).  Single root: the word Laplacian's cofactors are
+    ``C_1 u_d`` with ``u`` its null vector (``u_1 = 1``, by back-substitution), ``Z = C_1 sum_d r_d u_d``."""
+    size = scores.shape[0]
+    if size < 2:
+        return 0.0
+    arcs = np.where(arc_mask(np.array([size - 1]), size)[0], scores.astype(np.float64), LOG_ZERO)
+    if multiroot:
+        return _eliminate(arcs, 0)[0]
+    log_det, terms = _single_root_terms(arcs)
+    return log_det + float(logsumexp(terms))
 
 
 def _eisner_pairs(inside: dict[str, np.ndarray], i: np.ndarray, j: np.ndarray, k: np.ndarray,
@@ -211,6 +285,33 @@ def tree_marginals(scores: np.ndarray, tree: str, multiroot: bool = False) -> np
     return (eisner_marginals if tree == "projective" else matrix_tree_marginals)(scores, multiroot)
 
 
+def head_probabilities(scores: np.ndarray, heads: Sequence[int], tree: str, multiroot: bool = False) -> np.ndarray:
+    """``[n]``: the marginal probability of each word's head ``heads[d - 1]`` under the tree distribution of
+    scores ``[n + 1, n + 1]``: :func:`eisner_marginals` (projective), else :func:`matrix_tree_marginals`, and
+    where those cannot be trusted, ``Z(word d forced to its head) / Z`` by :func:`matrix_tree_log_partition`."""
+    words = np.arange(1, len(heads) + 1)
+    heads = np.asarray(heads, dtype=np.int64)
+    if tree == "projective":
+        return eisner_marginals(scores, multiroot)[words, heads]
+    fast = matrix_tree_marginals(scores, multiroot)
+    if trusted(fast):
+        return fast[words, heads]
+    arcs = np.where(arc_mask(np.array([len(heads)]), len(heads) + 1)[0], scores.astype(np.float64), LOG_ZERO)
+    log_z = matrix_tree_log_partition(arcs, multiroot)
+    out = np.empty(len(heads))
+    if not multiroot:  # the root's only child d: r_d u_d / sum (forcing it would leave d no head without the root)
+        terms = _single_root_terms(arcs)[1]
+        out[:] = np.exp(terms - logsumexp(terms))
+    for d, h in zip(words.tolist(), heads.tolist()):
+        if h == 0 and not multiroot:
+            continue
+        forced = arcs.copy()
+        forced[d] = LOG_ZERO
+        forced[d, h] = arcs[d, h]
+        out[d - 1] = np.exp(matrix_tree_log_partition(forced, multiroot) - log_z)
+    return out
+
+
 # ------------------------------------------------------------------------------------------- labels
 def label_head_probabilities(probs: np.ndarray, offsets: np.ndarray, heads: Sequence[int]) -> np.ndarray:
     """For parsing as sequence labeling: ``[n]``, the probability that word ``d``'s label points at its head
@@ -230,6 +331,7 @@ def label_rel_probabilities(probs: np.ndarray, offsets: np.ndarray, label_rels: 
     return out
 
 
-__all__ = ["chain_event_probabilities", "chain_log_partition", "eisner_marginals", "entity_probabilities",
-           "forward_backward", "label_head_probabilities", "label_rel_probabilities", "logsumexp",
-           "matrix_tree_marginals", "maxent_event_probabilities", "softmax", "tree_marginals"]
+__all__ = ["MARGINAL_TOLERANCE", "MAX_CONDITION", "chain_event_probabilities", "chain_log_partition",
+           "eisner_marginals", "entity_probabilities", "forward_backward", "head_probabilities",
+           "label_head_probabilities", "label_rel_probabilities", "logsumexp", "matrix_tree_log_partition",
+           "matrix_tree_marginals", "maxent_event_probabilities", "softmax", "tree_marginals", "trusted"]

@@ -198,11 +198,11 @@ class Parser(ExportedModel):
         out = []
         for b, n in enumerate(lens.tolist()):
             words = np.arange(1, n + 1)
-            tree = marginals.tree_marginals(arcs[b, :n + 1, :n + 1], self.meta["tree"],
-                                             bool(self.meta.get("multiroot")))
+            head_p = marginals.head_probabilities(arcs[b, :n + 1, :n + 1], heads[b, words], self.meta["tree"],
+                                                  bool(self.meta.get("multiroot")))
             rels = rel_probs[b, words].argmax(-1)
-            out.append((heads[b, words].tolist(), [self.meta["rels"][r] for r in rels.tolist()],
-                        tree[words, heads[b, words]].tolist(), rel_probs[b, words, rels].tolist()))
+            out.append((heads[b, words].tolist(), [self.meta["rels"][r] for r in rels.tolist()], head_p.tolist(),
+                        rel_probs[b, words, rels].tolist()))
         return out
 
     def _labels(self, logits: np.ndarray, lens: np.ndarray) -> list[ParserOutput]:
