@@ -13,18 +13,25 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from structkd.inference.results import Document, Entity, Parse, Result, Word
+from structkd.inference.results import Document, Parse, Result
 from structkd.inference.scores import entity_probabilities, label_head_probabilities, tree_head_probabilities
-from structkd.schemes import parse_tag, spans
+from structkd.runtime.documents import (
+    BatchedPredictor,
+    Prepared,
+    document_of,
+    parse_of,
+    parser_pieces,
+    tagger_pieces,
+)
+from structkd.runtime.spans import scheme_of
+from structkd.schemes import spans
 from structkd.structs.semimarkov import chart_to_segments
-from structkd.text import Token, check_tokenizer, default_tokenizer, language_of, split_sentences, tokenize
+from structkd.text import check_tokenizer, default_tokenizer, tokenize
 
 INFERENCE_FILE = "inference.json"
 TAGGER_CLASSES = ("BiLSTMTagger", "TransformerTagger", "HFTokenClassifier")
@@ -90,62 +97,11 @@ def model_class(directory: str | Path) -> str:
     return name
 
 
-# ------------------------------------------------------------------------------------------- inputs
-@dataclass
-class Prepared:
-    """An input after tokenization: its text, tokens and sentences (token ranges ``(first, last + 1)``)."""
-
-    text: str
-    tokens: list[Token]
-    sentences: list[tuple[int, int]]
-
-
-def _pretokenized(item: Sequence[str], where: str) -> Prepared:
-    tokens, position = [], 0
-    for k, word in enumerate(item):
-        if not isinstance(word, str):
-            raise TypeError(f"{where}: token {k + 1} is a {type(word).__name__}, not a string")
-        if not word or any(c in word for c in "\t\n\r"):
-            raise ValueError(f"{where}: token {k + 1} ({word!r}) is empty or holds a tab or line break")
-        tokens.append(Token(word, position, position + len(word)))
-        position += len(word) + 1
-    return Prepared(" ".join(item), tokens, [(0, len(tokens))] if tokens else [])
-
-
-def prepare(item: Input, where: str, tokenizer: str, split: bool) -> Prepared:
-    """Tokenize one input (``where`` names it in errors): a string, or a token list (kept as it is)."""
-    if isinstance(item, str):
-        if not split:
-            tokens = tokenize(item, tokenizer)
-            return Prepared(item, tokens, [(0, len(tokens))] if tokens else [])
-        tokens, sentences = [], []
-        for start, end in split_sentences(item, language_of(tokenizer)):
-            found = [Token(t.text, t.start + start, t.end + start) for t in tokenize(item[start:end], tokenizer)]
-            if found:
-                sentences.append((len(tokens), len(tokens) + len(found)))
-                tokens += found
-        return Prepared(item, tokens, sentences)
-    if isinstance(item, (list, tuple)):
-        return _pretokenized(item, where)
-    raise TypeError(f"{where}: expected a string or a list of token strings, got {type(item).__name__}")
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, max_batch_words: int) -> list[list[int]]:
-    """Indices of ``lengths`` sorted by length and cut into batches of at most ``batch_size`` items and
-    ``max_batch_words`` padded words (a longer item alone)."""
-    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
-    batches: list[list[int]] = []
-    for k in order:
-        if batches and len(batches[-1]) < batch_size and (len(batches[-1]) + 1) * lengths[k] <= max_batch_words:
-            batches[-1].append(k)
-        else:
-            batches.append([k])
-    return batches
-
-
 # ------------------------------------------------------------------------------------------- predictors
-class Predictor(ABC):
-    """What :class:`Tagger` and :class:`Parser` share: inputs, pieces, batches, order.
+class Predictor(BatchedPredictor):
+    """What :class:`Tagger` and :class:`Parser` share with the torch-free runtime's predictors
+    (:class:`structkd.runtime.documents.BatchedPredictor`: inputs, pieces, batches, order), on a torch model
+    run without gradients.
 
     Args:
         model: a :class:`~structkd.ner.modeling.NerModel` or :class:`~structkd.parse.modeling.ParseModel`.
@@ -160,52 +116,14 @@ class Predictor(ABC):
     def __init__(self, model, tokenizer: str, sentences: bool = False, max_words: int | None = None,
                  batch_size: int = 32, max_batch_words: int = 4096):
         self.model = model.eval()
-        self.tokenizer = check_tokenizer(tokenizer)
-        self.sentences = bool(sentences)
-        self.max_words = self.default_max_words if max_words is None else int(max_words)
-        if self.max_words < 1 or batch_size < 1 or max_batch_words < 1:
-            raise ValueError("max_words, batch_size and max_batch_words must be at least 1")
-        self.batch_size, self.max_batch_words = int(batch_size), int(max_batch_words)
-
-    def __call__(self, inputs: Input | Sequence[Input]) -> Result | list[Result]:
-        """One result for a string, a list of results for a list of strings or of token lists."""
-        if isinstance(inputs, str):
-            return self.predict([inputs])[0]
-        return self.predict(list(inputs))
+        super().__init__(check_tokenizer(tokenizer), sentences,
+                         self.default_max_words if max_words is None else max_words, batch_size, max_batch_words)
 
     def predict(self, inputs: Sequence[Input], first: int = 1, source: str | None = None) -> list[Result]:
         """Results of ``inputs`` in their order; errors name ``source:N`` (or ``input N``), counting from
         ``first``."""
-        prepared = [prepare(item, _where(source, first + k), self.tokenizer, self.sentences)
-                    for k, item in enumerate(inputs)]
-        pieces = [(k, a, b) for k, p in enumerate(prepared) for a, b in self._pieces(p, _where(source, first + k))]
-        outputs: list = [None] * len(pieces)
-        lengths = [b - a for _, a, b in pieces]
         with torch.no_grad():
-            for batch in length_batches(lengths, self.batch_size, self.max_batch_words):
-                words = [[t.text for t in prepared[pieces[n][0]].tokens[pieces[n][1]:pieces[n][2]]] for n in batch]
-                for n, out in zip(batch, self._run(words)):
-                    outputs[n] = out
-        grouped: list[list] = [[] for _ in prepared]
-        for (k, a, b), out in zip(pieces, outputs):
-            grouped[k].append((a, b, out))
-        return [self._result(p, g) for p, g in zip(prepared, grouped)]
-
-    @abstractmethod
-    def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
-        """The token ranges the model reads of one input (the max_words policy)."""
-
-    @abstractmethod
-    def _run(self, batch: list[list[str]]) -> list:
-        """The model's output for each word list of a batch."""
-
-    @abstractmethod
-    def _result(self, prepared: Prepared, outputs: list) -> Result:
-        """One input's result from the outputs ``(first, last, output)`` of its pieces."""
-
-
-def _where(source: str | None, n: int) -> str:
-    return f"{source}:{n}" if source else f"input {n}"
+            return super().predict(inputs, first, source)
 
 
 class Tagger(Predictor):
@@ -221,14 +139,10 @@ class Tagger(Predictor):
     def scheme(self) -> str:
         """The model's tag scheme (for an unconstrained model: BIOES if it has ``E-``/``S-`` tags, else BIO)."""
         tagger = self.model.tagger
-        saved = getattr(tagger, "scheme", None) or getattr(tagger, "config", {}).get("scheme")
-        if saved:
-            return saved
-        return "BIOES" if any(parse_tag(t)[0] in ("E", "S") for t in self.tags) else "BIO"
+        return scheme_of(self.tags, getattr(tagger, "scheme", None) or getattr(tagger, "config", {}).get("scheme"))
 
     def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
-        return [(a, min(a + self.max_words, b)) for first, b in prepared.sentences
-                for a in range(first, b, self.max_words)]
+        return tagger_pieces(prepared, self.max_words)
 
     def _run(self, batch: list[list[str]]) -> list[tuple[list[str], list[tuple[int, int, str, float]]]]:
         """Tags and entities ``(start, end_inclusive, label, score)`` of word lists."""
@@ -261,14 +175,7 @@ class Tagger(Predictor):
         return out
 
     def _result(self, prepared: Prepared, outputs: list) -> Document:
-        tokens, tags, entities = prepared.tokens, [], []
-        for a, _, (row, found) in outputs:
-            tags += row
-            for i, j, label, score in found:
-                first, last = tokens[a + i], tokens[a + j]
-                entities.append(Entity(prepared.text[first.start:last.end], label, first.start, last.end, a + i,
-                                       a + j + 1, score))
-        return Document(prepared.text, tokens, tags, entities, list(prepared.sentences))
+        return document_of(prepared, outputs)
 
 
 class Parser(Predictor):
@@ -278,13 +185,7 @@ class Parser(Predictor):
     default_max_words = 500
 
     def _pieces(self, prepared: Prepared, where: str) -> list[tuple[int, int]]:
-        for a, b in prepared.sentences:
-            if b - a > self.max_words:
-                raise ValueError(f"{where}: a sentence of {b - a} words (characters {prepared.tokens[a].start}.."
-                                 f"{prepared.tokens[b - 1].end}) is longer than max_words={self.max_words}; a "
-                                 f"parser reads whole sentences (memory grows with the square of their length): "
-                                 f"split running text into sentences (sentences=True) or raise max_words")
-        return list(prepared.sentences)
+        return parser_pieces(prepared, self.max_words, where)
 
     def _run(self, batch: list[list[str]]) -> list[tuple[list[int], list[str], list[float], list[float]]]:
         out = self.model(batch)
@@ -317,12 +218,7 @@ class Parser(Predictor):
         return out
 
     def _result(self, prepared: Prepared, outputs: list) -> Parse:
-        sentences = []
-        for a, _, (heads, rels, head_p, rel_p) in outputs:
-            tokens = prepared.tokens[a:a + len(heads)]
-            sentences.append([Word(d + 1, t.text, t.start, t.end, int(h), r, float(hp), float(rp))
-                              for d, (t, h, r, hp, rp) in enumerate(zip(tokens, heads, rels, head_p, rel_p))])
-        return Parse(prepared.text, sentences)
+        return parse_of(prepared, outputs)
 
 
 # ------------------------------------------------------------------------------------------- entry points
