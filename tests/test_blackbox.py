@@ -566,3 +566,22 @@ def test_a_teacher_tree_the_student_cannot_express(tmp_path):
     with pytest.raises(CorpusError, match="^f.conllu:5: a teacher tree the student cannot express \\(several root"):
         check_trees(outputs, multiroot=False, projective=True, impossible="error")
     check_method(outputs, "topk")
+
+
+def test_upos_students_of_a_probability_file_without_training_data(parse, tmp_path):
+    """The UPOS task inherits the NER task's black-box teachers: tags without a scheme; without data.train the
+    student's labels are the file's."""
+    from structkd.tasks.upos import TASK as UPOS
+    from structkd.tasks.upos import build_upos_config
+
+    sentences = read_conllu(parse["data"]["train"])
+    upos = sorted({"X", "NOUN", "VERB"})
+    records = [{"tokens": s.words, "labels": upos, "probs": [[0.2, 0.7, 0.1]] * len(s)} for s in sentences]
+    path = write_jsonl(tmp_path / "upos.jsonl", records)
+    config = build_upos_config({"data": {"unlabeled": [parse["data"]["train"]], "dev": parse["data"]["dev"]},
+                                "model": {**NER_MODEL, "head": "crf"},
+                                "kd": {"method": "structural", "teacher_outputs": path},
+                                "training": training(tmp_path / "run")})
+    results = runner.distill_command(UPOS, config)
+    assert results["teacher_outputs"] == "probs"
+    assert UPOS.load_model(tmp_path / "run" / "model").tags == upos
