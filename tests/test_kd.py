@@ -430,3 +430,25 @@ def test_forbidden_mass_tolerance_follows_the_stored_dtype():
     with pytest.raises(ValueError, match="forbids"):
         structural_kd_loss_from_marginals(noisy(0.05, torch.float16), student)
     assert forbidden_mass_tolerance(torch.float64) == forbidden_mass_tolerance(torch.float32) == 1e-6
+
+
+def test_token_kd_from_the_cache_applies_the_temperature_once():
+    """A teacher distilled into itself has zero token-KD loss at any temperature: the cache holds its own
+    scores and the loss divides both sides by T (they were divided twice, a teacher at T^2)."""
+    from structkd.data import Sentence
+    from structkd.kd.config import KdConfig
+    from structkd.ner.config import ModelConfig
+    from structkd.ner.distillation import compute_teacher_outputs, kd_loss
+    from structkd.ner.modeling import build_model
+
+    torch.manual_seed(0)
+    sentences = [Sentence("John lives in Paris".split(), ["B-PER", "O", "O", "B-LOC"]), Sentence(["Hi"], ["O"])]
+    tags = ["O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
+    model = build_model(ModelConfig(word_dim=8, hidden=8, char_filters=4), tags, "BIO", sentences).eval()
+    for temperature in (1.0, 2.0):
+        kd = KdConfig(method="token", temperature=temperature)
+        rows = compute_teacher_outputs(model, sentences, kd, "crf", tags, "BIO")
+        cached = {"logits": torch.nn.utils.rnn.pad_sequence([r["logits"] for r in rows], batch_first=True)}
+        with torch.no_grad():
+            loss = kd_loss(kd, model(sentences), cached)
+        assert float(loss.abs().max()) < 1e-4, temperature

@@ -94,6 +94,7 @@ def compute_teacher_outputs(teacher: NerModel, sentences: Sequence, kd: KdConfig
     check_teacher_scheme(teacher, scheme)
     with torch.no_grad():
         dist = teacher(sentences) if dist is None else dist
+        raw = dist  # token KD caches the teacher's own scores: token_kd_loss applies the temperature to both sides
         if kd.temperature != 1.0 and kd.temperature_mode == "global":
             dist = dist.scaled(1.0 / kd.temperature)
         lens = dist.lens
@@ -109,7 +110,7 @@ def compute_teacher_outputs(teacher: NerModel, sentences: Sequence, kd: KdConfig
             if isinstance(dist, SemiMarkovCRF):
                 raise ValueError("token KD needs per-token teacher scores: use a CRF or MaxEnt teacher")
             # impossible tags (constraints) are LOG_ZERO, stored as STORED_LOG_ZERO in the float16 cache
-            per_batch["logits"] = dist.potentials[0].clamp(min=STORED_LOG_ZERO)
+            per_batch["logits"] = raw.potentials[0].clamp(min=STORED_LOG_ZERO)
         elif kd.method in ("topk", "topwk", "seqlevel"):
             k = 1 if kd.method == "seqlevel" else kd.top_k
             index = {t: i for i, t in enumerate(student_tags)}

@@ -216,7 +216,10 @@ class NerTask(Task):
         return target_scheme(config.data)
 
     def cache_options(self, config: NerConfig, student: NerModel) -> dict[str, Any]:
-        return {"student_head": student.head_kind, "tags": student.tags, "scheme": self.scheme(config)}
+        options = {"student_head": student.head_kind, "tags": student.tags, "scheme": self.scheme(config)}
+        if config.kd.method == "token":  # cached before the temperature (earlier caches held scaled scores)
+            options["token_logits"] = "unscaled"
+        return options
 
     def teacher_outputs(self, teacher: NerModel, sentences, config: NerConfig, student: NerModel) -> list[dict]:
         return compute_teacher_outputs(teacher, sentences, config.kd, student.head_kind, student.tags,
