@@ -61,7 +61,8 @@ def _describe(model: nn.Module, source: Path) -> tuple[nn.Module, dict, dict]:
         graph = TaggerScores(model)
         tags = model.config["tags"]
         head = "crf" if hasattr(model.head, "transitions") else "maxent"
-        meta.update(task="ner", kind="tagger", head=head, tags=list(tags), outputs=["emissions"])
+        meta.update(task="ner", kind="tagger", head=head, tags=list(tags), outputs=["emissions"],
+                    scheme=model.config.get("scheme"))  # how the runtime reads entities (None: from the tags)
         if head == "crf":
             arrays.update({name: getattr(model.head, name).detach().double().cpu().numpy()
                            for name in ("transitions", "start", "end")})
