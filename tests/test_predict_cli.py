@@ -17,6 +17,7 @@ from structkd.cli import main  # noqa: E402
 from structkd.ner import build_ner_config, train_command  # noqa: E402
 from structkd.parse import build_parse_config  # noqa: E402
 from structkd.parse import train_command as parse_train  # noqa: E402
+from structkd.tasks.predicting import _umask  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,7 @@ def test_every_format_for_a_tagger(models, tmp_path, fmt):
     out = tmp_path / f"out.{fmt}"
     assert main(["ner", "predict", models["tagger"], str(text), str(out), "--format", fmt]) == 0
     body = out.read_text(encoding="utf-8")
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # written under a temporary name, then a file's usual mode
     if fmt == "conll":
         assert [r.split("\t")[0] for r in body.splitlines() if r] == ["John", "lives", "in", "Paris", ".", "Hi",
                                                                        "john"]

@@ -61,10 +61,17 @@ def _open_output(path: str) -> Iterator[TextIO]:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             yield stream
+        os.chmod(temporary, 0o666 & ~_umask())  # a new file's usual mode (mkstemp's is 0600)
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _text_stream(path: str) -> contextlib.AbstractContextManager[TextIO]:
