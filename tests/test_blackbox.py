@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from brute import is_projective, is_tree, tag_sequences, trees  # noqa: E402
+from test_ner_pipeline import ROWS, write_corpus  # noqa: E402
 
 from structkd.data import CorpusError, Sentence, read_conllu, write_columns  # noqa: E402
 from structkd.kd.config import KdConfig as SharedKd  # noqa: E402
@@ -36,14 +37,6 @@ from structkd.tasks.blackbox import (  # noqa: E402
 )
 from structkd.train import CacheMismatchError  # noqa: E402
 
-ROWS = [
-    ("John Smith lives in New York .", "B-PER I-PER O O B-LOC I-LOC O"),
-    ("Paris is nice .", "B-LOC O O O"),
-    ("Hi john", "O B-PER"),
-    ("the city of Paris", "O O O B-LOC"),
-    ("Smith is in the city", "B-PER O O O O"),
-    ("New York is unbelievable", "B-LOC I-LOC O O"),
-]
 TREES = [  # (words, heads, relations); the fourth tree is non-projective (arcs 3->1 and 4->2 cross)
     ("John Smith lives in New York .", [3, 1, 0, 6, 6, 3, 3], "nsubj flat root case compound obl punct"),
     ("Paris is nice .", [3, 3, 0, 3], "nsubj cop root punct"),
@@ -55,12 +48,7 @@ TREES = [  # (words, heads, relations); the fourth tree is non-projective (arcs 
 
 
 def write_ner(path, rows, repeat=2):
-    lines = []
-    for _ in range(repeat):
-        for words, tags in rows:
-            lines += [f"{w}\t{t}" for w, t in zip(words.split(), tags.split())] + [""]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
+    return write_corpus(path, rows, repeat)
 
 
 def write_treebank(path, repeat=2):

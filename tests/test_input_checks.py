@@ -8,6 +8,7 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+from test_ner_pipeline import write_corpus  # noqa: E402
 from tiny_models import write_tiny_bert  # noqa: E402
 
 from structkd.cli import main  # noqa: E402
@@ -24,12 +25,8 @@ ROWS = [("John Smith lives in New York .", "B-PER I-PER O O B-LOC I-LOC O"), ("P
 
 
 def write(path, rows, repeat=1):
-    lines = []
-    for _ in range(repeat):
-        for words, tags in rows:
-            lines += [f"{w}\t{t}" for w, t in zip(words.split(), tags.split())] + [""]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
+    """A ``token<TAB>tag`` file of ``rows``, ``repeat`` times (:func:`test_ner_pipeline.write_corpus`)."""
+    return write_corpus(path, rows, repeat)
 
 
 def small(out, epochs=1):
