@@ -185,3 +185,12 @@ def test_python_dash_m_structkd_runs_the_cli():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("structkd: error: training.metric must be one of las")
+
+
+def test_hub_names_and_the_cache_lookup(tmp_path):
+    """One reading of "a hub name" for encoders, teachers and fingerprints; an invalid name is simply not cached."""
+    from structkd.models.encoders import cached_hub_file, is_hub_name
+
+    assert is_hub_name("bert-base-cased") and is_hub_name("org/model")
+    assert not is_hub_name("./model") and not is_hub_name("a/b/c") and not is_hub_name(str(tmp_path))
+    assert cached_hub_file("not a valid repo name!!") is None and cached_hub_file("org/surely-not-cached") is None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["resolve_encoder", "check_encoder", "EncoderNameError"]
+__all__ = ["resolve_encoder", "check_encoder", "EncoderNameError", "is_hub_name", "cached_hub_file"]
 
 _HUB_TIMEOUT_S = 10.0
 
@@ -43,10 +43,23 @@ def _offline() -> bool:
                for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def _in_hub_cache(name: str) -> bool:
+def is_hub_name(name: str | os.PathLike) -> bool:
+    """Whether ``name`` can only be a Hugging Face hub name (``org/model`` or ``model``): no local file or
+    directory of that name, not written as a path (``./``, ``/``, ``~``), at most one ``/``."""
+    text = str(name)
+    return not Path(text).expanduser().exists() and not text.startswith((".", "/", "~")) and text.count("/") <= 1
+
+
+def cached_hub_file(name: str, filename: str = "config.json") -> str | None:
+    """The local path of a hub model's file in the Hugging Face cache, ``None`` when it is not cached (or
+    ``name`` is no valid repository name); never downloads."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    try:
+        found = try_to_load_from_cache(name, filename)
+    except ValueError:  # not a valid repository name (huggingface_hub's HFValidationError)
+        return None
+    return found if isinstance(found, str) else None
 
 
 def _hub_problem(name: str) -> str | None:
@@ -84,9 +97,9 @@ def check_encoder(name: str, key: str = "model.encoder") -> None:
             raise EncoderNameError(f"{key}={name!r}: the directory {path} holds no config.json (a directory "
                                    f"written by a transformers model's save_pretrained is expected)")
         return
-    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if not is_hub_name(name):
         raise EncoderNameError(f"{key}={name!r}: no model directory at {path}")
-    if _in_hub_cache(name):
+    if cached_hub_file(name):
         return
     problem = ("it is not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" if _offline()
                else _hub_problem(name))

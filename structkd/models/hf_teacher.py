@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from structkd.models.encoders import is_hub_name
 from structkd.models.transformer import Sentences, SubwordEncoder
 from structkd.schemes import check_scheme, check_tag, parse_tag
 from structkd.structs.base import length_mask
@@ -46,8 +47,7 @@ def is_hf_checkpoint(name_or_path: str | Path) -> bool:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return False
         return isinstance(document, dict) and document.get("format") != "structkd"
-    text = str(name_or_path)
-    return not path.exists() and not text.startswith((".", "/", "~")) and text.count("/") <= 1
+    return is_hub_name(name_or_path)
 
 
 def detect_scheme(labels: Sequence[str]) -> str:

@@ -90,13 +90,11 @@ def teacher_fingerprint(directory: str | os.PathLike) -> str:
 
 def _teacher_directory(directory: str | os.PathLike) -> Path:
     """The local directory of a teacher: itself, or the hub-cache snapshot of a hub name (when cached)."""
-    path = Path(directory)
-    if path.exists() or str(directory).startswith((".", "/", "~")) or str(directory).count("/") > 1:
-        return path
-    from huggingface_hub import try_to_load_from_cache
+    from structkd.models.encoders import cached_hub_file, is_hub_name
 
-    cached = try_to_load_from_cache(str(directory), "config.json")
-    return Path(cached).parent if isinstance(cached, str) else path
+    path = Path(directory)
+    cached = cached_hub_file(str(directory)) if is_hub_name(directory) else None
+    return Path(cached).parent if cached else path
 
 
 def _weight_files(path: Path) -> list[str]:

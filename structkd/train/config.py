@@ -367,14 +367,10 @@ def check_teacher_directory(path: str | None, key: str = "kd.teacher") -> None:
     """Refuse a teacher path that is not a directory, naming ``key`` (its contents are checked on loading); a
     Hugging Face hub name in the local cache is accepted (a token classifier teacher, docs/teachers.md)."""
     if path is not None and not Path(path).is_dir():
-        from structkd.models.encoders import _in_hub_cache
+        from structkd.models.encoders import cached_hub_file, is_hub_name
 
-        hub_name = not Path(path).exists() and not path.startswith((".", "/", "~")) and path.count("/") <= 1
-        try:
-            if hub_name and _in_hub_cache(path):
-                return
-        except ValueError:  # not a valid hub name either (huggingface_hub's HFValidationError)
-            pass
+        if is_hub_name(path) and cached_hub_file(path):
+            return
         what = "is a file, not a model directory" if Path(path).exists() else "no such directory (nor a hub name " \
             "in the local Hugging Face cache)"
         raise FileNotFoundError(f"{key}: {path}: {what}")
