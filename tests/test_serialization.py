@@ -187,3 +187,18 @@ def test_transformer_without_encoder_files(tmp_path, tiny):
     shutil.rmtree(tmp_path / "model" / "encoder")
     with pytest.raises(FileNotFoundError, match="encoder"):
         load_pretrained(tmp_path / "model")
+
+
+def test_json_files_of_a_saved_model_are_named_when_missing_or_damaged(tmp_path):
+    """structkd.runtime.files.read_json_in: the one reader of saved models' JSON files (torch-free)."""
+    from structkd.runtime.files import read_json_in
+
+    with pytest.raises(FileNotFoundError, match="no such exported model directory"):
+        read_json_in(tmp_path / "nowhere", "runtime.json", "structkd export", "exported model")
+    with pytest.raises(FileNotFoundError, match="config.json: missing; not a directory written by save_pretrained"):
+        read_json_in(tmp_path, "config.json", "save_pretrained")
+    (tmp_path / "config.json").write_bytes(b"\xff{")
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        read_json_in(tmp_path, "config.json", "save_pretrained")
+    (tmp_path / "config.json").write_text('{"a": [1]}', encoding="utf-8")
+    assert read_json_in(tmp_path, "config.json", "save_pretrained") == {"a": [1]}

@@ -28,6 +28,7 @@ from structkd.runtime.documents import (
     parser_pieces,
     tagger_pieces,
 )
+from structkd.runtime.files import read_json_in
 from structkd.runtime.spans import scheme_of
 from structkd.schemes import spans
 from structkd.structs.semimarkov import chart_to_segments
@@ -59,10 +60,7 @@ def saved_tokenizer(directory: str | Path) -> str | None:
     path = Path(directory) / INFERENCE_FILE
     if not path.is_file():
         return None
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    document = read_json_in(directory, INFERENCE_FILE, "set_tokenizer")
     if not isinstance(document, dict) or not isinstance(document.get("tokenizer"), str):
         raise ValueError(f"{path}: expected an object with a 'tokenizer' string")
     try:
@@ -75,14 +73,7 @@ def model_class(directory: str | Path) -> str:
     """The class name in a saved model's ``config.json`` (``HFTokenClassifier`` for a ``transformers`` token
     classifier as it is), with an error naming the file for anything else."""
     path = Path(directory) / "config.json"
-    if not Path(directory).is_dir():
-        raise FileNotFoundError(f"{directory}: no such model directory")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; structkd.load reads a directory saved by structkd")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    document = read_json_in(directory, "config.json", "structkd (train, distill) or transformers' save_pretrained")
     if isinstance(document, dict) and "model_type" in document and document.get("format") != "structkd":
         # a transformers token classifier as it is (structkd.models.hf_teacher): a MaxEnt tagger over id2label
         if not any(str(a).endswith("ForTokenClassification") for a in document.get("architectures") or ()):

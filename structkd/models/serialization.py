@@ -35,6 +35,7 @@ from torch import nn
 from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import SubwordEncoder, TransformerTagger
 from structkd.models.vocab import TaggerVocab
+from structkd.runtime.files import read_json_in
 from structkd.train.atomic import atomic_directory, resolve_dir
 
 CONFIG_NAME = "config.json"
@@ -148,14 +149,7 @@ def _check_replaceable(directory: Path) -> None:
 
 def _read_config(directory: Path) -> dict:
     path = directory / CONFIG_NAME
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such model directory")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; not a directory written by save_pretrained")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    document = read_json_in(directory, CONFIG_NAME, "save_pretrained")
     if not isinstance(document, dict) or document.get("format") != "structkd" or "class" not in document:
         raise ValueError(f"{path}: not a structkd model config (expected 'format': 'structkd' and a 'class')")
     if document.get("version") != FORMAT_VERSION:

@@ -9,7 +9,6 @@ offsets and exact marginal scores (:mod:`structkd.runtime.marginals`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from structkd.runtime.documents import (
     parser_pieces,
     tagger_pieces,
 )
+from structkd.runtime.files import read_json_in
 from structkd.runtime.inputs import SubwordInputs, WordVocab
 from structkd.runtime.results import Document, Entity, Parse, Word
 from structkd.runtime.spans import scheme_of, spans
@@ -40,14 +40,7 @@ FORMAT_VERSION = 1
 
 def _read_document(directory: Path) -> dict:
     path = directory / RUNTIME_NAME
-    if not directory.is_dir():
-        raise FileNotFoundError(f"{directory}: no such exported model directory")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; not a directory written by structkd export")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    document = read_json_in(directory, RUNTIME_NAME, "structkd export", "exported model")
     if not isinstance(document, dict) or document.get("format") != "structkd-runtime":
         raise ValueError(f"{path}: not a structkd exported model (expected 'format': 'structkd-runtime')")
     if document.get("version") != FORMAT_VERSION:
