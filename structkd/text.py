@@ -88,12 +88,14 @@ def check_tokenizer(name: str) -> str:
     return name
 
 
-def default_tokenizer() -> str:
-    """:data:`DEFAULT_TOKENIZER` when spaCy is installed, else :data:`FALLBACK_TOKENIZER` (with a warning)."""
+def default_tokenizer(warn: bool = True) -> str:
+    """:data:`DEFAULT_TOKENIZER` when spaCy is installed, else :data:`FALLBACK_TOKENIZER` (with a warning unless
+    ``warn`` is false: a training run only records the choice)."""
     if spacy_available():
         return DEFAULT_TOKENIZER
-    logger.warning("spaCy is not installed: tokenizing with %r (punctuation split, 'U . S .'); pip install "
-                   "'structkd[text]' for %r", FALLBACK_TOKENIZER, DEFAULT_TOKENIZER)
+    if warn:
+        logger.warning("spaCy is not installed: tokenizing with %r (punctuation split, 'U . S .'); pip install "
+                       "'structkd[text]' for %r", FALLBACK_TOKENIZER, DEFAULT_TOKENIZER)
     return FALLBACK_TOKENIZER
 
 

@@ -129,6 +129,8 @@ def test_sentence_splitting_and_bad_names():
 def test_default_tokenizer_falls_back_without_spacy(monkeypatch, caplog):
     assert textmod.default_tokenizer() == "spacy:en"
     monkeypatch.setattr(textmod, "spacy_available", lambda: False)
+    caplog.clear()
+    assert textmod.default_tokenizer(warn=False) == "punct" and "spaCy is not installed" not in caplog.text
     assert textmod.default_tokenizer() == "punct"
     assert "spaCy is not installed" in caplog.text
     textmod._spacy_pipeline.cache_clear()

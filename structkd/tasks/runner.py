@@ -100,7 +100,7 @@ def _finish(task: Task, config: Any, prepared: Prepared, data: TaskData) -> dict
                          lambda m, sentences: task.evaluate(m, sentences, report=True), extra,
                          json_default=task.json_default)
     if results:  # the main process saved the model
-        set_tokenizer(Path(config.training.output_dir) / "model", default_tokenizer())
+        set_tokenizer(Path(config.training.output_dir) / "model", default_tokenizer(warn=False))
     return results
 
 
