@@ -418,3 +418,56 @@ def test_kd_impossible_for_a_non_projective_teacher_and_a_projective_student(cor
         distill_command(config(rule, rule))
         index = json.loads((tmp_path / rule / "teacher_cache" / "index.json").read_text())
         assert index["fingerprint"]["options"]["support"] == support
+
+
+def test_init_from_teacher_starts_the_word_embeddings_from_the_teacher(corpus, teachers, tmp_path):
+    """``model.init_from_teacher``: each word of a BiLSTM student's vocabulary starts as the mean of its subwords'
+    input embeddings in the transformer teacher (the word width becomes the teacher's hidden size), the vocabulary
+    covers the development and test words, and the distilled student saves and reloads with them; a BiLSTM
+    teacher, a run without a teacher, a transformer student and a black-box teacher are refused."""
+    from structkd.parse.modeling import build_model
+
+    teacher = ParseModel.load(teachers["1o"])
+    encoder = teacher.parser.encoder.transformer
+    table = encoder.input_embeddings.detach()
+    trees = read_conllu(corpus["train"])
+    for kind in ("biaffine", "seqlabel"):
+        options = build_parse_config({"model": {**bilstm(kind), "init_from_teacher": True}}).model
+        student = build_model(options, teacher.rels, trees, teacher=teacher)
+        words = student.parser.vocab.words.items
+        weights = student.parser.encoder.bilstm.words.weight
+        assert weights.shape == (len(words), encoder.hidden_size) and encoder.hidden_size != options.word_dim
+        for n, word in enumerate(words):
+            ids = encoder.tokenizer(word, add_special_tokens=False)["input_ids"]
+            torch.testing.assert_close(weights[n], table[ids].mean(0), rtol=0, atol=1e-6)
+        assert len(encoder.tokenizer("unbelievable", add_special_tokens=False)["input_ids"]) > 1
+        assert "unbelievable" in words  # a word of several subwords: their mean
+    # a distillation run: the vocabulary covers the test words (a word no other split has), saved and reloaded
+    test = tmp_path / "test.conllu"
+    test.write_text(block(0, "zorba lives in paris", "PROPN VERB ADP PROPN", [2, 0, 4, 2], "nsubj root case obl")
+                    + "\n\n", encoding="utf-8")
+    data = {"train": corpus["train"], "dev": corpus["dev"], "test": str(test)}
+
+    def config(out, model, kd=None):
+        return build_parse_config({"data": data, "model": model, "training": training(tmp_path / out),
+                                   "kd": kd or {"method": "structural", "teacher": teachers["1o"]}})
+
+    results = distill_command(config("init", {**bilstm(tree="nonprojective"), "init_from_teacher": True}))
+    assert 0.0 <= results["test"]["las"] <= 1.0
+    saved = ParseModel.load(tmp_path / "init" / "model")
+    assert "zorba" in saved.parser.vocab.words.items
+    assert saved.parser.encoder.bilstm.words.weight.shape[1] == encoder.hidden_size
+    distill_command(config("plain", bilstm(tree="nonprojective")))
+    assert "zorba" not in ParseModel.load(tmp_path / "plain" / "model").parser.vocab.words.items
+    # refused, with the reason
+    init = {**bilstm(), "init_from_teacher": True}
+    with pytest.raises(ValueError, match="transformer teacher's input embeddings .* the teacher is a BiLSTM parser"):
+        distill_command(config("bilstm-teacher", init, {"method": "structural", "teacher": teachers["2o"]}))
+    with pytest.raises(ValueError, match="transformer teacher's input embeddings .* the run has no teacher"):
+        train_command(config("train", init))
+    with pytest.raises(ValueError, match="model.init_from_teacher .* needs model.encoder=bilstm"):
+        build_parse_config({"model": {"encoder": "minilm", "init_from_teacher": True}})
+    outputs = tmp_path / "trees.conllu"
+    shutil.copy(corpus["train"], outputs)
+    with pytest.raises(ValueError, match="model.init_from_teacher start the student from the teacher's weights"):
+        distill_command(config("blackbox", init, {"method": "topk", "teacher_outputs": str(outputs)}))

@@ -71,6 +71,11 @@ class ModelConfig:
     keep_every: int | None = None
     init_from_teacher: bool = False
 
+    def __post_init__(self):
+        if self.init_from_teacher and self.kind != "bilstm":
+            raise ValueError("model.init_from_teacher initializes a BiLSTM student's word embeddings: it needs "
+                             f"model.kind=bilstm, got {self.kind!r}")
+
 
 @dataclass
 class NerConfig(SectionedConfig):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from structkd.data import Sentence
+from structkd.models.embeddings import load_teacher_embeddings, teacher_word_encoder
 from structkd.models.encoders import resolve_encoder
 from structkd.models.hf_teacher import HFTokenClassifier, is_hf_checkpoint
 from structkd.models.serialization import load_pretrained, save_pretrained
@@ -149,17 +150,23 @@ def build_model(config: ModelConfig, tags: Sequence[str], scheme: str, sentences
         raise ValueError("the BiLSTM tagger has a CRF or MaxEnt head, not a span head")
     built = TaggerVocab.build(sentences)
     vocab = TaggerVocab(built.words, built.chars, Vocabulary(list(tags), special=False))
-    word_dim = config.word_dim
-    if config.init_from_teacher:
-        if teacher is None or not isinstance(teacher.tagger, TransformerTagger):
-            raise ValueError("model.init_from_teacher needs a transformer teacher (kd.teacher)")
-        word_dim = teacher.tagger.encoder.hidden_size
+    source = _embedding_source(teacher) if config.init_from_teacher else None
     tagger = BiLSTMTagger(len(vocab.words), len(vocab.chars), list(tags), config.head, constraint_scheme,
-                          word_dim=word_dim, hidden=config.hidden, char_filters=config.char_filters,
-                          dropout=config.dropout)
-    if config.init_from_teacher:
-        tagger.encoder.load_word_embeddings(teacher.tagger.encoder.embed_words(vocab.words.items).cpu())
+                          word_dim=config.word_dim if source is None else source.hidden_size, hidden=config.hidden,
+                          char_filters=config.char_filters, dropout=config.dropout)
+    if source is not None:
+        load_teacher_embeddings(tagger.encoder, source, vocab.words.items)
     return NerModel(tagger, vocab)
+
+
+def _embedding_source(teacher: NerModel | None):
+    """The teacher's subword encoder that ``model.init_from_teacher`` copies word embeddings from (a
+    transformer tagger's; any other teacher is refused)."""
+    if teacher is None:
+        return teacher_word_encoder(None, None)
+    tagger = teacher.tagger
+    encoder = tagger.encoder if isinstance(tagger, TransformerTagger) else None
+    return teacher_word_encoder(encoder, f"a {type(tagger).__name__}")
 
 
 def batches(sentences: Sequence[Sentence], batch_size: int):

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from structkd.data import Sentence, read_columns, read_text, write_columns
+from structkd.models.embeddings import vocabulary_sentences
 from structkd.ner.config import DataConfig, NerConfig, load_ner_config
 from structkd.ner.distillation import (
     check_teacher_scheme,
@@ -158,9 +159,7 @@ class NerTask(Task):
                      f"the teacher's ({config.kd.teacher})", "the student learns the teacher's labels: map or "
                      "remove these tags, or distil from a teacher trained with them")
         sentences = data.train + data.unlabeled
-        # a student whose word embeddings come from the teacher can embed any word: its vocabulary covers every
-        # split (tokens only); otherwise it is learned from the training and unlabeled sentences alone
-        vocab = sentences + data.dev + data.test if config.model.init_from_teacher else sentences
+        vocab = vocabulary_sentences(sentences, (data.dev, data.test), config.model.init_from_teacher)
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
         return Prepared(student, sentences)
 

@@ -66,6 +66,8 @@ class ModelConfig:
     ``encoder``: ``bilstm`` (word embeddings + character CNN + BiLSTM of ``layers`` layers), ``minilm`` (the
     offline MiniLM), or any ``transformers`` hub name or local path.  ``keep_every`` builds a transformer
     student from a transformer teacher's layers (:func:`structkd.models.transformer.shrink_encoder`).
+    ``init_from_teacher`` initializes a BiLSTM student's word embeddings from a transformer teacher's input
+    embeddings (:mod:`structkd.models.embeddings`; ``word_dim`` is then the teacher's hidden size).
     """
 
     kind: str = "biaffine"
@@ -83,6 +85,7 @@ class ModelConfig:
     dropout: float = 0.33
     decoder: str = "mst"
     keep_every: int | None = None
+    init_from_teacher: bool = False
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -91,6 +94,9 @@ class ModelConfig:
             raise ValueError(f"model.tree must be one of {', '.join(TREES)}, got {self.tree!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.init_from_teacher and (self.encoder != "bilstm" or self.keep_every):
+            raise ValueError("model.init_from_teacher initializes a BiLSTM student's word embeddings: it needs "
+                             "model.encoder=bilstm (and no model.keep_every)")
 
     @property
     def needs_projective(self) -> bool:

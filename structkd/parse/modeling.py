@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from structkd.data import ParsedSentence
+from structkd.models.embeddings import load_teacher_embeddings, teacher_word_encoder
 from structkd.models.encoders import resolve_encoder
 from structkd.models.parsers import (
     BiaffineParser,
@@ -147,9 +148,11 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
         vocab_sentences: the sentences a BiLSTM parser's vocabulary covers instead (say, the training trees
             plus unlabeled distillation sentences); the labels still come from ``sentences``.
         teacher: serves ``keep_every`` (a transformer student from the teacher's layers; a biaffine student of a
-            biaffine teacher with the same MLP widths also starts from the teacher's scorers).
+            biaffine teacher with the same MLP widths also starts from the teacher's scorers) and
+            ``init_from_teacher`` (a BiLSTM student's word embeddings from a transformer teacher's input
+            embeddings, :mod:`structkd.models.embeddings`).
     """
-    encoder, options, vocab = config.encoder, {}, None
+    encoder, options, vocab, source = config.encoder, {}, None, None
     if config.keep_every:
         if teacher is None or not teacher.parser.encoder.is_transformer:
             raise ValueError("model.keep_every builds a student from a transformer teacher: pass kd.teacher")
@@ -157,6 +160,9 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
     elif config.encoder == "bilstm":
         vocab = build_vocab(sentences if vocab_sentences is None else vocab_sentences, rels)
         options = _encoder_options(config)
+        if config.init_from_teacher:
+            source = _embedding_source(teacher)
+            options["word_dim"] = source.hidden_size
     else:
         encoder = resolve_encoder(config.encoder)
         options = {"pooling": config.pooling}
@@ -169,7 +175,17 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
     else:
         parser = SeqLabelingParser(encoder, rels, build_labels(sentences, rels), dropout=config.dropout,
                                    encoder_options=options, vocab=vocab)
+    if source is not None:
+        load_teacher_embeddings(parser.encoder.bilstm, source, vocab.words.items)
     return ParseModel(parser, config.decoder)
+
+
+def _embedding_source(teacher: ParseModel | None):
+    """The teacher's subword encoder that ``model.init_from_teacher`` copies word embeddings from (a
+    transformer parser's; a BiLSTM parser is refused)."""
+    if teacher is None:
+        return teacher_word_encoder(None, None)
+    return teacher_word_encoder(teacher.parser.encoder.transformer, "a BiLSTM parser")
 
 
 def _copy_scorers(source: BiaffineParser, target: BiaffineParser) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from structkd.data import CorpusError, ParsedSentence, read_conllu, read_tokenized_text, write_conllu
+from structkd.models.embeddings import vocabulary_sentences
 from structkd.models.parsers import build_rels
 from structkd.parse.config import DataConfig, ParseConfig, load_parse_config
 from structkd.parse.distillation import (
@@ -173,8 +174,9 @@ class ParseTask(Task):
             else []
         train = _known_relations(trees, teacher.rels) if trees else []
         sentences = train + data.unlabeled
+        vocab = vocabulary_sentences(sentences, (data.dev, data.test), config.model.init_from_teacher)
         student = build_model(config.model, teacher.rels, train, config.data.multiroot, teacher=teacher,
-                              vocab_sentences=sentences)
+                              vocab_sentences=vocab)
         spec = StudentSpec.of(student)
         check_method(kd, spec, teacher)
         if data.unlabeled and "gold_rels" in teacher_fields(kd, spec):
@@ -191,9 +193,9 @@ class ParseTask(Task):
         of ``data.train`` and ``data.unlabeled``; those the student skips (non-projective training trees) are
         skipped in it too."""
         kd, model = config.kd, config.model
-        if model.keep_every:
-            raise ValueError("model.keep_every builds the student from the teacher's layers, which "
-                             "kd.teacher_outputs (a teacher known by its outputs) does not give")
+        if model.keep_every or model.init_from_teacher:
+            raise ValueError("model.keep_every and model.init_from_teacher start the student from the teacher's "
+                             "weights, which kd.teacher_outputs (a teacher known by its outputs) does not give")
         if not data.train and model.kind == "seqlabel":
             raise ValueError("data.train is required: a sequence-labeling student takes its label inventory from "
                              "the training trees")

@@ -1,0 +1,51 @@
+"""``model.init_from_teacher``: a BiLSTM student's word embeddings from a transformer teacher's input embeddings.
+
+Each word of the student's vocabulary starts as the mean of its subwords' input embeddings in the teacher
+(:meth:`~structkd.models.transformer.SubwordEncoder.embed_words`), so the word width is the teacher's hidden
+size.  The NER and UPOS taggers (:func:`structkd.ner.modeling.build_model`) and the parsers
+(:func:`structkd.parse.modeling.build_model`) share it.  Such a student can embed any word, so its vocabulary
+covers every split (:func:`vocabulary_sentences`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from structkd.models.taggers import BiLSTMEncoder
+from structkd.models.transformer import SubwordEncoder
+
+__all__ = ["load_teacher_embeddings", "teacher_word_encoder", "vocabulary_sentences"]
+
+
+def teacher_word_encoder(encoder: Any, teacher: str | None) -> SubwordEncoder:
+    """The teacher's subword encoder whose input embeddings ``model.init_from_teacher`` copies.
+
+    Args:
+        encoder: the teacher's transformer encoder (anything else is refused).
+        teacher: what the teacher is, for the message (``"a BiLSTM parser"``; ``None``: the run has none).
+
+    Raises:
+        ValueError: no teacher, or a teacher without a transformer encoder.
+    """
+    if isinstance(encoder, SubwordEncoder):
+        return encoder
+    why = "the run has no teacher" if teacher is None else f"the teacher is {teacher}"
+    raise ValueError(f"model.init_from_teacher copies a transformer teacher's input embeddings (kd.teacher), but "
+                     f"{why}: distil from a transformer teacher, or set model.init_from_teacher=false")
+
+
+def load_teacher_embeddings(student: BiLSTMEncoder, encoder: SubwordEncoder, words: Sequence[str]) -> None:
+    """Set the student's word embeddings ``[len(words), hidden]`` to the teacher's mean subword input embedding
+    of each vocabulary word (``words``: the vocabulary's items, padding and unknown entries included)."""
+    vectors = encoder.embed_words(list(words))
+    student.load_word_embeddings(vectors.to(student.words.weight.device, student.words.weight.dtype))
+
+
+def vocabulary_sentences(distilled: Sequence, others: Sequence[Sequence], from_teacher: bool) -> Sequence:
+    """The sentences a BiLSTM student's vocabulary is built from: its distillation sentences, plus ``others``
+    (the development and test sentences) when its word embeddings come from the teacher, which can embed any
+    word (tokens only: no label is read)."""
+    if not from_teacher:
+        return distilled
+    return [*distilled, *(s for part in others for s in part)]

@@ -1,0 +1,75 @@
+"""``model.init_from_teacher`` in the taggers (NER, UPOS): the shared code of :mod:`structkd.models.embeddings`
+(the parsers' is tested in test_parse_pipeline)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from test_ner_pipeline import ROWS, write_corpus  # noqa: E402
+from tiny_models import write_tiny_bert  # noqa: E402
+
+from structkd.data import Sentence  # noqa: E402
+from structkd.models.transformer import TransformerTagger  # noqa: E402
+from structkd.ner import NerModel, build_ner_config, distill_command  # noqa: E402
+from structkd.ner.config import ModelConfig  # noqa: E402
+from structkd.ner.modeling import build_model  # noqa: E402
+
+TAGS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """An (untrained) tiny transformer CRF tagger, saved."""
+    root = tmp_path_factory.mktemp("embeddings")
+    model = NerModel(TransformerTagger(write_tiny_bert(root / "bert", layers=1, max_positions=32), TAGS, "crf",
+                                       "BIO"))
+    model.save(root / "teacher")
+    return str(root / "teacher")
+
+
+def test_tagger_word_embeddings_are_the_teacher_mean_subword_embeddings(teacher):
+    model = NerModel.load(teacher)
+    encoder = model.tagger.encoder
+    table = encoder.input_embeddings.detach()
+    sentences = [Sentence("John lives in unbelievable Paris".split())]
+    student = build_model(ModelConfig(word_dim=8, hidden=8, char_filters=4, init_from_teacher=True), TAGS, "BIO",
+                          sentences, teacher=model)
+    words = student.vocab.words.items
+    weights = student.tagger.encoder.words.weight
+    assert weights.shape == (len(words), encoder.hidden_size) == (7, 32)  # padding, unknown and 5 words
+    for n, word in enumerate(words):
+        ids = encoder.tokenizer(word, add_special_tokens=False)["input_ids"]
+        torch.testing.assert_close(weights[n], table[ids].mean(0), rtol=0, atol=1e-6)
+    # without the option: random embeddings of model.word_dim
+    plain = build_model(ModelConfig(word_dim=8, hidden=8, char_filters=4), TAGS, "BIO", sentences, teacher=model)
+    assert plain.tagger.encoder.words.weight.shape == (7, 8)
+
+
+def test_the_option_is_refused_without_a_transformer_teacher(teacher, tmp_path):
+    sentences = [Sentence(["John"], ["B-PER"])]
+    bilstm_teacher = build_model(ModelConfig(word_dim=8, hidden=8, char_filters=4), TAGS, "BIO", sentences)
+    init = ModelConfig(word_dim=8, hidden=8, char_filters=4, init_from_teacher=True)
+    with pytest.raises(ValueError, match="input embeddings .* the teacher is a BiLSTMTagger"):
+        build_model(init, TAGS, "BIO", sentences, teacher=bilstm_teacher)
+    with pytest.raises(ValueError, match="input embeddings .* the run has no teacher"):
+        build_model(init, TAGS, "BIO", sentences)
+    with pytest.raises(ValueError, match="model.init_from_teacher .* needs model.kind=bilstm, got 'transformer'"):
+        build_ner_config({"model": {"kind": "transformer", "init_from_teacher": True}})
+
+
+def test_a_distilled_tagger_covers_every_split_and_reloads(teacher, tmp_path):
+    train = write_corpus(tmp_path / "train.conll", ROWS, 1)
+    test = write_corpus(tmp_path / "test.conll", [("zorba lives in Paris", "B-PER O O B-LOC")], 1)
+    for init in (True, False):
+        out = tmp_path / str(init)
+        model = {"kind": "bilstm", "hidden": 8, "char_filters": 4, "init_from_teacher": init}
+        config = build_ner_config({"data": {"train": train, "test": test}, "model": model,
+                                   "kd": {"method": "structural", "teacher": teacher},
+                                   "training": {"epochs": 1, "batch_size": 4, "output_dir": str(out),
+                                                "progress": False}})
+        distill_command(config)
+        saved = NerModel.load(out / "model")
+        assert ("zorba" in saved.vocab.words.items) == init
+        assert saved.tagger.encoder.words.weight.shape[1] == (32 if init else 100)
