@@ -10,6 +10,18 @@ Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
 4. span teacher to MaxEnt and to CRF students (none, posterior, topk, structural; token KD needs per-token
    teacher scores, which a span teacher does not have)
 
+Two more blocks of BiLSTM-CRF students (``--blocks``; all by default):
+
+* ``hf``: a teacher as a user brings it, a MiniLM ``AutoModelForTokenClassification`` fine-tuned with
+  ``transformers``' own ``Trainer`` (``finetune_hf_ner.py``, same sentences and epochs), distilled with none,
+  posterior and structural KD (a MaxEnt teacher into a constrained CRF: the restricted, renormalized chain), and
+  as a black box known only by its predicted tags on the training sentences (``kd.teacher_outputs``,
+  sequence-level KD): what each kind of access to a teacher is worth.
+* ``unlabeled``: the students also distil on the 18,000 training sentences the reduced setting leaves out,
+  given without their tags (``data.unlabeled`` with ``data.slices``), starting from the teacher's word embeddings
+  (``model.init_from_teacher``), ``UNLABELED_EPOCHS`` epochs over the 20,000 sentences; cases 1, 3 and span to
+  CRF with none, token, posterior and structural KD (topk and the MaxEnt students are left out to fit 2 cores).
+
 Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation), the
 teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes in interleaved rounds,
 ``model_speed.py``). The default is a reduced setting (2000 sentences per split, teachers 4 and students 10
@@ -19,7 +31,7 @@ one of them beside the main run); the span teacher's ``none`` rows repeat cases 
 same); ``--full`` uses all of WikiANN's training data and more epochs.
 
     python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
-                                    [--jobs N | --worker]
+                                    [--blocks base,hf,unlabeled] [--jobs N | --worker]
 
 Results: ``benchmarks/results/ner_wikiann[_quick|_full].json`` and ``.md``.
 """
@@ -36,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from finetune_hf_ner import finetune
 from model_speed import speeds_and_sizes
 from run_claims import (
     add_sharing_arguments,
@@ -47,8 +60,9 @@ from run_claims import (
     worker_processes,
 )
 
+from structkd.data.columns import Sentence, write_columns
 from structkd.ner import NerModel, build_ner_config, distill_command, train_command
-from structkd.ner.modeling import evaluate
+from structkd.ner.modeling import evaluate, predict
 from structkd.ner.pipeline import read_data
 from structkd.train import resolve_device
 
@@ -63,6 +77,11 @@ CASES = (  # (case, teacher head, student head)
     ("4", "span", "maxent"),
     ("4", "span", "crf"),
 )
+BLOCKS = ("base", "hf", "unlabeled")
+HF_CASE = ("3", "hf", "crf")  # a MaxEnt teacher (the transformers token classifier) into the constrained CRF
+HF_METHODS = ("none", "posterior", "structural", "blackbox")  # blackbox: sequence-level KD on its predicted tags
+UNLABELED_CASES = (CASES[0], CASES[2], CASES[4])
+UNLABELED_METHODS = ("none", "token", "posterior", "structural")
 
 
 @dataclass
@@ -71,13 +90,28 @@ class Setting:
     teacher_epochs: int
     student_epochs: int
     seeds: tuple[int, ...]
+    unlabeled: int | None = 0  # training sentences after the labeled ones, given without tags (None: all the rest)
+    unlabeled_epochs: int = 0  # the unlabeled block's epochs over the labeled and unlabeled sentences
 
 
 SETTINGS = {
-    "quick": Setting(40, 1, 1, (0,)),
-    "reduced": Setting(2000, 4, 10, (0, 1, 2)),
-    "full": Setting(None, 3, 10, (0, 1, 2)),
+    "quick": Setting(40, 1, 1, (0,), 40, 1),
+    "reduced": Setting(2000, 4, 10, (0, 1, 2), None, 2),
+    "full": Setting(None, 3, 10, (0, 1, 2)),  # every training sentence is labeled: no unlabeled block
 }
+
+
+@dataclass(frozen=True)
+class Run:
+    """One table cell: a block, a case ``(case, teacher head, student head)`` and a KD method, over the seeds."""
+    block: str
+    case: tuple
+    method: str
+
+    @property
+    def group(self) -> str:
+        prefix = f"{self.block}-" if self.block == "unlabeled" else ""  # the hf block: its teacher names it
+        return f"{prefix}{self.case[1]}-to-{self.case[2]}-{self.method}"
 
 
 def data_section(data_dir: Path, setting: Setting) -> dict:
@@ -86,8 +120,20 @@ def data_section(data_dir: Path, setting: Setting) -> dict:
             "test": str(data_dir / "test.conllu"), "layout": "index-token-tag", "max_sentences": limit}
 
 
+def unlabeled_data_section(data_dir: Path, setting: Setting) -> dict:
+    """The labeled splits of :func:`data_section` as slices, and the training sentences after them, untagged."""
+    first, extra = setting.max_sentences, setting.unlabeled
+    rest = f"{first}:" if extra is None else f"{first}:{first + extra}"
+    return {**data_section(data_dir, setting), "max_sentences": None, "unlabeled": [str(data_dir / "train.conllu")],
+            "slices": {"train": f"0:{first}", "dev": f"0:{first}", "test": f"0:{first}", "unlabeled": rest}}
+
+
 def train_teacher(data_dir: Path, setting: Setting, head: str, target: Path, device: str = "auto") -> None:
-    """Train the ``head`` teacher into ``target`` (its model in ``target/model``) on ``device``."""
+    """Train the ``head`` teacher into ``target`` (its model in ``target/model``) on ``device``; the ``hf`` teacher
+    is fine-tuned by ``transformers``' ``Trainer`` (``finetune_hf_ner.py``)."""
+    if head == "hf":
+        finetune(target / "model", data_dir, setting.max_sentences, setting.teacher_epochs, seed=0, lr=1e-4)
+        return
     config = build_ner_config({
         "data": data_section(data_dir, setting),
         "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
@@ -97,48 +143,137 @@ def train_teacher(data_dir: Path, setting: Setting, head: str, target: Path, dev
     train_command(config, resume=True)  # a teacher cut short goes on from its last checkpoint
 
 
-def train_student(case: tuple, method: str, seed: int, teacher: Path, data_dir: Path, setting: Setting,
-                  out: Path, device: str = "auto") -> dict:
-    _, teacher_head, student_head = case
-    name = f"{teacher_head}-to-{student_head}-{method}-seed{seed}"
-    target = out / "students" / name
-    config = build_ner_config({
-        "data": data_section(data_dir, setting),
-        "model": {"kind": "bilstm", "head": student_head, "constrained": _constrained(case)},
-        "kd": {"method": method, "teacher": str(teacher), "kd_weight": 0.5, "top_k": 5,
-               "cache_dir": str(out / "caches" / f"{teacher_head}-{student_head}-{method}")},
-        "training": {"epochs": setting.student_epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
-                     "output_dir": str(target), "log_every": 50, "max_grad_norm": 5.0, "device": device}})
+def teacher_tags(teacher: Path, data: dict, target: Path) -> Path:
+    """The black-box teacher's output: its predicted tags on the run's distillation sentences, a column file
+    (written once, atomically)."""
+    if not target.exists():
+        train = read_data(build_ner_config({"data": data}).data).train
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        tagged = [Sentence(s.tokens, tags, s.source) for s, tags in zip(train, predict(NerModel.load(teacher), train))]
+        write_columns(tmp, tagged)
+        os.replace(tmp, target)
+    return target
+
+
+def student_config(run: Run, seed: int, teacher: Path, data_dir: Path, setting: Setting, out: Path,
+                   device: str = "auto"):
+    """The config of one student run of ``run`` with ``seed``."""
+    _, teacher_head, student_head = run.case
+    data = data_section(data_dir, setting)
+    model = {"kind": "bilstm", "head": student_head, "constrained": _constrained(run.case)}
+    kd = {"method": run.method, "teacher": str(teacher), "kd_weight": 0.5, "top_k": 5,
+          "cache_dir": str(out / "caches" / run.group)}
+    epochs = setting.student_epochs
+    if run.block == "unlabeled":
+        model["init_from_teacher"] = True
+        if run.method != "none":  # a baseline without KD learns from the labeled sentences alone
+            data, epochs = unlabeled_data_section(data_dir, setting), setting.unlabeled_epochs
+    if run.method == "blackbox":
+        kd = {"method": "seqlevel", "kd_weight": 0.5, "cache_dir": kd["cache_dir"],
+              "teacher_outputs": str(teacher_tags(teacher, data, out / "teacher-hf" / "train-tags.conll"))}
+    return build_ner_config({
+        "data": data, "model": model, "kd": kd,
+        "training": {"epochs": epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
+                     "output_dir": str(out / "students" / f"{run.group}-seed{seed}"), "log_every": 50,
+                     "max_grad_norm": 5.0, "device": device}})
+
+
+def train_student(run: Run, seed: int, teacher: Path, data_dir: Path, setting: Setting, out: Path,
+                  device: str = "auto") -> dict:
+    config = student_config(run, seed, teacher, data_dir, setting, out, device)
     return run_once(config, "ner_config.json", distill_command)
 
 
 def _constrained(case: tuple) -> bool:
-    """Whether the student's CRF forbids BIO-invalid transitions (all but case 3, see the module docstring)."""
-    return case[0] != "3"
+    """Whether the student's CRF forbids BIO-invalid transitions (all but case 3 with a structkd MaxEnt teacher,
+    see the module docstring; the ``hf`` teacher's CRF students are constrained, ``kd.impossible``)."""
+    return case[0] != "3" or case[1] == "hf"
 
 
-def _trained_as(run: tuple) -> tuple:
+def _trained_as(run: Run) -> Run:
     """The run whose results a table row reports: itself, or for a run without KD the first case with the same
-    student (head and constraint): the span teacher's ``none`` rows repeat case 1's and case 2's (same student,
-    data and seeds), case 3's unconstrained CRF student has its own."""
-    case, method = run
-    if method != "none":
+    student (head and constraint): the span and ``hf`` teachers' ``none`` rows repeat case 1's and case 2's
+    (same student, data and seeds), case 3's unconstrained CRF student has its own.  The unlabeled block's
+    students start from their teacher's embeddings, so each has its own ``none``."""
+    if run.method != "none" or run.block == "unlabeled":
         return run
-    return next(c for c in CASES if (c[2], _constrained(c)) == (case[2], _constrained(case))), method
+    same = (run.case[2], _constrained(run.case))
+    return Run("base", next(c for c in CASES if (c[2], _constrained(c)) == same), "none")
 
 
-def summarize(rows: list[dict], teachers: dict, meta: dict) -> str:
-    lines = [f"# WikiANN English NER ({meta['setting']} setting)", "",
-             "| case | teacher | student | KD | dev F1 | test F1 |", "|---|---|---|---|---|---|"]
+def block_table(block: str) -> list[Run]:
+    """The rows of one block, in table order."""
+    if block == "base":
+        return [Run(block, case, method) for case in CASES for method in METHODS
+                if not (method == "token" and case[1] == "span")]
+    if block == "hf":
+        return [Run(block, HF_CASE, method) for method in HF_METHODS]
+    return [Run(block, case, method) for case in UNLABELED_CASES for method in UNLABELED_METHODS
+            if not (method == "token" and case[1] == "span")]
+
+
+def summarize(block: str, rows: list[dict], models: dict, meta: dict) -> str:
+    title = {"base": "", "hf": ": a transformers token classifier as the teacher",
+             "unlabeled": ": distillation on unlabeled text too, word embeddings from the teacher"}[block]
+    lines = [f"# WikiANN English NER ({meta['setting']} setting){title}", "",
+             "| case | teacher | student | KD | dev F1 | test F1 | % of teacher | speed-up | parameters |",
+             "|---|---|---|---|---|---|---:|---:|---:|"]
     for row in rows:
         dev = f"{100 * row['dev_mean']:.2f} ± {100 * row['dev_std']:.2f}"
         test = f"{100 * row['test_mean']:.2f} ± {100 * row['test_std']:.2f}"
-        lines.append(f"| {row['case']} | {row['teacher']} | {row['student']} | {row['method']} | {dev} | {test} |")
+        lines.append(f"| {row['case']} | {row['teacher']} | {row['student']} | {row['method']} | {dev} | {test} | "
+                     f"{_percent(row['ratio'])} | {row['speedup']:.1f}x | {row['parameters']:,} |")
     lines += ["", "| model | test F1 | parameters | CPU sentences/s |", "|---|---|---|---|"]
-    for name, t in teachers.items():
+    for name, t in models.items():
         lines.append(f"| {name} | {100 * t['f1']:.2f} | {t['parameters']:,} | {t['sentences_per_second']:.0f} |")
     lines += ["", json.dumps(meta)]
     return "\n".join(lines)
+
+
+def _percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{100 * ratio:.1f}"
+
+
+def teacher_name(head: str) -> str:
+    return "teacher MiniLM-hf-token-classifier" if head == "hf" else f"teacher MiniLM-{head}"
+
+
+def student_name(block: str, head: str) -> str:
+    return f"student BiLSTM-{head}" + ("" if block == "base" else f" ({block})")
+
+
+def measured_models(block: str, out: Path, teacher_dirs: dict, rows: list[Run], test_sentences: list) -> dict:
+    """Test F1, parameters and CPU speed of the block's teachers and one student of each head (seed 0,
+    structural KD), measured side by side in interleaved rounds."""
+    models = {teacher_name(run.case[1]): teacher_dirs[run.case[1]] for run in rows}
+    for run in rows:
+        if run.method == "structural":
+            models[student_name(block, run.case[2])] = out / "students" / f"{run.group}-seed0" / "model"
+    return speeds_and_sizes(models, NerModel.load, lambda model: evaluate(model, test_sentences), ("f1",),
+                            SPEED_REPEATS)
+
+
+def block_rows(block: str, table: list[Run], results: dict, models: dict) -> list[dict]:
+    """One row per table cell: dev and test F1 over the seeds, as a share of the teacher's test F1, the CPU
+    speed-up over the teacher and the parameters of the seed-0 student."""
+    rows = []
+    for run in table:
+        seeds = results[_trained_as(run)]
+        dev, test = [r["dev"]["f1"] for r in seeds], [r["test"]["f1"] for r in seeds]
+        teacher = models[teacher_name(run.case[1])]
+        student = models[student_name(block, run.case[2])]
+        rows.append({"block": block, "case": run.case[0], "teacher": run.case[1], "student": run.case[2],
+                     "method": run.method, "dev_mean": statistics.mean(dev), "dev_std": statistics.pstdev(dev),
+                     "test_mean": statistics.mean(test), "test_std": statistics.pstdev(test), "seeds": test,
+                     "teacher_test": teacher["f1"], "ratio": _share(statistics.mean(test), teacher["f1"]),
+                     "speedup": student["sentences_per_second"] / teacher["sentences_per_second"],
+                     "parameters": seeds[0]["parameters"]})
+    return rows
+
+
+def _share(score: float, teacher: float) -> float | None:
+    """``score`` as a share of the teacher's (none for a teacher scoring 0, as in the quick smoke test)."""
+    return score / teacher if teacher else None
 
 
 def main(argv=None) -> list[dict]:
@@ -147,6 +282,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ner_wikiann")
     parser.add_argument("--full", action="store_true", help="all training data, more epochs")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
+    parser.add_argument("--blocks", default=",".join(BLOCKS), help=f"which tables, of {', '.join(BLOCKS)}")
     add_sharing_arguments(parser)
     args = parser.parse_args(argv)
     check_sharing_arguments(parser, args)
@@ -154,62 +290,58 @@ def main(argv=None) -> list[dict]:
         raise SystemExit(f"{args.data}: WikiANN English not found (expected train.conllu, val.conllu, test.conllu)")
     name = "quick" if args.quick else "full" if args.full else "reduced"
     setting = SETTINGS[name]
+    blocks = [b for b in args.blocks.split(",") if b]
+    if unknown := sorted(set(blocks) - set(BLOCKS)):
+        parser.error(f"--blocks: unknown {', '.join(unknown)}; expected some of {', '.join(BLOCKS)}")
+    if "unlabeled" in blocks and not setting.unlabeled_epochs:
+        blocks.remove("unlabeled")  # the full setting labels every training sentence
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
-    heads = ("crf", "maxent", "span")
-    table = [(case, method) for case in CASES for method in METHODS if not (method == "token" and case[1] == "span")]
+    tables = {block: block_table(block) for block in blocks}
     # a student without KD does not depend on the teacher: each student's is trained once, under its first case
-    runs = [run for run in table if _trained_as(run) == run]
+    runs = list(dict.fromkeys(_trained_as(run) for block in blocks for run in tables[block]))
+    heads = list(dict.fromkeys(run.case[1] for run in runs))  # a none run names its teacher too
 
-    def group(run) -> str:
-        (_, teacher_head, student_head), method = run
-        return f"{teacher_head}-to-{student_head}-{method}"
-
-    def seed_results(run) -> list[dict]:
-        case, method = run
-        return [train_student(case, method, seed, teacher_dirs[case[1]], args.data, setting, out, args.device)
+    def seed_results(run: Run) -> list[dict]:
+        return [train_student(run, seed, teacher_dirs[run.case[1]], args.data, setting, out, args.device)
                 for seed in setting.seeds]
 
-    def finished(run) -> bool:
-        return all((out / "students" / f"{group(run)}-seed{seed}" / "results.json").exists() for seed in setting.seeds)
+    def finished(run: Run) -> bool:
+        return all((out / "students" / f"{run.group}-seed{seed}" / "results.json").exists() for seed in setting.seeds)
 
     if args.jobs > 1:
         torch.set_num_threads(threads_per_job(args.jobs))
-    worker_argv = ["--data", str(args.data), "--out", str(args.out), "--device", args.device]
+    worker_argv = ["--data", str(args.data), "--out", str(args.out), "--device", args.device, "--blocks", args.blocks]
     worker_argv += [f"--{name}"] if name != "reduced" else []
     with worker_processes(args.jobs, Path(__file__), worker_argv, out / "logs"):
         teach = functools.partial(train_teacher, args.data, setting, device=args.device)
-        teacher_dirs = train_teachers(out, list(heads), teach, args.worker)
-        train_groups(out, runs, group, finished, seed_results, args.worker)
+        teacher_dirs = train_teachers(out, heads, teach, args.worker)
+        train_groups(out, runs, lambda run: run.group, finished, seed_results, args.worker)
     if args.worker:
         return []
-    rows = []
-    for case, method in table:
-        results = seed_results(_trained_as((case, method)))  # read back from each run's results.json
-        dev = [r["dev"]["f1"] for r in results]
-        test = [r["test"]["f1"] for r in results]
-        rows.append({"case": case[0], "teacher": case[1], "student": case[2], "method": method,
-                     "dev_mean": statistics.mean(dev), "dev_std": statistics.pstdev(dev),
-                     "test_mean": statistics.mean(test), "test_std": statistics.pstdev(test), "seeds": dev})
+    results = {run: seed_results(run) for run in runs}  # read back from each run's results.json
     test_sentences = read_data(build_ner_config({"data": data_section(args.data, setting)}).data).test
-    models = {f"teacher MiniLM-{h}": d for h, d in teacher_dirs.items()}
-    for head in ("crf", "maxent"):
-        models[f"student BiLSTM-{head}"] = out / "students" / f"crf-to-{head}-structural-seed0" / "model"
-    sizes = speeds_and_sizes(models, NerModel.load, lambda model: evaluate(model, test_sentences), ("f1",),
-                             SPEED_REPEATS)
     meta = {"setting": name, "seconds": round(time.perf_counter() - start), "runs_resumed": resumed,
             "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
             "training_device": str(resolve_device(args.device)),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds)}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if name == "reduced" else f"_{name}"
-    (RESULTS / f"ner_wikiann{suffix}.json").write_text(json.dumps({"meta": meta, "rows": rows, "models": sizes},
-                                                                  indent=2))
-    table = summarize(rows, sizes, meta)
-    (RESULTS / f"ner_wikiann{suffix}.md").write_text(table + "\n")
-    print(table)
-    return rows
+    all_rows = []
+    for block in blocks:
+        models = measured_models(block, out, teacher_dirs, tables[block], test_sentences)
+        rows = block_rows(block, tables[block], results, models)
+        block_meta = {**meta, "block": block, **({"unlabeled_epochs": setting.unlabeled_epochs,
+                                                   "unlabeled_sentences": setting.unlabeled or "rest of train"}
+                                                  if block == "unlabeled" else {})}
+        suffix = ("" if name == "reduced" else f"_{name}") + ("" if block == "base" else f"_{block}")
+        (RESULTS / f"ner_wikiann{suffix}.json").write_text(
+            json.dumps({"meta": block_meta, "rows": rows, "models": models}, indent=2))
+        text = summarize(block, rows, models, block_meta)
+        (RESULTS / f"ner_wikiann{suffix}.md").write_text(text + "\n")
+        print(text)
+        all_rows += rows
+    return all_rows
 
 
 if __name__ == "__main__":
