@@ -73,3 +73,29 @@ def test_a_distilled_tagger_covers_every_split_and_reloads(teacher, tmp_path):
         saved = NerModel.load(out / "model")
         assert ("zorba" in saved.vocab.words.items) == init
         assert saved.tagger.encoder.words.weight.shape[1] == (32 if init else 100)
+
+
+def test_frozen_teacher_embeddings_stay_as_copied_through_distillation(teacher, tmp_path):
+    """``model.freeze_embeddings``: the word embeddings after a distillation run are still the teacher's, while
+    the rest of the student trains; refused without ``init_from_teacher``."""
+    train = write_corpus(tmp_path / "train.conll", ROWS, 1)
+    runs = {}
+    for freeze in (True, False):
+        model = {"kind": "bilstm", "hidden": 8, "char_filters": 4, "init_from_teacher": True,
+                 "freeze_embeddings": freeze}
+        config = build_ner_config({"data": {"train": train}, "model": model,
+                                   "kd": {"method": "structural", "teacher": teacher},
+                                   "training": {"epochs": 2, "batch_size": 4, "lr": 1e-2,
+                                                "output_dir": str(tmp_path / str(freeze)), "progress": False}})
+        distill_command(config)
+        runs[freeze] = NerModel.load(tmp_path / str(freeze) / "model")
+    encoder = NerModel.load(teacher).tagger.encoder
+    start = encoder.embed_words(runs[True].vocab.words.items)
+    torch.testing.assert_close(runs[True].tagger.encoder.words.weight, start, rtol=0, atol=0)
+    assert not torch.allclose(runs[False].tagger.encoder.words.weight, start)
+    built = build_model(ModelConfig(hidden=8, char_filters=4, init_from_teacher=True, freeze_embeddings=True),
+                        TAGS, "BIO", [Sentence(s.split()) for s, _ in ROWS], teacher=NerModel.load(teacher))
+    trainable = {name for name, p in built.tagger.named_parameters() if p.requires_grad}
+    assert "encoder.words.weight" not in trainable and any("lstm" in name for name in trainable)
+    with pytest.raises(ValueError, match="model.freeze_embeddings .* needs model.init_from_teacher=true"):
+        build_ner_config({"model": {"freeze_embeddings": True}})

