@@ -3,8 +3,9 @@
 The setting of ``structkd ner demo`` and ``ablation_demo.py`` (whose teacher and ``structural`` runs with unlabeled
 text this script reuses as its baseline): the shipped WNUT17 sample, a MiniLM-CRF teacher fine-tuned for 3 epochs,
 BiLSTM-CRF students with word embeddings from the teacher and structural KD on the labeled and the 2,594
-unlabeled sentences, 8 epochs.  Each row changes one setting of that student.  ``--seeds`` seeds, dev entity F1 mean and standard deviation, and the share of the teacher's
-dev F1.  Runs are resumable and can be shared between processes (``--worker K --workers N``).
+unlabeled sentences, 8 epochs.  Each row changes one setting of that student.  ``--seeds`` seeds, dev entity
+F1 mean and standard deviation, and the share of the teacher's dev F1.  Runs are resumable and can be shared
+between processes (``--worker K --workers N``).
 
     python benchmarks/levers_demo.py [--out runs/ablation-demo] [--seeds 0 1 2] [--worker 0 --workers 1]
     python benchmarks/levers_demo.py --report
