@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from structkd.schemes import check_scheme, check_tag, convert, first_invalid, repair_tags
 
@@ -84,16 +84,20 @@ class _Row(NamedTuple):
     fields: list[str]
 
 
-def read_utf8_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 file (a leading byte-order mark dropped); bytes that are not UTF-8 raise
-    :class:`CorpusError` with the line."""
-    data = path.read_bytes()
+def decode_utf8(path: str | Path, data: bytes, offset: int = 0, line: int = 1) -> str:
+    """``data``, the bytes of ``path`` from byte ``offset`` (at line ``line``), as text; bytes that are not UTF-8
+    raise :class:`CorpusError` with their line and byte in the file."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise CorpusError(path, line, f"not valid UTF-8 (byte {err.start}: {err.reason})") from None
-    return text.removeprefix("\ufeff").splitlines()
+        number = line + data[: err.start].count(b"\n")
+        raise CorpusError(path, number, f"not valid UTF-8 (byte {offset + err.start}: {err.reason})") from None
+
+
+def read_utf8_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file (a leading byte-order mark dropped; every line break of
+    :meth:`str.splitlines`); bytes that are not UTF-8 raise :class:`CorpusError` with the line."""
+    return decode_utf8(path, path.read_bytes()).removeprefix("\ufeff").splitlines()
 
 
 def _split(raw: str) -> list[str]:
@@ -121,12 +125,18 @@ def _is_docstart(fields: list[str]) -> bool:
                                          and bool(_INDEX.fullmatch(fields[0])))
 
 
-def _sentence_rows(path: Path, lines: list[str]) -> Iterator[list[_Row]]:
+def _sentence_rows(path: Path, lines: Iterable[tuple[int, str]], count: int | None = None
+                   ) -> Iterator[list[_Row]]:
     """The data rows of a column file grouped by sentence (lazily: only a sentence's rows are held at a time);
-    every row has the first row's column count."""
+    every row has the first row's column count.
+
+    Args:
+        lines: ``(line number, text)`` of the file's lines, from its start or from a sentence's first row.
+        count: the file's column count when ``lines`` start at a sentence after the file's first (``None``: the
+            first data row sets it).
+    """
     group: list[_Row] = []
-    count = None
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in lines:
         text = raw.strip()
         fields = _split(raw) if text else []
         if not text or _is_docstart(fields):
@@ -146,8 +156,8 @@ def _sentence_rows(path: Path, lines: list[str]) -> Iterator[list[_Row]]:
         yield group
 
 
-def _sample(path: Path, lines: list[str]) -> list[_Row]:
-    """The first :data:`SAMPLE_ROWS` data rows; an empty file is refused."""
+def _sample(path: Path, lines: Iterable[tuple[int, str]]) -> list[_Row]:
+    """The first :data:`SAMPLE_ROWS` data rows of the numbered lines; an empty file is refused."""
     out: list[_Row] = []
     for group in _sentence_rows(path, lines):
         out.extend(group)
@@ -241,6 +251,53 @@ def _choose_columns(path: Path, sample: list[_Row], layout: str, token_column: i
     return token, (_column(path, first, tag, "tag") if labeled and tag is not None else None)
 
 
+@dataclass(frozen=True)
+class ColumnFormat:
+    """How the sentences of one column file are read, once its columns are chosen (:func:`column_format`):
+    the token and tag columns (``tag=None``: unlabeled), the file's column count, the scheme checks."""
+
+    token: int
+    tag: int | None
+    count: int
+    scheme: str = "BIO"
+    repair: str = "none"
+    convert_to: str | None = None
+    empty_line: ClassVar[int | None] = None  # where "the file holds no sentences" points
+
+    def sentences(self, path: Path, lines: Iterable[tuple[int, str]], resumed: bool = False) -> Iterator[Sentence]:
+        """The checked sentences of the numbered ``lines``: from the file's start, or (``resumed``) from a
+        sentence's first row."""
+        for group in _sentence_rows(path, lines, self.count if resumed else None):
+            yield _sentence(path, group, self.token, self.tag, self.scheme, self.repair, self.convert_to)
+
+    def scan(self, path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, int]]:
+        """``(first line, words)`` of each sentence of the file's numbered lines, every check made."""
+        for sentence in self.sentences(path, lines):
+            yield sentence.lines[0], len(sentence)
+
+
+def _check_options(layout: str, repair: str, scheme: str) -> str:
+    """The scheme's canonical name, once the layout, repair and scheme are known names."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    if repair not in REPAIRS:
+        raise ValueError(f"unknown repair {repair!r}; expected one of {REPAIRS}")
+    return check_scheme(scheme)
+
+
+def column_format(path: str | Path, lines: Iterable[tuple[int, str]], layout: str = "auto",
+                  tag_column: int | None = None, scheme: str = "BIO", labeled: bool = True,
+                  convert_to: str | None = None, token_column: int | None = None, repair: str = "none"
+                  ) -> ColumnFormat:
+    """The :class:`ColumnFormat` of a column file from its first :data:`SAMPLE_ROWS` data rows (``lines``: the
+    file's numbered lines, read no further); the arguments are those of :func:`read_columns`."""
+    path = Path(path)
+    scheme = _check_options(layout, repair, scheme)
+    sample = _sample(path, lines)
+    token, tag = _choose_columns(path, sample, layout, token_column, tag_column, labeled)
+    return ColumnFormat(token, tag, len(sample[0].fields), scheme, repair, convert_to)
+
+
 def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None = None, scheme: str = "BIO",
                  labeled: bool = True, convert_to: str | None = None, token_column: int | None = None,
                  repair: str = "none") -> list[Sentence]:
@@ -259,15 +316,11 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
             so and counts them in :attr:`Sentence.repaired`.
     """
     path = Path(path)
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    if repair not in REPAIRS:
-        raise ValueError(f"unknown repair {repair!r}; expected one of {REPAIRS}")
-    scheme = check_scheme(scheme)
+    _check_options(layout, repair, scheme)  # before the file is read
     lines = read_utf8_lines(path)
-    token, tag = _choose_columns(path, _sample(path, lines), layout, token_column, tag_column, labeled)
-    sentences = [_sentence(path, group, token, tag, scheme, repair, convert_to)
-                 for group in _sentence_rows(path, lines)]
+    form = column_format(path, enumerate(lines, start=1), layout, tag_column, scheme, labeled, convert_to,
+                         token_column, repair)
+    sentences = list(form.sentences(path, enumerate(lines, start=1)))
     repaired = sum(s.repaired for s in sentences)
     if repaired:
         logger.warning("%s: read %d tags in %d sentences as conlleval does (data.repair: conlleval)", path,
@@ -314,13 +367,32 @@ def _checked_tags(path: Path, tags: list[str], numbers: list[int], scheme: str, 
                       f"tags as conlleval does")
 
 
+@dataclass(frozen=True)
+class TextFormat:
+    """How text files are read: one whitespace-tokenized sentence per line, blank lines skipped."""
+
+    empty_line: ClassVar[int | None] = None  # where "the file holds no sentences" points
+
+    def sentences(self, path: Path, lines: Iterable[tuple[int, str]], resumed: bool = False) -> Iterator[Sentence]:
+        """The sentences of the numbered ``lines`` (``resumed``: they start at a sentence; the same here)."""
+        for number, line in lines:
+            if line.strip():
+                yield Sentence(line.split(), None, f"{path}:{number}", [number])
+
+    def scan(self, path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, int]]:
+        """``(line, words)`` of each sentence of the file's numbered lines."""
+        for number, line in lines:
+            words = line.split()
+            if words:
+                yield number, len(words)
+
+
 def read_text(path: str | Path) -> list[Sentence]:
     """Unlabeled text, one whitespace-tokenized sentence per line (blank lines skipped)."""
     path = Path(path)
-    sentences = [Sentence(line.split(), None, f"{path}:{n}", [n])
-                 for n, line in enumerate(read_utf8_lines(path), start=1) if line.strip()]
+    sentences = list(TextFormat().sentences(path, enumerate(read_utf8_lines(path), start=1)))
     if not sentences:
-        raise CorpusError(path, None, "the file holds no sentences")
+        raise CorpusError(path, TextFormat.empty_line, "the file holds no sentences")
     return sentences
 
 

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, NamedTuple
 
 import conllu
 import torch
 
-from structkd.data.columns import CorpusError, read_text, read_utf8_lines
+from structkd.data.columns import CorpusError, Sentence, read_text, read_utf8_lines
 from structkd.structs.heads import iter_cycles, projective
 
 N_COLUMNS = 10
@@ -73,10 +74,10 @@ class ParsedSentence:
 
 
 # ------------------------------------------------------------------------------------------ reading
-def _blocks(lines: list[str]) -> Iterable[list[tuple[int, str]]]:
-    """Sentence blocks as lists of ``(line number, raw line)``."""
+def _blocks(lines: Iterable[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
+    """Sentence blocks of numbered lines ``(line number, raw line)`` as lists of them."""
     block: list[tuple[int, str]] = []
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in lines:
         if raw.strip():
             block.append((number, raw))
         elif block:
@@ -124,13 +125,22 @@ def _check_special_id(path: Path, number: int, token_id: str, words: int, covere
     return number, end
 
 
-def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, validate: bool) -> ParsedSentence:
-    comments: list[str] = []
-    words: list[str] = []
-    upos: list[str] = []
-    heads: list[int] = []
-    deprels: list[str] = []
-    word_lines: list[int] = []
+class _Words(NamedTuple):
+    """The comments and the word columns of a sentence block."""
+
+    comments: list[str]
+    words: list[str]
+    upos: list[str]
+    heads: list[int]
+    deprels: list[str]
+    lines: list[int]
+
+
+def _block_words(path: Path, block: list[tuple[int, str]], validate: bool) -> _Words:
+    """The words of a block, every line checked (column count, IDs, ranges, empty nodes, HEAD, DEPREL) but not
+    the tree."""
+    read = _Words([], [], [], [], [], [])
+    comments, words, upos, heads, deprels, word_lines = read
     ranges: list[tuple[int, int]] = []
     for number, raw in block:
         if raw.startswith("#"):
@@ -170,6 +180,11 @@ def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, vali
     for number, end in ranges:
         if end > len(words):
             raise CorpusError(path, number, f"the range ends at word {end}, but the sentence has {len(words)} words")
+    return read
+
+
+def _parse_block(path: Path, block: list[tuple[int, str]], multiroot: bool, validate: bool) -> ParsedSentence:
+    comments, words, upos, heads, deprels, word_lines = _block_words(path, block, validate)
     if validate:
         _check_tree(path, heads, word_lines, multiroot)
     raw_lines = [raw for _, raw in block]
@@ -198,11 +213,44 @@ def read_conllu(path: str | Path, multiroot: bool = False, validate: bool = True
         CorpusError: ``path:line: problem`` for the first problem found.
     """
     path = Path(path)
-    blocks = itertools.islice(_blocks(read_utf8_lines(path)), max_sentences)
-    sentences = [_parse_block(path, block, multiroot, validate) for block in blocks]
+    form = ConlluFormat(multiroot, validate)
+    sentences = list(itertools.islice(form.sentences(path, enumerate(read_utf8_lines(path), start=1)),
+                                      max_sentences))
     if not sentences:
-        raise CorpusError(path, 1, "the file holds no sentences")
+        raise CorpusError(path, form.empty_line, "the file holds no sentences")
     return sentences
+
+
+@dataclass(frozen=True)
+class ConlluFormat:
+    """How CoNLL-U files are read (:func:`read_conllu`'s ``multiroot`` and ``validate``)."""
+
+    multiroot: bool = False
+    validate: bool = True
+    empty_line: ClassVar[int | None] = 1  # where "the file holds no sentences" points
+
+    def sentences(self, path: Path, lines: Iterable[tuple[int, str]], resumed: bool = False
+                  ) -> Iterator[ParsedSentence]:
+        """The sentences of the numbered ``lines`` (``resumed``: they start at a sentence; the same here)."""
+        for block in _blocks(lines):
+            yield _parse_block(path, block, self.multiroot, self.validate)
+
+    def scan(self, path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, int]]:
+        """``(first line, words)`` of each sentence block: every check of :func:`read_conllu` but the
+        ``conllu`` package's own parse (about a third of the time), which reading the sentence makes."""
+        for block in _blocks(lines):
+            read = _block_words(path, block, self.validate)
+            if self.validate:
+                _check_tree(path, read.heads, read.lines, self.multiroot)
+            yield block[0][0], len(read.words)
+
+
+def as_parsed(sentence: Sentence) -> ParsedSentence:
+    """A sentence of text (:class:`~structkd.data.Sentence`) as a sentence to parse, without a tree (heads -1,
+    UPOS and DEPREL ``_``)."""
+    n = len(sentence.tokens)
+    return ParsedSentence(sentence.tokens, ["_"] * n, [-1] * n, ["_"] * n, source=sentence.source,
+                          word_lines=sentence.lines * n)
 
 
 def read_tokenized_text(path: str | Path, max_sentences: int | None = None) -> list[ParsedSentence]:
@@ -212,12 +260,7 @@ def read_tokenized_text(path: str | Path, max_sentences: int | None = None) -> l
     Read as :func:`structkd.data.read_text` reads it: UTF-8 with an optional byte-order mark; bytes that are not
     UTF-8 and a file without sentences raise :class:`~structkd.data.columns.CorpusError`.
     """
-    sentences = []
-    for sentence in read_text(path)[:max_sentences]:
-        n = len(sentence.tokens)
-        sentences.append(ParsedSentence(sentence.tokens, ["_"] * n, [-1] * n, ["_"] * n, source=sentence.source,
-                                        word_lines=sentence.lines * n))
-    return sentences
+    return [as_parsed(sentence) for sentence in read_text(path)[:max_sentences]]
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -301,4 +344,5 @@ def write_conllu(path: str | Path, sentences: Sequence[ParsedSentence],
     Path(path).write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
-__all__ = ["ParsedSentence", "heads_tensor", "read_conllu", "read_tokenized_text", "treebank_stats", "write_conllu"]
+__all__ = ["ConlluFormat", "ParsedSentence", "as_parsed", "heads_tensor", "read_conllu", "read_tokenized_text",
+           "treebank_stats", "write_conllu"]

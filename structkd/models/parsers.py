@@ -33,7 +33,7 @@ from structkd.data.columns import Sentence
 from structkd.models.serialization import ENCODER_DIR, register_model, save_pretrained
 from structkd.models.taggers import BiLSTMEncoder
 from structkd.models.transformer import EncoderOutput, SubwordBatch, SubwordEncoder
-from structkd.models.vocab import TaggerVocab, Vocabulary
+from structkd.models.vocab import TaggerVocab, Vocabulary, count_words
 from structkd.numerics import LOG_ZERO
 from structkd.runtime.decoding import repair_tree  # numpy, shared with the torch-free runtime
 from structkd.structs.base import StructuredDistribution, length_mask
@@ -61,10 +61,11 @@ def build_rels(sentences) -> list[str]:
 
 
 def build_vocab(sentences, rels: Sequence[str], min_word_count: int = 1) -> TaggerVocab:
-    """Words (lowercased), characters and relations (as the vocabulary's tags) of a BiLSTM parser."""
-    words = Vocabulary.build((w.lower() for s in sentences for w in _words(s)), min_word_count)
-    chars = Vocabulary.build(c for s in sentences for w in _words(s) for c in w)
-    return TaggerVocab(words, chars, Vocabulary(list(rels), special=False))
+    """Words (lowercased), characters and relations (as the vocabulary's tags) of a BiLSTM parser, the sentences
+    read in one pass."""
+    words, chars, _ = count_words(sentences, _words)
+    return TaggerVocab(Vocabulary.from_counts(words, min_word_count), Vocabulary.from_counts(chars),
+                       Vocabulary(list(rels), special=False))
 
 
 def build_labels(sentences, rels: Sequence[str]) -> list[tuple[int, int]]:

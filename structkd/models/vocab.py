@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +30,11 @@ class Vocabulary:
 
     @classmethod
     def build(cls, values: Iterable[str], min_count: int = 1, special: bool = True) -> Vocabulary:
-        counts = Counter(values)
+        return cls.from_counts(Counter(values), min_count, special)
+
+    @classmethod
+    def from_counts(cls, counts: Counter, min_count: int = 1, special: bool = True) -> Vocabulary:
+        """The sorted items counted at least ``min_count`` times."""
         return cls(sorted(x for x, c in counts.items() if c >= min_count), special)
 
     def __len__(self) -> int:
@@ -49,6 +54,21 @@ class Vocabulary:
         return [self[v] for v in values]
 
 
+def count_words(sentences: Iterable, words: Callable[[Any], Sequence[str]],
+                labels: Callable[[Any], Iterable[str]] | None = None) -> tuple[Counter, Counter, set[str]]:
+    """``(lowercased word counts, character counts, labels)`` of the sentences in one pass (``words`` and
+    ``labels`` read a sentence's)."""
+    word_counts, char_counts, found = Counter(), Counter(), set()
+    for sentence in sentences:
+        tokens = words(sentence)
+        word_counts.update(t.lower() for t in tokens)
+        for token in tokens:
+            char_counts.update(token)
+        if labels is not None:
+            found.update(labels(sentence))
+    return word_counts, char_counts, found
+
+
 @dataclass
 class TaggerVocab:
     """Words (lowercased), characters and tags of a sequence-labeling model."""
@@ -59,10 +79,10 @@ class TaggerVocab:
 
     @classmethod
     def build(cls, sentences, min_word_count: int = 1) -> TaggerVocab:
-        words = Vocabulary.build((t.lower() for s in sentences for t in s.tokens), min_word_count)
-        chars = Vocabulary.build(c for s in sentences for t in s.tokens for c in t)
-        found = {tag for s in sentences if s.tags for tag in s.tags}
-        return cls(words, chars, Vocabulary(["O"] + sorted(found - {"O"}), special=False))
+        """Words, characters and tags of the sentences, read in one pass (a lazily read sequence is read once)."""
+        words, chars, found = count_words(sentences, lambda s: s.tokens, lambda s: s.tags or ())
+        return cls(Vocabulary.from_counts(words, min_word_count), Vocabulary.from_counts(chars),
+                   Vocabulary(["O"] + sorted(found - {"O"}), special=False))
 
     def to_json(self) -> dict:
         return {"words": self.words.items, "chars": self.chars.items, "tags": self.tags.items}

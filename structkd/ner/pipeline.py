@@ -4,12 +4,14 @@ predicts with it.  ``train_command`` and the other commands below are that runne
 
 from __future__ import annotations
 
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from structkd.data import Sentence, read_columns, read_text, write_columns
+from structkd.data.lazy import LazySentences, concat, lazy_columns, lazy_text, mapped
 from structkd.models.embeddings import vocabulary_sentences
 from structkd.ner.config import DataConfig, NerConfig, load_ner_config
 from structkd.ner.distillation import (
@@ -40,14 +42,25 @@ def _read(path: str, config: DataConfig, labeled: bool = True) -> list[Sentence]
     return sentences[: config.max_sentences] if config.max_sentences else sentences
 
 
+def _read_unlabeled(path: str, config: DataConfig) -> LazySentences:
+    """An unlabeled file as :func:`_read` reads it, read lazily (:mod:`structkd.data.lazy`)."""
+    if Path(path).suffix in (".txt", ".text"):
+        sentences = lazy_text(path)
+    else:
+        sentences = lazy_columns(path, config.layout, config.tag_column, config.scheme, labeled=False,
+                                 convert_to=config.convert_to, token_column=config.token_column, repair=config.repair)
+    return sentences[: config.max_sentences] if config.max_sentences else sentences
+
+
 def read_data(config: DataConfig) -> TaskData:
-    """Read every corpus named in the data config."""
+    """Read every corpus named in the data config; the unlabeled files are checked and indexed, their sentences
+    read when used."""
     data = TaskData()
     for name in ("train", "dev", "test"):
         path = getattr(config, name)
         if path:
             setattr(data, name, _read(path, config))
-    data.unlabeled = [s for path in config.unlabeled for s in _read(path, config, labeled=False)]
+    data.unlabeled = concat(*(_read_unlabeled(path, config) for path in config.unlabeled))
     return data
 
 
@@ -158,7 +171,7 @@ class NerTask(Task):
         check_labels({"data.train": data.train, "data.dev": data.dev, "data.test": data.test}, teacher.tags,
                      f"the teacher's ({config.kd.teacher})", "the student learns the teacher's labels: map or "
                      "remove these tags, or distil from a teacher trained with them")
-        sentences = data.train + data.unlabeled
+        sentences = concat(data.train, data.unlabeled)
         vocab = vocabulary_sentences(sentences, (data.dev, data.test), config.model.init_from_teacher)
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
         return Prepared(student, sentences)
@@ -171,9 +184,9 @@ class NerTask(Task):
         if model.init_from_teacher or model.keep_every:
             raise ValueError("model.init_from_teacher and model.keep_every start the student from the teacher's "
                              "weights, which kd.teacher_outputs (a teacher known by its outputs) does not give")
-        sentences = data.train + data.unlabeled
-        outputs = read_teacher_outputs(kd.teacher_outputs, [s.tokens for s in sentences],
-                                       [s.source for s in sentences], "ner")
+        sentences = concat(data.train, data.unlabeled)
+        outputs = read_teacher_outputs(kd.teacher_outputs, mapped(sentences, attrgetter("tokens")),
+                                       mapped(sentences, attrgetter("source")), "ner")
         check_method(outputs, kd.method)
         scheme = self.scheme(config)
         if data.train:

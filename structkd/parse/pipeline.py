@@ -5,12 +5,15 @@ and predicts with it.  ``train_command`` and the other commands below are that r
 from __future__ import annotations
 
 import logging
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from structkd.data import CorpusError, ParsedSentence, read_conllu, read_tokenized_text, write_conllu
+from structkd.data.conllu_io import as_parsed
+from structkd.data.lazy import LazySentences, concat, lazy_conllu, lazy_text, mapped
 from structkd.models.embeddings import vocabulary_sentences
 from structkd.models.parsers import build_rels
 from structkd.parse.config import DataConfig, ParseConfig, load_parse_config
@@ -50,14 +53,25 @@ def read_treebank(path: str, config: DataConfig) -> list[ParsedSentence]:
 
 
 def read_data(config: DataConfig) -> TaskData:
-    """Read every treebank named in the data config."""
+    """Read every treebank named in the data config; the unlabeled files are checked and indexed, their
+    sentences read when used."""
     data = TaskData()
     for name in ("train", "dev", "test"):
         path = getattr(config, name)
         if path:
             setattr(data, name, read_treebank(path, config))
-    data.unlabeled = [without_tree(s) for path in config.unlabeled for s in _read_input(path, config)]
+    data.unlabeled = concat(*(_read_unlabeled(path, config) for path in config.unlabeled))
     return data
+
+
+def _read_unlabeled(path: str, config: DataConfig) -> LazySentences:
+    """:func:`_read_input` of an unlabeled file without its trees, read lazily (:mod:`structkd.data.lazy`)."""
+    limit = config.max_sentences or None
+    if Path(path).suffix in (".txt", ".text"):
+        sentences = lazy_text(path, limit).map(as_parsed)
+    else:
+        sentences = lazy_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=limit)
+    return sentences.map(without_tree)
 
 
 def training_trees(sentences: list[ParsedSentence], config: DataConfig, needs_projective: bool,
@@ -173,7 +187,7 @@ class ParseTask(Task):
         trees = training_trees(data.train, config.data, config.model.needs_projective, "student") if data.train \
             else []
         train = _known_relations(trees, teacher.rels) if trees else []
-        sentences = train + data.unlabeled
+        sentences = concat(train, data.unlabeled)
         vocab = vocabulary_sentences(sentences, (data.dev, data.test), config.model.init_from_teacher)
         student = build_model(config.model, teacher.rels, train, config.data.multiroot, teacher=teacher,
                               vocab_sentences=vocab)
@@ -199,9 +213,9 @@ class ParseTask(Task):
         if not data.train and model.kind == "seqlabel":
             raise ValueError("data.train is required: a sequence-labeling student takes its label inventory from "
                              "the training trees")
-        every = data.train + data.unlabeled
-        outputs = read_teacher_outputs(kd.teacher_outputs, [s.words for s in every], [s.source for s in every],
-                                       "parse")
+        every = concat(data.train, data.unlabeled)
+        outputs = read_teacher_outputs(kd.teacher_outputs, mapped(every, attrgetter("words")),
+                                       mapped(every, attrgetter("source")), "parse")
         check_outputs_method(outputs, kd.method)
         rels = build_rels(data.train) if data.train else sorted(outputs.labels())
         if not rels:
@@ -209,12 +223,13 @@ class ParseTask(Task):
                              f"{kd.teacher_outputs}: give either")
         check_outputs_labels(outputs, rels, "the student's relations" + (" (data.train)" if data.train else ""))
         train = training_trees(data.train, config.data, model.needs_projective, "student") if data.train else []
-        sentences = train + data.unlabeled
+        sentences = concat(train, data.unlabeled)
         student = build_model(model, rels, train, config.data.multiroot, vocab_sentences=sentences)
         spec = StudentSpec.of(student)
         _check_outputs_fields(outputs, teacher_fields(kd, spec), bool(data.unlabeled))
-        position = {id(s): k for k, s in enumerate(every)}
-        outputs = outputs.subset([position[id(s)] for s in sentences])
+        kept = {id(s) for s in train}  # the training trees the student learns; every unlabeled sentence
+        outputs = outputs.subset([k for k, s in enumerate(data.train) if id(s) in kept]
+                                 + list(range(len(data.train), len(every))))
         extra = {"skipped_nonprojective": len(data.train) - len(train), "unlabeled_sentences": len(data.unlabeled),
                  "teacher_outputs": outputs.kind}
         if outputs.kind == "trees":

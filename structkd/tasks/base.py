@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from structkd.data.lazy import sentence_lengths
 from structkd.kd.config import KdConfig
 from structkd.train.config import SectionedConfig
 
@@ -31,12 +32,13 @@ __all__ = ["Task", "TaskData", "Prepared"]
 
 @dataclass
 class TaskData:
-    """The sentences of every split named in a data config (``unlabeled``: distillation text without gold)."""
+    """The sentences of every split named in a data config (``unlabeled``: distillation text without gold, a
+    sequence read lazily, :mod:`structkd.data.lazy`: index it, slice it, iterate it, never make it a list)."""
 
     train: list = field(default_factory=list)
     dev: list = field(default_factory=list)
     test: list = field(default_factory=list)
-    unlabeled: list = field(default_factory=list)
+    unlabeled: Sequence = field(default_factory=list)
 
 
 @dataclass
@@ -45,12 +47,13 @@ class Prepared:
 
     Attributes:
         model: the model to train (a teacher or baseline, or a student).
-        items: its training sentences (a student's: the usable labeled ones, then the unlabeled ones).
+        items: its training sentences (a student's: the usable labeled ones, then the unlabeled ones, joined
+            by :func:`structkd.data.lazy.concat` without a copy).
         extra: counts to report in ``results.json`` (skipped sentences, ...).
     """
 
     model: nn.Module
-    items: list
+    items: Sequence
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -108,6 +111,13 @@ class Task(ABC):
     def length(self, sentence: Any) -> int:
         """The number of words of a sentence (what ``group_by_length`` batches by)."""
         return len(self.words(sentence))
+
+    def lengths(self, sentences: Sequence) -> list[int]:
+        """:meth:`length` of each sentence; lazily read sentences give the word counts of their index, without
+        being read (unless a task's ``length`` is not the word count)."""
+        if type(self).length is not Task.length:
+            return [self.length(s) for s in sentences]
+        return sentence_lengths(sentences, self.length)
 
     # -- models ---------------------------------------------------------------------------------------------
     @abstractmethod

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from structkd.data.lazy import enumerated
 from structkd.data.splits import apply_slices
 from structkd.kd.config import kd_weight
 from structkd.tasks.base import Prepared, Task, TaskData
@@ -78,10 +79,11 @@ def _evaluate_fn(task: Task):
 
 def _trainer(task: Task, config: Any, prepared: Prepared, data: TaskData, loss_fn, run_config: dict,
              device: torch.device) -> Trainer:
-    model, items = prepared.model, prepared.items
-    return Trainer(model, config.training, list(enumerate(items)), data.dev or None, loss_fn,
+    model, items = prepared.model, prepared.items  # items may be read lazily (structkd.data.lazy): no list made
+    lengths = task.lengths(items) if config.training.group_by_length else None
+    return Trainer(model, config.training, enumerated(items), data.dev or None, loss_fn,
                    _evaluate_fn(task) if data.dev else None, collate_fn=lambda chunk: task.collate(chunk, model),
-                   lengths=[task.length(s) for s in items], run_config=run_config, device=device)
+                   lengths=lengths, run_config=run_config, device=device)
 
 
 def _finish(task: Task, config: Any, prepared: Prepared, data: TaskData) -> dict:

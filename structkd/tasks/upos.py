@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from structkd.data import Sentence, read_conllu, read_tokenized_text
+from structkd.data import ParsedSentence, Sentence, read_conllu, read_tokenized_text
+from structkd.data.conllu_io import as_parsed
+from structkd.data.lazy import LazySentences, concat, lazy_conllu, lazy_text
 from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KdConfig
 from structkd.models.encoders import check_encoder
@@ -76,8 +78,23 @@ def read_upos(path: str, config: UposDataConfig, labeled: bool = True) -> list[S
         parsed = read_tokenized_text(path, max_sentences=limit)
     else:
         parsed = read_conllu(path, validate=False, max_sentences=limit)
-    return [Sentence(list(s.words), list(s.upos) if labeled else None, s.source, list(s.word_lines))
-            for s in parsed]
+    return [_tagged(s) if labeled else _untagged(s) for s in parsed]
+
+
+def _tagged(parsed: ParsedSentence) -> Sentence:
+    return Sentence(list(parsed.words), list(parsed.upos), parsed.source, list(parsed.word_lines))
+
+
+def _untagged(parsed: ParsedSentence) -> Sentence:
+    return Sentence(list(parsed.words), None, parsed.source, list(parsed.word_lines))
+
+
+def read_unlabeled(path: str, config: UposDataConfig) -> LazySentences:
+    """:func:`read_upos` of an unlabeled file, read lazily (:mod:`structkd.data.lazy`)."""
+    limit = config.max_sentences or None
+    if Path(path).suffix in (".txt", ".text"):
+        return lazy_text(path, limit).map(as_parsed).map(_untagged)
+    return lazy_conllu(path, validate=False, max_sentences=limit).map(_untagged)
 
 
 def accuracy(model: NerModel, sentences: list[Sentence], report: bool = False) -> dict[str, Any]:
@@ -118,7 +135,7 @@ class UposTask(NerTask):
     def read_data(self, config: UposDataConfig) -> TaskData:
         data = TaskData(**{name: read_upos(getattr(config, name), config) if getattr(config, name) else []
                            for name in ("train", "dev", "test")})
-        data.unlabeled = [s for path in config.unlabeled for s in read_upos(path, config, labeled=False)]
+        data.unlabeled = concat(*(read_unlabeled(path, config) for path in config.unlabeled))
         return data
 
     def read_input(self, path: str, config: UposDataConfig) -> list[Sentence]:
