@@ -150,7 +150,7 @@ def build(directory: Path, rebuild: bool = False) -> TeacherCache:
                               rebuild=rebuild)
 
 
-@pytest.mark.parametrize("name", ["unary.npy", "index.json"])
+@pytest.mark.parametrize("name", ["segments/000000/unary.f16", "unary.shapes.npy", "index.json"])
 def test_a_truncated_cache_is_named_and_rebuild_recovers(tmp_path, name):
     build(tmp_path / "cache")
     path = tmp_path / "cache" / name
@@ -163,8 +163,8 @@ def test_a_truncated_cache_is_named_and_rebuild_recovers(tmp_path, name):
 
 def test_a_missing_cache_file_is_named(tmp_path):
     build(tmp_path / "cache")
-    (tmp_path / "cache" / "unary.npy").unlink()
-    with pytest.raises(CacheCorruptError, match="unary.npy"):
+    (tmp_path / "cache" / "segments" / "000000" / "unary.f16").unlink()
+    with pytest.raises(CacheCorruptError, match="unary.f16: missing"):
         TeacherCache.load(tmp_path / "cache")
 
 
@@ -335,7 +335,7 @@ def test_the_cli_has_overwrite_on_train_and_distill():
 
 def test_fresh_cache_round_trip_still_works(tmp_path):
     cache = build(tmp_path / "cache")
-    assert np.load(tmp_path / "cache" / "unary.npy", mmap_mode="r").shape == (16,)
+    assert np.fromfile(tmp_path / "cache" / "segments" / "000000" / "unary.f16", dtype=np.float16).shape == (16,)
     assert cache.get(1, "unary").shape == (1, 2)
 
 

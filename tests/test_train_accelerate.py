@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("accelerate")
 
 SCRIPT = Path(__file__).with_name("accelerate_script.py")
+CACHE_SCRIPT = Path(__file__).with_name("accelerate_cache_script.py")
 
 
 def _free_port() -> int:
@@ -36,14 +37,15 @@ def _launch_env(tmp_path) -> dict:
     return env
 
 
-def _launch(tmp_path, *target: str) -> subprocess.CompletedProcess:
+def _launch(tmp_path, *target: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
     """``accelerate launch`` with two CPU processes: ``--cpu`` alone runs a single process without MPI;
     ``--multi_gpu`` goes through torchrun, and with no visible GPU, Accelerate sets up gloo between them."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), *target]
-    proc = subprocess.run(cmd, env=_launch_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:-1500]
+    proc = subprocess.run(cmd, env={**_launch_env(tmp_path), **env}, capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:-1500]
     return proc
 
 
@@ -66,10 +68,46 @@ def test_two_cpu_processes(tmp_path):
     assert len(rng["processes"]) == 2
 
 
+def _ranks(log_dir: Path) -> list[dict]:
+    return [json.loads((log_dir / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_processes_share_the_teacher_cache_build(tmp_path):
+    """Each process computes every other segment (4 sentences each: 0-3, 8-11, 16-19 on process 0); the main
+    process indexes them; both read the cache the single-process build gives."""
+    import accelerate_cache_script as script
+
+    _launch(tmp_path, str(CACHE_SCRIPT), str(tmp_path / "cache"), str(tmp_path / "log"))
+    ranks = _ranks(tmp_path / "log")
+    assert [r["world"] for r in ranks] == [2, 2] and [r["n"] for r in ranks] == [22, 22]
+    mine, theirs = (set(r["computed"]) for r in ranks)
+    assert mine == {*range(0, 4), *range(8, 12), *range(16, 20)} and theirs == set(range(22)) - mine
+    single = script.build(str(tmp_path / "single"), lambda batch: [script.outputs(s) for s in batch])
+    assert ranks[0]["digest"] == ranks[1]["digest"] == script.digest(single)
+
+
+def test_a_launched_cache_build_cut_short_resumes(tmp_path):
+    """Process 1 fails on its second batch: the launch fails without an index; the next launch computes only
+    the segments that were not finished, and the cache equals the single-process one."""
+    import accelerate_cache_script as script
+
+    cache = tmp_path / "cache"
+    failed = _launch(tmp_path, str(CACHE_SCRIPT), str(cache), str(tmp_path / "log"), check=False, FAIL_RANK="1")
+    assert failed.returncode != 0 and "process 1 cut short" in failed.stdout + failed.stderr
+    assert not (cache / "index.json").exists()
+    kept = {int(p.name) for p in (cache / "segments").iterdir() if not p.name.startswith(".")}
+    assert 0 in kept and 1 not in kept  # process 0's first segment was finished, process 1's was not
+    _launch(tmp_path, str(CACHE_SCRIPT), str(cache), str(tmp_path / "log"))
+    computed = set().union(*(r["computed"] for r in _ranks(tmp_path / "log")))
+    assert computed == {i for i in range(22) if i // 4 not in kept}
+    single = script.build(str(tmp_path / "single"), lambda batch: [script.outputs(s) for s in batch])
+    assert _ranks(tmp_path / "log")[0]["digest"] == script.digest(single)
+
+
 def test_ner_distill_command_under_two_processes(tmp_path):
-    """``structkd ner distill`` launched on two processes: the teacher cache is computed once (by the main
-    process, the other reads it), the student is trained on both, and the model, config and results are
-    written once; the result loads and matches the main process's report."""
+    """``structkd ner distill`` launched on two processes: the teacher cache is computed once (each process its
+    share of the segments, here the one segment by the main process), the student is trained on both, and the
+    model, config and results are written once; the result loads and matches the main process's report."""
     from structkd.ner import NerModel, build_ner_config, train_command
 
     rows = [("John Smith lives in New York .", "B-PER I-PER O O B-LOC I-LOC O"), ("Paris is nice .", "B-LOC O O O"),

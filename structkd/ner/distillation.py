@@ -13,6 +13,16 @@ seqlevel    the same with ``k = 1``
 
 With the global temperature the teacher is cached at temperature ``T`` and the student is scaled by
 ``1 / T`` when the loss is computed; with the local one, cached marginals are tempered per substructure.
+
+The cache stores the smaller of the teacher's marginals and its potentials (:func:`cache_form`, the one place
+that decides).  For structural KD into a CRF student from one chain teacher (a CRF, case 1, or a MaxEnt
+tagger, case 3) that is the potentials: ``emissions [n, N]`` per sentence (the teacher's unary scores, start
+and end folded in, less their maximum at each word, which leaves its distribution unchanged) and one
+``transitions [N, N]`` for the whole cache (a CRF teacher's; none for a MaxEnt teacher, whose chain has zero
+transitions); each batch's exact marginals are recomputed from them by forward-backward at ``T``
+(potentials ``/ T``), restricted to the student's sequences under ``kd.impossible=renormalize`` (the chain
+of those emissions with the student's allowed transitions).  That is ``2 N`` bytes per word instead of
+``2 (N + (n - 1) N^2 / n)``: 18 instead of 172 at 9 tags, 74 instead of 2,675 at 37 (``n = 20``).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from structkd.kd import (
@@ -28,7 +39,7 @@ from structkd.kd import (
     structural_kd_loss_from_marginals,
     token_kd_loss,
 )
-from structkd.kd.projections import chain_forbids_parts
+from structkd.kd.projections import chain_forbids_parts, restrict_chain
 from structkd.kd.structural import restricted_chain_marginals
 from structkd.models.hf_teacher import HFTokenClassifier
 from structkd.models.span import chart_to_tags
@@ -38,7 +49,7 @@ from structkd.ner.modeling import NerModel
 from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, is_impossible
 from structkd.schemes import check_scheme, check_tag
 from structkd.structs.base import StructuredDistribution, length_mask
-from structkd.structs.chain import LinearChainCRF, MaxEnt
+from structkd.structs.chain import LinearChainCRF, MaxEnt, _shared_transitions
 from structkd.structs.semimarkov import SemiMarkovCRF
 
 Tensor = torch.Tensor
@@ -63,6 +74,131 @@ def teacher_fields(method: str, student_head: str) -> list[str]:
         return ["unary", "edges"] if student_head == "crf" else ["unary"]
     return {"posterior": ["unary"], "token": ["logits"], "topk": ["topk_tags", "topk_weights"],
             "topwk": ["topk_tags", "topk_weights"], "seqlevel": ["topk_tags", "topk_weights"], "none": []}[method]
+
+
+# ------------------------------------------------------------------------------------------- cache forms
+SHARED_CACHE_FIELDS = frozenset({"transitions"})
+"""Fields of the potentials form stored once for the whole cache (a CRF teacher's transition matrix)."""
+_CHAIN_TEACHERS = ("crf", "maxent")
+
+
+def cached_field_shapes(form: str, method: str, student_head: str, n: int, n_tags: int, top_k: int = 1
+                        ) -> dict[str, tuple[int, ...]]:
+    """The shape of every field the cache stores per sentence of ``n`` words in ``form`` (``"marginals"``: the
+    fields of :func:`teacher_fields`; ``"potentials"``: ``emissions``; the once-stored ``transitions`` are not
+    listed: they cost ``N^2`` values per cache, not per sentence)."""
+    if form == "potentials":
+        return {"emissions": (n, n_tags)}
+    k = 1 if method == "seqlevel" else top_k
+    shapes = {"unary": (n, n_tags), "edges": (max(n - 1, 0), n_tags, n_tags), "logits": (n, n_tags),
+              "topk_tags": (k, n), "topk_weights": (k,)}
+    return {name: shapes[name] for name in teacher_fields(method, student_head)}
+
+
+def cache_bytes_per_word(form: str, method: str, student_head: str, n_tags: int, n: int = 20, top_k: int = 1
+                         ) -> float:
+    """Bytes per word of the cache (float16) for sentences of ``n`` words, from :func:`cached_field_shapes`."""
+    shapes = cached_field_shapes(form, method, student_head, n, n_tags, top_k)
+    return 2.0 * sum(int(np.prod(shape)) for shape in shapes.values()) / n
+
+
+def cache_form(method: str, teacher_head: str | None, student_head: str, n_tags: int, n_teachers: int = 1) -> str:
+    """How the teacher cache stores a method's fields: ``"potentials"`` where one chain teacher's (CRF or MaxEnt)
+    potentials take fewer bytes than its marginals and the loss can recompute those (structural KD into a CRF
+    student), else ``"marginals"`` (a tie keeps the marginals: nothing to recompute).  A span teacher, a mixture
+    of teachers (whose marginals average, its potentials do not) and the other methods store marginals."""
+    if method != "structural" or student_head != "crf" or teacher_head not in _CHAIN_TEACHERS or n_teachers != 1:
+        return "marginals"
+    sizes = {form: cache_bytes_per_word(form, method, student_head, n_tags) for form in ("marginals", "potentials")}
+    return "potentials" if sizes["potentials"] < sizes["marginals"] else "marginals"
+
+
+def _stored_scores(scores: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """Log-potentials as the float16 cache keeps them: less their maximum over ``dims`` (the distribution is
+    unchanged, and the likely parts, near 0, get float16's finest steps), impossible ones ``STORED_LOG_ZERO``,
+    possible ones at least half of it (never read back as impossible)."""
+    scores = scores.detach().float()
+    impossible = is_impossible(scores)
+    top = scores.masked_fill(impossible, float("-inf")).amax(dims, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    shifted = (scores - top).clamp(min=STORED_LOG_ZERO / 2)
+    return shifted.masked_fill(impossible, STORED_LOG_ZERO)
+
+
+def potential_rows(dist: StructuredDistribution) -> list[dict[str, Tensor]]:
+    """The cache's rows in the potentials form from a chain teacher's distribution on a batch: ``emissions
+    [n, N]`` per sentence and, for a CRF, ``transitions [N, N]`` (its one transition matrix; a batch of one-word
+    sentences has none to give)."""
+    if not isinstance(dist, (LinearChainCRF, MaxEnt)):
+        raise ValueError(f"the potentials form needs a chain teacher (CRF or MaxEnt), not a {type(dist).__name__}")
+    unary = _stored_scores(dist.potentials[0], (-1,))
+    transitions = None
+    if isinstance(dist, LinearChainCRF) and dist.potentials[1].shape[1] > 0:
+        shared = _shared_transitions(dist.potentials[1])
+        if shared is None:
+            raise ValueError("the teacher's transition scores vary by position or sentence: its potentials cannot "
+                             "be stored once per cache")
+        transitions = _stored_scores(shared, (0, 1)).cpu()
+    rows = []
+    for b, n in enumerate(dist.lens.tolist()):
+        row = {"emissions": unary[b, :n].cpu()}
+        if transitions is not None:
+            row["transitions"] = transitions
+        rows.append(row)
+    return rows
+
+
+def compute_potential_rows(teacher: NerModel, sentences: Sequence, scheme: str | None) -> list[dict[str, Tensor]]:
+    """:func:`potential_rows` of the teacher's distribution on ``sentences`` (without gradient)."""
+    check_teacher_scheme(teacher, scheme)
+    with torch.no_grad():
+        return potential_rows(teacher(sentences))
+
+
+def _read_scores(stored: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    """Stored log-potentials back: ``STORED_LOG_ZERO`` as ``LOG_ZERO``, the others divided by ``T``."""
+    stored = stored.to(dtype)
+    impossible = stored <= STORED_LOG_ZERO
+    scores = stored / temperature if temperature != 1.0 else stored
+    return scores.masked_fill(impossible, LOG_ZERO)
+
+
+def teacher_chain(cached: dict[str, Tensor], lens: Tensor, temperature: float = 1.0, dtype=torch.float32
+                  ) -> LinearChainCRF:
+    """The teacher's chain at ``T`` from a batch of the potentials form: ``emissions [B, L, N]`` and, from a CRF
+    teacher, the cache's ``transitions [N, N]`` (else zero transitions: a MaxEnt teacher's chain)."""
+    unary = _read_scores(cached["emissions"], temperature, dtype)
+    transitions = cached.get("transitions")
+    if transitions is not None:
+        transitions = _read_scores(transitions.to(unary.device), temperature, dtype)
+    return LinearChainCRF(unary, transitions, lens.to(unary.device))
+
+
+def _restrict_to(teacher: LinearChainCRF, student: LinearChainCRF) -> LinearChainCRF:
+    """The teacher chain with every part the student forbids made impossible (:func:`restrict_chain`), keeping
+    one shared transition matrix when the student's transitions are shared (the fast forward-backward)."""
+    shared = _shared_transitions(student.potentials[1].detach())
+    unary, edges = teacher.potentials
+    own = _shared_transitions(edges)
+    if shared is None or (own is None and edges.shape[1] > 0):
+        return restrict_chain(teacher, student)
+    banned = is_impossible(student.potentials[0].detach()).to(unary.device)
+    matrix = own if own is not None else unary.new_zeros(teacher.n_tags, teacher.n_tags)
+    matrix = matrix.masked_fill(is_impossible(shared).to(unary.device), LOG_ZERO)
+    return LinearChainCRF(unary.masked_fill(banned, LOG_ZERO), matrix, teacher.lens)
+
+
+def _chain_marginals(kd: KdConfig, teacher: LinearChainCRF, student: StructuredDistribution
+                     ) -> tuple[tuple[Tensor, ...], str]:
+    """The teacher chain's marginals over the student's parts under ``kd.impossible`` (as :func:`_restricted`
+    gives cached marginals): of the chain restricted to the student's sequences under ``renormalize`` (its lost
+    mass logged as for cached marginals), else as they are; and the rule the loss then applies."""
+    if kd.impossible != "renormalize" or not chain_forbids_parts(student):
+        return teacher.part_marginals(), kd.impossible
+    restricted = _restrict_to(teacher, student)
+    if _lost_mass_wanted():
+        _log_lost_mass((-torch.expm1(restricted.log_partition.double() - teacher.log_partition.double())).clamp(min=0))
+    return restricted.part_marginals(), "ignore"
 
 
 def _top_structures(teacher: NerModel, dist: StructuredDistribution, k: int, weighted: bool, tag_index: dict
@@ -153,6 +289,12 @@ def start_lost_mass_report() -> None:
     _LOGGED["lost_mass"] = False
 
 
+def _lost_mass_wanted() -> bool:
+    """Whether the next :func:`_log_lost_mass` would be written (the lost mass of recomputed chains costs a
+    forward pass)."""
+    return logger.isEnabledFor(logging.DEBUG if _LOGGED["lost_mass"] else logging.INFO)
+
+
 def _log_lost_mass(lost: Tensor) -> None:
     """The teacher mass the restriction drops: INFO on a run's first batch, DEBUG afterwards."""
     level = logging.DEBUG if _LOGGED["lost_mass"] else logging.INFO
@@ -198,20 +340,34 @@ def _allowed_weights(rule: str, weights: Tensor, log_probs: Tensor) -> Tensor:
     return torch.where(total > 0, kept / total.clamp(min=torch.finfo(kept.dtype).tiny), kept)
 
 
+def _structural_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Tensor]) -> Tensor:
+    """Structural KD ``[batch_size]`` from cached marginals, or from cached potentials (``emissions``): the
+    teacher chain's marginals recomputed at ``T`` (global) or at 1 and then tempered (local), the same loss."""
+    temp = kd.temperature
+    if kd.temperature_mode == "local":
+        if "emissions" in cached:
+            marginals = teacher_chain(cached, student.lens, 1.0, student.dtype).part_marginals()
+        else:
+            marginals = tuple(cached[f] for f in ("unary", "edges") if f in cached)
+        marginals = local_temperature(marginals, temp, [1, 2][:len(marginals)])
+        marginals, rule = _restricted(kd, marginals, student)
+        return structural_kd_loss_from_marginals(marginals, student, rule)
+    scaled = student.scaled(1.0 / temp) if temp != 1.0 else student
+    if "emissions" in cached:  # the forbidden parts are the same at every temperature: the unscaled student's
+        marginals, rule = _chain_marginals(kd, teacher_chain(cached, student.lens, temp, student.dtype), student)
+    else:
+        marginals, rule = _restricted(kd, tuple(cached[f] for f in ("unary", "edges") if f in cached), scaled)
+    return structural_kd_loss_from_marginals(marginals, scaled, rule) * temp**2
+
+
 def kd_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Tensor]) -> Tensor:
     """Per-sentence KD loss ``[batch_size]`` of the student from the batch's cached teacher outputs
-    (padded: ``unary [B, L, N]``, ``edges [B, L - 1, N, N]``, ``logits [B, L, N]``, ``topk_tags [B, k, L]``,
-    ``topk_weights [B, k]``)."""
+    (padded: ``unary [B, L, N]``, ``edges [B, L - 1, N, N]``, or in the potentials form ``emissions [B, L, N]``
+    with the cache's ``transitions [N, N]``; ``logits [B, L, N]``, ``topk_tags [B, k, L]``, ``topk_weights
+    [B, k]``)."""
     temp = kd.temperature
     if kd.method == "structural":
-        marginals = tuple(cached[f] for f in ("unary", "edges") if f in cached)
-        if kd.temperature_mode == "local":
-            marginals = local_temperature(marginals, temp, [1, 2][:len(marginals)])
-            marginals, rule = _restricted(kd, marginals, student)
-            return structural_kd_loss_from_marginals(marginals, student, rule)
-        scaled = student.scaled(1.0 / temp) if temp != 1.0 else student
-        marginals, rule = _restricted(kd, marginals, scaled)
-        return structural_kd_loss_from_marginals(marginals, scaled, rule) * temp**2
+        return _structural_loss(kd, student, cached)
     if kd.method == "posterior":
         target = cached["unary"]
         mine = student.part_marginals(differentiable=True)[0]

@@ -15,7 +15,10 @@ from structkd.data.lazy import LazySentences, concat, lazy_columns, lazy_text, m
 from structkd.models.embeddings import vocabulary_sentences
 from structkd.ner.config import DataConfig, NerConfig, load_ner_config
 from structkd.ner.distillation import (
+    SHARED_CACHE_FIELDS,
+    cache_form,
     check_teacher_scheme,
+    compute_potential_rows,
     compute_teacher_outputs,
     encode_states,
     forward_mixed,
@@ -28,7 +31,7 @@ from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predic
 from structkd.schemes import check_tag, entity_types, tag_inventory
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
-from structkd.tasks.blackbox import TeacherOutputs, check_method, ner_rows, read_teacher_outputs
+from structkd.tasks.blackbox import TeacherOutputs, check_method, ner_potential_rows, ner_rows, read_teacher_outputs
 from structkd.tasks.blackbox import check_labels as check_outputs_labels
 
 
@@ -240,7 +243,22 @@ class NerTask(Task):
     def cached_shapes(self, batch: Batch) -> dict:
         n = max(len(s) for s in batch.sentences)
         return {"unary": ([n, None], 0.0), "logits": ([n, None], 0.0), "edges": ([max(n - 1, 0), None, None], 0.0),
-                "topk_tags": ([None, n], -1.0), "topk_weights": (None, 0.0)}
+                "topk_tags": ([None, n], -1.0), "topk_weights": (None, 0.0), "emissions": ([n, None], 0.0)}
+
+    SHARED_CACHE_FIELDS = SHARED_CACHE_FIELDS
+
+    def cache_form(self, config: NerConfig, student: NerModel, teacher) -> str:
+        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        if isinstance(teachers[0], TeacherOutputs):  # per-token probabilities are a MaxEnt teacher's
+            head = "maxent" if teachers[0].kind == "probs" else None
+        else:
+            head = teachers[0].head_kind
+        return cache_form(config.kd.method, head, student.head_kind, len(student.tags), len(teachers))
+
+    def cache_rows(self, teacher, items, config: NerConfig, student: NerModel) -> list[dict]:
+        if isinstance(teacher, TeacherOutputs):
+            return ner_potential_rows(teacher, items, student.tags)
+        return compute_potential_rows(teacher, items, self.scheme(config))
 
     def kd_loss(self, kd, student: NerModel, output, cached: dict, batch: Batch) -> torch.Tensor:
         return kd_loss(kd, output, cached)

@@ -171,6 +171,21 @@ class Task(ABC):
                 ) -> Tensor:
         """Per-sentence KD loss ``[batch_size]`` from the batch's cached teacher outputs."""
 
+    SHARED_CACHE_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    """Fields of the task's compact cache form stored once for the whole cache, not per sentence."""
+
+    def cache_form(self, config: Any, student: nn.Module, teacher: Any) -> str:
+        """How the teacher cache stores the method's fields for ``teacher`` (a model, the list of a mixture's
+        models, or a black-box teacher's :class:`~structkd.tasks.blackbox.TeacherOutputs`): ``"marginals"``,
+        the fields of :meth:`teacher_fields` as :meth:`teacher_outputs` gives them, or a smaller form of the
+        task's (:meth:`cache_rows`) that :meth:`kd_loss` reads as well."""
+        return "marginals"
+
+    def cache_rows(self, teacher: Any, items: Sequence, config: Any, student: nn.Module) -> list[dict[str, Tensor]]:
+        """The cache's rows in the task's compact form (:meth:`cache_form`): of ``teacher`` on the sentences
+        ``items``, or of a black-box teacher's outputs at the indices ``items``."""
+        raise ValueError(f"the {self.name} task stores its teacher cache as marginals only")
+
     # -- black-box teachers (kd.teacher_outputs, docs/teachers.md): known only by their outputs ---------------
     def prepare_from_outputs(self, config: Any, data: TaskData) -> tuple[Prepared, Any]:
         """A fresh student, its distillation sentences, and the teacher's outputs on them read from

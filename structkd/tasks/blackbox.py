@@ -399,6 +399,17 @@ def ner_rows(outputs: TeacherOutputs, indices: Sequence[int], kd: Any, student_h
     return rows
 
 
+def ner_potential_rows(outputs: TeacherOutputs, indices: Sequence[int], tags: Sequence[str]) -> list[dict[str, Tensor]]:
+    """The cache's rows in the potentials form (:func:`structkd.ner.distillation.potential_rows`) of per-token
+    probabilities: ``emissions [n, N]``, their logarithms (a MaxEnt teacher's chain, zero transitions)."""
+    from structkd.ner.distillation import potential_rows
+    from structkd.structs.chain import MaxEnt
+
+    if outputs.kind != "probs":
+        raise ValueError(f"the potentials form needs per-token probabilities, not {outputs.kind} outputs")
+    return potential_rows(MaxEnt(*_padded([_student_probs(*outputs.records[i], tags) for i in indices])))
+
+
 def _sequence_row(kind: str, record: Any, kd: Any, index: dict[str, int]) -> dict[str, Tensor]:
     """``topk_tags [k, n]`` and ``topk_weights [k]`` of a tags or k-best record."""
     sequences = [(record[0], 0.0)] if kind == "tags" else record[:1 if kd.method == "seqlevel" else kd.top_k]

@@ -1,14 +1,16 @@
 """The one train / distill / evaluate / predict runner of every task (:class:`~structkd.tasks.base.Task`).
 
 Everything the tasks share lives here once: the checks before any work (files, resume, the output directory,
-the device), seeding, the saved config, the teacher cache (computed once, under ``main_process_first``), the
-mix of KD and gold losses (``kd_weight`` on labeled sentences, the KD loss alone on unlabeled ones, annealed
-by the step context), the :class:`~structkd.train.Trainer`, and :func:`~structkd.train.finish_run`.
+the device), seeding, the saved config, the teacher cache (computed once, its segments shared by the processes
+of a launched run), the mix of KD and gold losses (``kd_weight`` on labeled sentences, the KD loss alone on
+unlabeled ones, annealed by the step context), the :class:`~structkd.train.Trainer`, and
+:func:`~structkd.train.finish_run`.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,6 @@ from structkd.train import (
     check_resumable,
     finish_run,
     is_main_process,
-    main_process_first,
     prepare_output_dir,
     resolve_device,
     teacher_fingerprint,
@@ -133,12 +134,17 @@ def train_command(task: Task, config: Any, resume: bool = False, overwrite: bool
 
 def cached_batch(task: Task, cache: TeacherCache, fields: list[str], batch: Any, device: torch.device
                  ) -> dict[str, torch.Tensor]:
-    """The batch's cached teacher outputs, padded to the task's shapes (:meth:`Task.cached_shapes`)."""
+    """The batch's cached teacher outputs, padded to the task's shapes (:meth:`Task.cached_shapes`): the
+    method's ``fields``, or what a cache in a compact form (:meth:`Task.cache_form`) holds instead of them,
+    with its fields stored once (unpadded)."""
     shapes = task.cached_shapes(batch)
+    compact = cache.fingerprint["options"].get("cache_form", "marginals") != "marginals"
     out = {}
-    for name in fields:
+    for name in cache.fields if compact else fields:
         shape, pad = shapes[name]
         out[name] = cache.batch(batch.indices, name, shape, pad_value=pad).to(device)
+    for name in cache.shared_fields if compact else ():
+        out[name] = cache.shared(name).to(device)
     return out
 
 
@@ -157,35 +163,42 @@ def teachers_id(kd: Any) -> str:
     return "mixture:" + ",".join(f"{teacher_fingerprint(d)}*{w:.17g}" for d, w in zip(dirs, kd.mixture_weights))
 
 
-def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module] | Any, config: Any, sentences: list,
+def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module] | Any, config: Any, sentences: Sequence,
                         student: nn.Module, rebuild: bool = False) -> TeacherCache | None:
-    """Compute (or reuse) the teacher's outputs over the student's distillation sentences: of the mixture of
-    ``teacher`` when it is a list of several (``kd.teachers``), or read from the file of a black-box teacher
-    (``kd.teacher_outputs``: ``teacher`` is its :class:`~structkd.tasks.blackbox.TeacherOutputs`, known by the
-    file's SHA-256); none when the targets are computed online (``kd.temperature_schedule: anneal``,
-    :mod:`structkd.tasks.online`)."""
+    """Compute (or reuse, or resume) the teacher's outputs over the student's distillation sentences: of the
+    mixture of ``teacher`` when it is a list of several (``kd.teachers``), or read from the file of a black-box
+    teacher (``kd.teacher_outputs``: ``teacher`` is its :class:`~structkd.tasks.blackbox.TeacherOutputs`, known
+    by the file's SHA-256); none when the targets are computed online (``kd.temperature_schedule: anneal``,
+    :mod:`structkd.tasks.online`).  Stored in the form :meth:`Task.cache_form` picks (the smaller of the
+    teacher's marginals and its potentials).  Every process of a launched run calls it: each computes its share
+    of the cache's segments (:meth:`TeacherCache.build`)."""
     kd = config.kd
     if kd.method == "none" or kd.temperature_schedule == "anneal":
         return None
     directory = Path(kd.cache_dir or Path(config.training.output_dir) / "teacher_cache")
+    form = task.cache_form(config, student, teacher)
     options = {"method": kd.method, "temperature": kd.temperature, "mode": kd.temperature_mode,
-               "top_k": kd.top_k, **task.cache_options(config, student)}
+               "top_k": kd.top_k, **task.cache_options(config, student), "cache_form": form}
+    common = {"tokens": (task.words(s) for s in sentences), "batch_size": 32, "collate_fn": list,
+              "rebuild": rebuild, "progress": config.training.progress,
+              "shared_fields": sorted(task.SHARED_CACHE_FIELDS) if form != "marginals" else ()}
     if kd.teacher_outputs:  # a black-box teacher (TeacherOutputs): its rows from the file, by sentence index
-        return TeacherCache.build(
-            directory, list(range(len(sentences))),
-            lambda chunk: task.rows_from_outputs(teacher, chunk, config, student), teacher_id=teacher.identity,
-            tokens=[task.words(s) for s in sentences], options={**options, "teacher_outputs": teacher.kind},
-            batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
+        rows = task.rows_from_outputs if form == "marginals" else task.cache_rows
+        return TeacherCache.build(directory, range(len(sentences)), lambda chunk: rows(teacher, chunk, config, student),
+                                  teacher_id=teacher.identity, options={**options, "teacher_outputs": teacher.kind},
+                                  **common)
     teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     if len(teachers) > 1:
         options["teacher_weights"] = kd.mixture_weights
     for t in teachers:
         t.eval()
-    return TeacherCache.build(
-        directory, sentences,
-        lambda chunk: teacher_rows(task, teachers, kd.mixture_weights, chunk, config, student),
-        teacher_id=teachers_id(kd), tokens=[task.words(s) for s in sentences], options=options,
-        batch_size=32, collate_fn=list, rebuild=rebuild, progress=config.training.progress)
+    if form == "marginals":
+        def compute(chunk: list) -> list[dict]:
+            return teacher_rows(task, teachers, kd.mixture_weights, chunk, config, student)
+    else:
+        def compute(chunk: list) -> list[dict]:
+            return task.cache_rows(teachers[0], chunk, config, student)
+    return TeacherCache.build(directory, sentences, compute, teacher_id=teachers_id(kd), options=options, **common)
 
 
 def _distill_loss(task: Task, kd: Any, cache: TeacherCache | None, fields: list[str], toolbox: Toolbox | None = None):
@@ -236,8 +249,8 @@ def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache
     _save_config(task, config)
     if kd.method != "none" or kd.online:  # the teacher's outputs are computed on the run's device
         teachers = [t.to(device) for t in teachers]
-    with main_process_first():  # computed once; the other processes then read it
-        cache = build_teacher_cache(task, teachers, config, prepared.items, prepared.model, rebuild=rebuild_cache)
+    # computed once, each process of a launched run its share of the segments; every process then reads it all
+    cache = build_teacher_cache(task, teachers, config, prepared.items, prepared.model, rebuild=rebuild_cache)
     fields = task.teacher_fields(config, prepared.model)
     toolbox = Toolbox(task, config, teachers, prepared.model, prepared.items, fields) if kd.online else None
     del teachers
@@ -262,8 +275,8 @@ def _distill_from_outputs(task: Task, config: Any, resume: bool, rebuild_cache: 
     torch.manual_seed(config.training.seed)
     prepared, outputs = task.prepare_from_outputs(config, data)
     _save_config(task, config)
-    with main_process_first():  # computed once; the other processes then read it
-        cache = build_teacher_cache(task, outputs, config, prepared.items, prepared.model, rebuild=rebuild_cache)
+    # computed once, each process of a launched run its share of the segments; every process then reads it all
+    cache = build_teacher_cache(task, outputs, config, prepared.items, prepared.model, rebuild=rebuild_cache)
     loss_fn = _distill_loss(task, kd, cache, task.teacher_fields(config, prepared.model))
     _trainer(task, config, prepared, data, loss_fn, run_config, device).train(resume=resume)
     return _finish(task, config, prepared, data)

@@ -1,25 +1,50 @@
-"""On-disk cache of a teacher's per-sentence outputs (e.g. projected KD marginals), computed once.
+"""On-disk cache of a teacher's per-sentence outputs (e.g. projected KD marginals), computed once in one
+streaming pass that resumes where it stopped and that several processes share.
 
-Layout of a cache directory::
+Layout of a cache directory (format ``structkd-teacher-cache-2``)::
 
-    index.json          fingerprint, number of sentences, per field: file, offsets and shapes
-    <field>.npy         all sentences' tensors of that field, flattened and concatenated, float16
+    index.json              written last, once every segment is in: format, fingerprint, sentence and segment
+                            counts, per field its rank and its number of values in each segment
+    build.json              the build's fingerprint and segmentation (a resumed build must have the same)
+    <field>.shapes.npy      int32 [n_sentences, ndim]: the shape of each sentence's tensor
+    <field>.offsets.npy     int64 [n_sentences]: where its values start in its segment's file
+    shared/<name>.npy       float32: a field that is the same for every sentence (a CRF teacher's
+                            transition matrix), stored once
+    segments/<k>/           sentences ``[k * S, (k + 1) * S)``, written under a temporary name and renamed
+                            when whole: ``<field>.f16`` (float16 values, flattened and concatenated),
+                            ``<field>.shapes.npy``, ``shared/<name>.npy``, ``segment.json``
 
-Each ``.npy`` file is opened memory-mapped, so a cache larger than memory costs only the pages read.
+The segments' ``.f16`` files are memory-mapped, so a cache larger than memory costs only the pages read; the
+index is a few arrays whatever the number of sentences.  The segment size ``S`` is a multiple of the batch
+size, so the teacher sees the same batches however many processes build and however often the build stops:
+the cache does not depend on either.  Under ``accelerate launch`` process ``r`` of ``w`` computes segments
+``r, r + w, ...``; after a barrier the main process checks the segments and writes the index, and every
+process reads the segments in place (no merged copy: a copy would double the disk and the time of a
+10^6-sentence cache, and the index already makes the segments one array).  A build cut short keeps its
+finished segments, and the next build with the same fingerprint computes only the others; a directory
+without ``index.json`` is never read as a cache.
+
 The fingerprint is the sha256 of the dataset's tokens, a teacher identifier (e.g. a checkpoint hash) and
 the projection options; loading with other values raises :class:`CacheMismatchError` saying what differs.
-A cache whose files are missing, truncated or damaged raises :class:`CacheCorruptError` naming the file;
+A cache whose files are missing, truncated or damaged, or that an earlier structkd wrote (format
+``structkd-teacher-cache-1``), raises :class:`CacheCorruptError` naming the file;
 :meth:`TeacherCache.build` with ``rebuild=True`` (``--rebuild-cache``) recomputes it in either case.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import json
+import logging
 import os
 import re
+import shutil
 import stat
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +52,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .atomic import atomic_directory, resolve_dir
+from .atomic import fsync_dir, resolve_dir
+from .distributed import process_role, wait_for_everyone
 
-__all__ = ["TeacherCache", "CacheCorruptError", "CacheMismatchError", "cache_fingerprint", "teacher_fingerprint"]
+__all__ = ["TeacherCache", "CacheCorruptError", "CacheMismatchError", "cache_fingerprint", "teacher_fingerprint",
+           "SEGMENT_SENTENCES"]
 
-FORMAT = "structkd-teacher-cache-1"
+FORMAT = "structkd-teacher-cache-2"
+_EARLIER_FORMATS = ("structkd-teacher-cache-1",)
+SEGMENT_SENTENCES = 4096
+"""Sentences per segment by default (rounded down to a multiple of the batch size): what a resumed build
+recomputes at most, per process."""
 _FIELD_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _F16_MAX = float(np.finfo(np.float16).max)
 _REBUILD = "pass --rebuild-cache (rebuild=True) to recompute it"
@@ -40,6 +71,7 @@ MAX_TEACHER_FILE_BYTES = {"config.json": 64 << 20, "model.safetensors": 1 << 40,
                           "model.safetensors.index.json": 64 << 20, "pytorch_model.bin.index.json": 64 << 20}
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # a structkd model's, then a transformers checkpoint's
 _CHUNK = 1 << 20
+logger = logging.getLogger("structkd.train")
 
 
 class CacheMismatchError(ValueError):
@@ -156,51 +188,407 @@ def _describe_mismatch(stored: dict, expected: dict) -> list[str]:
     return diffs
 
 
+# -- files ----------------------------------------------------------------------------------------------------
+def _write_json(path: Path, value: Any) -> None:
+    """``path`` written whole or not at all (a temporary file renamed over it, flushed first)."""
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(value) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON value of ``path`` (:class:`CacheCorruptError` naming it when it is not valid JSON)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CacheCorruptError(f"{path}: not valid JSON, the file is truncated or damaged; {_REBUILD}") from error
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _discard(directory: Path) -> None:
+    """Remove ``directory``: renamed to ``.<name>.trash-*`` first (one step, so a crash never leaves a
+    half-deleted directory under its name; :func:`~structkd.train.atomic.resolve_dir` removes such leftovers)."""
+    trash = directory.parent / f".{directory.name}.trash-{uuid.uuid4().hex[:12]}"
+    os.replace(directory, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _has_index(directory: Path) -> bool:
     return (directory / "index.json").is_file()
 
 
+# -- the build ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    """What a build computes: ``n`` sentences in segments of ``segment_size`` (a multiple of ``batch_size``)."""
+
+    directory: Path
+    fingerprint: dict[str, Any]
+    batch_size: int
+    segment_size: int
+    shared: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return int(self.fingerprint["n_sentences"])
+
+    @property
+    def n_segments(self) -> int:
+        return -(-self.n // self.segment_size)
+
+    def bounds(self, k: int) -> tuple[int, int]:
+        """``[start, end)`` of segment ``k``."""
+        return k * self.segment_size, min(self.n, (k + 1) * self.segment_size)
+
+    def segment(self, k: int) -> Path:
+        return self.directory / "segments" / f"{k:06d}"
+
+    def done(self, k: int) -> bool:
+        return (self.segment(k) / "segment.json").is_file()
+
+    def record(self) -> dict[str, Any]:
+        """``build.json``: what a resumed build must share with this one."""
+        return {"format": FORMAT, "fingerprint": self.fingerprint, "batch_size": self.batch_size,
+                "segment_size": self.segment_size, "shared": list(self.shared)}
+
+
+def _segment_size(batch_size: int, segment_size: int | None) -> int:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if segment_size is None:
+        return batch_size * max(1, SEGMENT_SENTENCES // batch_size)
+    if segment_size < 1 or segment_size % batch_size:
+        raise ValueError(f"segment_size must be a positive multiple of batch_size ({batch_size}), got {segment_size}")
+    return segment_size
+
+
+def _prepare(plan: _Plan) -> None:
+    """Make ``plan.directory`` ready (main process, before any segment): an invalid complete cache (being
+    rebuilt) or an unfinished build of other settings is removed; ``build.json`` names this build; temporary
+    segments of an interrupted build are removed, finished ones kept."""
+    directory = plan.directory
+    if _has_index(directory):
+        _discard(directory)
+    elif (directory / "build.json").is_file():
+        try:
+            same = _read_json(directory / "build.json") == plan.record()
+        except CacheCorruptError:
+            same = False
+        if not same:
+            logger.info("%s: an unfinished teacher cache of other sentences, teacher or options: started over",
+                        directory)
+            _discard(directory)
+    (directory / "segments").mkdir(parents=True, exist_ok=True)
+    for stale in (directory / "segments").glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if not (directory / "build.json").is_file():
+        _write_json(directory / "build.json", plan.record())
+
+
+def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _segment_items(data: Iterable[Any], plan: _Plan, wanted: set[int]) -> Iterator[tuple[int, Iterator[Any]]]:
+    """``(k, sentences of segment k)`` for the wanted segments, in order.  A sequence (``__len__`` and
+    ``__getitem__``) is read at those segments only; any other iterable is read once, from the start (each
+    segment's iterator must be consumed before the next is asked for)."""
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        for k in sorted(wanted):
+            start, end = plan.bounds(k)
+            yield k, (data[i] for i in range(start, end))
+        return
+    it = iter(data)
+    for k in range(plan.n_segments):
+        start, end = plan.bounds(k)
+        block = itertools.islice(it, end - start)
+        if k in wanted:
+            yield k, block
+        else:
+            collections.deque(block, maxlen=0)
+    if next(it, _END) is not _END:
+        raise ValueError(f"data has more than the {plan.n} sentences of tokens")
+
+
+_END = object()
+
+
+def _compute_segments(plan: _Plan, data: Iterable[Any], run: Callable[[list[Any]], list[dict]], rank: int,
+                      world: int, progress: bool) -> int:
+    """Compute and commit the unfinished segments ``k`` with ``k % world == rank``; returns how many."""
+    wanted = {k for k in range(rank, plan.n_segments, world) if not plan.done(k)}
+    total = sum(plan.bounds(k)[1] - plan.bounds(k)[0] for k in wanted)
+    with tqdm(total=total, desc="teacher cache", unit="sent", disable=not progress or rank != 0, leave=False,
+              smoothing=0.1) as bar:
+        for k, items in _segment_items(data, plan, wanted):
+            _write_segment(plan, k, items, run, bar)
+    return len(wanted)
+
+
+def _write_segment(plan: _Plan, k: int, items: Iterator[Any], run: Callable[[list[Any]], list[dict]], bar: Any
+                   ) -> None:
+    """Segment ``k`` computed chunk by chunk into a temporary directory, renamed to its name when whole."""
+    start, end = plan.bounds(k)
+    tmp = plan.directory / "segments" / f".tmp-{k:06d}-{uuid.uuid4().hex[:12]}"
+    writer = _SegmentWriter(tmp, plan.shared)
+    try:
+        index = start
+        for chunk in _batched(items, plan.batch_size):
+            outputs = run(chunk)
+            if len(outputs) != len(chunk):
+                raise ValueError(f"compute returned {len(outputs)} items for a batch of {len(chunk)} sentences")
+            writer.add(index, outputs)
+            index += len(chunk)
+            bar.update(len(chunk))
+        if index != end:
+            raise ValueError(f"data has {index} sentences, but tokens has {plan.n}")
+        writer.close(start, end - start)
+        os.replace(tmp, plan.segment(k))
+        fsync_dir(plan.segment(k).parent)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class _SegmentWriter:
+    """Appends a segment's float16 values field by field; its shapes and shared fields are written on
+    :meth:`close`.  Memory: one chunk's outputs and ``ndim`` integers per sentence of the segment."""
+
+    def __init__(self, directory: Path, shared: Sequence[str]) -> None:
+        self.directory = directory
+        self.shared_names = frozenset(shared)
+        directory.mkdir(parents=True)
+        self.files: dict[str, Any] = {}
+        self.shapes: dict[str, list[np.ndarray]] = {}
+        self.totals: dict[str, int] = {}
+        self.shared: dict[str, np.ndarray] = {}
+
+    def _open(self, names: Iterable[str]) -> None:
+        for name in sorted(names):
+            if not _FIELD_NAME.match(name):
+                raise ValueError(f"field name {name!r} must match {_FIELD_NAME.pattern}")
+            self.files[name] = open(self.directory / f"{name}.f16", "wb")  # closed in close() or abort()
+            self.shapes[name], self.totals[name] = [], 0
+
+    def add(self, first: int, rows: Sequence[dict[str, Any]]) -> None:
+        """The outputs of sentences ``first, first + 1, ...``."""
+        for r, row in enumerate(rows):
+            names = set(row) - self.shared_names
+            if not self.files:
+                self._open(names)
+            elif names != set(self.files):
+                raise ValueError(f"sentence {first + r}: fields {sorted(names)} differ from {sorted(self.files)}")
+            for name in self.shared_names & set(row):
+                self._add_shared(name, row[name], first + r)
+        for name, fh in self.files.items():
+            arrays = [torch.as_tensor(row[name]).detach().to("cpu", torch.float32).numpy() for row in rows]
+            self._append(name, fh, arrays, first)
+
+    def _append(self, name: str, fh: Any, arrays: list[np.ndarray], first: int) -> None:
+        ndims = {a.ndim for a in arrays}
+        if len(ndims) > 1 or (self.shapes[name] and self.shapes[name][0].shape[1] not in ndims):
+            raise ValueError(f"sentences {first}-{first + len(arrays) - 1}: field {name!r} has tensors of "
+                             f"different ranks")
+        flat = np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0, np.float32)
+        beyond = np.isfinite(flat) & (np.abs(flat) > _F16_MAX)
+        if beyond.any():
+            ends = np.cumsum([a.size for a in arrays])
+            i = first + int(np.searchsorted(ends, int(np.argmax(beyond)), side="right"))
+            raise ValueError(f"sentence {i}, field {name!r}: values beyond the float16 range")
+        fh.write(flat.astype(np.float16).tobytes())
+        self.shapes[name].append(np.array([a.shape for a in arrays], dtype=np.int64).reshape(len(arrays), -1))
+        self.totals[name] += int(flat.size)
+
+    def _add_shared(self, name: str, value: Any, i: int) -> None:
+        array = torch.as_tensor(value).detach().to("cpu", torch.float32).numpy()
+        known = self.shared.get(name)
+        if known is None:
+            self.shared[name] = array.copy()
+        elif known.shape != array.shape or not np.array_equal(known, array):
+            raise ValueError(f"sentence {i}: field {name!r} is stored once for every sentence, but differs here")
+
+    def close(self, start: int, count: int) -> None:
+        """Flush the values; write the shapes, the shared fields and ``segment.json``."""
+        fields = {}
+        for name, fh in self.files.items():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+            shapes = np.concatenate(self.shapes[name]).astype(np.int32)
+            _save_npy(self.directory / f"{name}.shapes.npy", shapes)
+            fields[name] = {"ndim": int(shapes.shape[1]), "total": self.totals[name]}
+        if self.shared:
+            (self.directory / "shared").mkdir()
+            for name, array in self.shared.items():
+                _save_npy(self.directory / "shared" / f"{name}.npy", array)
+        _write_json(self.directory / "segment.json", {"start": start, "count": count, "fields": fields,
+                                                       "shared": sorted(self.shared)})
+
+    def abort(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _finalize(plan: _Plan) -> None:
+    """Check that every segment is there and agrees; write the shapes, offsets, shared fields and, last,
+    ``index.json`` (main process, after every process has committed its segments)."""
+    metas = [_segment_meta(plan, k) for k in range(plan.n_segments)]
+    fields = metas[0]["fields"] if metas else {}
+    for k, meta in enumerate(metas):
+        if {n: f["ndim"] for n, f in meta["fields"].items()} != {n: f["ndim"] for n, f in fields.items()}:
+            raise ValueError(f"{plan.segment(k)}: fields {sorted(meta['fields'])} differ from segment 0's "
+                             f"{sorted(fields)}")
+    for name in fields:
+        shapes = [np.load(plan.segment(k) / f"{name}.shapes.npy") for k in range(plan.n_segments)]
+        offsets = []
+        for k, block in enumerate(shapes):
+            sizes = np.prod(block, axis=1, dtype=np.int64)
+            if len(block) != metas[k]["count"] or int(sizes.sum()) != metas[k]["fields"][name]["total"]:
+                raise CacheCorruptError(f"{plan.segment(k) / (name + '.shapes.npy')}: does not match its "
+                                        f"segment.json; {_REBUILD}")
+            offsets.append(np.cumsum(sizes) - sizes)
+        _save_npy(plan.directory / f"{name}.shapes.npy", np.concatenate(shapes).astype(np.int32))
+        _save_npy(plan.directory / f"{name}.offsets.npy", np.concatenate(offsets).astype(np.int64))
+    shared = _merge_shared(plan, metas)
+    index = {"format": FORMAT, "fingerprint": plan.fingerprint, "n_sentences": plan.n,
+             "segment_size": plan.segment_size, "n_segments": plan.n_segments,
+             "fields": {name: {"ndim": info["ndim"], "dtype": "float16",
+                               "totals": [m["fields"][name]["total"] for m in metas]} for name, info in fields.items()},
+             "shared": shared}
+    _write_json(plan.directory / "index.json", index)
+
+
+def _segment_meta(plan: _Plan, k: int) -> dict[str, Any]:
+    path = plan.segment(k) / "segment.json"
+    if not path.is_file():
+        raise CacheCorruptError(f"{plan.segment(k)}: missing, so the cache is not whole (did a process of the "
+                                f"build fail?); build it again to compute the missing segments")
+    meta = _read_json(path)
+    start, end = plan.bounds(k)
+    if meta.get("start") != start or meta.get("count") != end - start:
+        raise CacheCorruptError(f"{path}: sentences {meta.get('start')} + {meta.get('count')}, expected "
+                                f"{start} + {end - start}; {_REBUILD}")
+    return meta
+
+
+def _merge_shared(plan: _Plan, metas: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """The shared fields (``shared/<name>.npy``), the same in every segment that has them; their shapes."""
+    values: dict[str, np.ndarray] = {}
+    for k, meta in enumerate(metas):
+        for name in meta["shared"]:
+            array = np.load(plan.segment(k) / "shared" / f"{name}.npy")
+            if name in values and not np.array_equal(values[name], array):
+                raise ValueError(f"{plan.segment(k)}: the shared field {name!r} differs from an earlier segment's "
+                                 f"(is the teacher the same in every process?)")
+            values.setdefault(name, array)
+    if values:
+        (plan.directory / "shared").mkdir(exist_ok=True)
+    for name, array in values.items():
+        _save_npy(plan.directory / "shared" / f"{name}.npy", array)
+    return {name: list(array.shape) for name, array in values.items()}
+
+
+# -- reading ------------------------------------------------------------------------------------------------
 def _read_index(path: Path) -> dict[str, Any]:
     """``index.json``, checked for the keys a cache needs (:class:`CacheCorruptError` naming it otherwise)."""
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CacheCorruptError(f"{path}: not valid JSON, the file is truncated or damaged; {_REBUILD}") from error
-    if not isinstance(index, dict) or index.get("format") != FORMAT:
-        found = index.get("format") if isinstance(index, dict) else None
+    index = _read_json(path)
+    found = index.get("format") if isinstance(index, dict) else None
+    if found in _EARLIER_FORMATS:
+        raise CacheCorruptError(f"{path}: a teacher cache of an earlier structkd (format {found}, one JSON list "
+                                f"entry per sentence), which this version does not read; {_REBUILD}")
+    if found != FORMAT:
         raise CacheCorruptError(f"{path}: unknown cache format {found!r}; {_REBUILD}")
     fields = index.get("fields")
-    if not isinstance(index.get("fingerprint"), dict) or not isinstance(fields, dict) or not all(
-            isinstance(info, dict) and {"file", "offsets", "shapes", "total"} <= set(info) for info in fields.values()):
+    keys = {"fingerprint", "n_sentences", "segment_size", "n_segments", "shared"}
+    if not keys <= set(index) or not isinstance(index["fingerprint"], dict) or not isinstance(fields, dict) or not all(
+            isinstance(info, dict) and {"ndim", "totals"} <= set(info) for info in fields.values()):
         raise CacheCorruptError(f"{path}: incomplete cache index (fingerprint or fields missing); {_REBUILD}")
     return index
 
 
-def _open_field(directory: Path, name: str, info: dict[str, Any]) -> np.ndarray:
-    """The memory map of one field's ``.npy`` file, checked to hold the ``total`` float16 values its index
-    records (:class:`CacheCorruptError` naming the file otherwise)."""
-    path = directory / str(info["file"])
+def _load_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """A memory-mapped ``.npy`` file checked to be ``dtype`` of ``shape`` (:class:`CacheCorruptError`
+    naming it otherwise)."""
     try:
         array = np.load(path, mmap_mode="r")
     except (OSError, ValueError, EOFError) as error:
         raise CacheCorruptError(f"{path}: missing, truncated or damaged ({error}); {_REBUILD}") from error
-    if array.dtype != np.float16 or array.shape != (int(info["total"]),):
-        raise CacheCorruptError(f"{path}: {array.dtype} {array.shape}, but the index records float16 "
-                                f"({int(info['total'])},); {_REBUILD}")
+    if array.dtype != dtype or array.shape != shape:
+        raise CacheCorruptError(f"{path}: {array.dtype} {array.shape}, but the index records {np.dtype(dtype)} "
+                                f"{shape}; {_REBUILD}")
     return array
 
 
-class TeacherCache:
-    """Read access to a built cache: ``get(i, field)`` and padded ``batch(indices, field, pad_shape)``.
+def _unfinished(directory: Path) -> str:
+    """Why ``directory`` is no cache: nothing there, or an unfinished build (how far it got)."""
+    if (directory / "build.json").is_file():
+        done = len(list((directory / "segments").glob("[0-9]*/segment.json")))
+        return (f"{directory}: an unfinished teacher cache ({done} segments done, no index.json); run the same "
+                f"build again to resume it")
+    return f"no teacher cache at {directory}"
 
-    Build (or reuse) one with :meth:`build`; open an existing one with :meth:`load`.
+
+class TeacherCache:
+    """Read access to a built cache: ``get(i, field)``, padded ``batch(indices, field, pad_shape)`` and the
+    fields stored once, ``shared(name)``.
+
+    Build (or reuse, or resume) one with :meth:`build`; open an existing one with :meth:`load`.
     """
 
     def __init__(self, directory: str | os.PathLike, index: dict[str, Any]) -> None:
         self.directory = Path(directory)
         self.index = index
         self.fingerprint: dict[str, Any] = index["fingerprint"]
-        self._arrays = {name: _open_field(self.directory, name, info) for name, info in index["fields"].items()}
+        n, self._segment_size = int(index["n_sentences"]), int(index["segment_size"])
+        self._shapes = {name: _load_array(self.directory / f"{name}.shapes.npy", np.int32, (n, int(info["ndim"])))
+                        for name, info in index["fields"].items()}
+        self._offsets = {name: _load_array(self.directory / f"{name}.offsets.npy", np.int64, (n,))
+                         for name in index["fields"]}
+        self._shared = {name: torch.from_numpy(np.array(_load_array(
+            self.directory / "shared" / f"{name}.npy", np.float32, tuple(shape)))) for name, shape in
+            index["shared"].items()}
+        self._maps: dict[tuple[str, int], np.ndarray] = {}
+        for name, info in index["fields"].items():
+            if len(info["totals"]) != int(index["n_segments"]):
+                raise CacheCorruptError(f"{self.directory / 'index.json'}: field {name!r} lists "
+                                        f"{len(info['totals'])} segments, not {index['n_segments']}; {_REBUILD}")
+            for k, total in enumerate(info["totals"]):
+                self._check_values(name, k, int(total))
+
+    def _values_path(self, name: str, k: int) -> Path:
+        return self.directory / "segments" / f"{k:06d}" / f"{name}.f16"
+
+    def _check_values(self, name: str, k: int, total: int) -> None:
+        path = self._values_path(name, k)
+        try:
+            size = path.stat().st_size
+        except OSError as error:
+            raise CacheCorruptError(f"{path}: missing ({error}); {_REBUILD}") from error
+        if size != 2 * total:
+            raise CacheCorruptError(f"{path}: {size} bytes, but the index records {total} float16 values "
+                                    f"({2 * total} bytes): truncated or damaged; {_REBUILD}")
+
+    def _values(self, name: str, k: int) -> np.ndarray:
+        """The memory map of segment ``k``'s values of ``name`` (opened on first use)."""
+        key = (name, k)
+        if key not in self._maps:
+            path = self._values_path(name, k)
+            self._maps[key] = (np.memmap(path, dtype=np.float16, mode="r") if path.stat().st_size
+                               else np.zeros(0, dtype=np.float16))
+        return self._maps[key]
 
     # -- building --------------------------------------------------------------------------------------
 
@@ -208,85 +596,72 @@ class TeacherCache:
     def build(
         cls,
         directory: str | os.PathLike,
-        data: Sequence[Any],
+        data: Iterable[Any],
         compute: Callable[[Any], list[dict[str, torch.Tensor]]],
         *,
         teacher_id: str,
-        tokens: Sequence[Sequence[Any]] | None = None,
+        tokens: Iterable[Sequence[Any]] | None = None,
         options: dict[str, Any] | None = None,
         batch_size: int = 32,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         rebuild: bool = False,
         progress: bool = True,
+        shared_fields: Sequence[str] = (),
+        segment_size: int | None = None,
     ) -> TeacherCache:
-        """Return the cache at ``directory``, computing it first if needed.
+        """Return the cache at ``directory``, computing it first if needed (in one pass over ``data``).
 
-        ``compute(collate_fn([data[i] for i in chunk]))`` must return one dict per sentence of the chunk,
-        mapping field names to that sentence's tensor (any shape, e.g. ``[n, n_tags]``,
-        ``[n - 1, n_tags, n_tags]`` or ``[n + 1, n + 1]``). ``tokens`` (default: ``data``) are hashed into the
-        fingerprint with ``teacher_id`` and ``options``. An existing cache with the same fingerprint is reused;
-        with another fingerprint :class:`CacheMismatchError` is raised unless ``rebuild=True``.
-        The directory is written atomically (a crash leaves no partial cache).
+        ``compute(collate_fn(chunk))`` gets ``batch_size`` consecutive sentences (fewer at the end) and must
+        return one dict per sentence, mapping field names to that sentence's tensor (any shape, e.g.
+        ``[n, n_tags]``, ``[n - 1, n_tags, n_tags]`` or ``[n + 1, n + 1]``); a field of ``shared_fields`` is the
+        same for every sentence (a CRF teacher's transitions ``[n_tags, n_tags]``): it is stored once, may be
+        missing from some rows, and must be equal wherever it is given.
+
+        ``data`` is a sequence (read at the segments this process computes) or any iterable (read once, in
+        order; nothing of it is kept).  ``tokens`` (default: ``data``, which is then read twice) are hashed
+        into the fingerprint with ``teacher_id`` and ``options`` first, in one pass.  An existing cache with
+        the same fingerprint is reused; with another fingerprint (or damaged files) :class:`CacheMismatchError`
+        (:class:`CacheCorruptError`) is raised unless ``rebuild=True``.  An unfinished build of the same
+        fingerprint resumes: its finished segments (``segment_size`` sentences, a multiple of ``batch_size``;
+        default about :data:`SEGMENT_SENTENCES`) are kept.  Under ``accelerate launch`` every process computes
+        its share of the segments (it must be called by all of them).  ``progress`` shows sentences per second
+        (on the main process).
         """
         fingerprint = cache_fingerprint(tokens if tokens is not None else data, teacher_id, options)
-        if fingerprint["n_sentences"] != len(data):
+        if hasattr(data, "__len__") and fingerprint["n_sentences"] != len(data):
             raise ValueError(f"tokens has {fingerprint['n_sentences']} sentences but data has {len(data)}")
-        if resolve_dir(directory, is_complete=_has_index) is not None and (Path(directory) / "index.json").is_file():
-            try:
-                return cls.load(directory, fingerprint=fingerprint)
-            except (CacheMismatchError, CacheCorruptError):
-                if not rebuild:
-                    raise
+        existing = cls._existing(directory, fingerprint, rebuild)
+        if existing is not None:
+            return existing
+        plan = _Plan(Path(directory), fingerprint, batch_size, _segment_size(batch_size, segment_size),
+                     tuple(shared_fields))
         collate = collate_fn if collate_fn is not None else list
-        chunks = [list(range(i, min(i + batch_size, len(data)))) for i in range(0, len(data), batch_size)]
-        with atomic_directory(directory) as tmp:
-            index = cls._write(tmp, chunks, lambda chunk: compute(collate([data[i] for i in chunk])), progress)
-            index["fingerprint"] = fingerprint
-            (tmp / "index.json").write_text(json.dumps(index) + "\n", encoding="utf-8")
+        rank, world = process_role()
+        wait_for_everyone()  # every process has looked at the directory before it changes
+        if rank == 0:
+            _prepare(plan)
+        wait_for_everyone()
+        _compute_segments(plan, data, lambda chunk: compute(collate(chunk)), rank, world, progress)
+        wait_for_everyone()
+        if rank == 0:
+            _finalize(plan)
+        wait_for_everyone()
         return cls.load(directory, fingerprint=fingerprint)
 
-    @staticmethod
-    def _write(tmp: Path, chunks: list[list[int]], run: Callable[[list[int]], list[dict]], progress: bool) -> dict:
-        """Compute every chunk, append float16 values to raw files, then convert them to ``.npy``."""
-        fields: dict[str, dict[str, Any]] = {}
-        raw: dict[str, Any] = {}
+    @classmethod
+    def _existing(cls, directory: str | os.PathLike, fingerprint: dict[str, Any], rebuild: bool
+                  ) -> TeacherCache | None:
+        """The complete cache at ``directory`` if it matches ``fingerprint``; ``None`` when there is none or
+        (with ``rebuild``) it does not match or is damaged."""
+        path = resolve_dir(directory, is_complete=_has_index)
+        if path is None or not _has_index(path):
+            return None
         try:
-            for chunk in tqdm(chunks, desc="teacher cache", disable=not progress, leave=False):
-                outputs = run(chunk)
-                if len(outputs) != len(chunk):
-                    raise ValueError(f"compute returned {len(outputs)} items for a batch of {len(chunk)} sentences")
-                for i, out in zip(chunk, outputs):
-                    if not fields:
-                        for name in out:
-                            if not _FIELD_NAME.match(name):
-                                raise ValueError(f"field name {name!r} must match {_FIELD_NAME.pattern}")
-                            fields[name] = {"file": f"{name}.npy", "offsets": [], "shapes": []}
-                            raw[name] = open(tmp / f"{name}.raw", "wb")  # closed in the finally below
-                    if set(out) != set(fields):
-                        raise ValueError(f"sentence {i}: fields {sorted(out)} differ from {sorted(fields)}")
-                    for name, value in out.items():
-                        arr = torch.as_tensor(value).detach().float().cpu().numpy()
-                        if np.isfinite(arr).all() and arr.size and np.abs(arr).max() > _F16_MAX:
-                            raise ValueError(f"sentence {i}, field {name!r}: values beyond the float16 range")
-                        info = fields[name]
-                        info["offsets"].append(raw[name].tell() // 2)
-                        info["shapes"].append(list(arr.shape))
-                        raw[name].write(np.ascontiguousarray(arr, dtype=np.float16).tobytes())
-        finally:
-            for fh in raw.values():
-                fh.close()
-        for name, info in fields.items():
-            src = np.memmap(tmp / f"{name}.raw", dtype=np.float16, mode="r") if os.path.getsize(
-                tmp / f"{name}.raw") else np.zeros(0, dtype=np.float16)
-            info["total"] = int(src.shape[0])
-            dst = np.lib.format.open_memmap(tmp / info["file"], mode="w+", dtype=np.float16, shape=(src.shape[0],))
-            step = 1 << 24
-            for start in range(0, src.shape[0], step):
-                dst[start : start + step] = src[start : start + step]
-            dst.flush()
-            del dst, src
-            os.remove(tmp / f"{name}.raw")
-        return {"format": FORMAT, "n_sentences": sum(len(c) for c in chunks), "fields": fields}
+            return cls.load(directory, fingerprint=fingerprint)
+        except (CacheMismatchError, CacheCorruptError):
+            if not rebuild:
+                raise
+        return None
 
     # -- loading ---------------------------------------------------------------------------------------
 
@@ -296,15 +671,16 @@ class TeacherCache:
         directory: str | os.PathLike,
         *,
         fingerprint: dict[str, Any] | None = None,
-        tokens: Sequence[Sequence[Any]] | None = None,
+        tokens: Iterable[Sequence[Any]] | None = None,
         teacher_id: str | None = None,
         options: dict[str, Any] | None = None,
     ) -> TeacherCache:
         """Open the cache at ``directory``, checking it against ``fingerprint`` or against the fingerprint of
-        ``tokens``, ``teacher_id`` and ``options`` when given (no check when none is)."""
+        ``tokens``, ``teacher_id`` and ``options`` when given (no check when none is).  A directory without
+        ``index.json`` (nothing, or an unfinished build) raises ``FileNotFoundError`` saying which."""
         path = resolve_dir(directory, is_complete=_has_index)
-        if path is None or not (path / "index.json").is_file():
-            raise FileNotFoundError(f"no teacher cache at {directory}")
+        if path is None or not _has_index(path):
+            raise FileNotFoundError(_unfinished(Path(directory)))
         index = _read_index(path / "index.json")
         if fingerprint is None and tokens is not None and teacher_id is not None:
             fingerprint = cache_fingerprint(tokens, teacher_id, options)
@@ -322,25 +698,41 @@ class TeacherCache:
 
     @property
     def fields(self) -> list[str]:
+        """The per-sentence fields."""
         return list(self.index["fields"])
+
+    @property
+    def shared_fields(self) -> list[str]:
+        """The fields stored once for every sentence."""
+        return list(self._shared)
+
+    def shared(self, name: str) -> torch.Tensor:
+        """The float32 tensor of a field stored once (``KeyError`` naming the fields if there is no such one)."""
+        if name not in self._shared:
+            raise KeyError(f"no shared field {name!r} in the teacher cache (shared fields: {self.shared_fields})")
+        return self._shared[name].clone()
 
     def shape(self, i: int, field: str) -> tuple[int, ...]:
         """Shape of sentence ``i``'s tensor of ``field``."""
-        return tuple(self._info(field)["shapes"][i])
+        self._check_field(field)
+        return tuple(int(x) for x in self._shapes[field][self._sentence(i)])
 
-    def _info(self, field: str) -> dict[str, Any]:
+    def _check_field(self, field: str) -> None:
         if field not in self.index["fields"]:
             raise KeyError(f"no field {field!r} in the teacher cache (fields: {self.fields})")
-        return self.index["fields"][field]
+
+    def _sentence(self, i: int) -> int:
+        if not 0 <= int(i) < len(self):
+            raise IndexError(f"sentence {i} is not in the teacher cache of {len(self)} sentences")
+        return int(i)
 
     def get(self, i: int, field: str) -> torch.Tensor:
         """Sentence ``i``'s tensor of ``field`` as float32, in its stored shape."""
-        info = self._info(field)
-        shape = info["shapes"][i]
-        start = info["offsets"][i]
+        shape = self.shape(i, field)
+        start = int(self._offsets[field][i])
         size = int(np.prod(shape)) if shape else 1
-        arr = np.asarray(self._arrays[field][start : start + size], dtype=np.float32)
-        return torch.from_numpy(arr.reshape(shape))
+        values = self._values(field, int(i) // self._segment_size)[start : start + size]
+        return torch.from_numpy(np.asarray(values, dtype=np.float32).reshape(shape))
 
     def batch(
         self, indices: Sequence[int], field: str, pad_shape: Sequence[int | None] | None = None,
@@ -352,11 +744,8 @@ class TeacherCache:
         ``pad_shape`` entries that are ``None`` (or ``pad_shape=None`` altogether) take the maximum over the
         selected sentences. A tensor larger than ``pad_shape`` raises ``ValueError``.
         """
-        info = self._info(field)
-        shapes = [info["shapes"][i] for i in indices]
-        ndim = len(shapes[0]) if shapes else (len(pad_shape) if pad_shape is not None else 0)
-        if any(len(s) != ndim for s in shapes):
-            raise ValueError(f"field {field!r}: sentences have tensors of different ranks")
+        shapes = [self.shape(i, field) for i in indices]
+        ndim = int(self.index["fields"][field]["ndim"])
         if pad_shape is None:
             pad_shape = [None] * ndim
         if len(pad_shape) != ndim:

@@ -2,7 +2,7 @@
 
 The :class:`~structkd.train.Trainer` handles sharding, gradient synchronization and main-only checkpoints
 itself; the pipelines use these helpers for what happens before and after it: the teacher cache is computed
-once (by the main process, the others wait and then read it) and the final model, configs and results are
+once, each process its share of the segments (:func:`process_role`), and the final model, configs and results are
 written by the main process only.
 """
 
@@ -37,6 +37,14 @@ def is_main_process() -> bool:
     return _state().is_main_process if running_under_accelerate() else True
 
 
+def process_role() -> tuple[int, int]:
+    """``(index, count)`` of this process among the launched ones; ``(0, 1)`` outside a launched run."""
+    if not running_under_accelerate():
+        return 0, 1
+    state = _state()
+    return int(state.process_index), int(state.num_processes)
+
+
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
     """Run the block on the main process first, then on the others (which then find its results on disk)."""
@@ -53,4 +61,5 @@ def wait_for_everyone() -> None:
         _state().wait_for_everyone()
 
 
-__all__ = ["is_main_process", "launched_device", "main_process_first", "running_under_accelerate", "wait_for_everyone"]
+__all__ = ["is_main_process", "launched_device", "main_process_first", "process_role", "running_under_accelerate",
+           "wait_for_everyone"]
