@@ -282,12 +282,13 @@ def _teacher(kind, lens, seq_len):
 
 
 def _padded_rows(rows, lens):
-    """The batch the cache gives for these rows: float16-rounded emissions, padded; the shared transitions."""
+    """The batch the cache gives for these rows: float16-rounded emissions, padded; the transitions (stored once,
+    in float32)."""
     out = {"emissions": torch.zeros(len(lens), int(lens.max()), len(TAGS))}
     for b, row in enumerate(rows):
         out["emissions"][b, :row["emissions"].shape[0]] = row["emissions"].half().float()
     if "transitions" in rows[0]:
-        out["transitions"] = rows[0]["transitions"].half().float()
+        out["transitions"] = rows[0]["transitions"]
     return out
 
 
@@ -423,3 +424,44 @@ def test_a_chain_teacher_distils_into_a_crf_student_from_its_potentials(tmp_path
         online = structural_kd_loss(teacher(sentences), mine, temperature=2.0, impossible="renormalize")
         torch.testing.assert_close(TASK.kd_loss(config.kd, student, mine, cached, batch), online, rtol=5e-3,
                                    atol=5e-3)
+
+
+def test_a_distillation_cut_short_in_its_cache_build_resumes_it(tmp_path, monkeypatch):
+    """``ner distill`` stopped while building the cache (segments of one batch here): run again with
+    ``resume`` (its output directory holds the saved config), it computes only the segments that were not
+    finished, and the cache equals an uninterrupted build's."""
+    from test_ner_pipeline import ROWS, bilstm, training, write_corpus
+
+    from structkd.ner import build_ner_config, distill_command, train_command
+    from structkd.ner.pipeline import NerTask
+
+    monkeypatch.setattr(cache_module, "SEGMENT_SENTENCES", 32)
+    data = {"train": write_corpus(tmp_path / "train.conll", ROWS, repeat=12),
+            "dev": write_corpus(tmp_path / "dev.conll", ROWS, 1)}
+    train_command(build_ner_config({"data": data, "model": bilstm("crf"),
+                                    "training": training(tmp_path / "teacher", epochs=1)}))
+    calls, cut = [], [True]
+    rows = NerTask.cache_rows
+
+    def counted(self, teacher, items, config, student):
+        calls.append(len(items))
+        if len(calls) == 3 and cut[0]:
+            raise KeyboardInterrupt("stopped")
+        return rows(self, teacher, items, config, student)
+
+    monkeypatch.setattr(NerTask, "cache_rows", counted)
+
+    def config(out):
+        return build_ner_config({"data": data, "model": bilstm("crf"),
+                                 "kd": {"method": "structural", "teacher": str(tmp_path / "teacher" / "model")},
+                                 "training": training(out, epochs=1)})
+
+    with pytest.raises(KeyboardInterrupt):
+        distill_command(config(tmp_path / "student"))
+    assert calls == [32, 32, 8] and not (tmp_path / "student" / "teacher_cache" / "index.json").exists()
+    cut[0] = False
+    distill_command(config(tmp_path / "student"), resume=True)
+    assert calls == [32, 32, 8, 8]  # only the last segment
+    distill_command(config(tmp_path / "whole"))
+    same_cache(TeacherCache.load(tmp_path / "student" / "teacher_cache"),
+               TeacherCache.load(tmp_path / "whole" / "teacher_cache"))
