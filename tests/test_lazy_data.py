@@ -25,6 +25,7 @@ from structkd.data.lazy import (  # noqa: E402
     sentence_lengths,
 )
 from structkd.data.splits import apply_slices  # noqa: E402
+from structkd.models.embeddings import vocabulary_sentences  # noqa: E402
 from structkd.ner import build_ner_config  # noqa: E402
 from structkd.ner.pipeline import TASK as NER  # noqa: E402
 from structkd.parse import build_parse_config  # noqa: E402
@@ -145,6 +146,9 @@ def test_views_read_nothing_and_iteration_streams(tmp_path, monkeypatch):
     assert isinstance(view, ConcatSequence) and [s.tokens[0] for s in view] == ["w2", "w3", "w4", "w5", "w6"]
     assert [s.tokens[0] for s in sentences[4:6]] == ["w4", "w5"]  # iteration streams: no _read
     assert sentence_lengths(joined, len) == [2] * 11  # the lazy part's from the index
+    vocabulary = vocabulary_sentences(joined, (labeled, []), from_teacher=True)  # model.init_from_teacher's
+    assert isinstance(vocabulary, ConcatSequence) and sentences in vocabulary.parts and len(vocabulary) == 12
+    assert vocabulary_sentences(joined, (labeled, []), from_teacher=False) is joined
     monkeypatch.undo()
     assert joined[0] is labeled[0] and joined[-1].tokens == ["w9", "x"] and joined[1].tokens == ["w0", "x"]
     assert [s.tokens[0] for s in joined[::4]] == [labeled[0].tokens[0], "w3", "w7"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from structkd.data.lazy import concat
 from structkd.models.taggers import BiLSTMEncoder
 from structkd.models.transformer import SubwordEncoder
 
@@ -48,7 +49,5 @@ def load_teacher_embeddings(student: BiLSTMEncoder, encoder: SubwordEncoder, wor
 def vocabulary_sentences(distilled: Sequence, others: Sequence[Sequence], from_teacher: bool) -> Sequence:
     """The sentences a BiLSTM student's vocabulary is built from: its distillation sentences, plus ``others``
     (the development and test sentences) when its word embeddings come from the teacher, which can embed any
-    word (tokens only: no label is read)."""
-    if not from_teacher:
-        return distilled
-    return [*distilled, *(s for part in others for s in part)]
+    word (tokens only: no label is read); joined without a copy (lazily read sentences stay unread)."""
+    return concat(distilled, *others) if from_teacher else distilled
