@@ -1,6 +1,7 @@
 """How much of its teacher each student keeps: one row per teacher/student/KD cell of the NER and parsing tables.
 
-Reads the tables the drivers wrote (``ner_wikiann[_BLOCK].json``, ``parse_ewt.json`` in ``benchmarks/results/``)
+Reads the tables the drivers wrote (``ner_wikiann[_BLOCK].json``, ``parse_ewt[_unlabeled].json`` in
+``benchmarks/results/``)
 and writes ``benchmarks/results/retention.json``, a list of rows::
 
     {"benchmark", "teacher", "student", "kd", "teacher_score", "student_score", "ratio", "speedup", "seeds",
@@ -24,6 +25,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 NER_BLOCKS = {"": "WikiANN (reduced)", "_hf": "WikiANN (reduced), transformers teacher",
               "_unlabeled": "WikiANN (reduced) + 18,000 unlabeled"}
+EWT_BLOCKS = {"": "UD EWT (reduced)", "_unlabeled": "UD EWT (reduced) + rest of train unlabeled"}
 NER_TEACHERS = {"crf": "MiniLM-crf", "maxent": "MiniLM-maxent", "span": "MiniLM-span",
                 "hf": "MiniLM token classifier (transformers Trainer)"}
 
@@ -61,19 +63,22 @@ def _student_key(models: dict, row: dict) -> str:
     return f"student BiLSTM-{row['student']}" + ("" if block == "base" else f" ({block})")
 
 
-def ewt_rows(path: Path) -> list[dict]:
-    """The rows of the EWT table, test LAS; a student without KD once per teacher."""
+def ewt_rows(path: Path, benchmark: str = EWT_BLOCKS[""]) -> list[dict]:
+    """The rows of one EWT table, test LAS; a student without KD of a table that names no teacher (tables before
+    the per-row columns) once per teacher, with its model's speed and parameters."""
     table = json.loads(path.read_text(encoding="utf-8"))
     models, rows = table["models"], []
     teachers = {name.rsplit(" ", 1)[-1]: m for name, m in models.items() if name.startswith("teacher ")}
     for row in table["rows"]:
-        student = models[f"student {row['student']}"]
+        unlabeled = row.get("block") == "unlabeled"
+        student = models[f"student {row['student']}" + (" (unlabeled)" if unlabeled else "")]
         scores = [seed["test_las"] for seed in row["seeds"]]
         for order in [row["teacher"]] if row["teacher"] else sorted(teachers):
             teacher = teachers[order]
-            rows.append(_row("UD EWT (reduced)", f"MiniLM biaffine {order}", row["student"], row["method"],
-                             teacher["las"], scores, student["sentences_per_second"] / teacher["sentences_per_second"],
-                             student["parameters"]))
+            speedup = row.get("speedup", student["sentences_per_second"] / teacher["sentences_per_second"])
+            rows.append(_row(benchmark, f"MiniLM biaffine {order}",
+                             row["student"] + (" (teacher embeddings)" if unlabeled else ""), row["method"],
+                             teacher["las"], scores, speedup, row.get("parameters", student["parameters"])))
     return rows
 
 
@@ -82,8 +87,9 @@ def collect(results: Path = RESULTS) -> list[dict]:
     for suffix, benchmark in NER_BLOCKS.items():
         if (results / f"ner_wikiann{suffix}.json").exists():
             rows += ner_rows(results / f"ner_wikiann{suffix}.json", benchmark)
-    if (results / "parse_ewt.json").exists():
-        rows += ewt_rows(results / "parse_ewt.json")
+    for suffix, benchmark in EWT_BLOCKS.items():
+        if (results / f"parse_ewt{suffix}.json").exists():
+            rows += ewt_rows(results / f"parse_ewt{suffix}.json", benchmark)
     return rows
 
 
