@@ -471,3 +471,18 @@ def test_init_from_teacher_starts_the_word_embeddings_from_the_teacher(corpus, t
     shutil.copy(corpus["train"], outputs)
     with pytest.raises(ValueError, match="model.init_from_teacher start the student from the teacher's weights"):
         distill_command(config("blackbox", init, {"method": "topk", "teacher_outputs": str(outputs)}))
+
+
+def test_frozen_teacher_embeddings_stay_as_copied_in_a_parser_student(corpus, teachers, tmp_path):
+    """``model.freeze_embeddings``: a distilled BiLSTM parser's word embeddings are still the teacher's mean
+    subword embeddings after training; refused without ``init_from_teacher``."""
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    model = {**bilstm(tree="nonprojective"), "init_from_teacher": True, "freeze_embeddings": True}
+    distill_command(build_parse_config({"data": data, "model": model, "training": training(tmp_path / "frozen"),
+                                        "kd": {"method": "structural", "teacher": teachers["1o"]}}))
+    saved = ParseModel.load(tmp_path / "frozen" / "model")
+    encoder = ParseModel.load(teachers["1o"]).parser.encoder.transformer
+    start = encoder.embed_words(saved.parser.vocab.words.items)
+    torch.testing.assert_close(saved.parser.encoder.bilstm.words.weight, start, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="model.freeze_embeddings .* needs model.init_from_teacher=true"):
+        build_parse_config({"model": {"freeze_embeddings": True}})

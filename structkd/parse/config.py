@@ -67,7 +67,8 @@ class ModelConfig:
     offline MiniLM), or any ``transformers`` hub name or local path.  ``keep_every`` builds a transformer
     student from a transformer teacher's layers (:func:`structkd.models.transformer.shrink_encoder`).
     ``init_from_teacher`` initializes a BiLSTM student's word embeddings from a transformer teacher's input
-    embeddings (:mod:`structkd.models.embeddings`; ``word_dim`` is then the teacher's hidden size).
+    embeddings (:mod:`structkd.models.embeddings`; ``word_dim`` is then the teacher's hidden size);
+    ``freeze_embeddings`` keeps them as copied during training.
     """
 
     kind: str = "biaffine"
@@ -86,6 +87,7 @@ class ModelConfig:
     decoder: str = "mst"
     keep_every: int | None = None
     init_from_teacher: bool = False
+    freeze_embeddings: bool = False
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:
@@ -97,6 +99,9 @@ class ModelConfig:
         if self.init_from_teacher and (self.encoder != "bilstm" or self.keep_every):
             raise ValueError("model.init_from_teacher initializes a BiLSTM student's word embeddings: it needs "
                              "model.encoder=bilstm (and no model.keep_every)")
+        if self.freeze_embeddings and not self.init_from_teacher:
+            raise ValueError("model.freeze_embeddings keeps the word embeddings copied from the teacher: it needs "
+                             "model.init_from_teacher=true")
 
     @property
     def needs_projective(self) -> bool:

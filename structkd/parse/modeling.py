@@ -176,7 +176,7 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
         parser = SeqLabelingParser(encoder, rels, build_labels(sentences, rels), dropout=config.dropout,
                                    encoder_options=options, vocab=vocab)
     if source is not None:
-        load_teacher_embeddings(parser.encoder.bilstm, source, vocab.words.items)
+        load_teacher_embeddings(parser.encoder.bilstm, source, vocab.words.items, freeze=config.freeze_embeddings)
     return ParseModel(parser, config.decoder)
 
 
