@@ -7,8 +7,8 @@ each configuration in a fresh process:
 
 * ``build``: :meth:`structkd.train.TeacherCache.build` through the task's own code (sentences per second,
   the fingerprint pass included, and the share of that time spent in the teacher and the form's rows), the
-  cache's size on disk, and the largest growth of the resident set during the build (:class:`PeakRss`), also
-  at a tenth of the sentences to show that it does not grow with them;
+  cache's size on disk, and the largest growth of the anonymous resident memory during the build
+  (:class:`PeakRss`), also at a tenth of the sentences, to compare;
 * ``train``: distillation steps of a tiny BiLSTM-CRF (or biaffine) student reading the cache (batch 32: read,
   student forward, structural KD, backward, AdamW step), and apart from it the time to read a batch and, for
   the potentials form, to recompute the teacher's marginals by forward-backward;
@@ -21,7 +21,10 @@ format-1 layout: ``unary [n, N]`` + ``edges [n - 1, N, N]``) and as potentials (
 teacher and student, ``kd.relations=none``).  Disk and time are scaled to 10^5 sentences from ``--sentences``
 (linear in the sentence count; the memory is bounded and reported as measured).
 
-    python benchmarks/bench_cache.py [--sentences 10000] [--threads 2] [--steps 40] [--only ...]
+    python benchmarks/bench_cache.py [--sentences 10000] [--threads 1] [--steps 40] [--only ...]
+
+About 2 minutes on one core at the default 10^4 sentences, 12 at 10^5 (the recorded run; 4.3 GB of disk for
+the 37-tag marginals).
 
 Results: ``benchmarks/results/cache_cpu.json`` and ``.md``.
 """
@@ -160,8 +163,8 @@ def tree_case(config: dict, n: int) -> dict:
 
 # -- one configuration, in its own process ------------------------------------------------------------------
 class PeakRss:
-    """The largest resident set of this process while in the block, above where it started, in MB (sampled
-    every 5 ms from ``/proc/self/statm``; ``ru_maxrss`` cannot tell a peak within the block from one before)."""
+    """The largest anonymous resident memory of this process while in the block, above where it started, in MB
+    (sampled every 5 ms, :func:`_rss`; ``ru_maxrss`` cannot tell a peak within the block from one before)."""
 
     def __enter__(self) -> PeakRss:
         import threading
@@ -187,8 +190,11 @@ class PeakRss:
 
 
 def _rss() -> int:
+    """Resident memory that is not file-backed (``resident - shared`` of ``/proc/self/statm``): the pages of
+    the cache's own memory-mapped files, which the kernel may drop at any time, are left out."""
     with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fields = fh.read().split()
+    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
 
 
 def run_one(name: str, n: int, steps: int, directory: Path) -> dict:
@@ -226,7 +232,7 @@ def run_one(name: str, n: int, steps: int, directory: Path) -> dict:
 
 def train_steps(case: dict, cache, steps: int) -> dict:
     """Steps of distillation from the cache: total step time, and the read and recompute parts alone."""
-    from structkd.ner.distillation import teacher_chain
+    from structkd.ner.distillation import _chain_marginals, teacher_chain
     from structkd.tasks.runner import cached_batch
 
     task, student, kd = case["task"], case["student"], case["kd"]
@@ -240,12 +246,12 @@ def train_steps(case: dict, cache, steps: int) -> dict:
         start = time.perf_counter()
         cached = cached_batch(task, cache, case["fields"], batch, torch.device("cpu"))
         read.append(time.perf_counter() - start)
-        if "emissions" in cached:
-            t0 = time.perf_counter()
-            lens = torch.tensor([len(s.tokens) for s in batch.sentences])
-            teacher_chain(cached, lens).part_marginals()
-            recompute.append(time.perf_counter() - t0)
         output = student(batch.sentences)
+        if "emissions" in cached:  # what the loss does first: the teacher chain's marginals, restricted
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                _chain_marginals(kd, teacher_chain(cached, output.lens, kd.temperature, output.dtype), output)
+            recompute.append(time.perf_counter() - t0)
         loss = task.kd_loss(kd, student, output, cached, batch).mean()
         optimizer.zero_grad()
         loss.backward()
@@ -377,10 +383,14 @@ def markdown(rows: dict, meta: dict) -> str:
         f"--steps {meta['steps']}`; {meta['cpu']}, torch {meta['torch']}, load average {meta['load']}. Sentence "
         f"lengths: {meta['lengths']} (mean {meta['mean_length']:.1f} words). Tiny random teachers (BiLSTM 32, "
         f"scores scaled to a trained tagger's spread), batch {BATCH}; disk and build time scaled linearly to "
-        f"10^5 sentences from {meta['sentences']:,}; build peak MB is the largest growth of the resident set "
-        f"during the build, measured; teacher share: of the build time, in the teacher and the rows of the form; "
-        f"read, recompute (forward-backward of the teacher chain) and step times are medians of "
-        f"{meta['steps']} steps (step: 10th-90th percentile in brackets), one run each.",
+        f"10^5 sentences from {meta['sentences']:,}; build peak MB is the largest growth of the process's "
+        f"anonymous resident memory during the build (file-backed pages of the cache's own files left out), "
+        f"measured; teacher share: of the build time, in the teacher and the rows of the form; "
+        f"read (the batch from the cache), recompute (the teacher chain's marginals by forward-backward, "
+        f"restricted to the student's sequences, as the loss computes them; part of the step) and step times are "
+        f"medians of {meta['steps']} steps (step: 10th-90th percentile in brackets), one run each. One thread: "
+        f"on this 2-core machine, shared with other jobs, two threads made the same runs 10 to 20 times slower "
+        f"(oversubscription).",
         "",
         "| configuration | fields | bytes/word | disk per 10^5 sent. | build sent./s | teacher share | build peak MB | "
         "read ms | recompute ms | step ms | steps/s | max marginal error |",
@@ -406,7 +416,7 @@ def markdown(rows: dict, meta: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sentences", type=int, default=10000)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--only", nargs="*", default=None, help="configuration names (default: all)")
     parser.add_argument("--no-memory-check", dest="memory_check", action="store_false",

@@ -5,8 +5,8 @@ A task reads its data, builds and loads its models, gives the gold loss of a bat
 sentences), describes the teacher outputs it caches (their fields, cache options and padded shapes), computes
 those outputs and the student's KD loss from them, evaluates, and reads and writes prediction files.  The
 runner owns everything else: the resume check, the output directory, the device, seeding, the teacher cache
-built under ``main_process_first``, the mix of KD and gold losses, the :class:`~structkd.train.Trainer`, and
-``finish_run``.  The command line of a task is generated from it (:func:`structkd.cli_common.add_task_commands`).
+(its segments shared by launched processes), the mix of KD and gold losses, the :class:`~structkd.train.Trainer`,
+and ``finish_run``.  The command line of a task is generated from it (:func:`structkd.cli_common.add_task_commands`).
 """
 
 from __future__ import annotations

@@ -451,17 +451,8 @@ def _finalize(plan: _Plan) -> None:
         if {n: f["ndim"] for n, f in meta["fields"].items()} != {n: f["ndim"] for n, f in fields.items()}:
             raise ValueError(f"{plan.segment(k)}: fields {sorted(meta['fields'])} differ from segment 0's "
                              f"{sorted(fields)}")
-    for name in fields:
-        shapes = [np.load(plan.segment(k) / f"{name}.shapes.npy") for k in range(plan.n_segments)]
-        offsets = []
-        for k, block in enumerate(shapes):
-            sizes = np.prod(block, axis=1, dtype=np.int64)
-            if len(block) != metas[k]["count"] or int(sizes.sum()) != metas[k]["fields"][name]["total"]:
-                raise CacheCorruptError(f"{plan.segment(k) / (name + '.shapes.npy')}: does not match its "
-                                        f"segment.json; {_REBUILD}")
-            offsets.append(np.cumsum(sizes) - sizes)
-        _save_npy(plan.directory / f"{name}.shapes.npy", np.concatenate(shapes).astype(np.int32))
-        _save_npy(plan.directory / f"{name}.offsets.npy", np.concatenate(offsets).astype(np.int64))
+    for name, info in fields.items():
+        _write_index_arrays(plan, metas, name, int(info["ndim"]))
     shared = _merge_shared(plan, metas)
     index = {"format": FORMAT, "fingerprint": plan.fingerprint, "n_sentences": plan.n,
              "segment_size": plan.segment_size, "n_segments": plan.n_segments,
@@ -469,6 +460,27 @@ def _finalize(plan: _Plan) -> None:
                                "totals": [m["fields"][name]["total"] for m in metas]} for name, info in fields.items()},
              "shared": shared}
     _write_json(plan.directory / "index.json", index)
+
+
+def _write_index_arrays(plan: _Plan, metas: list[dict[str, Any]], name: str, ndim: int) -> None:
+    """``<field>.shapes.npy`` and ``<field>.offsets.npy``, filled segment by segment into memory-mapped files
+    (memory: one segment's shapes, whatever the number of sentences)."""
+    shapes = np.lib.format.open_memmap(plan.directory / f"{name}.shapes.npy", mode="w+", dtype=np.int32,
+                                       shape=(plan.n, ndim))
+    offsets = np.lib.format.open_memmap(plan.directory / f"{name}.offsets.npy", mode="w+", dtype=np.int64,
+                                        shape=(plan.n,))
+    for k, meta in enumerate(metas):
+        path = plan.segment(k) / f"{name}.shapes.npy"
+        block = np.load(path)
+        sizes = np.prod(block, axis=1, dtype=np.int64)
+        if block.shape != (meta["count"], ndim) or int(sizes.sum()) != meta["fields"][name]["total"]:
+            raise CacheCorruptError(f"{path}: does not match its segment.json; {_REBUILD}")
+        start, end = plan.bounds(k)
+        shapes[start:end] = block
+        offsets[start:end] = np.cumsum(sizes) - sizes
+    for array in (shapes, offsets):
+        array.flush()
+    del shapes, offsets
 
 
 def _segment_meta(plan: _Plan, k: int) -> dict[str, Any]:
