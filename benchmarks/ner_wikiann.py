@@ -283,6 +283,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--full", action="store_true", help="all training data, more epochs")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
     parser.add_argument("--blocks", default=",".join(BLOCKS), help=f"which tables, of {', '.join(BLOCKS)}")
+    parser.add_argument("--rows", help="only these rows of the tables, by run group (as in OUT/SETTING/students/, "
+                                       "less -seedN; comma-separated): the tables then leave the others out "
+                                       "and say so")
     add_sharing_arguments(parser)
     args = parser.parse_args(argv)
     check_sharing_arguments(parser, args)
@@ -299,6 +302,14 @@ def main(argv=None) -> list[dict]:
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
     tables = {block: block_table(block) for block in blocks}
+    left_out = {}
+    if args.rows:
+        wanted = set(args.rows.split(","))
+        known = {run.group for table in tables.values() for run in table}
+        if unknown := sorted(wanted - known):
+            parser.error(f"--rows: unknown {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+        left_out = {block: [run.group for run in table if run.group not in wanted] for block, table in tables.items()}
+        tables = {block: [run for run in table if run.group in wanted] for block, table in tables.items()}
     # a student without KD does not depend on the teacher: each student's is trained once, under its first case
     runs = list(dict.fromkeys(_trained_as(run) for block in blocks for run in tables[block]))
     heads = list(dict.fromkeys(run.case[1] for run in runs))  # a none run names its teacher too
@@ -313,6 +324,7 @@ def main(argv=None) -> list[dict]:
     if args.jobs > 1:
         torch.set_num_threads(threads_per_job(args.jobs))
     worker_argv = ["--data", str(args.data), "--out", str(args.out), "--device", args.device, "--blocks", args.blocks]
+    worker_argv += ["--rows", args.rows] if args.rows else []
     worker_argv += [f"--{name}"] if name != "reduced" else []
     with worker_processes(args.jobs, Path(__file__), worker_argv, out / "logs"):
         teach = functools.partial(train_teacher, args.data, setting, device=args.device)
@@ -331,7 +343,8 @@ def main(argv=None) -> list[dict]:
     for block in blocks:
         models = measured_models(block, out, teacher_dirs, tables[block], test_sentences)
         rows = block_rows(block, tables[block], results, models)
-        block_meta = {**meta, "block": block, **({"unlabeled_epochs": setting.unlabeled_epochs,
+        block_meta = {**meta, "block": block, **({"rows_not_run": left_out[block]} if left_out.get(block) else {}),
+                      **({"unlabeled_epochs": setting.unlabeled_epochs,
                                                    "unlabeled_sentences": setting.unlabeled or "rest of train"}
                                                   if block == "unlabeled" else {})}
         suffix = ("" if name == "reduced" else f"_{name}") + ("" if block == "base" else f"_{block}")
