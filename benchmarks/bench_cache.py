@@ -292,6 +292,19 @@ def marginal_error(case: dict, config: dict) -> float:
     return max(float((g - t).abs().max()) for g, t in zip(got, truth))
 
 
+def cache_alone_peak(n: int, directory: Path) -> float:
+    """The build's memory growth with no teacher: 9-tag marginals of 20-word sentences made up on the spot
+    (what the cache itself holds: one chunk, one segment's shapes)."""
+    from structkd.train import TeacherCache
+
+    def compute(chunk):
+        return [{"unary": torch.rand(len(s), 9), "edges": torch.rand(len(s) - 1, 9, 9)} for s in chunk]
+
+    with PeakRss() as rss:
+        TeacherCache.build(directory, [["w"] * 20] * n, compute, teacher_id="none", batch_size=BATCH, progress=False)
+    return rss.mb
+
+
 # -- bytes per word of every pair, from the fields' shapes ------------------------------------------------------
 def pair_rows(n_tags: tuple[int, ...] = (9, 37), n_rels: int = 51, top_k: int = 3) -> list[dict]:
     """Bytes per word (float16; the once-stored transitions left out) of every teacher/student pair, averaged
@@ -352,12 +365,13 @@ def pair_markdown(rows: list[dict]) -> str:
 
 
 # -- driver -----------------------------------------------------------------------------------------------
-def measure(name: str, n: int, steps: int, threads: int) -> dict:
-    """:func:`run_one` in a fresh process (a clean peak-memory reading), in a temporary directory."""
+def measure(name: str, n: int, steps: int, threads: int, call: str = "run_one") -> dict:
+    """:func:`run_one` (or ``call``) in a fresh process (a clean peak-memory reading), in a temporary directory."""
     directory = Path(tempfile.mkdtemp(prefix="bench_cache_"))
+    args = f"{name!r}, {n}, {steps}, " if call == "run_one" else f"{n}, "
     code = (f"import sys, json, torch; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"torch.set_num_threads({threads}); import bench_cache as b; "
-            f"print('RESULT', json.dumps(b.run_one({name!r}, {n}, {steps}, __import__('pathlib').Path("
+            f"print('RESULT', json.dumps(b.{call}({args}__import__('pathlib').Path("
             f"{str(directory / 'cache')!r}))))")
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -407,9 +421,14 @@ def markdown(rows: dict, meta: dict) -> str:
                      f"{rec} | {row['step_ms']:.0f} {spread} | {row['steps_per_second']:.1f} | {err} |")
     check = meta.get("memory_check")
     if check:
-        lines += ["", f"Memory bound: {check['config']} peaks at {check['build_peak_mb'][0]:.0f} MB with "
-                      f"{check['sentences'][0]:,} sentences and {check['build_peak_mb'][1]:.0f} MB with "
-                      f"{check['sentences'][1]:,}."]
+        small, large = (f"{k:,}" for k in check["sentences"])
+        parts = [f"{name}: {a:.0f} and {b:.0f} MB" for name, (a, b) in check.items()
+                 if name not in ("sentences", "cache_alone_mb")]
+        a, b = check["cache_alone_mb"]
+        lines += ["", f"Build memory at {small} and {large} sentences: the cache alone (a made-up 9-tag teacher, "
+                      f"20-word sentences) {a:.1f} and {b:.1f} MB; " + "; ".join(parts) + " (the teacher's "
+                      "working memory, largest on the batches of the longest sentences, which more sentences "
+                      "meet more often)."]
     return "\n".join(lines) + "\n"
 
 
@@ -431,10 +450,14 @@ def main() -> None:
         rows[name].update(per_1e5(rows[name]))
         print(json.dumps(rows[name]), flush=True)
     check = {}
-    if args.memory_check and "crf->crf marginals 9 tags" in rows:
-        small = measure("crf->crf marginals 9 tags", args.sentences // 10, 3, args.threads)
-        check = {"config": "crf->crf marginals 9 tags", "sentences": [args.sentences // 10, args.sentences],
-                 "build_peak_mb": [small["build_peak_mb"], rows["crf->crf marginals 9 tags"]["build_peak_mb"]]}
+    if args.memory_check:
+        sizes = [args.sentences // 10, args.sentences]
+        check = {"sentences": sizes, "cache_alone_mb": [measure("", k, 0, args.threads, "cache_alone_peak")
+                                                        for k in sizes]}
+        for name in ("crf->crf marginals 9 tags", "tree arcs"):
+            if name in rows:
+                small = measure(name, sizes[0], 3, args.threads)
+                check[name] = [small["build_peak_mb"], rows[name]["build_peak_mb"]]
     lengths, probs, source = length_table()
     meta = {"memory_check": check, "sentences": args.sentences, "threads": args.threads, "steps": args.steps,
             "lengths": source,
