@@ -55,9 +55,9 @@ def directory(out: Path, lever: str, seed: int) -> Path:
     return out / f"lever-{lever.replace(' ', '-')}-s{seed}"
 
 
-def run_all(out: Path, seeds: list[int], worker: int, workers: int) -> None:
+def run_all(out: Path, seeds: list[int], worker: int, workers: int, levers: list[str]) -> None:
     train_teacher(out, 0)
-    runs = [(lever, seed) for seed in seeds for lever in LEVERS]
+    runs = [(lever, seed) for seed in seeds for lever in levers]
     for k, (lever, seed) in enumerate(runs):
         if k % workers != worker or (directory(out, lever, seed) / "results.json").exists():
             continue
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of this process")
+    parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS),
+                        help="train only these rows (the report has every row)")
     parser.add_argument("--report", action="store_true", help="write the table from the finished runs")
     args = parser.parse_args()
     if not 0 <= args.worker < args.workers:
@@ -112,7 +114,7 @@ def main() -> None:
     if args.report:
         report(args.out, args.seeds)
     else:
-        run_all(args.out, args.seeds, args.worker, args.workers)
+        run_all(args.out, args.seeds, args.worker, args.workers, args.levers)
 
 
 if __name__ == "__main__":
