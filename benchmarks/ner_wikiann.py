@@ -10,7 +10,7 @@ Students: BiLSTM-CRF and BiLSTM-MaxEnt.  Cases and KD methods:
 4. span teacher to MaxEnt and to CRF students (none, posterior, topk, structural; token KD needs per-token
    teacher scores, which a span teacher does not have)
 
-Two more blocks of BiLSTM-CRF students (``--blocks``; all by default):
+Three more blocks of BiLSTM-CRF students (``--blocks``; all but ``ablation`` by default):
 
 * ``hf``: a teacher as a user brings it, a MiniLM ``AutoModelForTokenClassification`` fine-tuned with
   ``transformers``' own ``Trainer`` (``finetune_hf_ner.py``, same sentences and epochs), distilled with none,
@@ -21,6 +21,33 @@ Two more blocks of BiLSTM-CRF students (``--blocks``; all by default):
   given without their tags (``data.unlabeled`` with ``data.slices``), starting from the teacher's word embeddings
   (``model.init_from_teacher``), ``UNLABELED_EPOCHS`` epochs over the 20,000 sentences; cases 1, 3 and span to
   CRF with none, token, posterior and structural KD (topk and the MaxEnt students are left out to fit 2 cores).
+* ``ablation`` (issue 22 item 4; only when named): case 1 with structural KD and each KD toolbox option of
+  ``ablation_demo.py`` on top, with its values (``ablation_demo.OPTIONS``, untuned): ``+ anneal`` (temperature 2
+  lowered to 1), ``+ hidden`` (hidden-state matching, weight 1), ``+ mixup`` (MixKD, weight 0.5, alpha 0.4),
+  ``+ adversarial`` (word replacement, weight 0.5, 2 candidates) and ``+ 2 teachers`` (the equal mixture of the
+  CRF teacher and ``crf-seed1``, a second CRF teacher trained with seed 1 instead of 42), each without and with
+  the unlabeled text.  Every student starts from the teacher's word embeddings, as in ``unlabeled``; without
+  unlabeled text it learns from the labeled sentences for the students' epochs, with it from the ``unlabeled``
+  block's data and epochs.  A ``none`` row for reference; it and ``structural`` with unlabeled text are the
+  ``unlabeled`` block's runs of case 1 (same configs: trained once).  Group names
+  ``ablation-crf-to-crf-structural[-OPTION][-unlabeled]``.  Anneal, hidden, mixup and adversarial need the
+  teacher online (``KdConfig.online``: it runs on every batch); anneal builds no cache, the others still cache
+  the structural targets; 2 teachers is cached (one pass of each teacher).
+
+  Estimated cost of the reduced ``ablation`` block (not run yet), from a short timing on the 2-core machine while
+  other jobs kept its load average at 6 (the conditions of the reduced runs so far): each option's configs with
+  640 labeled sentences and one epoch against the quick teachers (same architecture), one thread.  The online
+  options add per sentence and epoch about 7 ms (anneal), 7.5 ms (hidden), 10 ms (mixup) and 19 ms (adversarial:
+  a teacher pass over 2 candidates per sentence and 3 student passes) to structural KD's training; the cache
+  costs about 9 ms per sentence and teacher (anneal has none).  The structural runs themselves, measured in the
+  reduced runs of the ``unlabeled`` block under the same load: 2.5-4 minutes without unlabeled text (10 epochs
+  of 2,000 sentences) and 9-12.5 minutes of training with it (2 epochs of 20,000 sentences: dominated by the
+  optimizer over the 15-million-parameter student, whose vocabulary comes from the 20,000 sentences, about
+  0.5 s a step), plus 3-7 minutes of cache per group.  Per seed: without unlabeled text about 3.5 (structural,
+  2 teachers), 6 (anneal, hidden), 7 (mixup) and 10 minutes (adversarial); with it about 12 (structural, 2
+  teachers), 17 (anneal, hidden), 19 (mixup) and 25 minutes (adversarial).  With 3 seeds, the caches and the
+  second teacher (about 11 minutes): about 8 process-hours (7 if the ``unlabeled`` block's case-1 ``none`` and
+  ``structural`` runs are done), about 4 hours with ``--jobs 2`` on the 2 cores under that load.
 
 Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation), the
 teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes in interleaved rounds,
@@ -31,9 +58,11 @@ one of them beside the main run); the span teacher's ``none`` rows repeat cases 
 same); ``--full`` uses all of WikiANN's training data and more epochs.
 
     python benchmarks/ner_wikiann.py [--data ../shared/data/wikiann-en] [--full] [--quick] [--out DIR]
-                                    [--blocks base,hf,unlabeled] [--jobs N | --worker]
+                                    [--blocks base,hf,unlabeled,ablation] [--rows GROUPS] [--jobs N | --worker]
+    python benchmarks/ner_wikiann.py --blocks ablation --jobs 2     # the ablation block alone
 
-Results: ``benchmarks/results/ner_wikiann[_quick|_full].json`` and ``.md``.
+Results: ``benchmarks/results/ner_wikiann[_quick|_full].json`` and ``.md``; a block's in
+``ner_wikiann[_quick]_BLOCK.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -48,6 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from ablation_demo import OPTIONS
 from finetune_hf_ner import finetune
 from model_speed import speeds_and_sizes
 from run_claims import (
@@ -77,11 +107,17 @@ CASES = (  # (case, teacher head, student head)
     ("4", "span", "maxent"),
     ("4", "span", "crf"),
 )
-BLOCKS = ("base", "hf", "unlabeled")
+BLOCKS = ("base", "hf", "unlabeled", "ablation")
+DEFAULT_BLOCKS = BLOCKS[:-1]  # the ablation block (hours of CPU) only when --blocks names it
 HF_CASE = ("3", "hf", "crf")  # a MaxEnt teacher (the transformers token classifier) into the constrained CRF
 HF_METHODS = ("none", "posterior", "structural", "blackbox")  # blackbox: sequence-level KD on its predicted tags
 UNLABELED_CASES = (CASES[0], CASES[2], CASES[4])
 UNLABELED_METHODS = ("none", "token", "posterior", "structural")
+ABLATION_CASE = CASES[0]  # the ablation block: structural KD from the CRF teacher into the BiLSTM-CRF student
+# its options on top of structural KD, with ablation_demo.py's values ("": structural KD alone; "none", a reference
+# row, is the unlabeled block's student without KD)
+ABLATION_OPTIONS = ("", *(option for option in OPTIONS if option.startswith("+ ")))
+SECOND_TEACHER = "crf-seed1"  # the ablation's second teacher: a CRF teacher trained with seed 1 (the first: 42)
 
 
 @dataclass
@@ -103,15 +139,36 @@ SETTINGS = {
 
 @dataclass(frozen=True)
 class Run:
-    """One table cell: a block, a case ``(case, teacher head, student head)`` and a KD method, over the seeds."""
+    """One table cell: a block, a case ``(case, teacher head, student head)`` and a KD method, over the seeds; in
+    the ablation block also a toolbox ``option`` (a key of ``ablation_demo.OPTIONS``, ``""`` for none) and
+    whether the student distils on the unlabeled text too (``with_unlabeled``)."""
     block: str
     case: tuple
     method: str
+    option: str = ""
+    with_unlabeled: bool = False
 
     @property
     def group(self) -> str:
-        prefix = f"{self.block}-" if self.block == "unlabeled" else ""  # the hf block: its teacher names it
-        return f"{prefix}{self.case[1]}-to-{self.case[2]}-{self.method}"
+        prefix = f"{self.block}-" if self.block in ("unlabeled", "ablation") else ""  # the hf block: its teacher
+        option = f"-{_slug(self.option)}" if self.option else ""
+        return f"{prefix}{self.case[1]}-to-{self.case[2]}-{self.method}{option}" + (
+            "-unlabeled" if self.with_unlabeled else "")
+
+    @property
+    def label(self) -> str:
+        """The KD column: the method, with the ablation's option (``structural + anneal``)."""
+        return f"{self.method} {self.option}" if self.option else self.method
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teacher heads the run distils from (the case's, and the second CRF teacher for ``+ 2 teachers``)."""
+        second = (SECOND_TEACHER,) if OPTIONS.get(self.option, {}).get("teachers") == "both" else ()
+        return (self.case[1], *second)
+
+
+def _slug(option: str) -> str:
+    return option.replace("+ ", "").replace(" ", "-")
 
 
 def data_section(data_dir: Path, setting: Setting) -> dict:
@@ -128,18 +185,21 @@ def unlabeled_data_section(data_dir: Path, setting: Setting) -> dict:
             "slices": {"train": f"0:{first}", "dev": f"0:{first}", "test": f"0:{first}", "unlabeled": rest}}
 
 
-def train_teacher(data_dir: Path, setting: Setting, head: str, target: Path, device: str = "auto") -> None:
-    """Train the ``head`` teacher into ``target`` (its model in ``target/model``) on ``device``; the ``hf`` teacher
-    is fine-tuned by ``transformers``' ``Trainer`` (``finetune_hf_ner.py``)."""
-    if head == "hf":
+def train_teacher(data_dir: Path, setting: Setting, name: str, target: Path, device: str = "auto") -> None:
+    """Train the teacher ``name`` (a head, or ``HEAD-seedN``: that head trained with seed N instead of the
+    default 42) into ``target`` (its model in ``target/model``) on ``device``; the ``hf`` teacher is fine-tuned
+    by ``transformers``' ``Trainer`` (``finetune_hf_ner.py``)."""
+    if name == "hf":
         finetune(target / "model", data_dir, setting.max_sentences, setting.teacher_epochs, seed=0, lr=1e-4)
         return
+    head, _, seed = name.partition("-seed")
     config = build_ner_config({
         "data": data_section(data_dir, setting),
         "model": {"kind": "transformer", "encoder": "minilm", "head": head, "max_width": 8},
         # pretrained encoder at 1e-4, the randomly initialized heads (CRF, classifier, span scorer) at 2e-3
         "training": {"epochs": setting.teacher_epochs, "batch_size": 32, "lr": 1e-4, "head_lr": 2e-3,
-                     "warmup": 0.1, "output_dir": str(target), "log_every": 20, "device": device}})
+                     "warmup": 0.1, "output_dir": str(target), "log_every": 20, "device": device,
+                     **({"seed": int(seed)} if seed else {})}})
     train_command(config, resume=True)  # a teacher cut short goes on from its last checkpoint
 
 
@@ -155,19 +215,24 @@ def teacher_tags(teacher: Path, data: dict, target: Path) -> Path:
     return target
 
 
-def student_config(run: Run, seed: int, teacher: Path, data_dir: Path, setting: Setting, out: Path,
+def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir: Path, setting: Setting, out: Path,
                    device: str = "auto"):
-    """The config of one student run of ``run`` with ``seed``."""
+    """The config of one student run of ``run`` with ``seed`` (``teacher_dirs``: each teacher's model
+    directory by name)."""
     _, teacher_head, student_head = run.case
+    teacher = teacher_dirs[teacher_head]
     data = data_section(data_dir, setting)
     model = {"kind": "bilstm", "head": student_head, "constrained": _constrained(run.case)}
     kd = {"method": run.method, "teacher": str(teacher), "kd_weight": 0.5, "top_k": 5,
           "cache_dir": str(out / "caches" / run.group)}
     epochs = setting.student_epochs
-    if run.block == "unlabeled":
+    if run.block in ("unlabeled", "ablation"):  # both start from the teacher's word embeddings
         model["init_from_teacher"] = True
-        if run.method != "none":  # a baseline without KD learns from the labeled sentences alone
+        # a baseline without KD, and the ablation's rows without unlabeled text, learn from the labeled sentences
+        if run.method != "none" and (run.block == "unlabeled" or run.with_unlabeled):
             data, epochs = unlabeled_data_section(data_dir, setting), setting.unlabeled_epochs
+    if run.option:
+        kd.update(ablation_kd(run, teacher_dirs))
     if run.method == "blackbox":
         kd = {"method": "seqlevel", "kd_weight": 0.5, "cache_dir": kd["cache_dir"],
               "teacher_outputs": str(teacher_tags(teacher, data, out / "teacher-hf" / "train-tags.conll"))}
@@ -178,9 +243,18 @@ def student_config(run: Run, seed: int, teacher: Path, data_dir: Path, setting: 
                      "max_grad_norm": 5.0, "device": device}})
 
 
-def train_student(run: Run, seed: int, teacher: Path, data_dir: Path, setting: Setting, out: Path,
+def ablation_kd(run: Run, teacher_dirs: dict[str, Path]) -> dict:
+    """The ``kd`` keys of the ablation's option (``ablation_demo.OPTIONS``); ``+ 2 teachers``: the mixture of the
+    case's teacher and :data:`SECOND_TEACHER`, equal weights, in place of ``kd.teacher``."""
+    values = dict(OPTIONS[run.option])
+    if values.pop("teachers", None) == "both":
+        values.update(teacher=None, teachers=[str(teacher_dirs[name]) for name in run.teachers])
+    return values
+
+
+def train_student(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir: Path, setting: Setting, out: Path,
                   device: str = "auto") -> dict:
-    config = student_config(run, seed, teacher, data_dir, setting, out, device)
+    config = student_config(run, seed, teacher_dirs, data_dir, setting, out, device)
     return run_once(config, "ner_config.json", distill_command)
 
 
@@ -194,7 +268,10 @@ def _trained_as(run: Run) -> Run:
     """The run whose results a table row reports: itself, or for a run without KD the first case with the same
     student (head and constraint): the span and ``hf`` teachers' ``none`` rows repeat case 1's and case 2's
     (same student, data and seeds), case 3's unconstrained CRF student has its own.  The unlabeled block's
-    students start from their teacher's embeddings, so each has its own ``none``."""
+    students start from their teacher's embeddings, so each has its own ``none``.  The ablation block's ``none``
+    and its ``structural`` with unlabeled text are the unlabeled block's runs of case 1 (the same configs)."""
+    if run.block == "ablation" and not run.option and (run.method == "none" or run.with_unlabeled):
+        return Run("unlabeled", run.case, run.method)
     if run.method != "none" or run.block == "unlabeled":
         return run
     same = (run.case[2], _constrained(run.case))
@@ -208,26 +285,48 @@ def block_table(block: str) -> list[Run]:
                 if not (method == "token" and case[1] == "span")]
     if block == "hf":
         return [Run(block, HF_CASE, method) for method in HF_METHODS]
+    if block == "ablation":
+        return [Run(block, ABLATION_CASE, "none")] + [
+            Run(block, ABLATION_CASE, "structural", option, with_unlabeled)
+            for option in ABLATION_OPTIONS for with_unlabeled in (False, True)]
     return [Run(block, case, method) for case in UNLABELED_CASES for method in UNLABELED_METHODS
             if not (method == "token" and case[1] == "span")]
 
 
+TITLES = {"base": "", "hf": ": a transformers token classifier as the teacher",
+          "unlabeled": ": distillation on unlabeled text too, word embeddings from the teacher",
+          "ablation": ": each KD toolbox option on top of structural KD, without and with unlabeled text"}
+
+
 def summarize(block: str, rows: list[dict], models: dict, meta: dict) -> str:
-    title = {"base": "", "hf": ": a transformers token classifier as the teacher",
-             "unlabeled": ": distillation on unlabeled text too, word embeddings from the teacher"}[block]
-    lines = [f"# WikiANN English NER ({meta['setting']} setting){title}", "",
-             "| case | teacher | student | KD | dev F1 | test F1 | % of teacher | speed-up | parameters |",
-             "|---|---|---|---|---|---|---:|---:|---:|"]
+    ablation = block == "ablation"  # its rows also say whether the student distilled on the unlabeled text
+    lines = [f"# WikiANN English NER ({meta['setting']} setting){TITLES[block]}", "",
+             *([ablation_note(meta), ""] if ablation else []),
+             "| case | teacher | student | KD |" + (" unlabeled text |" if ablation else "") +
+             " dev F1 | test F1 | % of teacher | speed-up | parameters |",
+             "|---|---|---|---|" + ("---|" if ablation else "") + "---|---|---:|---:|---:|"]
     for row in rows:
         dev = f"{100 * row['dev_mean']:.2f} ± {100 * row['dev_std']:.2f}"
         test = f"{100 * row['test_mean']:.2f} ± {100 * row['test_std']:.2f}"
-        lines.append(f"| {row['case']} | {row['teacher']} | {row['student']} | {row['method']} | {dev} | {test} | "
-                     f"{_percent(row['ratio'])} | {row['speedup']:.1f}x | {row['parameters']:,} |")
+        text = f" {'yes' if row['unlabeled_text'] else 'no'} |" if ablation else ""
+        lines.append(f"| {row['case']} | {row['teacher']} | {row['student']} | {row['method']} |{text} {dev} | "
+                     f"{test} | {_percent(row['ratio'])} | {row['speedup']:.1f}x | {row['parameters']:,} |")
     lines += ["", "| model | test F1 | parameters | CPU sentences/s |", "|---|---|---|---|"]
     for name, t in models.items():
         lines.append(f"| {name} | {100 * t['f1']:.2f} | {t['parameters']:,} | {t['sentences_per_second']:.0f} |")
     lines += ["", json.dumps(meta)]
     return "\n".join(lines)
+
+
+def ablation_note(meta: dict) -> str:
+    """The ablation table's setting, in words."""
+    return (f"Case 1 (CRF teacher to BiLSTM-CRF student), structural KD (kd_weight 0.5), the student's word "
+            f"embeddings from the teacher's (model.init_from_teacher), each toolbox option of "
+            f"`ablation_demo.py` on top with its values ({'; '.join(meta['options'])}; untuned). Without unlabeled "
+            f"text: the labeled sentences, {meta['student_epochs']} epochs; with: the unlabeled block's data "
+            f"({meta['unlabeled_sentences']} more training sentences without tags), {meta['unlabeled_epochs']} "
+            f"epochs. none: the unlabeled block's student without KD. The second teacher ({SECOND_TEACHER}): a CRF "
+            f"teacher trained with seed 1 (the first: 42); % of teacher: of the first.")
 
 
 def _percent(ratio: float | None) -> str:
@@ -238,17 +337,19 @@ def teacher_name(head: str) -> str:
     return "teacher MiniLM-hf-token-classifier" if head == "hf" else f"teacher MiniLM-{head}"
 
 
-def student_name(block: str, head: str) -> str:
-    return f"student BiLSTM-{head}" + ("" if block == "base" else f" ({block})")
+def student_name(run: Run) -> str:
+    block = f"{run.block}, unlabeled text" if run.with_unlabeled else run.block
+    return f"student BiLSTM-{run.case[2]}" + ("" if run.block == "base" else f" ({block})")
 
 
-def measured_models(block: str, out: Path, teacher_dirs: dict, rows: list[Run], test_sentences: list) -> dict:
-    """Test F1, parameters and CPU speed of the block's teachers and one student of each head (seed 0,
-    structural KD), measured side by side in interleaved rounds."""
-    models = {teacher_name(run.case[1]): teacher_dirs[run.case[1]] for run in rows}
+def measured_models(out: Path, teacher_dirs: dict, rows: list[Run], test_sentences: list) -> dict:
+    """Test F1, parameters and CPU speed of the block's teachers and one student of each name (seed 0, the last
+    structural KD row without a toolbox option, else the first row), measured side by side in interleaved
+    rounds."""
+    models = {teacher_name(head): teacher_dirs[head] for run in rows for head in run.teachers}
     for run in rows:
-        if run.method == "structural":
-            models[student_name(block, run.case[2])] = out / "students" / f"{run.group}-seed0" / "model"
+        if (run.method == "structural" and not run.option) or student_name(run) not in models:
+            models[student_name(run)] = out / "students" / f"{_trained_as(run).group}-seed0" / "model"
     return speeds_and_sizes(models, NerModel.load, lambda model: evaluate(model, test_sentences), ("f1",),
                             SPEED_REPEATS)
 
@@ -261,9 +362,11 @@ def block_rows(block: str, table: list[Run], results: dict, models: dict) -> lis
         seeds = results[_trained_as(run)]
         dev, test = [r["dev"]["f1"] for r in seeds], [r["test"]["f1"] for r in seeds]
         teacher = models[teacher_name(run.case[1])]
-        student = models[student_name(block, run.case[2])]
-        rows.append({"block": block, "case": run.case[0], "teacher": run.case[1], "student": run.case[2],
-                     "method": run.method, "dev_mean": statistics.mean(dev), "dev_std": statistics.pstdev(dev),
+        student = models[student_name(run)]
+        rows.append({"block": block, "case": run.case[0], "teacher": " + ".join(run.teachers),
+                     "student": run.case[2], "method": run.label,
+                     **({"option": run.option, "unlabeled_text": run.with_unlabeled} if block == "ablation" else {}),
+                     "dev_mean": statistics.mean(dev), "dev_std": statistics.pstdev(dev),
                      "test_mean": statistics.mean(test), "test_std": statistics.pstdev(test), "seeds": test,
                      "teacher_test": teacher["f1"], "ratio": _share(statistics.mean(test), teacher["f1"]),
                      "speedup": student["sentences_per_second"] / teacher["sentences_per_second"],
@@ -276,13 +379,29 @@ def _share(score: float, teacher: float) -> float | None:
     return score / teacher if teacher else None
 
 
+def block_setting(setting: Setting, block: str) -> dict:
+    """The unlabeled and ablation blocks' data and epochs (and the ablation's option values), for their meta."""
+    meta = {"unlabeled_epochs": setting.unlabeled_epochs, "unlabeled_sentences": setting.unlabeled or "rest of train"}
+    if block == "ablation":
+        meta.update(student_epochs=setting.student_epochs,
+                    options=[option_text(option) for option in ABLATION_OPTIONS if option])
+    return meta
+
+
+def option_text(option: str) -> str:
+    """``+ mixup: kd.mixup_weight 0.5, kd.mixup_alpha 0.4``."""
+    values = {key: f"[crf, {SECOND_TEACHER}]" if value == "both" else value for key, value in OPTIONS[option].items()}
+    return f"{option}: " + ", ".join(f"kd.{key} {value}" for key, value in values.items())
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "wikiann-en")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ner_wikiann")
     parser.add_argument("--full", action="store_true", help="all training data, more epochs")
     parser.add_argument("--quick", action="store_true", help="a smoke test: 40 sentences, 1 epoch, 1 seed")
-    parser.add_argument("--blocks", default=",".join(BLOCKS), help=f"which tables, of {', '.join(BLOCKS)}")
+    parser.add_argument("--blocks", default=",".join(DEFAULT_BLOCKS),
+                        help=f"which tables, of {', '.join(BLOCKS)} (default: {', '.join(DEFAULT_BLOCKS)})")
     parser.add_argument("--rows", help="only these rows of the tables, by run group (as in OUT/SETTING/students/, "
                                        "less -seedN; comma-separated): the tables then leave the others out "
                                        "and say so")
@@ -296,8 +415,8 @@ def main(argv=None) -> list[dict]:
     blocks = [b for b in args.blocks.split(",") if b]
     if unknown := sorted(set(blocks) - set(BLOCKS)):
         parser.error(f"--blocks: unknown {', '.join(unknown)}; expected some of {', '.join(BLOCKS)}")
-    if "unlabeled" in blocks and not setting.unlabeled_epochs:
-        blocks.remove("unlabeled")  # the full setting labels every training sentence
+    if not setting.unlabeled_epochs:  # the full setting labels every training sentence
+        blocks = [b for b in blocks if b not in ("unlabeled", "ablation")]
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
@@ -312,10 +431,10 @@ def main(argv=None) -> list[dict]:
         tables = {block: [run for run in table if run.group in wanted] for block, table in tables.items()}
     # a student without KD does not depend on the teacher: each student's is trained once, under its first case
     runs = list(dict.fromkeys(_trained_as(run) for block in blocks for run in tables[block]))
-    heads = list(dict.fromkeys(run.case[1] for run in runs))  # a none run names its teacher too
+    heads = list(dict.fromkeys(head for run in runs for head in run.teachers))  # a none run names its teacher too
 
     def seed_results(run: Run) -> list[dict]:
-        return [train_student(run, seed, teacher_dirs[run.case[1]], args.data, setting, out, args.device)
+        return [train_student(run, seed, teacher_dirs, args.data, setting, out, args.device)
                 for seed in setting.seeds]
 
     def finished(run: Run) -> bool:
@@ -341,12 +460,10 @@ def main(argv=None) -> list[dict]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     all_rows = []
     for block in blocks:
-        models = measured_models(block, out, teacher_dirs, tables[block], test_sentences)
+        models = measured_models(out, teacher_dirs, tables[block], test_sentences)
         rows = block_rows(block, tables[block], results, models)
         block_meta = {**meta, "block": block, **({"rows_not_run": left_out[block]} if left_out.get(block) else {}),
-                      **({"unlabeled_epochs": setting.unlabeled_epochs,
-                                                   "unlabeled_sentences": setting.unlabeled or "rest of train"}
-                                                  if block == "unlabeled" else {})}
+                      **(block_setting(setting, block) if block in ("unlabeled", "ablation") else {})}
         suffix = ("" if name == "reduced" else f"_{name}") + ("" if block == "base" else f"_{block}")
         (RESULTS / f"ner_wikiann{suffix}.json").write_text(
             json.dumps({"meta": block_meta, "rows": rows, "models": models}, indent=2))

@@ -38,7 +38,8 @@ reading twice the data. The teachers were trained on the labeled sentences and s
 the gold trees; on sentences they have not seen they carry the teachers' uncertainty.  (The committed reduced
 results were made with ``--unlabeled 1000``.)
 
-``--blocks`` picks the tables (``base``: the above; ``unlabeled``: the block below; both by default).  The
+``--blocks`` picks the tables (``base``: the above; ``unlabeled`` and ``ablation``: the blocks below; all but
+``ablation`` by default).  The
 ``unlabeled`` block (issue 19's recipe: unlabeled text and word embeddings from the teacher) distils the students
 on the rest of EWT train as well: the 11,543 training sentences after the labeled 1000, given without their trees
 (``data.unlabeled`` of the training file with ``data.slices``; the dev and test slices are the sentences
@@ -64,12 +65,40 @@ student parses as fast as with 100-dimensional ones (918 and 899 sentences/s on 
 reduced setting; the teachers 88 and 72), its parameters growing with the vocabulary (384 per word: 5.0 million
 with 1000 unlabeled sentences, against 1.9 million).
 
-    python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--unlabeled N]
-                                   [--blocks base,unlabeled] [--students bilstm-1o seqlabel minilm-3l]
-                                   [--out DIR] [--jobs N | --worker]
+The ``ablation`` block (issue 22 item 4; only when named) puts each KD toolbox option of ``ablation_demo.py`` on
+top of structural KD from the second-order teacher into the BiLSTM first-order student, with its values
+(``ablation_demo.OPTIONS``, untuned): ``+ anneal`` (temperature 2 lowered to 1), ``+ hidden`` (hidden-state
+matching, weight 1), ``+ mixup`` (MixKD, weight 0.5, alpha 0.4), ``+ adversarial`` (word replacement, weight 0.5,
+2 candidates) and ``+ 2 teachers``: the equal mixture of the second- and the first-order teacher (``kd.teachers``
+mixes teachers of different factorizations: each one's arc marginals are projected on the student's first-order
+trees before they are averaged, and the relation distributions are mixed per arc), each without and with the
+unlabeled text.  Every student starts from the teacher's word embeddings, as in ``unlabeled``; without
+unlabeled text it learns from the labeled 1000 sentences for the students' 24 epochs, with it from the
+``unlabeled`` block's data and epochs.  A ``none`` row for reference; it and ``structural`` with unlabeled text
+are the ``unlabeled`` block's second-order runs (same configs: trained once).  Run names
+``ablation-2o-to-bilstm-1o-structural[-OPTION][-unlabeled]``.  Anneal, hidden, mixup and adversarial need the
+teacher online (``KdConfig.online``: the teacher, a second-order MiniLM parser, runs on every batch); anneal
+builds no cache, the others still cache the structural targets; 2 teachers is cached (a pass of each teacher).
 
-Results: ``benchmarks/results/parse_ewt[_quick|_full].json`` and ``.md``; the unlabeled block's in
-``parse_ewt[_quick]_unlabeled.json`` and ``.md``.
+Estimated cost of the reduced ``ablation`` block (not run yet), from a short timing on the 2-core machine at a
+load average of 6 (as above): each option's configs with 640 labeled sentences, one epoch, the reduced student,
+against the quick teachers (same architecture), one thread.  The online options add per sentence and epoch about
+8 ms (anneal), 7 ms (hidden), 13 ms (mixup) and 30 ms (adversarial) to structural KD's training; the cache costs
+about 20 ms per sentence for the second-order teacher and 12 ms more for the first-order one (anneal has none).
+Both halves of the block pass about 24,000 sentences (24 epochs of 1000 sentences, or 2 epochs of 12,300), so
+with the structural runs estimated above (about 5 and 5.5 minutes), per seed: without unlabeled text about 5
+(structural, 2 teachers), 8 (anneal, hidden), 10 (mixup) and 17 minutes (adversarial); with it about 5.5, 9, 11
+and 18 minutes, plus 4-8 minutes of cache per group (2 teachers: 7-13).  With 3 seeds and the ``none`` row:
+about 6.5 process-hours (6 if the ``unlabeled`` block's second-order ``none`` and ``structural`` runs are done),
+about 3.3 hours with ``--jobs 2`` on the 2 cores under that load.
+
+    python benchmarks/parse_ewt.py [--data ../shared/data/ud-english-ewt] [--full | --quick] [--unlabeled N]
+                                   [--blocks base,unlabeled,ablation] [--students bilstm-1o seqlabel minilm-3l]
+                                   [--out DIR] [--jobs N | --worker]
+    python benchmarks/parse_ewt.py --blocks ablation --jobs 2      # the ablation block alone
+
+Results: ``benchmarks/results/parse_ewt[_quick|_full].json`` and ``.md``; the unlabeled and ablation blocks' in
+``parse_ewt[_quick]_unlabeled.json``, ``parse_ewt[_quick]_ablation.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -84,6 +113,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from ablation_demo import OPTIONS
 from model_speed import speeds_and_sizes
 from run_claims import (
     add_sharing_arguments,
@@ -120,12 +150,18 @@ FROM_TEACHER = {"minilm-3l"}
 # leaves out part of the teacher (its sibling scores) and structural KD does not
 UNLABELED_RUNS = tuple((student, teacher, method) for student in STUDENTS for teacher in TEACHERS
                        for method in METHODS[student] if student != "minilm-3l" or teacher == "2o")
-BLOCKS = ("base", "unlabeled")
+BLOCKS = ("base", "unlabeled", "ablation")
+DEFAULT_BLOCKS = BLOCKS[:-1]  # the ablation block (hours of CPU) only when --blocks names it
 UNLABELED_EPOCHS = 2  # the unlabeled block's epochs over the labeled and unlabeled sentences (module docstring)
 # the unlabeled block: the BiLSTM first-order student with its teacher's word embeddings, from both teachers (the
 # sequence-labeling student is left out to fit 2 cores; the 3-layer student has no word embeddings of its own)
 UNLABELED_BLOCK = tuple(("bilstm-1o", teacher, method) for teacher in TEACHERS
                         for method in ("none", "token", "topk", "structural"))
+# the ablation block: structural KD from the second-order teacher into the BiLSTM first-order student, with each
+# option of ablation_demo.py on top, its values ("": structural KD alone; "none", a reference row, is the
+# unlabeled block's student without KD); "+ 2 teachers" mixes the second- and the first-order teacher
+ABLATION_CASE = ("bilstm-1o", "2o")
+ABLATION_OPTIONS = ("", *(option for option in OPTIONS if option.startswith("+ ")))
 
 
 @dataclass
@@ -157,13 +193,32 @@ class Run:
     method: str
     unlabeled: int = 0
     block: str = "base"
+    option: str = ""  # the ablation block: a key of ablation_demo.OPTIONS ("": structural KD alone)
+    with_unlabeled: bool = False  # the ablation block: the unlabeled block's data (else the labeled sentences)
 
     @property
     def name(self) -> str:
+        if self.block == "ablation":
+            option = f"-{self.option.replace('+ ', '').replace(' ', '-')}" if self.option else ""
+            return (f"ablation-{self.teacher}-to-{self.student}-{self.method}{option}"
+                    + ("-unlabeled" if self.with_unlabeled else ""))
         if self.block == "unlabeled":
             return f"unlabeled-{self.teacher}-to-{self.student}-{self.method}"
         suffix = f"-unlabeled{self.unlabeled}" if self.unlabeled else ""
         return f"{self.teacher or 'gold'}-to-{self.student}-{self.method}{suffix}"
+
+    @property
+    def label(self) -> str:
+        """The KD column: the method, the ablation's option, or ``--unlabeled N``'s sentences."""
+        return (self.method + (f" {self.option}" if self.option else "")
+                + (f" + {self.unlabeled} unlabeled" if self.unlabeled else ""))
+
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teachers the run distils from: its own, and for ``+ 2 teachers`` the other order's too."""
+        if OPTIONS.get(self.option, {}).get("teachers") != "both":
+            return (self.teacher,) if self.teacher else ()
+        return (self.teacher, *(order for order in TEACHERS if order != self.teacher))
 
 
 def data_section(data_dir: Path, setting: Setting) -> dict:
@@ -234,17 +289,27 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
     if run.unlabeled:
         data["unlabeled"] = [str(unlabeled_file(data_dir, setting, run.unlabeled, out))]
         cache += f"-unlabeled{run.unlabeled}"
-    if run.block == "unlabeled":
+    if run.block in ("unlabeled", "ablation"):
         model["init_from_teacher"] = True  # word_dim becomes the teacher's hidden size
-        cache = f"unlabeled-{cache}"
-        if run.method != "none":  # a baseline without KD learns from the labeled sentences alone
+        cache = run.name if run.block == "ablation" else f"unlabeled-{cache}"
+        # a baseline without KD, and the ablation's rows without unlabeled text, learn from the labeled sentences
+        if run.method != "none" and (run.block == "unlabeled" or run.with_unlabeled):
             data, training["epochs"] = unlabeled_data_section(data_dir, setting), setting.unlabeled_epochs
-    config = build_parse_config({
-        "data": data, "model": model,
-        "kd": {"method": run.method, "teacher": str(teacher_dir), "kd_weight": 0.5, "top_k": 5,
-               "cache_dir": str(out / "caches" / cache)},
-        "training": training})
-    return config, distill_command
+    kd = {"method": run.method, "teacher": str(teacher_dir), "kd_weight": 0.5, "top_k": 5,
+          "cache_dir": str(out / "caches" / cache)}
+    if run.option:
+        kd.update(ablation_kd(run, teacher_dirs))
+    return build_parse_config({"data": data, "model": model, "kd": kd, "training": training}), distill_command
+
+
+def ablation_kd(run: Run, teacher_dirs: dict[str, Path]) -> dict:
+    """The ``kd`` keys of the ablation's option (``ablation_demo.OPTIONS``); ``+ 2 teachers``: the mixture of the
+    second- and first-order teachers (equal weights; each one's arc marginals projected on the first-order
+    student's trees, then averaged), in place of ``kd.teacher``."""
+    values = dict(OPTIONS[run.option])
+    if values.pop("teachers", None) == "both":
+        values.update(teacher=None, teachers=[str(teacher_dirs[order]) for order in run.teachers])
+    return values
 
 
 def train_student(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir: Path, setting: Setting, out: Path,
@@ -260,6 +325,11 @@ def block_table(block: str, students: list[str], unlabeled: int) -> list[Run]:
     if block == "unlabeled":
         return [Run(student, teacher, method, block=block) for student, teacher, method in UNLABELED_BLOCK
                 if student in students]
+    if block == "ablation":
+        student, teacher = ABLATION_CASE
+        return [Run(student, teacher, "none", block=block)] + [
+            Run(student, teacher, "structural", block=block, option=option, with_unlabeled=with_unlabeled)
+            for option in ABLATION_OPTIONS for with_unlabeled in (False, True)] if student in students else []
     rows = [Run(student, teacher, method) for student in students for teacher in TEACHERS
             for method in ("none", *METHODS[student])]
     return rows + [Run(student, teacher, method, unlabeled) for student, teacher, method in UNLABELED_RUNS
@@ -267,7 +337,11 @@ def block_table(block: str, students: list[str], unlabeled: int) -> list[Run]:
 
 
 def _trained_as(run: Run) -> Run:
-    """The runs a row reports: its own, or for a base student without KD the one run without a teacher."""
+    """The runs a row reports: its own, or for a base student without KD the one run without a teacher; the
+    ablation block's ``none`` and its ``structural`` with unlabeled text are the unlabeled block's runs (the same
+    configs)."""
+    if run.block == "ablation" and not run.option and (run.method == "none" or run.with_unlabeled):
+        return Run(run.student, run.teacher, run.method, block="unlabeled")
     return Run(run.student, None, "none") if run.block == "base" and run.method == "none" else run
 
 
@@ -289,21 +363,56 @@ def teacher_name(order: str) -> str:
 
 
 def student_name(run: Run) -> str:
-    return f"student {run.student}" + (" (unlabeled)" if run.block == "unlabeled" else "")
+    block = f"{run.block}, unlabeled text" if run.with_unlabeled else run.block
+    return f"student {run.student}" + ("" if run.block == "base" else f" ({block})")
+
+
+TITLES = {"base": "", "unlabeled": ": the rest of the training split unlabeled, word embeddings from the teacher",
+          "ablation": ": each KD toolbox option on top of structural KD, without and with unlabeled text"}
+
+
+def block_setting(setting: Setting, block: str) -> dict:
+    """The unlabeled and ablation blocks' data and epochs (and the ablation's option values), for their meta."""
+    if block == "base":
+        return {}
+    meta = {"unlabeled_epochs": setting.unlabeled_epochs, "unlabeled_sentences": setting.unlabeled or "rest of train"}
+    if block == "ablation":
+        meta.update(options=[option_text(option) for option in ABLATION_OPTIONS if option])
+    return meta
+
+
+def option_text(option: str) -> str:
+    """``+ mixup: kd.mixup_weight 0.5, kd.mixup_alpha 0.4``."""
+    values = {key: "[2o, 1o]" if value == "both" else value for key, value in OPTIONS[option].items()}
+    return f"{option}: " + ", ".join(f"kd.{key} {value}" for key, value in values.items())
+
+
+def ablation_note(meta: dict) -> str:
+    """The ablation table's setting, in words."""
+    return (f"Second-order teacher to the BiLSTM first-order student, structural KD (kd_weight 0.5), the student's "
+            f"word embeddings from the teacher's (model.init_from_teacher), each toolbox option of "
+            f"`ablation_demo.py` on top with its values ({'; '.join(meta['options'])}; untuned). Without unlabeled "
+            f"text: the labeled sentences, {meta['student_epochs']} epochs; with: the unlabeled block's "
+            f"data ({meta['unlabeled_sentences']} more training sentences without trees), "
+            f"{meta['unlabeled_epochs']} epochs. none: the unlabeled block's student without KD. + 2 teachers: the "
+            f"equal mixture of the second- and first-order teachers; % of teacher: of the second-order one.")
 
 
 def summarize(block: str, rows: list[dict], models: dict, meta: dict) -> str:
-    title = "" if block == "base" else ": the rest of the training split unlabeled, word embeddings from the teacher"
-    lines = [f"# UD English EWT dependency parsing ({meta['setting']} setting){title}", "",
+    ablation = block == "ablation"  # its rows also say whether the student distilled on the unlabeled text
+    lines = [f"# UD English EWT dependency parsing ({meta['setting']} setting){TITLES[block]}", "",
+             *([ablation_note(meta), ""] if ablation else []),
              "LAS and UAS over all words (punctuation included), mean ± standard deviation over seeds; % of "
              "teacher: the mean test LAS / UAS as a share of the teacher's; speed-up: CPU parsing speed over the "
              f"teacher's ({SPEED_THREADS} thread); parameters: the seed-0 student's.", "",
-             "| teacher | student | KD | dev LAS | dev UAS | test LAS | test UAS | % of teacher LAS / UAS | speed-up "
-             "| parameters |", "|---|---|---|---|---|---|---|---:|---:|---:|"]
+             "| teacher | student | KD |" + (" unlabeled text |" if ablation else "") + " dev LAS | dev UAS | test "
+             "LAS | test UAS | % of teacher LAS / UAS | speed-up | parameters |",
+             "|---|---|---|" + ("---|" if ablation else "") + "---|---|---|---|---:|---:|---:|"]
     for row in rows:
         cells = [f"{100 * row[k][0]:.2f} ± {100 * row[k][1]:.2f}" for k in ("dev_las", "dev_uas", "test_las",
                                                                             "test_uas")]
-        lines.append(f"| {row['teacher']} | {row['student']} | {row['method']} | " + " | ".join(cells) +
+        text = f" {'yes' if row['unlabeled_text'] else 'no'} |" if ablation else ""
+        lines.append(f"| {row['teacher']} | {row['student']} | {row['method']} |{text} " + " | ".join(cells) +
                      f" | {_percent(row['las_ratio'])} / {_percent(row['uas_ratio'])} | {row['speedup']:.1f}x | "
                      f"{row['parameters']:,} |")
     lines += ["", "| model | test LAS | test UAS | parameters | CPU sentences/s |", "|---|---|---|---|---|"]
@@ -324,7 +433,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--unlabeled", type=int, default=0, metavar="N",
                         help="also distil the UNLABELED_RUNS with N more training sentences given without "
                              "their trees (the teachers never saw them); 0 (default): no such rows")
-    parser.add_argument("--blocks", default=",".join(BLOCKS), help=f"which tables, of {', '.join(BLOCKS)}")
+    parser.add_argument("--blocks", default=",".join(DEFAULT_BLOCKS),
+                        help=f"which tables, of {', '.join(BLOCKS)} (default: {', '.join(DEFAULT_BLOCKS)})")
     parser.add_argument("--students", nargs="+", choices=list(STUDENTS), default=list(STUDENTS),
                         help="train and report these students only (default: all)")
     add_sharing_arguments(parser)
@@ -337,8 +447,8 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--blocks: unknown {', '.join(unknown)}; expected some of {', '.join(BLOCKS)}")
     name = "quick" if args.quick else "full" if args.full else "reduced"
     setting = SETTINGS[name]
-    if "unlabeled" in blocks and not setting.unlabeled_epochs:
-        blocks.remove("unlabeled")  # the full setting labels every training sentence
+    if not setting.unlabeled_epochs:  # the full setting labels every training sentence
+        blocks = [b for b in blocks if b not in ("unlabeled", "ablation")]
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
@@ -385,12 +495,12 @@ def train_runs(args, setting: Setting, out: Path, tables: dict[str, list[Run]]) 
 def measured_models(out: Path, teacher_dirs: dict[str, Path], tables: dict[str, list[Run]],
                     test_sentences: list) -> dict:
     """Test LAS and UAS, parameters and CPU speed (:data:`SPEED_THREADS` threads) of the teachers and one
-    student of each kind in each table (seed 0, structural KD from the second-order teacher), side by side in
-    interleaved rounds."""
+    student of each kind in each table (seed 0, structural KD from the second-order teacher without an ablation
+    option), side by side in interleaved rounds."""
     models = {teacher_name(order): directory for order, directory in teacher_dirs.items()}
     for run in (run for table in tables.values() for run in table):
-        if run.teacher == "2o" and run.method == "structural" and not run.unlabeled:
-            models[student_name(run)] = out / "students" / f"{run.name}-seed0" / "model"
+        if run.teacher == "2o" and run.method == "structural" and not run.unlabeled and not run.option:
+            models[student_name(run)] = out / "students" / f"{_trained_as(run).name}-seed0" / "model"
     torch.set_num_threads(SPEED_THREADS)
     return speeds_and_sizes(models, ParseModel.load, lambda model: evaluate(model, test_sentences), ("las", "uas"),
                             SPEED_REPEATS)
@@ -403,8 +513,9 @@ def block_rows(block: str, table: list[Run], results: dict, models: dict) -> lis
     for run in table:
         seeds = results[_trained_as(run)]
         teacher, student = models[teacher_name(run.teacher)], models[student_name(run)]
-        label = run.method + (f" + {run.unlabeled} unlabeled" if run.unlabeled else "")
-        row = {"block": block, "teacher": run.teacher, "student": run.student, "method": label,
+        row = {"block": block, "teacher": " + ".join(run.teachers) if block == "ablation" else run.teacher,
+               "student": run.student, "method": run.label,
+               **({"option": run.option, "unlabeled_text": run.with_unlabeled} if block == "ablation" else {}),
                "seeds": [{"dev_las": r["dev"]["las"], "test_las": r["test"]["las"], "test_uas": r["test"]["uas"]}
                          for r in seeds]}
         for split in ("dev", "test"):
@@ -436,11 +547,9 @@ def rows_and_speeds(args, setting: Setting, name: str, out: Path, teacher_dirs: 
     all_rows = []
     for block, table in tables.items():
         rows = block_rows(block, table, results, models)
-        used = {teacher_name(run.teacher) for run in table} | {student_name(run) for run in table}
+        used = {teacher_name(order) for run in table for order in run.teachers} | {student_name(run) for run in table}
         block_models = {key: value for key, value in models.items() if key in used}
-        block_meta = {**meta, "block": block, **({"unlabeled_epochs": setting.unlabeled_epochs,
-                                                   "unlabeled_sentences": setting.unlabeled or "rest of train"}
-                                                  if block == "unlabeled" else {})}
+        block_meta = {**meta, "block": block, **block_setting(setting, block)}
         suffix = ("" if name == "reduced" else f"_{name}") + ("" if block == "base" else f"_{block}")
         (RESULTS / f"parse_ewt{suffix}.json").write_text(
             json.dumps({"meta": block_meta, "rows": rows, "models": block_models}, indent=2))
