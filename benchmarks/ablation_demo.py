@@ -52,6 +52,16 @@ OPTIONS = {
 }
 
 
+def option_kd(option: str, teachers: list[str]) -> dict:
+    """The ``kd`` keys of ``option`` (a key of :data:`OPTIONS`) given the run's teachers (model directories, the
+    run's own first): ``+ 2 teachers`` distils the equal mixture of them in place of ``kd.teacher``; every other
+    option keeps ``kd.teacher``, the first."""
+    values = dict(OPTIONS[option])
+    if values.pop("teachers", None) == "both":
+        return {**values, "teacher": None, "teachers": list(teachers)}
+    return {**values, "teacher": teachers[0]}
+
+
 def teacher_dirs(out: Path) -> list[Path]:
     return [out / f"teacher-{seed}" for seed in (0, 1)]
 
@@ -74,11 +84,7 @@ def run_config(out: Path, option: str, unlabeled: bool, seed: int):
     values["model"]["freeze_embeddings"] = False
     if not unlabeled:
         values["data"]["unlabeled"] = []
-    first, second = (str(d / "model") for d in teacher_dirs(out))
-    kd = {**values["kd"], "teacher": first, **OPTIONS[option]}
-    if kd.get("teachers") == "both":
-        kd.update(teacher=None, teachers=[first, second])
-    values["kd"] = kd
+    values["kd"] = {**values["kd"], **option_kd(option, [str(d / "model") for d in teacher_dirs(out)])}
     values["training"]["output_dir"] = str(out / run_name(option, unlabeled, seed))
     values["training"]["progress"] = False
     return build_ner_config(values)

@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ablation_demo import OPTIONS
+from ablation_demo import OPTIONS, option_kd
 from finetune_hf_ner import finetune
 from model_speed import speeds_and_sizes
 from run_claims import (
@@ -232,7 +232,7 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
         if run.method != "none" and (run.block == "unlabeled" or run.with_unlabeled):
             data, epochs = unlabeled_data_section(data_dir, setting), setting.unlabeled_epochs
     if run.option:
-        kd.update(ablation_kd(run, teacher_dirs))
+        kd.update(option_kd(run.option, [str(teacher_dirs[name]) for name in run.teachers]))
     if run.method == "blackbox":
         kd = {"method": "seqlevel", "kd_weight": 0.5, "cache_dir": kd["cache_dir"],
               "teacher_outputs": str(teacher_tags(teacher, data, out / "teacher-hf" / "train-tags.conll"))}
@@ -241,15 +241,6 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
         "training": {"epochs": epochs, "batch_size": 32, "lr": 2e-3, "seed": seed,
                      "output_dir": str(out / "students" / f"{run.group}-seed{seed}"), "log_every": 50,
                      "max_grad_norm": 5.0, "device": device}})
-
-
-def ablation_kd(run: Run, teacher_dirs: dict[str, Path]) -> dict:
-    """The ``kd`` keys of the ablation's option (``ablation_demo.OPTIONS``); ``+ 2 teachers``: the mixture of the
-    case's teacher and :data:`SECOND_TEACHER`, equal weights, in place of ``kd.teacher``."""
-    values = dict(OPTIONS[run.option])
-    if values.pop("teachers", None) == "both":
-        values.update(teacher=None, teachers=[str(teacher_dirs[name]) for name in run.teachers])
-    return values
 
 
 def train_student(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir: Path, setting: Setting, out: Path,

@@ -113,7 +113,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from ablation_demo import OPTIONS
+from ablation_demo import OPTIONS, option_kd
 from model_speed import speeds_and_sizes
 from run_claims import (
     add_sharing_arguments,
@@ -298,18 +298,8 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
     kd = {"method": run.method, "teacher": str(teacher_dir), "kd_weight": 0.5, "top_k": 5,
           "cache_dir": str(out / "caches" / cache)}
     if run.option:
-        kd.update(ablation_kd(run, teacher_dirs))
+        kd.update(option_kd(run.option, [str(teacher_dirs[name]) for name in run.teachers]))
     return build_parse_config({"data": data, "model": model, "kd": kd, "training": training}), distill_command
-
-
-def ablation_kd(run: Run, teacher_dirs: dict[str, Path]) -> dict:
-    """The ``kd`` keys of the ablation's option (``ablation_demo.OPTIONS``); ``+ 2 teachers``: the mixture of the
-    second- and first-order teachers (equal weights; each one's arc marginals projected on the first-order
-    student's trees, then averaged), in place of ``kd.teacher``."""
-    values = dict(OPTIONS[run.option])
-    if values.pop("teachers", None) == "both":
-        values.update(teacher=None, teachers=[str(teacher_dirs[order]) for order in run.teachers])
-    return values
 
 
 def train_student(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir: Path, setting: Setting, out: Path,
