@@ -119,46 +119,68 @@ def run_all(out: Path, seeds: list[int], worker: int, workers: int) -> None:
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def report(out: Path, seeds: list[int]) -> None:
-    rows = []
-    for option in OPTIONS:
-        for unlabeled in (False, True):
-            if option == "none" and unlabeled:
-                continue
-            scores = [json.loads((out / run_name(option, unlabeled, s) / "results.json").read_text())["dev"]["f1"]
-                      for s in seeds if (out / run_name(option, unlabeled, s) / "results.json").exists()]
-            rows.append({"option": option, "unlabeled": unlabeled, "seeds": len(scores),
-                         "dev_f1_mean": statistics.mean(scores) if scores else None,
-                         "dev_f1_std": statistics.stdev(scores) if len(scores) > 1 else None, "dev_f1": scores})
-    teachers = [json.loads((d / "results.json").read_text())["dev"]["f1"] for d in teacher_dirs(out)
-                if (d / "results.json").exists()]
-    meta = {"setting": "structkd ner demo: WNUT17 sample, MiniLM-CRF teacher (3 epochs), BiLSTM-CRF students "
-                       "(8 epochs, word embeddings from the teacher)", "seeds": seeds, "teachers_dev_f1": teachers,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+def seed_scores(directories: list[Path]) -> dict:
+    """Dev F1 of the runs in ``directories`` that finished: ``seeds`` (how many), ``dev_f1`` (each),
+    ``dev_f1_mean`` and ``dev_f1_std`` (sample standard deviation; ``None`` where undefined)."""
+    scores = [json.loads((d / "results.json").read_text())["dev"]["f1"] for d in directories
+              if (d / "results.json").exists()]
+    return {"seeds": len(scores), "dev_f1": scores, "dev_f1_mean": statistics.mean(scores) if scores else None,
+            "dev_f1_std": statistics.stdev(scores) if len(scores) > 1 else None}
+
+
+def score_cells(row: dict) -> tuple[str, str]:
+    """``(mean ± std, per seed)`` of a row of :func:`seed_scores`, in F1 points."""
+    mean = "-" if row["dev_f1_mean"] is None else f"{100 * row['dev_f1_mean']:.2f}"
+    std = "" if row["dev_f1_std"] is None else f" ± {100 * row['dev_f1_std']:.2f}"
+    return mean + std, ", ".join(f"{100 * x:.2f}" for x in row["dev_f1"])
+
+
+def write_report(stem: str, payload: dict, lines: list[str]) -> None:
+    """``benchmarks/results/<stem>.json`` and ``.md``, and the table printed."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ablation_demo.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    lines = ["# KD toolbox options on top of structural KD (the demo's setting)", "",
-             f"{meta['setting']}; teachers' dev F1 {', '.join(f'{100 * t:.2f}' for t in teachers)}. Dev entity F1, "
-             f"mean and standard deviation over the seeds that finished (of {seeds}).", "",
-             "| option | unlabeled text | seeds | dev F1 | per seed |", "|---|---|---:|---:|---|"]
-    for r in rows:
-        mean = "-" if r["dev_f1_mean"] is None else f"{100 * r['dev_f1_mean']:.2f}"
-        std = "" if r["dev_f1_std"] is None else f" ± {100 * r['dev_f1_std']:.2f}"
-        lines.append(f"| {r['option']} | {'yes' if r['unlabeled'] else 'no'} | {r['seeds']} | {mean}{std} | "
-                     f"{', '.join(f'{100 * x:.2f}' for x in r['dev_f1'])} |")
-    (RESULTS / "ablation_demo.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def run_arguments(description: str) -> argparse.ArgumentParser:
+    """The options of the demo-setting scripts: ``--out``, ``--seeds``, ``--worker``/``--workers``, ``--threads``,
+    ``--report``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation-demo"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--worker", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of this process")
     parser.add_argument("--report", action="store_true", help="write the table from the finished runs")
-    args = parser.parse_args()
+    return parser
+
+
+def report(out: Path, seeds: list[int]) -> None:
+    rows = []
+    for option in OPTIONS:
+        for unlabeled in (False, True):
+            if option == "none" and unlabeled:
+                continue
+            rows.append({"option": option, "unlabeled": unlabeled,
+                         **seed_scores([out / run_name(option, unlabeled, seed) for seed in seeds])})
+    teachers = [json.loads((d / "results.json").read_text())["dev"]["f1"] for d in teacher_dirs(out)
+                if (d / "results.json").exists()]
+    meta = {"setting": "structkd ner demo: WNUT17 sample, MiniLM-CRF teacher (3 epochs), BiLSTM-CRF students "
+                       "(8 epochs, word embeddings from the teacher)", "seeds": seeds, "teachers_dev_f1": teachers,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    lines = ["# KD toolbox options on top of structural KD (the demo's setting)", "",
+             f"{meta['setting']}; teachers' dev F1 {', '.join(f'{100 * t:.2f}' for t in teachers)}. Dev entity F1, "
+             f"mean and standard deviation over the seeds that finished (of {seeds}).", "",
+             "| option | unlabeled text | seeds | dev F1 | per seed |", "|---|---|---:|---:|---|"]
+    for r in rows:
+        score, per_seed = score_cells(r)
+        lines.append(f"| {r['option']} | {'yes' if r['unlabeled'] else 'no'} | {r['seeds']} | {score} | {per_seed} |")
+    write_report("ablation_demo", {"meta": meta, "rows": rows}, lines)
+
+
+def main() -> None:
+    args = run_arguments(__doc__.split("\n")[0]).parse_args()
     if not 0 <= args.worker < args.workers:
         sys.exit("--worker must be in [0, --workers)")
     torch.set_num_threads(args.threads)

@@ -15,15 +15,13 @@ Results: ``benchmarks/results/levers_demo.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from ablation_demo import run_config, train_teacher
+from ablation_demo import run_arguments, run_config, score_cells, seed_scores, train_teacher, write_report
 
 from structkd.ner import build_ner_config
 from structkd.ner.pipeline import distill_command
@@ -71,42 +69,28 @@ def report(out: Path, seeds: list[int]) -> None:
     teacher = json.loads((out / "teacher-0" / "results.json").read_text())["dev"]["f1"]
     rows = []
     for lever in LEVERS:
-        found = [directory(out, lever, s) / "results.json" for s in seeds]
-        scores = [json.loads(f.read_text())["dev"]["f1"] for f in found if f.exists()]
-        mean = statistics.mean(scores) if scores else None
-        rows.append({"lever": lever, "changes": LEVERS[lever], "seeds": len(scores), "dev_f1": scores,
-                     "dev_f1_mean": mean, "dev_f1_std": statistics.stdev(scores) if len(scores) > 1 else None,
-                     "share_of_teacher": mean / teacher if mean is not None else None})
+        row = {"lever": lever, "changes": LEVERS[lever], **seed_scores([directory(out, lever, s) for s in seeds])}
+        mean = row["dev_f1_mean"]
+        rows.append({**row, "share_of_teacher": mean / teacher if mean is not None else None})
     meta = {"setting": "structkd ner demo: WNUT17 sample, MiniLM-CRF teacher (3 epochs), BiLSTM-CRF students "
                        "(hidden 100, char filters 30, 8 epochs, word embeddings from the teacher), structural KD "
                        "with the unlabeled text", "teacher_dev_f1": teacher, "seeds": seeds,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "levers_demo.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     lines = ["# One lever at a time: the demo's distilled student", "",
              f"{meta['setting']}; the teacher's dev F1 {100 * teacher:.2f}. Dev entity F1, mean and standard "
              f"deviation over the seeds that finished (of {seeds}).", "",
              "| lever | seeds | dev F1 | % of teacher | per seed |", "|---|---:|---:|---:|---|"]
     for r in rows:
-        mean = "-" if r["dev_f1_mean"] is None else f"{100 * r['dev_f1_mean']:.2f}"
-        std = "" if r["dev_f1_std"] is None else f" ± {100 * r['dev_f1_std']:.2f}"
+        score, per_seed = score_cells(r)
         share = "-" if r["share_of_teacher"] is None else f"{100 * r['share_of_teacher']:.1f}"
-        lines.append(f"| {r['lever']} | {r['seeds']} | {mean}{std} | {share} | "
-                     f"{', '.join(f'{100 * x:.2f}' for x in r['dev_f1'])} |")
-    (RESULTS / "levers_demo.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        lines.append(f"| {r['lever']} | {r['seeds']} | {score} | {share} | {per_seed} |")
+    write_report("levers_demo", {"meta": meta, "rows": rows}, lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation-demo"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--worker", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of this process")
+    parser = run_arguments(__doc__.split("\n")[0])
     parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS),
                         help="train only these rows (the report has every row)")
-    parser.add_argument("--report", action="store_true", help="write the table from the finished runs")
     args = parser.parse_args()
     if not 0 <= args.worker < args.workers:
         sys.exit("--worker must be in [0, --workers)")

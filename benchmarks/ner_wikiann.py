@@ -88,6 +88,7 @@ from run_claims import (
     train_groups,
     train_teachers,
     worker_processes,
+    write_table,
 )
 
 from structkd.data.columns import Sentence, write_columns
@@ -448,19 +449,14 @@ def main(argv=None) -> list[dict]:
             "cores": os.cpu_count(), "jobs": args.jobs, "threads": torch.get_num_threads(),
             "training_device": str(resolve_device(args.device)),
             "max_sentences_per_split": setting.max_sentences, "seeds": list(setting.seeds)}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     all_rows = []
     for block in blocks:
         models = measured_models(out, teacher_dirs, tables[block], test_sentences)
         rows = block_rows(block, tables[block], results, models)
         block_meta = {**meta, "block": block, **({"rows_not_run": left_out[block]} if left_out.get(block) else {}),
                       **(block_setting(setting, block) if block in ("unlabeled", "ablation") else {})}
-        suffix = ("" if name == "reduced" else f"_{name}") + ("" if block == "base" else f"_{block}")
-        (RESULTS / f"ner_wikiann{suffix}.json").write_text(
-            json.dumps({"meta": block_meta, "rows": rows, "models": models}, indent=2))
-        text = summarize(block, rows, models, block_meta)
-        (RESULTS / f"ner_wikiann{suffix}.md").write_text(text + "\n")
-        print(text)
+        write_table(RESULTS, "ner_wikiann", name, block, {"meta": block_meta, "rows": rows, "models": models},
+                    summarize(block, rows, models, block_meta))
         all_rows += rows
     return all_rows
 

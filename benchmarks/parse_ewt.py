@@ -123,6 +123,7 @@ from run_claims import (
     train_groups,
     train_teachers,
     worker_processes,
+    write_table,
 )
 
 from structkd.data import read_conllu
@@ -533,19 +534,14 @@ def rows_and_speeds(args, setting: Setting, name: str, out: Path, teacher_dirs: 
             "training_device": str(resolve_device(args.device)), "max_sentences_per_split": setting.max_sentences,
             "seeds": list(setting.seeds), "teacher_epochs": setting.teacher_epochs,
             "student_epochs": setting.student_epochs}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     all_rows = []
     for block, table in tables.items():
         rows = block_rows(block, table, results, models)
         used = {teacher_name(order) for run in table for order in run.teachers} | {student_name(run) for run in table}
         block_models = {key: value for key, value in models.items() if key in used}
         block_meta = {**meta, "block": block, **block_setting(setting, block)}
-        suffix = ("" if name == "reduced" else f"_{name}") + ("" if block == "base" else f"_{block}")
-        (RESULTS / f"parse_ewt{suffix}.json").write_text(
-            json.dumps({"meta": block_meta, "rows": rows, "models": block_models}, indent=2))
-        table_text = summarize(block, rows, block_models, block_meta)
-        (RESULTS / f"parse_ewt{suffix}.md").write_text(table_text + "\n")
-        print(table_text)
+        write_table(RESULTS, "parse_ewt", name, block, {"meta": block_meta, "rows": rows, "models": block_models},
+                    summarize(block, rows, block_models, block_meta))
         all_rows += rows
     return all_rows
 

@@ -217,3 +217,13 @@ def worker_processes(jobs: int, script: Path, argv: list[str], log_dir: Path,
         if worker.wait() != 0:
             warnings.warn(f"{log.stem} exited with status {worker.returncode}; see {log}", RuntimeWarning,
                           stacklevel=3)
+
+
+def write_table(results: Path, stem: str, setting: str, block: str, payload: dict, text: str) -> None:
+    """Write one table of a driver: ``results/<stem>[_<setting>][_<block>].json`` (``payload``) and ``.md``
+    (``text``), the reduced setting and the base block unsuffixed, and print the text."""
+    suffix = ("" if setting == "reduced" else f"_{setting}") + ("" if block == "base" else f"_{block}")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stem}{suffix}.json").write_text(json.dumps(payload, indent=2))
+    (results / f"{stem}{suffix}.md").write_text(text + "\n")
+    print(text)
