@@ -386,6 +386,26 @@ def option_text(option: str) -> str:
     return f"{option}: " + ", ".join(f"kd.{key} {value}" for key, value in values.items())
 
 
+def selected_tables(parser: argparse.ArgumentParser, args: argparse.Namespace, setting: Setting
+                    ) -> tuple[dict[str, list[Run]], dict[str, list[str]]]:
+    """The rows of each table of ``--blocks`` (those of ``--rows`` only, when given), and for each table the
+    groups ``--rows`` leaves out; unknown names are refused."""
+    blocks = [b for b in args.blocks.split(",") if b]
+    if unknown := sorted(set(blocks) - set(BLOCKS)):
+        parser.error(f"--blocks: unknown {', '.join(unknown)}; expected some of {', '.join(BLOCKS)}")
+    if not setting.unlabeled_epochs:  # the full setting labels every training sentence
+        blocks = [b for b in blocks if b not in ("unlabeled", "ablation")]
+    tables = {block: block_table(block) for block in blocks}
+    if not args.rows:
+        return tables, {}
+    wanted = set(args.rows.split(","))
+    known = {run.group for table in tables.values() for run in table}
+    if unknown := sorted(wanted - known):
+        parser.error(f"--rows: unknown {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+    left_out = {block: [run.group for run in table if run.group not in wanted] for block, table in tables.items()}
+    return {block: [run for run in table if run.group in wanted] for block, table in tables.items()}, left_out
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "wikiann-en")
@@ -404,23 +424,11 @@ def main(argv=None) -> list[dict]:
         raise SystemExit(f"{args.data}: WikiANN English not found (expected train.conllu, val.conllu, test.conllu)")
     name = "quick" if args.quick else "full" if args.full else "reduced"
     setting = SETTINGS[name]
-    blocks = [b for b in args.blocks.split(",") if b]
-    if unknown := sorted(set(blocks) - set(BLOCKS)):
-        parser.error(f"--blocks: unknown {', '.join(unknown)}; expected some of {', '.join(BLOCKS)}")
-    if not setting.unlabeled_epochs:  # the full setting labels every training sentence
-        blocks = [b for b in blocks if b not in ("unlabeled", "ablation")]
+    tables, left_out = selected_tables(parser, args, setting)
+    blocks = list(tables)
     out = args.out / name
     resumed = len(list(out.glob("students/*/results.json")))  # student runs finished by an earlier call
     start = time.perf_counter()
-    tables = {block: block_table(block) for block in blocks}
-    left_out = {}
-    if args.rows:
-        wanted = set(args.rows.split(","))
-        known = {run.group for table in tables.values() for run in table}
-        if unknown := sorted(wanted - known):
-            parser.error(f"--rows: unknown {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
-        left_out = {block: [run.group for run in table if run.group not in wanted] for block, table in tables.items()}
-        tables = {block: [run for run in table if run.group in wanted] for block, table in tables.items()}
     # a student without KD does not depend on the teacher: each student's is trained once, under its first case
     runs = list(dict.fromkeys(_trained_as(run) for block in blocks for run in tables[block]))
     heads = list(dict.fromkeys(head for run in runs for head in run.teachers))  # a none run names its teacher too
