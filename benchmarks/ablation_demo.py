@@ -135,6 +135,14 @@ def score_cells(row: dict) -> tuple[str, str]:
     return mean + std, ", ".join(f"{100 * x:.2f}" for x in row["dev_f1"])
 
 
+def report_meta(students: str, seeds: list[int], after: str = "", **extra) -> dict:
+    """The ``meta`` of a demo-setting table: the setting (``students``: what the BiLSTM-CRF students are;
+    ``after``: what follows), the seeds, the torch build and threads, and ``extra``."""
+    return {"setting": "structkd ner demo: WNUT17 sample, MiniLM-CRF teacher (3 epochs), BiLSTM-CRF students "
+                       f"({students}){after}", "seeds": seeds, **extra,
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
 def write_report(stem: str, payload: dict, lines: list[str]) -> None:
     """``benchmarks/results/<stem>.json`` and ``.md``, and the table printed."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -166,9 +174,7 @@ def report(out: Path, seeds: list[int]) -> None:
                          **seed_scores([out / run_name(option, unlabeled, seed) for seed in seeds])})
     teachers = [json.loads((d / "results.json").read_text())["dev"]["f1"] for d in teacher_dirs(out)
                 if (d / "results.json").exists()]
-    meta = {"setting": "structkd ner demo: WNUT17 sample, MiniLM-CRF teacher (3 epochs), BiLSTM-CRF students "
-                       "(8 epochs, word embeddings from the teacher)", "seeds": seeds, "teachers_dev_f1": teachers,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    meta = report_meta("8 epochs, word embeddings from the teacher", seeds, teachers_dev_f1=teachers)
     lines = ["# KD toolbox options on top of structural KD (the demo's setting)", "",
              f"{meta['setting']}; teachers' dev F1 {', '.join(f'{100 * t:.2f}' for t in teachers)}. Dev entity F1, "
              f"mean and standard deviation over the seeds that finished (of {seeds}).", "",

@@ -21,7 +21,15 @@ import time
 from pathlib import Path
 
 import torch
-from ablation_demo import run_arguments, run_config, score_cells, seed_scores, train_teacher, write_report
+from ablation_demo import (
+    report_meta,
+    run_arguments,
+    run_config,
+    score_cells,
+    seed_scores,
+    train_teacher,
+    write_report,
+)
 
 from structkd.ner import build_ner_config
 from structkd.ner.pipeline import distill_command
@@ -72,10 +80,8 @@ def report(out: Path, seeds: list[int]) -> None:
         row = {"lever": lever, "changes": LEVERS[lever], **seed_scores([directory(out, lever, s) for s in seeds])}
         mean = row["dev_f1_mean"]
         rows.append({**row, "share_of_teacher": mean / teacher if mean is not None else None})
-    meta = {"setting": "structkd ner demo: WNUT17 sample, MiniLM-CRF teacher (3 epochs), BiLSTM-CRF students "
-                       "(hidden 100, char filters 30, 8 epochs, word embeddings from the teacher), structural KD "
-                       "with the unlabeled text", "teacher_dev_f1": teacher, "seeds": seeds,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    meta = report_meta("hidden 100, char filters 30, 8 epochs, word embeddings from the teacher", seeds,
+                       after=", structural KD with the unlabeled text", teacher_dev_f1=teacher)
     lines = ["# One lever at a time: the demo's distilled student", "",
              f"{meta['setting']}; the teacher's dev F1 {100 * teacher:.2f}. Dev entity F1, mean and standard "
              f"deviation over the seeds that finished (of {seeds}).", "",
