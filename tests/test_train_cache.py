@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -75,7 +77,8 @@ def test_round_trip_within_float16_precision(tmp_path):
                      "pairs.shapes.npy", "segments", "unary.offsets.npy", "unary.shapes.npy"]
     values = np.fromfile(root / "segments" / "000000" / "unary.f16", dtype=np.float16)
     assert values.shape == (sum(map(len, SENTS)) * N_TAGS,)
-    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary directory left
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == [".cache.lock"]  # no temporary directory left: only the build's lock file, beside it
     assert not any(p.name.startswith(".") for p in (root / "segments").iterdir())
 
     again = build(tmp_path, teacher)  # same fingerprint: reused, not recomputed
@@ -228,6 +231,33 @@ def test_sharded_segments_merge_into_the_single_process_cache(tmp_path):
         cache_module._prepare(plan2)
         cache_module._compute_segments(plan2, SENTS, Teacher(), 0, 2, progress=False)
         cache_module._finalize(plan2)
+
+
+_CONCURRENT_BUILD = """
+import sys, time, torch
+from structkd.train import TeacherCache
+root, log = sys.argv[1], sys.argv[2]
+def teacher(batch):
+    with open(log, "a") as fh:
+        fh.write("call\\n")
+    time.sleep(0.2)
+    return [{"unary": torch.full((len(s), 2), 0.5)} for s in batch]
+sents = [[str(i)] * (1 + i % 3) for i in range(6)]
+cache = TeacherCache.build(root, sents, teacher, teacher_id="t", batch_size=2, progress=False)
+print(len(cache))
+"""
+
+
+def test_two_jobs_building_one_cache_compute_it_once(tmp_path):
+    """Two processes start the same build at once: the second waits for the first's lock, then loads its cache."""
+    log = tmp_path / "calls.log"
+    jobs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_BUILD, str(tmp_path / "cache"), str(log)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [job.communicate(timeout=120) for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outputs
+    assert [out.strip() for out, _ in outputs] == ["6", "6"]
+    assert log.read_text().count("call") == 3  # 6 sentences in batches of 2, computed by one job only
+    assert (tmp_path / ".cache.lock").exists() and (tmp_path / "cache" / "index.json").is_file()
 
 
 def test_a_cache_of_the_earlier_format_is_refused_by_name(tmp_path):

@@ -34,6 +34,7 @@ A cache whose files are missing, truncated or damaged, or that an earlier struct
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import itertools
 import json
@@ -50,6 +51,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from tqdm.auto import tqdm
 
 from .atomic import fsync_dir, resolve_dir
@@ -293,6 +295,27 @@ def _prepare(plan: _Plan) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     if not (directory / "build.json").is_file():
         _write_json(directory / "build.json", plan.record())
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path, hold: bool) -> Iterator[None]:
+    """An exclusive OS lock on building ``directory``, held by the main process of each job (``hold``), so that
+    separate jobs (two runs sharing one cache folder) build it once: the second waits, then finds it complete.
+    The lock file lies beside the folder (``.NAME.lock``), which a rebuild may delete."""
+    if not hold:
+        yield
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(directory.parent / f".{directory.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except TimeoutError:
+        logger.info("%s: another process is building this teacher cache; waiting for it", directory)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -647,17 +670,22 @@ class TeacherCache:
             return existing
         plan = _Plan(Path(directory), fingerprint, batch_size, _segment_size(batch_size, segment_size),
                      tuple(shared_fields))
-        collate = collate_fn if collate_fn is not None else list
         rank, world = process_role()
-        wait_for_everyone()  # every process has looked at the directory before it changes
-        if rank == 0:
-            _prepare(plan)
-        wait_for_everyone()
-        _compute_segments(plan, data, lambda chunk: compute(collate(chunk)), rank, world, progress)
-        wait_for_everyone()
-        if rank == 0:
-            _finalize(plan)
-        wait_for_everyone()
+        with _build_lock(plan.directory, rank == 0):
+            wait_for_everyone()  # every process has looked at the directory before it changes
+            # another job may have built it while this one waited for the lock
+            existing = cls._existing(directory, fingerprint, rebuild)
+            if existing is not None:
+                return existing
+            collate = collate_fn if collate_fn is not None else list
+            if rank == 0:
+                _prepare(plan)
+            wait_for_everyone()
+            _compute_segments(plan, data, lambda chunk: compute(collate(chunk)), rank, world, progress)
+            wait_for_everyone()
+            if rank == 0:
+                _finalize(plan)
+            wait_for_everyone()
         return cls.load(directory, fingerprint=fingerprint)
 
     @classmethod
