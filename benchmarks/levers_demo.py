@@ -31,6 +31,7 @@ from ablation_demo import (
     write_report,
 )
 
+from structkd.data import read_columns
 from structkd.ner import build_ner_config
 from structkd.ner.pipeline import distill_command
 
@@ -45,7 +46,13 @@ LEVERS = {  # name: {section: {key: value}} changed in the demo's distilled stud
     "temperature 2": {"kd": {"temperature": 2.0}},
     "kd_weight 1": {"kd": {"kd_weight": 1.0}},
     "teacher annealing": {"kd": {"annealing": "teacher"}},
+    # on top of frozen embeddings, the best lever above
+    "freeze + 16 epochs": {"model": {"freeze_embeddings": True}, "training": {"epochs": 16}},
+    "freeze + more text": {"model": {"freeze_embeddings": True}, "data": {"unlabeled": "MORE"}},
 }
+# "more text": the shipped unlabeled sentences plus WNUT17's development sentences after the demo's 250 and its
+# test sentences, without their tags (CC BY 4.0 like the rest: structkd/resources/wnut17_sample/README.md)
+MORE_TEXT = ROOT / "runs" / "wnut17-more-unlabeled.txt"
 
 
 def lever_config(out: Path, lever: str, seed: int):
@@ -53,8 +60,20 @@ def lever_config(out: Path, lever: str, seed: int):
     values = run_config(out, "structural", True, seed).to_dict()
     for section, changes in LEVERS[lever].items():
         values[section] = {**values[section], **changes}
+    if values["data"].get("unlabeled") == "MORE":
+        values["data"]["unlabeled"] = [*run_config(out, "structural", True, seed).data.unlabeled, str(more_text())]
     values["training"]["output_dir"] = str(directory(out, lever, seed))
     return build_ner_config(values)
+
+
+def more_text(source: Path = ROOT.parent / "shared" / "data" / "wnut17") -> Path:
+    """:data:`MORE_TEXT`, written from the WNUT17 corpus on first use."""
+    if not MORE_TEXT.exists():
+        sentences = (read_columns(source / "dev.conll", layout="token-tag")[250:]
+                     + read_columns(source / "test.conll", layout="token-tag"))
+        MORE_TEXT.parent.mkdir(parents=True, exist_ok=True)
+        MORE_TEXT.write_text("".join(" ".join(s.tokens) + "\n" for s in sentences), encoding="utf-8")
+    return MORE_TEXT
 
 
 def directory(out: Path, lever: str, seed: int) -> Path:

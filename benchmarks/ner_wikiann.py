@@ -20,7 +20,9 @@ Three more blocks of BiLSTM-CRF students (``--blocks``; all but ``ablation`` by 
 * ``unlabeled``: the students also distil on the 18,000 training sentences the reduced setting leaves out,
   given without their tags (``data.unlabeled`` with ``data.slices``), starting from the teacher's word embeddings
   (``model.init_from_teacher``), ``UNLABELED_EPOCHS`` epochs over the 20,000 sentences; cases 1, 3 and span to
-  CRF with none, token, posterior and structural KD (topk and the MaxEnt students are left out to fit 2 cores).
+  CRF with none, token, posterior and structural KD (topk and the MaxEnt students are left out to fit 2 cores),
+  and case 1 with none and structural KD again with the teacher's embeddings frozen (``model.freeze_embeddings``,
+  the lever of ``levers_demo.py``; group names ``...-frozen``).
 * ``ablation`` (issue 22 item 4; only when named): case 1 with structural KD and each KD toolbox option of
   ``ablation_demo.py`` on top, with its values (``ablation_demo.OPTIONS``, untuned): ``+ anneal`` (temperature 2
   lowered to 1), ``+ hidden`` (hidden-state matching, weight 1), ``+ mixup`` (MixKD, weight 0.5, alpha 0.4),
@@ -114,6 +116,7 @@ HF_CASE = ("3", "hf", "crf")  # a MaxEnt teacher (the transformers token classif
 HF_METHODS = ("none", "posterior", "structural", "blackbox")  # blackbox: sequence-level KD on its predicted tags
 UNLABELED_CASES = (CASES[0], CASES[2], CASES[4])
 UNLABELED_METHODS = ("none", "token", "posterior", "structural")
+FROZEN_METHODS = ("none", "structural")  # the unlabeled block's lever rows of case 1: model.freeze_embeddings
 ABLATION_CASE = CASES[0]  # the ablation block: structural KD from the CRF teacher into the BiLSTM-CRF student
 # its options on top of structural KD, with ablation_demo.py's values ("": structural KD alone; "none", a reference
 # row, is the unlabeled block's student without KD)
@@ -148,18 +151,21 @@ class Run:
     method: str
     option: str = ""
     with_unlabeled: bool = False
+    frozen: bool = False  # the unlabeled block's lever rows: the teacher's word embeddings kept as copied
 
     @property
     def group(self) -> str:
         prefix = f"{self.block}-" if self.block in ("unlabeled", "ablation") else ""  # the hf block: its teacher
         option = f"-{_slug(self.option)}" if self.option else ""
         return f"{prefix}{self.case[1]}-to-{self.case[2]}-{self.method}{option}" + (
-            "-unlabeled" if self.with_unlabeled else "")
+            "-unlabeled" if self.with_unlabeled else "") + ("-frozen" if self.frozen else "")
 
     @property
     def label(self) -> str:
-        """The KD column: the method, with the ablation's option (``structural + anneal``)."""
-        return f"{self.method} {self.option}" if self.option else self.method
+        """The KD column: the method, with the ablation's option (``structural + anneal``) or the frozen
+        embeddings."""
+        label = f"{self.method} {self.option}" if self.option else self.method
+        return f"{label}, frozen embeddings" if self.frozen else label
 
     @property
     def teachers(self) -> tuple[str, ...]:
@@ -223,12 +229,13 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
     _, teacher_head, student_head = run.case
     teacher = teacher_dirs[teacher_head]
     data = data_section(data_dir, setting)
-    model = {"kind": "bilstm", "head": student_head, "constrained": _constrained(run.case)}
+    # the base and hf blocks' students start from random word embeddings (pinned: the default is auto)
+    model = {"kind": "bilstm", "head": student_head, "constrained": _constrained(run.case), "init_from_teacher": False}
     kd = {"method": run.method, "teacher": str(teacher), "kd_weight": 0.5, "top_k": 5,
           "cache_dir": str(out / "caches" / run.group)}
     epochs = setting.student_epochs
     if run.block in ("unlabeled", "ablation"):  # both start from the teacher's word embeddings
-        model["init_from_teacher"] = True
+        model.update(init_from_teacher=True, freeze_embeddings=run.frozen)
         # a baseline without KD, and the ablation's rows without unlabeled text, learn from the labeled sentences
         if run.method != "none" and (run.block == "unlabeled" or run.with_unlabeled):
             data, epochs = unlabeled_data_section(data_dir, setting), setting.unlabeled_epochs
@@ -282,7 +289,8 @@ def block_table(block: str) -> list[Run]:
             Run(block, ABLATION_CASE, "structural", option, with_unlabeled)
             for option in ABLATION_OPTIONS for with_unlabeled in (False, True)]
     return [Run(block, case, method) for case in UNLABELED_CASES for method in UNLABELED_METHODS
-            if not (method == "token" and case[1] == "span")]
+            if not (method == "token" and case[1] == "span")] + [
+        Run(block, CASES[0], method, frozen=True) for method in FROZEN_METHODS]
 
 
 TITLES = {"base": "", "hf": ": a transformers token classifier as the teacher",

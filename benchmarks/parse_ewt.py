@@ -273,7 +273,7 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
     """The config of one seed of ``run`` and the command that trains it (``train_command`` without a teacher)."""
     hidden = setting.student_hidden
     model = {**STUDENTS[run.student], "encoder": "bilstm", "word_dim": 100, "hidden": hidden, "layers": 2,
-             "arc_hidden": 2 * hidden, "rel_hidden": 100}
+             "arc_hidden": 2 * hidden, "rel_hidden": 100, "init_from_teacher": False}  # pinned: the default is auto
     training = {"epochs": setting.student_epochs, "batch_size": 32, "group_by_length": True, "lr": 2e-3,
                 "seed": seed, "output_dir": str(out / "students" / f"{run.name}-seed{seed}"), "log_every": 50,
                 "max_grad_norm": 5.0, "device": device}

@@ -186,6 +186,27 @@ def test_distill_into_crf_and_maxent_students(corpus, hf_dir, tmp_path, head, me
         assert any("mean mass" in r.message and "renormalize" in r.message for r in caplog.records)
 
 
+def test_a_bilstm_student_starts_from_the_classifiers_input_embeddings(corpus, hf_dir, tmp_path):
+    """``model.init_from_teacher`` (``auto``, the default) copies a Hugging Face token classifier's input
+    embeddings as it does a structkd transformer's: each word is the mean of its subwords'."""
+    distill_command(distill_config(corpus, hf_dir, tmp_path / "run", method="structural"))
+    student = NerModel.load(tmp_path / "run" / "model")
+    table = transformers.AutoModelForTokenClassification.from_pretrained(hf_dir).get_input_embeddings().weight
+    words = student.vocab.words.items
+    weights = student.tagger.encoder.words.weight
+    assert weights.shape == (len(words), 32)
+    ids = tokenizer()("paris", add_special_tokens=False)["input_ids"]
+    assert "paris" in words and ids
+    assert not torch.allclose(weights[words.index("paris")], table[ids].mean(0))  # trained: not frozen
+    frozen = distill_config(corpus, hf_dir, tmp_path / "frozen", method="structural")
+    frozen.model.freeze_embeddings = True
+    distill_command(frozen)
+    student = NerModel.load(tmp_path / "frozen" / "model")
+    words = student.vocab.words.items
+    torch.testing.assert_close(student.tagger.encoder.words.weight[words.index("paris")], table[ids].mean(0),
+                               rtol=0, atol=1e-6)
+
+
 def test_kd_impossible_error_and_ignore_reach_the_loss(corpus, hf_dir, tmp_path):
     with pytest.raises(ValueError, match="forbids.*kd.impossible=renormalize"):
         distill_command(distill_config(corpus, hf_dir, tmp_path / "error", impossible="error"))

@@ -457,8 +457,13 @@ def test_init_from_teacher_starts_the_word_embeddings_from_the_teacher(corpus, t
     saved = ParseModel.load(tmp_path / "init" / "model")
     assert "zorba" in saved.parser.vocab.words.items
     assert saved.parser.encoder.bilstm.words.weight.shape[1] == encoder.hidden_size
-    distill_command(config("plain", bilstm(tree="nonprojective")))
+    distill_command(config("plain", {**bilstm(tree="nonprojective"), "init_from_teacher": False}))
     assert "zorba" not in ParseModel.load(tmp_path / "plain" / "model").parser.vocab.words.items
+    distill_command(config("auto", bilstm(tree="nonprojective")))  # the default: on for a transformer teacher
+    auto = ParseModel.load(tmp_path / "auto" / "model").parser
+    assert "zorba" in auto.vocab.words.items and auto.encoder.bilstm.words.weight.shape[1] == encoder.hidden_size
+    distill_command(config("auto-bilstm", bilstm(), {"method": "structural", "teacher": teachers["2o"]}))
+    assert ParseModel.load(tmp_path / "auto-bilstm" / "model").parser.encoder.bilstm.words.weight.shape[1] == 8
     # refused, with the reason
     init = {**bilstm(), "init_from_teacher": True}
     with pytest.raises(ValueError, match="transformer teacher's input embeddings .* the teacher is a BiLSTM parser"):
@@ -485,4 +490,4 @@ def test_frozen_teacher_embeddings_stay_as_copied_in_a_parser_student(corpus, te
     start = encoder.embed_words(saved.parser.vocab.words.items)
     torch.testing.assert_close(saved.parser.encoder.bilstm.words.weight, start, rtol=0, atol=0)
     with pytest.raises(ValueError, match="model.freeze_embeddings .* needs model.init_from_teacher=true"):
-        build_parse_config({"model": {"freeze_embeddings": True}})
+        build_parse_config({"model": {"freeze_embeddings": True, "init_from_teacher": False}})

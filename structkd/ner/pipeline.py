@@ -27,7 +27,7 @@ from structkd.ner.distillation import (
     teacher_fields,
     token_divergence,
 )
-from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict
+from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict, starts_from_teacher
 from structkd.schemes import check_tag, entity_types, tag_inventory
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
@@ -175,7 +175,7 @@ class NerTask(Task):
                      f"the teacher's ({config.kd.teacher})", "the student learns the teacher's labels: map or "
                      "remove these tags, or distil from a teacher trained with them")
         sentences = concat(data.train, data.unlabeled)
-        vocab = vocabulary_sentences(sentences, (data.dev, data.test), config.model.init_from_teacher)
+        vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher))
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
         return Prepared(student, sentences)
 
@@ -184,7 +184,7 @@ class NerTask(Task):
         probabilities, :mod:`structkd.tasks.blackbox`): its labels are those of ``data.train`` and ``data.dev``
         (without ``data.train``: the file's), and a file label outside them is refused at its line."""
         kd, model = config.kd, config.model
-        if model.init_from_teacher or model.keep_every:
+        if model.init_from_teacher is True or model.keep_every:
             raise ValueError("model.init_from_teacher and model.keep_every start the student from the teacher's "
                              "weights, which kd.teacher_outputs (a teacher known by its outputs) does not give")
         sentences = concat(data.train, data.unlabeled)

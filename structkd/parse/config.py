@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KdConfig as SharedKdConfig
+from structkd.models.embeddings import AUTO, check_init_options
 from structkd.models.encoders import check_encoder
 from structkd.models.parsers import DECODERS
 from structkd.train.config import (
@@ -67,7 +68,8 @@ class ModelConfig:
     offline MiniLM), or any ``transformers`` hub name or local path.  ``keep_every`` builds a transformer
     student from a transformer teacher's layers (:func:`structkd.models.transformer.shrink_encoder`).
     ``init_from_teacher`` initializes a BiLSTM student's word embeddings from a transformer teacher's input
-    embeddings (:mod:`structkd.models.embeddings`; ``word_dim`` is then the teacher's hidden size);
+    embeddings (:mod:`structkd.models.embeddings`; ``word_dim`` is then the teacher's hidden size; ``auto``, the
+    default: when the teacher is a transformer);
     ``freeze_embeddings`` keeps them as copied during training.
     """
 
@@ -86,7 +88,7 @@ class ModelConfig:
     dropout: float = 0.33
     decoder: str = "mst"
     keep_every: int | None = None
-    init_from_teacher: bool = False
+    init_from_teacher: bool | str = AUTO
     freeze_embeddings: bool = False
 
     def __post_init__(self):
@@ -96,12 +98,13 @@ class ModelConfig:
             raise ValueError(f"model.tree must be one of {', '.join(TREES)}, got {self.tree!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"model.decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        if self.init_from_teacher and (self.encoder != "bilstm" or self.keep_every):
-            raise ValueError("model.init_from_teacher initializes a BiLSTM student's word embeddings: it needs "
-                             "model.encoder=bilstm (and no model.keep_every)")
-        if self.freeze_embeddings and not self.init_from_teacher:
-            raise ValueError("model.freeze_embeddings keeps the word embeddings copied from the teacher: it needs "
-                             "model.init_from_teacher=true")
+        check_init_options(self.init_from_teacher, self.freeze_embeddings, self.has_word_embeddings,
+                           "model.encoder=bilstm (and no model.keep_every)")
+
+    @property
+    def has_word_embeddings(self) -> bool:
+        """Whether the parser has word embeddings of its own (a BiLSTM encoder, not the teacher's layers)."""
+        return self.encoder == "bilstm" and not self.keep_every
 
     @property
     def needs_projective(self) -> bool:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from structkd.data import ParsedSentence
-from structkd.models.embeddings import load_teacher_embeddings, teacher_word_encoder
+from structkd.models.embeddings import load_teacher_embeddings, resolve_init_from_teacher, teacher_word_encoder
 from structkd.models.encoders import resolve_encoder
 from structkd.models.parsers import (
     BiaffineParser,
@@ -160,7 +160,7 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
     elif config.encoder == "bilstm":
         vocab = build_vocab(sentences if vocab_sentences is None else vocab_sentences, rels)
         options = _encoder_options(config)
-        if config.init_from_teacher:
+        if starts_from_teacher(config, teacher):
             source = _embedding_source(teacher)
             options["word_dim"] = source.hidden_size
     else:
@@ -178,6 +178,14 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
     if source is not None:
         load_teacher_embeddings(parser.encoder.bilstm, source, vocab.words.items, freeze=config.freeze_embeddings)
     return ParseModel(parser, config.decoder)
+
+
+def starts_from_teacher(config: ModelConfig, teacher: ParseModel | None) -> bool:
+    """Whether a student of ``config`` starts from ``teacher``'s word embeddings (``model.init_from_teacher``,
+    ``auto`` resolved: a BiLSTM student of a transformer teacher, :func:`resolve_init_from_teacher`)."""
+    encoder = teacher.parser.encoder.transformer if teacher is not None else None
+    return resolve_init_from_teacher(config.init_from_teacher, config.freeze_embeddings,
+                                     config.has_word_embeddings, encoder)
 
 
 def _embedding_source(teacher: ParseModel | None):

@@ -37,6 +37,7 @@ from structkd.parse.modeling import (
     predict,
     split_projective,
     stand_in_trees,
+    starts_from_teacher,
     without_tree,
 )
 from structkd.tasks import runner
@@ -188,7 +189,7 @@ class ParseTask(Task):
             else []
         train = _known_relations(trees, teacher.rels) if trees else []
         sentences = concat(train, data.unlabeled)
-        vocab = vocabulary_sentences(sentences, (data.dev, data.test), config.model.init_from_teacher)
+        vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher))
         student = build_model(config.model, teacher.rels, train, config.data.multiroot, teacher=teacher,
                               vocab_sentences=vocab)
         spec = StudentSpec.of(student)
@@ -207,7 +208,7 @@ class ParseTask(Task):
         of ``data.train`` and ``data.unlabeled``; those the student skips (non-projective training trees) are
         skipped in it too."""
         kd, model = config.kd, config.model
-        if model.keep_every or model.init_from_teacher:
+        if model.keep_every or model.init_from_teacher is True:
             raise ValueError("model.keep_every and model.init_from_teacher start the student from the teacher's "
                              "weights, which kd.teacher_outputs (a teacher known by its outputs) does not give")
         if not data.train and model.kind == "seqlabel":

@@ -202,6 +202,10 @@ def dataclass_from_dict(cls: type, values: dict[str, Any], source: str = "config
     return cls(**kwargs)
 
 
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False,
+               "off": False}
+
+
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     """Coerce ``value`` (from YAML, JSON or an override string) to the type hint of field ``key``."""
     origin = typing.get_origin(hint)
@@ -214,16 +218,18 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return value
             return _coerce(key, value, float if any(c in str(value) for c in ".eE") else int, source)
+        if bool in args and str in args:  # a switch with a named mode (model.init_from_teacher: auto)
+            if isinstance(value, bool) or str(value).lower() in _BOOL_WORDS:
+                return _coerce(key, value, bool, source)
+            return _coerce(key, value, str, source)
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0], source)
     try:
         if hint is bool:
             if isinstance(value, str):
-                if value.lower() in ("true", "yes", "1", "on"):
-                    return True
-                if value.lower() in ("false", "no", "0", "off"):
-                    return False
-                raise ValueError(value)
+                if value.lower() not in _BOOL_WORDS:
+                    raise ValueError(value)
+                return _BOOL_WORDS[value.lower()]
             return bool(value)
         if hint is int:
             if isinstance(value, float) and not value.is_integer():
