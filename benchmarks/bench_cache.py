@@ -306,10 +306,13 @@ def cache_alone_peak(n: int, directory: Path) -> float:
 
 
 # -- bytes per word of every pair, from the fields' shapes ------------------------------------------------------
-def pair_rows(n_tags: tuple[int, ...] = (9, 37), n_rels: int = 51, top_k: int = 3) -> list[dict]:
-    """Bytes per word (float16; the once-stored transitions left out) of every teacher/student pair, averaged
-    over the sentence-length distribution (``sum bytes(n) / sum n``), before (format 1: always marginals) and
-    now (:func:`structkd.ner.distillation.cache_form`)."""
+def pair_rows(n_tags: tuple[int, ...] = (9, 37), n_rels: int = 51, top_k: int = 3, rel_hidden: int = 100
+              ) -> list[dict]:
+    """Bytes per word (float16; the once-stored transitions and relation weight left out) of every
+    teacher/student pair, averaged over the sentence-length distribution (``sum bytes(n) / sum n``), before
+    (format 1: always marginals) and now (:func:`structkd.ner.distillation.cache_form`,
+    :func:`structkd.parse.distillation.cache_form` with a biaffine teacher of ``rel_hidden``-wide relation
+    MLPs)."""
     from structkd.ner.distillation import cache_form, cached_field_shapes
 
     lengths, probs, _ = length_table()
@@ -348,10 +351,18 @@ def pair_rows(n_tags: tuple[int, ...] = (9, 37), n_rels: int = 51, top_k: int = 
              ("any", "biaffine", "token, relations gold", ["arc_logits", "gold_rels"]),
              ("any", "biaffine", "topk", ["topk_heads", "topk_rels", "topk_weights"]),
              ("any", "sequence labeling", "topk", ["topk_labels", "topk_weights"])]
+    # a biaffine teacher's relation distributions as its factors (structkd.parse.distillation.cache_form):
+    # rel_dep and rel_head [n + 1, rel_hidden] per sentence, the weight once
+    trees.update(rel_dep=lambda k: (k + 1, rel_hidden), rel_head=lambda k: (k + 1, rel_hidden))
     for teacher, student, method, fields in parse:
         value = per_word(lambda k, fs=fields: {f: trees[f](k) for f in fs})
+        now, form = fields, "marginals"
+        if "rels" in fields:
+            now, form = [f for f in fields if f != "rels"] + ["rel_dep", "rel_head"], "factored"
         rows.append({"task": f"parsing, {n_rels} relations", "teacher": teacher, "student": student, "kd": method,
-                     "form": "marginals", "fields": fields, "bytes_per_word_before": value, "bytes_per_word": value})
+                     "form": form, "fields": now + (["rel_weight (once)"] if form == "factored" else []),
+                     "bytes_per_word_before": value,
+                     "bytes_per_word": per_word(lambda k, fs=now: {f: trees[f](k) for f in fs})})
     return rows
 
 

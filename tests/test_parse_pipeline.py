@@ -23,7 +23,18 @@ from structkd.parse import (  # noqa: E402
     train_command,
 )
 from structkd.parse.config import KdConfig  # noqa: E402
-from structkd.parse.distillation import StudentSpec, compute_teacher_outputs, kd_loss  # noqa: E402
+from structkd.parse.distillation import (  # noqa: E402
+    SHARED_CACHE_FIELDS,
+    StudentSpec,
+    cache_form,
+    compute_teacher_outputs,
+    factored_rows,
+    kd_loss,
+    teacher_fields,
+)
+from structkd.parse.pipeline import TASK  # noqa: E402
+from structkd.tasks.runner import cached_batch  # noqa: E402
+from structkd.train import TeacherCache  # noqa: E402
 from structkd.parse.modeling import stand_in_trees  # noqa: E402
 
 # (words, UPOS, heads, relations); the fifth tree is non-projective (arcs 3->1 and 4->2 cross)
@@ -137,7 +148,75 @@ def test_first_order_teacher_to_students(corpus, teachers, tmp_path, caplog):
     results = distill_command(config)
     assert 0.0 <= results["dev"]["las"] <= 1.0
     index = json.loads((tmp_path / "seq" / "teacher_cache" / "index.json").read_text())
-    assert set(index["fields"]) == {"arcs", "rels"}
+    # the relation distributions as the teacher's factors (docs/cache.md): arcs, rel_dep, rel_head, rel_weight once
+    assert index["fingerprint"]["options"]["cache_form"] == "factored"
+    assert set(index["fields"]) == {"arcs", "rel_dep", "rel_head"} and sorted(index["shared"]) == ["rel_weight"]
+
+
+@pytest.mark.parametrize("kind,teacher_name,temperature", [("biaffine", "1o", 1.0), ("biaffine", "2o", 2.0),
+                                                           ("seqlabel", "1o", 2.0), ("seqlabel", "2o", 1.0)])
+def test_the_factored_relation_cache_gives_the_loss_of_the_marginals(corpus, teachers, tmp_path, kind, teacher_name,
+                                                                     temperature):
+    """Through the cache and its padded batches: the loss from the teacher's relation factors (recomputed
+    relation distributions) equals the loss from its cached distributions, both forms float16, and the online
+    teacher's within float16 precision."""
+    teacher = ParseModel.load(teachers[teacher_name])
+    with torch.no_grad():  # peaked relation distributions, as a trained teacher's (the tiny ones are near uniform)
+        teacher.parser.rel.weight.mul_(50.0)
+    sentences = read_conllu(corpus["dev"])[:7]
+    torch.manual_seed(0)
+    student = build_model(build_parse_config({"model": bilstm(kind)}).model, teacher.rels, sentences).eval()
+    spec = StudentSpec.of(student)
+    kd = KdConfig(method="structural", temperature=temperature)
+    assert cache_form(kd, spec, teacher) == "factored" and cache_form(kd, spec, teacher, n_teachers=2) == "marginals"
+    assert cache_form(KdConfig(method="structural", relations="gold"), StudentSpec.of(
+        build_model(build_parse_config({"model": bilstm()}).model, teacher.rels, sentences)), teacher) == "marginals"
+    computes = {"marginals": lambda chunk: compute_teacher_outputs(teacher, chunk, kd, spec),
+                "factored": lambda chunk: factored_rows(teacher, chunk, kd, spec)}
+    heads, rels = stand_in_trees(sentences, student.rels, "cpu")
+    losses = {}
+    for form, compute in computes.items():
+        cache = TeacherCache.build(tmp_path / form, sentences, compute, tokens=[s.words for s in sentences],
+                                   teacher_id="t", options={"cache_form": form},
+                                   batch_size=3, progress=False,
+                                   shared_fields=sorted(SHARED_CACHE_FIELDS) if form == "factored" else ())
+        batch = TASK.collate(list(enumerate(sentences)), student)
+        cached = cached_batch(TASK, cache, teacher_fields(kd, spec), batch, torch.device("cpu"))
+        assert ("rel_dep" in cached) == (form == "factored") and ("rels" in cached) == (form == "marginals")
+        with torch.no_grad():
+            losses[form] = kd_loss(kd, student, student(sentences), cached, heads, rels)
+    torch.testing.assert_close(losses["factored"], losses["marginals"], rtol=2e-3, atol=2e-3)
+    with torch.no_grad():  # the online teacher: its float32 outputs, padded
+        rows = compute_teacher_outputs(teacher, sentences, kd, spec)
+        size = max(len(s) for s in sentences) + 1
+        padded = {name: torch.zeros(len(rows), *[size] * rows[0][name].dim()) if name == "arcs" else
+                  torch.zeros(len(rows), size, size, len(teacher.rels)) for name in rows[0]}
+        for b, row in enumerate(rows):
+            n = row["arcs"].shape[0]
+            padded["arcs"][b, :n, :n], padded["rels"][b, :n, :n] = row["arcs"], row["rels"]
+        online = kd_loss(kd, student, student(sentences), padded, heads, rels)
+    torch.testing.assert_close(losses["factored"], online, rtol=5e-3, atol=5e-3)
+
+
+def test_a_cache_of_relation_distributions_from_before_is_read_as_it_is(corpus, teachers, tmp_path, monkeypatch):
+    """A cache that stores ``rels`` (the marginals form, built before the factored one existed) of the same
+    sentences, teacher and options is read as it is, not refused or rebuilt."""
+    def config():
+        return build_parse_config({"data": {"train": corpus["train"], "dev": corpus["dev"]}, "model": bilstm(),
+                                   "kd": {"method": "structural", "teacher": teachers["1o"],
+                                          "cache_dir": str(tmp_path / "cache")},
+                                   "training": training(tmp_path / "run")})
+
+    monkeypatch.setattr(type(TASK), "cache_form", lambda self, config, student, teacher: "marginals")
+    first = distill_command(config())
+    monkeypatch.undo()
+    calls = []
+    original = type(TASK).cache_rows
+    monkeypatch.setattr(type(TASK), "cache_rows", lambda *a: calls.append(1) or original(*a))
+    second = distill_command(config(), overwrite=True)
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert calls == [] and index["fingerprint"]["options"]["cache_form"] == "marginals" and "rels" in index["fields"]
+    assert second["dev"]["las"] == first["dev"]["las"]
 
 
 def test_resume_knows_the_teacher_by_its_weights(corpus, teachers, tmp_path):

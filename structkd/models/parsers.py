@@ -241,8 +241,19 @@ class BiaffineRelScorer(nn.Module):
 
     def forward(self, features: Tensor) -> Tensor:
         """``[batch_size, seq_len + 1, in_dim]`` to ``[batch_size, seq_len + 1, seq_len + 1, n_rels]``."""
-        dep, head = _with_one(self.dep(features)), _with_one(self.head(features))
-        return torch.einsum("bdi,rij,bhj->bdhr", dep, self.weight, head)
+        return self.logits_of(*self.factors(features), self.weight)
+
+    def factors(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """``(dep, head)``, ``[batch_size, seq_len + 1, hidden]`` each: the MLP outputs whose biaffine product
+        with :attr:`weight` are the logits (:meth:`logits_of`), ``2 * hidden`` numbers a word instead of
+        ``(seq_len + 1) * n_rels`` (what a teacher cache keeps, :mod:`structkd.parse.distillation`)."""
+        return self.dep(features), self.head(features)
+
+    @staticmethod
+    def logits_of(dep: Tensor, head: Tensor, weight: Tensor) -> Tensor:
+        """``logits[b, d, h, r] = [dep_d; 1]^T W_r [head_h; 1]`` from :meth:`factors` and ``weight [n_rels,
+        hidden + 1, hidden + 1]``: ``[batch_size, seq_len + 1, seq_len + 1, n_rels]``."""
+        return torch.einsum("bdi,rij,bhj->bdhr", _with_one(dep), weight, _with_one(head))
 
     def at(self, features: Tensor, heads: Tensor) -> Tensor:
         """Relation logits of one arc per word, ``[batch_size, seq_len + 1, n_rels]``: ``[b, d]`` scores the arc
@@ -412,6 +423,14 @@ class BiaffineParser(nn.Module):
         """``(tree distribution, rel_logits [batch_size, seq_len + 1, seq_len + 1, n_rels])`` of a batch."""
         x, lens = self.features(batch)
         return self._distribution(x, lens, self.multiroot), self.rel(x)
+
+    def read_factored(self, sentences) -> tuple[ParserOutput, Tensor, Tensor]:
+        """:meth:`read` and the relation scorer's factors ``(dep, head)`` (:meth:`BiaffineRelScorer.factors`,
+        ``[batch_size, seq_len + 1, rel_hidden]`` each) of sentences, from one encoding."""
+        x, lens = self.features(list(sentences))
+        dep, head = self.rel.factors(x)
+        out = ParserOutput(self._distribution(x, lens, self.multiroot), self.rel.logits_of(dep, head, self.rel.weight))
+        return out, dep, head
 
     @staticmethod
     def rel_probs(rel_logits: Tensor) -> Tensor:

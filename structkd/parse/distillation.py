@@ -22,12 +22,22 @@ topk_labels   ``[k, n]``                             for a sequence-labeling stu
 topk_weights  ``[k]``                                uniform over the trees the student can express, else 0
 ============  =====================================  ================================================================
 
-Relation probabilities are cached as the full ``[n + 1, n + 1, n_rels]`` tensor, not only on the teacher's
-best arcs: the sequence-labeling student's label marginals ``P_T(h -> d) P_T(r | h -> d)`` need them for
-every head its offsets can reach, and ``relations=marginal`` weights the relation KL of every arc by its arc
-marginal.  In float16 this is ``2 * n_rels * sum (n + 1)^2`` bytes: about 580 MB for all of UD English EWT's
-training set (51 relations), 45 MB for 1,000 sentences.  ``relations=gold`` (biaffine students) caches only
-``[n, n_rels]``.
+The relation distribution of *every* arc is needed, not only of the teacher's best arcs: the sequence-labeling
+student's label marginals ``P_T(h -> d) P_T(r | h -> d)`` need it for every head its offsets can reach, and
+``relations=marginal`` weights the relation KL of every arc by its arc marginal.  As ``rels`` it is
+``2 * n_rels * (n + 1)^2`` bytes a sentence in float16 (about 2,900 bytes a word at EWT's lengths, 51
+relations).  A biaffine teacher's relation scores are a biaffine product of two per-word vectors, so the cache
+keeps those instead where that is smaller (:func:`cache_form`, the ``factored`` form; nearly always):
+
+============  =====================================  ================================================================
+rel_dep       ``[n + 1, rel_hidden]``                the teacher's relation dependent MLP output of each word
+rel_head      ``[n + 1, rel_hidden]``                its relation head MLP output
+rel_weight    ``[n_rels, rel_hidden + 1, ...]``      its biaffine weight, stored once for the whole cache
+============  =====================================  ================================================================
+
+and the loss recomputes ``rels`` per batch (:func:`factored_rel_probs`: the teacher's logits, at ``T``): ``4 *
+rel_hidden * (n + 1)`` bytes a sentence, about 430 a word with 100-wide MLPs.  ``relations=gold`` (biaffine
+students) caches only ``[n, n_rels]``.
 
 Temperature ``T``: with ``temperature_mode=global`` the teacher's trees are cached at ``T`` and the student's
 tree distribution is scaled by ``1 / T`` in the loss; with ``local`` each word's head marginals (or label
@@ -49,6 +59,7 @@ from structkd.kd import (
     structural_kd_loss_from_marginals,
     token_kd_loss,
 )
+from structkd.models.parsers import BiaffineRelScorer
 from structkd.models.transformer import EncoderOutput
 from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
 from structkd.parse.config import KdConfig
@@ -128,6 +139,57 @@ def teacher_fields(kd: KdConfig, spec: StudentSpec) -> list[str]:
     elif kd.relations == "gold":
         fields.append("gold_rels")
     return fields
+
+
+FACTORED = "factored"  # the cache form of rel_dep, rel_head and rel_weight instead of rels
+SHARED_CACHE_FIELDS = frozenset({"rel_weight"})
+"""Fields of the factored form stored once for the whole cache (the teacher's biaffine relation weight)."""
+
+
+def rel_bytes_per_word(form: str, n_rels: int, rel_hidden: int, n: int = 20) -> float:
+    """Bytes per word of the relation fields of an ``n``-word sentence in ``form`` (float16): ``rels [n + 1,
+    n + 1, n_rels]`` (``marginals``) or ``rel_dep`` and ``rel_head`` ``[n + 1, rel_hidden]`` (``factored``; the
+    once-stored weight left out)."""
+    values = (n + 1) ** 2 * n_rels if form == "marginals" else 2 * (n + 1) * rel_hidden
+    return 2 * values / n
+
+
+def cache_form(kd: KdConfig, spec: StudentSpec, teacher, n_teachers: int = 1) -> str:
+    """How the teacher cache stores the method's fields: ``factored`` (:data:`FACTORED`) where the method
+    caches the relation distribution of every arc (``rels``), there is one teacher whose relation scorer is
+    biaffine (:class:`~structkd.models.parsers.BiaffineRelScorer`), and its factors take fewer bytes than
+    ``rels`` (:func:`rel_bytes_per_word`); ``marginals`` otherwise (a mixture of teachers, whose relation
+    distributions mix per arc; a black-box teacher's file)."""
+    scorer = getattr(getattr(teacher, "parser", None), "rel", None)
+    if n_teachers != 1 or "rels" not in teacher_fields(kd, spec) or not isinstance(scorer, BiaffineRelScorer):
+        return "marginals"
+    n_rels, width = scorer.weight.shape[:2]
+    sizes = {form: rel_bytes_per_word(form, n_rels, width - 1) for form in ("marginals", FACTORED)}
+    return FACTORED if sizes[FACTORED] < sizes["marginals"] else "marginals"
+
+
+def factored_rows(teacher: ParseModel, sentences: Sequence, kd: KdConfig, spec: StudentSpec
+                  ) -> list[dict[str, Tensor]]:
+    """The cache's rows in the factored form: the fields of :func:`teacher_fields` but ``rels``, and the
+    teacher's relation factors ``rel_dep``, ``rel_head`` ``[n + 1, rel_hidden]`` (its weight ``rel_weight``
+    in the first row: stored once)."""
+    with torch.no_grad():
+        out, dep, head = teacher.parser.read_factored(sentences)
+        rows = compute_teacher_outputs(teacher, sentences, kd, spec, out=out)
+    for b, (row, n) in enumerate(zip(rows, out.dist.lens.tolist())):
+        del row["rels"]
+        row["rel_dep"], row["rel_head"] = dep[b, :n + 1].float().cpu(), head[b, :n + 1].float().cpu()
+    rows[0]["rel_weight"] = teacher.parser.rel.weight.detach().float().cpu()
+    return rows
+
+
+def factored_rel_probs(cached: dict[str, Tensor], temperature: float) -> Tensor:
+    """The teacher's relation distribution of every arc at ``T``, ``[batch_size, S, S, n_rels]``, from a batch of
+    the factored form (``rel_dep``, ``rel_head`` ``[batch_size, S, rel_hidden]``, ``rel_weight``), as
+    :func:`compute_teacher_outputs` gives ``rels``; padded words have zero factors, and weight 0 in the loss."""
+    logits = BiaffineRelScorer.logits_of(cached["rel_dep"].float(), cached["rel_head"].float(),
+                                         cached["rel_weight"].float())
+    return (logits / temperature).softmax(-1)
 
 
 def _probe(spec: StudentSpec, lens: Tensor, size: int, dtype=torch.float32):
@@ -272,6 +334,8 @@ def kd_loss(kd: KdConfig, student: ParseModel, out: ParserOutput, cached: dict[s
     dist = out.dist
     if kd.method == "none":
         return torch.zeros(dist.batch_size, dtype=dist.dtype, device=dist.device)
+    if "rel_dep" in cached:  # the factored form: the relation distributions recomputed from the teacher's factors
+        cached = {**cached, "rels": factored_rel_probs(cached, temp)}
     if kd.method == "topk":
         return _topk_loss(student, out, cached, gold_heads, gold_rels)
     if student.kind == "seqlabel":

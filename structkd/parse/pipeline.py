@@ -18,10 +18,13 @@ from structkd.models.embeddings import vocabulary_sentences
 from structkd.models.parsers import build_rels
 from structkd.parse.config import DataConfig, ParseConfig, load_parse_config
 from structkd.parse.distillation import (
+    SHARED_CACHE_FIELDS,
     StudentSpec,
+    cache_form,
     check_method,
     compute_teacher_outputs,
     encode_states,
+    factored_rows,
     forward_mixed,
     head_divergence,
     kd_loss,
@@ -272,10 +275,20 @@ class ParseTask(Task):
                         ) -> list[dict]:
         return compute_teacher_outputs(teacher, sentences, config.kd, StudentSpec.of(student))
 
+    SHARED_CACHE_FIELDS = SHARED_CACHE_FIELDS
+
+    def cache_form(self, config: ParseConfig, student: ParseModel, teacher) -> str:
+        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        return cache_form(config.kd, StudentSpec.of(student), teachers[0], len(teachers))
+
+    def cache_rows(self, teacher: ParseModel, items, config: ParseConfig, student: ParseModel) -> list[dict]:
+        return factored_rows(teacher, items, config.kd, StudentSpec.of(student))
+
     def cached_shapes(self, batch: Batch) -> dict:
         n = max(len(s) for s in batch.sentences)
         shapes = {"arcs": [n + 1, n + 1], "arc_logits": [n + 1, n + 1], "sibs": [n + 1, n + 1, n + 1],
-                  "rels": [n + 1, n + 1, None], "gold_rels": [n, None], "topk_heads": [None, n],
+                  "rels": [n + 1, n + 1, None], "rel_dep": [n + 1, None], "rel_head": [n + 1, None],
+                  "gold_rels": [n, None], "topk_heads": [None, n],
                   "topk_rels": [None, n], "topk_labels": [None, n], "topk_weights": None}
         return {name: (shape, -1.0 if name.startswith("topk_") and name != "topk_weights" else 0.0)
                 for name, shape in shapes.items()}

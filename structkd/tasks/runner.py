@@ -23,6 +23,8 @@ from structkd.kd.config import kd_weight
 from structkd.tasks.base import Prepared, Task, TaskData
 from structkd.tasks.online import Toolbox, teacher_rows
 from structkd.train import (
+    CacheCorruptError,
+    CacheMismatchError,
     TeacherCache,
     Trainer,
     check_resumable,
@@ -190,6 +192,9 @@ def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module] | Any, 
     teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
     if len(teachers) > 1:
         options["teacher_weights"] = kd.mixture_weights
+    earlier = _marginals_cache(task, directory, sentences, teachers_id(kd), options) if not rebuild else None
+    if earlier is not None:
+        return earlier
     for t in teachers:
         t.eval()
     if form == "marginals":
@@ -199,6 +204,20 @@ def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module] | Any, 
         def compute(chunk: list) -> list[dict]:
             return task.cache_rows(teachers[0], chunk, config, student)
     return TeacherCache.build(directory, sentences, compute, teacher_id=teachers_id(kd), options=options, **common)
+
+
+def _marginals_cache(task: Task, directory: Path, sentences: Sequence, teacher_id: str, options: dict
+                     ) -> TeacherCache | None:
+    """A complete cache at ``directory`` of the same sentences, teacher and options in the marginals form, where
+    the task would now pick a compact one: still exact, so it is read as it is (the loss reads either form)
+    rather than refused; ``None`` when there is none."""
+    if options["cache_form"] == "marginals":
+        return None
+    try:
+        return TeacherCache.load(directory, tokens=(task.words(s) for s in sentences), teacher_id=teacher_id,
+                                 options={**options, "cache_form": "marginals"})
+    except (CacheMismatchError, CacheCorruptError, FileNotFoundError):
+        return None
 
 
 def _distill_loss(task: Task, kd: Any, cache: TeacherCache | None, fields: list[str], toolbox: Toolbox | None = None):
