@@ -32,10 +32,10 @@ from structkd.parse.distillation import (  # noqa: E402
     kd_loss,
     teacher_fields,
 )
+from structkd.parse.modeling import stand_in_trees  # noqa: E402
 from structkd.parse.pipeline import TASK  # noqa: E402
 from structkd.tasks.runner import cached_batch  # noqa: E402
 from structkd.train import TeacherCache  # noqa: E402
-from structkd.parse.modeling import stand_in_trees  # noqa: E402
 
 # (words, UPOS, heads, relations); the fifth tree is non-projective (arcs 3->1 and 4->2 cross)
 TREES = [
