@@ -47,8 +47,11 @@ on the rest of EWT train as well: the 11,543 training sentences after the labele
 becomes MiniLM's 384), ``UNLABELED_EPOCHS`` epochs over the 12,543 sentences (about the base students' 750
 optimizer steps).  Each teacher has its own ``none`` row, a student with its embeddings trained on the labeled
 sentences alone (24 epochs, as in ``base``).  It covers part of the grid to fit 2 cores (``UNLABELED_BLOCK``): the
-BiLSTM first-order student from the first- and second-order teachers with none, token, topk and structural KD (the
-sequence-labeling student is left out; the 3-layer student has no word embeddings of its own); 24 runs.
+BiLSTM first-order student from the second-order teacher with none, token, topk and structural KD, and from the
+first-order teacher with none and structural KD (token and topk from it, and the sequence-labeling student, are
+left out to fit 2 cores; the 3-layer student has no word embeddings of its own); and structural KD from the
+second-order teacher with one student setting changed at a time (``LEVERS``: frozen teacher embeddings, hidden
+400, 6 epochs; issue 19's levers), reusing its cache; 27 runs.
 
 Estimated cost of the reduced ``unlabeled`` block (not run yet), from a short timing on the 2-core machine while
 other jobs kept its load average at 5-7 (so each process had well under one core; idle cores should take about
@@ -156,8 +159,16 @@ DEFAULT_BLOCKS = BLOCKS[:-1]  # the ablation block (hours of CPU) only when --bl
 UNLABELED_EPOCHS = 2  # the unlabeled block's epochs over the labeled and unlabeled sentences (module docstring)
 # the unlabeled block: the BiLSTM first-order student with its teacher's word embeddings, from both teachers (the
 # sequence-labeling student is left out to fit 2 cores; the 3-layer student has no word embeddings of its own)
-UNLABELED_BLOCK = tuple(("bilstm-1o", teacher, method) for teacher in TEACHERS
-                        for method in ("none", "token", "topk", "structural"))
+UNLABELED_BLOCK = tuple(("bilstm-1o", teacher, method) for teacher in ("2o", "1o")
+                        for method in (("none", "token", "topk", "structural") if teacher == "2o"
+                                       else ("none", "structural")))
+# the unlabeled block's lever rows (issue 19 item 2): structural KD from the second-order teacher with one setting
+# of the student changed (section: {key: value} of its config; untuned, one at a time)
+LEVERS = {
+    "frozen embeddings": {"model": {"freeze_embeddings": True}},
+    "hidden 400": {"model": {"hidden": 400, "arc_hidden": 800}},
+    "6 epochs": {"training": {"epochs": 6}},
+}
 # the ablation block: structural KD from the second-order teacher into the BiLSTM first-order student, with each
 # option of ablation_demo.py on top, its values ("": structural KD alone; "none", a reference row, is the
 # unlabeled block's student without KD); "+ 2 teachers" mixes the second- and the first-order teacher
@@ -196,6 +207,7 @@ class Run:
     block: str = "base"
     option: str = ""  # the ablation block: a key of ablation_demo.OPTIONS ("": structural KD alone)
     with_unlabeled: bool = False  # the ablation block: the unlabeled block's data (else the labeled sentences)
+    lever: str = ""  # the unlabeled block: a key of LEVERS ("": the block's setting)
 
     @property
     def name(self) -> str:
@@ -204,7 +216,8 @@ class Run:
             return (f"ablation-{self.teacher}-to-{self.student}-{self.method}{option}"
                     + ("-unlabeled" if self.with_unlabeled else ""))
         if self.block == "unlabeled":
-            return f"unlabeled-{self.teacher}-to-{self.student}-{self.method}"
+            lever = f"-{self.lever.replace(' ', '-')}" if self.lever else ""
+            return f"unlabeled-{self.teacher}-to-{self.student}-{self.method}{lever}"
         suffix = f"-unlabeled{self.unlabeled}" if self.unlabeled else ""
         return f"{self.teacher or 'gold'}-to-{self.student}-{self.method}{suffix}"
 
@@ -212,7 +225,8 @@ class Run:
     def label(self) -> str:
         """The KD column: the method, the ablation's option, or ``--unlabeled N``'s sentences."""
         return (self.method + (f" {self.option}" if self.option else "")
-                + (f" + {self.unlabeled} unlabeled" if self.unlabeled else ""))
+                + (f" + {self.unlabeled} unlabeled" if self.unlabeled else "")
+                + (f", {self.lever}" if self.lever else ""))
 
     @property
     def teachers(self) -> tuple[str, ...]:
@@ -300,6 +314,8 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
           "cache_dir": str(out / "caches" / cache)}
     if run.option:
         kd.update(option_kd(run.option, [str(teacher_dirs[name]) for name in run.teachers]))
+    for section, changes in LEVERS.get(run.lever, {}).items():
+        {"model": model, "training": training, "kd": kd}[section].update(changes)
     return build_parse_config({"data": data, "model": model, "kd": kd, "training": training}), distill_command
 
 
@@ -315,7 +331,8 @@ def block_table(block: str, students: list[str], unlabeled: int) -> list[Run]:
     then with each KD method, then the ``--unlabeled N`` rows; in ``unlabeled``, :data:`UNLABELED_BLOCK`."""
     if block == "unlabeled":
         return [Run(student, teacher, method, block=block) for student, teacher, method in UNLABELED_BLOCK
-                if student in students]
+                if student in students] + [Run(*ABLATION_CASE, "structural", block=block, lever=lever)
+                                           for lever in LEVERS if ABLATION_CASE[0] in students]
     if block == "ablation":
         student, teacher = ABLATION_CASE
         return [Run(student, teacher, "none", block=block)] + [
@@ -354,8 +371,10 @@ def teacher_name(order: str) -> str:
 
 
 def student_name(run: Run) -> str:
+    """The student's architecture (the model whose size and speed its rows report)."""
     block = f"{run.block}, unlabeled text" if run.with_unlabeled else run.block
-    return f"student {run.student}" + ("" if run.block == "base" else f" ({block})")
+    wider = ", hidden 400" if "hidden" in LEVERS.get(run.lever, {}).get("model", {}) else ""
+    return f"student {run.student}" + ("" if run.block == "base" else f" ({block}{wider})")
 
 
 TITLES = {"base": "", "unlabeled": ": the rest of the training split unlabeled, word embeddings from the teacher",
@@ -478,7 +497,8 @@ def train_runs(args, setting: Setting, out: Path, tables: dict[str, list[Run]]) 
         return (out / "students" / unit_name(unit) / "results.json").exists()
 
     # each seed of each run is claimed on its own, so that two processes share even a short list evenly
-    train_groups(out, [(run, seed) for run in runs for seed in setting.seeds], unit_name, finished, seed_result,
+    # seed by seed (every row's first seed first: early results for every row of a long block)
+    train_groups(out, [(run, seed) for seed in setting.seeds for run in runs], unit_name, finished, seed_result,
                  args.worker)
     return teacher_dirs, runs
 
@@ -490,7 +510,8 @@ def measured_models(out: Path, teacher_dirs: dict[str, Path], tables: dict[str, 
     option), side by side in interleaved rounds."""
     models = {teacher_name(order): directory for order, directory in teacher_dirs.items()}
     for run in (run for table in tables.values() for run in table):
-        if run.teacher == "2o" and run.method == "structural" and not run.unlabeled and not run.option:
+        if run.teacher == "2o" and run.method == "structural" and not run.unlabeled and not run.option and (
+                not run.lever or student_name(run) not in models):
             models[student_name(run)] = out / "students" / f"{_trained_as(run).name}-seed0" / "model"
     torch.set_num_threads(SPEED_THREADS)
     return speeds_and_sizes(models, ParseModel.load, lambda model: evaluate(model, test_sentences), ("las", "uas"),
