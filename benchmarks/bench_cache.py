@@ -346,21 +346,26 @@ def pair_rows(n_tags: tuple[int, ...] = (9, 37), n_rels: int = 51, top_k: int = 
     parse = [("1o or 2o", "biaffine 1o", "structural, relations none", ["arcs"]),
              ("1o or 2o", "biaffine 1o", "structural, relations gold", ["arcs", "gold_rels"]),
              ("1o or 2o", "biaffine 1o", "structural, relations marginal", ["arcs", "rels"]),
-             ("1o (projective) or 2o", "biaffine 2o", "structural, relations none", ["arcs", "sibs"]),
+             ("1o (projective)", "biaffine 2o", "structural, relations none", ["arcs", "sibs"]),
+             ("2o", "biaffine 2o", "structural, relations none", ["arcs", "sibs"]),
              ("any", "sequence labeling", "structural", ["arcs", "rels"]),
              ("any", "biaffine", "token, relations gold", ["arc_logits", "gold_rels"]),
              ("any", "biaffine", "topk", ["topk_heads", "topk_rels", "topk_weights"]),
              ("any", "sequence labeling", "topk", ["topk_labels", "topk_weights"])]
     # a biaffine teacher's relation distributions as its factors (structkd.parse.distillation.cache_form):
     # rel_dep and rel_head [n + 1, rel_hidden] per sentence, the weight once
-    trees.update(rel_dep=lambda k: (k + 1, rel_hidden), rel_head=lambda k: (k + 1, rel_hidden))
+    # and a first-order projective teacher's arc scores [n + 1, n + 1] instead of a 2o student's arcs and sibs
+    trees.update(rel_dep=lambda k: (k + 1, rel_hidden), rel_head=lambda k: (k + 1, rel_hidden),
+                 arc_scores=lambda k: (k + 1, k + 1))
     for teacher, student, method, fields in parse:
         value = per_word(lambda k, fs=fields: {f: trees[f](k) for f in fs})
         now, form = fields, "marginals"
         if "rels" in fields:
-            now, form = [f for f in fields if f != "rels"] + ["rel_dep", "rel_head"], "factored"
+            now, form = [f for f in now if f != "rels"] + ["rel_dep", "rel_head"], "factored"
+        if teacher == "1o (projective)":
+            now, form = ["arc_scores"] + [f for f in now if f not in ("arcs", "sibs")], "factored"
         rows.append({"task": f"parsing, {n_rels} relations", "teacher": teacher, "student": student, "kd": method,
-                     "form": form, "fields": now + (["rel_weight (once)"] if form == "factored" else []),
+                     "form": form, "fields": now + (["rel_weight (once)"] if "rel_dep" in now else []),
                      "bytes_per_word_before": value,
                      "bytes_per_word": per_word(lambda k, fs=now: {f: trees[f](k) for f in fs})})
     return rows

@@ -80,3 +80,25 @@ def exp_nonpositive(x: torch.Tensor) -> torch.Tensor:
     """
     floor = _normal_floor(x.dtype)
     return x.clamp(min=floor).exp().masked_fill_(x < floor, 0.0)
+
+
+def stored_log_potentials(scores: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Log-potentials as a float16 teacher cache keeps them: less their maximum over ``dims`` (a shift that
+    leaves the distribution unchanged where every structure has one part in each slice over ``dims``, such as a
+    word's tags or its heads; the likely parts, near 0, get float16's finest steps), impossible ones
+    :data:`STORED_LOG_ZERO`, possible ones at least half of it (never read back as impossible)."""
+    scores = scores.detach().float()
+    impossible = is_impossible(scores)
+    top = scores.masked_fill(impossible, float("-inf")).amax(dims, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    shifted = (scores - top).clamp(min=STORED_LOG_ZERO / 2)
+    return shifted.masked_fill(impossible, STORED_LOG_ZERO)
+
+
+def read_log_potentials(stored: torch.Tensor, temperature: float, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`stored_log_potentials` back: :data:`STORED_LOG_ZERO` as :data:`LOG_ZERO`, the others divided by
+    the temperature ``T``."""
+    stored = stored.to(dtype)
+    impossible = stored <= STORED_LOG_ZERO
+    scores = stored / temperature if temperature != 1.0 else stored
+    return scores.masked_fill(impossible, LOG_ZERO)

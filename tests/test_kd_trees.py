@@ -262,3 +262,38 @@ def test_parse_pipeline_caches_the_teacher_restricted_to_the_student(kind, tree,
     else:
         expected = (DependencyCRF if tree == "projective" else MatrixTree)(arc_scores(12), LENS, multiroot).marginals
     torch.testing.assert_close(cached, expected)
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+@pytest.mark.parametrize("temperature,mode", [(1.0, "global"), (2.5, "global"), (2.5, "local")])
+def test_a_first_order_teachers_stored_scores_give_its_second_order_marginals(multiroot, temperature, mode):
+    """The parser cache's factored form for a first-order projective teacher and a second-order student
+    (:func:`structkd.parse.distillation.first_order_marginals`): the arc and sibling marginals recomputed from
+    its stored arc scores are the brute-force marginals of its tree distribution (at ``T`` under a global
+    temperature), to float32 precision; from float16 scores, to float16 precision."""
+    from structkd.numerics import stored_log_potentials
+    from structkd.parse.config import KdConfig
+    from structkd.parse.distillation import first_order_marginals
+
+    t_arcs = arc_scores(5) * 3
+    teacher = DependencyCRF(t_arcs, LENS, multiroot)
+    student = Dependency2oCRF(arc_scores(6), sib_scores(7), LENS, multiroot)
+    kd = KdConfig(method="structural", temperature=temperature, temperature_mode=mode)
+    stored = stored_log_potentials(teacher.potentials[0], (-1,))
+    arcs, sibs = first_order_marginals(kd, stored, student)
+    scale = temperature if mode == "global" else 1.0
+    for b in range(3):
+        n = int(LENS[b])
+        support = brute.trees(n, multiroot, projective=True)
+        probs = brute.probabilities(support, lambda y, b=b: tree_score(t_arcs, None, b, y) / scale)
+        want_arcs, want_sibs = torch.zeros(WORDS + 1, WORDS + 1), torch.zeros(WORDS + 1, WORDS + 1, WORDS + 1)
+        for heads, p in zip(support, probs):
+            for d, h in enumerate(heads):
+                want_arcs[d + 1, h] += p
+            for m, h, s in brute.siblings(heads):
+                want_sibs[m, h, s] += p
+        torch.testing.assert_close(arcs[b].float(), want_arcs, atol=2e-5, rtol=0)
+        torch.testing.assert_close(sibs[b].float(), want_sibs, atol=2e-5, rtol=0)
+    half = first_order_marginals(kd, stored.half(), student)
+    for got, want in zip(half, (arcs, sibs)):
+        torch.testing.assert_close(got, want, atol=5e-3, rtol=0)

@@ -153,21 +153,43 @@ def test_first_order_teacher_to_students(corpus, teachers, tmp_path, caplog):
     assert set(index["fields"]) == {"arcs", "rel_dep", "rel_head"} and sorted(index["shared"]) == ["rel_weight"]
 
 
-@pytest.mark.parametrize("kind,teacher_name,temperature", [("biaffine", "1o", 1.0), ("biaffine", "2o", 2.0),
-                                                           ("seqlabel", "1o", 2.0), ("seqlabel", "2o", 1.0)])
-def test_the_factored_relation_cache_gives_the_loss_of_the_marginals(corpus, teachers, tmp_path, kind, teacher_name,
-                                                                     temperature):
-    """Through the cache and its padded batches: the loss from the teacher's relation factors (recomputed
-    relation distributions) equals the loss from its cached distributions, both forms float16, and the online
+def projective_first_order_teacher(rels, sentences) -> ParseModel:
+    """An untrained first-order projective BiLSTM parser with scores spread as a trained one's."""
+    torch.manual_seed(1)
+    teacher = build_model(build_parse_config({"model": bilstm()}).model, rels, sentences).eval()
+    with torch.no_grad():
+        for weight in teacher.parser.arc.parameters():
+            weight.mul_(4.0)
+    return teacher
+
+
+@pytest.mark.parametrize("kind,teacher_name,temperature,mode", [
+    ("biaffine", "1o", 1.0, "global"), ("biaffine", "2o", 2.0, "global"), ("seqlabel", "1o", 2.0, "global"),
+    ("seqlabel", "2o", 1.0, "global"), ("2o", "projective", 2.0, "global"), ("2o", "projective", 2.0, "local")])
+def test_the_factored_cache_gives_the_loss_of_the_marginals(corpus, teachers, tmp_path, kind, teacher_name,
+                                                            temperature, mode):
+    """Through the cache and its padded batches: the loss from the teacher's scores (relation factors, and a
+    first-order projective teacher's arc scores for a second-order student: recomputed relation distributions,
+    arc and sibling marginals) equals the loss from its cached marginals, both forms float16, and the online
     teacher's within float16 precision."""
-    teacher = ParseModel.load(teachers[teacher_name])
+    sentences = read_conllu(corpus["dev"])[:7]
+    if teacher_name == "projective":
+        teacher = projective_first_order_teacher(ParseModel.load(teachers["2o"]).rels, sentences)
+    else:
+        teacher = ParseModel.load(teachers[teacher_name])
     with torch.no_grad():  # peaked relation distributions, as a trained teacher's (the tiny ones are near uniform)
         teacher.parser.rel.weight.mul_(50.0)
-    sentences = read_conllu(corpus["dev"])[:7]
     torch.manual_seed(0)
-    student = build_model(build_parse_config({"model": bilstm(kind)}).model, teacher.rels, sentences).eval()
+    model = bilstm(tree="2o") if kind == "2o" else bilstm(kind)
+    student = build_model(build_parse_config({"model": model}).model, teacher.rels, sentences).eval()
+    with torch.no_grad():  # scores spread as a trained student's: the loss then depends on every teacher marginal
+        for name, weight in student.parser.named_parameters():
+            if name.startswith(("arc.", "sib.", "rel.")):
+                weight.mul_(4.0)
     spec = StudentSpec.of(student)
-    kd = KdConfig(method="structural", temperature=temperature)
+    kd = KdConfig(method="structural", temperature=temperature, temperature_mode=mode)
+    scores = kind == "2o"
+    assert set(teacher_fields(kd, spec)) == ({"arcs", "sibs", "rels"} if scores else {"arcs", "rels"})
     assert cache_form(kd, spec, teacher) == "factored" and cache_form(kd, spec, teacher, n_teachers=2) == "marginals"
     assert cache_form(KdConfig(method="structural", relations="gold"), StudentSpec.of(
         build_model(build_parse_config({"model": bilstm()}).model, teacher.rels, sentences)), teacher) == "marginals"
@@ -183,19 +205,41 @@ def test_the_factored_relation_cache_gives_the_loss_of_the_marginals(corpus, tea
         batch = TASK.collate(list(enumerate(sentences)), student)
         cached = cached_batch(TASK, cache, teacher_fields(kd, spec), batch, torch.device("cpu"))
         assert ("rel_dep" in cached) == (form == "factored") and ("rels" in cached) == (form == "marginals")
+        assert ("arc_scores" in cached) == (form == "factored" and scores) and ("sibs" in cached) == (
+            form == "marginals" and scores)
         with torch.no_grad():
             losses[form] = kd_loss(kd, student, student(sentences), cached, heads, rels)
     torch.testing.assert_close(losses["factored"], losses["marginals"], rtol=2e-3, atol=2e-3)
     with torch.no_grad():  # the online teacher: its float32 outputs, padded
         rows = compute_teacher_outputs(teacher, sentences, kd, spec)
         size = max(len(s) for s in sentences) + 1
-        padded = {name: torch.zeros(len(rows), *[size] * rows[0][name].dim()) if name == "arcs" else
-                  torch.zeros(len(rows), size, size, len(teacher.rels)) for name in rows[0]}
+        padded = {name: torch.zeros(len(rows), size, size, *row.shape[2:]) if name == "rels" else
+                  torch.zeros(len(rows), *[size] * row.dim()) for name, row in rows[0].items()}
         for b, row in enumerate(rows):
-            n = row["arcs"].shape[0]
-            padded["arcs"][b, :n, :n], padded["rels"][b, :n, :n] = row["arcs"], row["rels"]
+            for name, value in row.items():
+                padded[name][b][tuple(slice(0, k) for k in value.shape)] = value
         online = kd_loss(kd, student, student(sentences), padded, heads, rels)
     torch.testing.assert_close(losses["factored"], online, rtol=5e-3, atol=5e-3)
+
+
+def test_a_first_order_projective_teacher_caches_its_arc_scores_for_a_second_order_student(corpus, teachers,
+                                                                                          tmp_path):
+    """The second-order student's cache holds the teacher's arc scores ``[n + 1, n + 1]`` (and relation factors),
+    not arc and sibling marginals ``[n + 1]^3``; the run trains and evaluates from it."""
+    sentences = read_conllu(corpus["train"])
+    teacher = projective_first_order_teacher(ParseModel.load(teachers["2o"]).rels, sentences)
+    teacher.save(tmp_path / "teacher")
+    for relations in ("marginal", "none"):
+        out = tmp_path / relations
+        results = distill_command(build_parse_config({
+            "data": {"train": corpus["train"], "dev": corpus["dev"]}, "model": bilstm(tree="2o"),
+            "kd": {"method": "structural", "teacher": str(tmp_path / "teacher"), "relations": relations},
+            "training": training(out)}))
+        assert 0.0 <= results["dev"]["las"] <= results["dev"]["uas"] <= 1.0
+        index = json.loads((out / "teacher_cache" / "index.json").read_text())
+        assert index["fingerprint"]["options"]["cache_form"] == "factored"
+        assert set(index["fields"]) == ({"arc_scores", "rel_dep", "rel_head"} if relations == "marginal"
+                                        else {"arc_scores"})
 
 
 def test_a_cache_of_relation_distributions_from_before_is_read_as_it_is(corpus, teachers, tmp_path, monkeypatch):

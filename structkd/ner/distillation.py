@@ -46,7 +46,7 @@ from structkd.models.span import chart_to_tags
 from structkd.models.transformer import EncoderOutput, TransformerTagger
 from structkd.ner.config import KdConfig
 from structkd.ner.modeling import NerModel
-from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, is_impossible
+from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, is_impossible, read_log_potentials, stored_log_potentials
 from structkd.schemes import check_scheme, check_tag
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import LinearChainCRF, MaxEnt, _shared_transitions
@@ -113,32 +113,20 @@ def cache_form(method: str, teacher_head: str | None, student_head: str, n_tags:
     return "potentials" if sizes["potentials"] < sizes["marginals"] else "marginals"
 
 
-def _stored_scores(scores: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """Log-potentials as the float16 cache keeps them: less their maximum over ``dims`` (the distribution is
-    unchanged, and the likely parts, near 0, get float16's finest steps), impossible ones ``STORED_LOG_ZERO``,
-    possible ones at least half of it (never read back as impossible)."""
-    scores = scores.detach().float()
-    impossible = is_impossible(scores)
-    top = scores.masked_fill(impossible, float("-inf")).amax(dims, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    shifted = (scores - top).clamp(min=STORED_LOG_ZERO / 2)
-    return shifted.masked_fill(impossible, STORED_LOG_ZERO)
-
-
 def potential_rows(dist: StructuredDistribution) -> list[dict[str, Tensor]]:
     """The cache's rows in the potentials form from a chain teacher's distribution on a batch: ``emissions
     [n, N]`` per sentence and, for a CRF, ``transitions [N, N]`` (its one transition matrix; a batch of one-word
     sentences has none to give)."""
     if not isinstance(dist, (LinearChainCRF, MaxEnt)):
         raise ValueError(f"the potentials form needs a chain teacher (CRF or MaxEnt), not a {type(dist).__name__}")
-    unary = _stored_scores(dist.potentials[0], (-1,))
+    unary = stored_log_potentials(dist.potentials[0], (-1,))
     transitions = None
     if isinstance(dist, LinearChainCRF) and dist.potentials[1].shape[1] > 0:
         shared = _shared_transitions(dist.potentials[1])
         if shared is None:
             raise ValueError("the teacher's transition scores vary by position or sentence: its potentials cannot "
                              "be stored once per cache")
-        transitions = _stored_scores(shared, (0, 1)).cpu()
+        transitions = stored_log_potentials(shared, (0, 1)).cpu()
     rows = []
     for b, n in enumerate(dist.lens.tolist()):
         row = {"emissions": unary[b, :n].cpu()}
@@ -155,22 +143,14 @@ def compute_potential_rows(teacher: NerModel, sentences: Sequence, scheme: str |
         return potential_rows(teacher(sentences))
 
 
-def _read_scores(stored: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
-    """Stored log-potentials back: ``STORED_LOG_ZERO`` as ``LOG_ZERO``, the others divided by ``T``."""
-    stored = stored.to(dtype)
-    impossible = stored <= STORED_LOG_ZERO
-    scores = stored / temperature if temperature != 1.0 else stored
-    return scores.masked_fill(impossible, LOG_ZERO)
-
-
 def teacher_chain(cached: dict[str, Tensor], lens: Tensor, temperature: float = 1.0, dtype=torch.float32
                   ) -> LinearChainCRF:
     """The teacher's chain at ``T`` from a batch of the potentials form: ``emissions [B, L, N]`` and, from a CRF
     teacher, the cache's ``transitions [N, N]`` (else zero transitions: a MaxEnt teacher's chain)."""
-    unary = _read_scores(cached["emissions"], temperature, dtype)
+    unary = read_log_potentials(cached["emissions"], temperature, dtype)
     transitions = cached.get("transitions")
     if transitions is not None:
-        transitions = _read_scores(transitions.to(unary.device), temperature, dtype)
+        transitions = read_log_potentials(transitions.to(unary.device), temperature, dtype)
     return LinearChainCRF(unary, transitions, lens.to(unary.device))
 
 

@@ -33,11 +33,14 @@ keeps those instead where that is smaller (:func:`cache_form`, the ``factored`` 
 rel_dep       ``[n + 1, rel_hidden]``                the teacher's relation dependent MLP output of each word
 rel_head      ``[n + 1, rel_hidden]``                its relation head MLP output
 rel_weight    ``[n_rels, rel_hidden + 1, ...]``      its biaffine weight, stored once for the whole cache
+arc_scores    ``[n + 1, n + 1]``                     a first-order projective teacher's arc scores, instead of a
+                                                     ``2o`` student's ``arcs`` and ``sibs``
 ============  =====================================  ================================================================
 
 and the loss recomputes ``rels`` per batch (:func:`factored_rel_probs`: the teacher's logits, at ``T``): ``4 *
-rel_hidden * (n + 1)`` bytes a sentence, about 430 a word with 100-wide MLPs.  ``relations=gold`` (biaffine
-students) caches only ``[n, n_rels]``.
+rel_hidden * (n + 1)`` bytes a sentence, about 430 a word with 100-wide MLPs; and from ``arc_scores`` the arc and
+sibling marginals (:func:`first_order_marginals`: the projection of the teacher's tree distribution on the
+student's parts, as at build time).  ``relations=gold`` (biaffine students) caches only ``[n, n_rels]``.
 
 Temperature ``T``: with ``temperature_mode=global`` the teacher's trees are cached at ``T`` and the student's
 tree distribution is scaled by ``1 / T`` in the loss; with ``local`` each word's head marginals (or label
@@ -61,7 +64,7 @@ from structkd.kd import (
 )
 from structkd.models.parsers import BiaffineRelScorer
 from structkd.models.transformer import EncoderOutput
-from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO
+from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, read_log_potentials, stored_log_potentials
 from structkd.parse.config import KdConfig
 from structkd.parse.modeling import ParseModel, ParserOutput
 from structkd.structs.heads import is_tree, projective, word_mask
@@ -141,7 +144,7 @@ def teacher_fields(kd: KdConfig, spec: StudentSpec) -> list[str]:
     return fields
 
 
-FACTORED = "factored"  # the cache form of rel_dep, rel_head and rel_weight instead of rels
+FACTORED = "factored"  # the cache form of the teacher's scores where they are smaller than its marginals
 SHARED_CACHE_FIELDS = frozenset({"rel_weight"})
 """Fields of the factored form stored once for the whole cache (the teacher's biaffine relation weight)."""
 
@@ -154,32 +157,56 @@ def rel_bytes_per_word(form: str, n_rels: int, rel_hidden: int, n: int = 20) -> 
     return 2 * values / n
 
 
-def cache_form(kd: KdConfig, spec: StudentSpec, teacher, n_teachers: int = 1) -> str:
-    """How the teacher cache stores the method's fields: ``factored`` (:data:`FACTORED`) where the method
-    caches the relation distribution of every arc (``rels``), there is one teacher whose relation scorer is
-    biaffine (:class:`~structkd.models.parsers.BiaffineRelScorer`), and its factors take fewer bytes than
-    ``rels`` (:func:`rel_bytes_per_word`); ``marginals`` otherwise (a mixture of teachers, whose relation
-    distributions mix per arc; a black-box teacher's file)."""
+def _first_order_scores(kd: KdConfig, spec: StudentSpec, teacher) -> bool:
+    """Whether the teacher's arc scores ``[n + 1, n + 1]`` stand for the arc and sibling marginals ``[n + 1]^3``
+    of a second-order student: structural KD from a first-order projective teacher with the student's root rule
+    (its marginals over the student's parts are then recomputed exactly from its scores per batch)."""
+    return (kd.method == "structural" and spec.kind == "biaffine" and spec.tree == "2o"
+            and getattr(teacher, "tree", None) == "projective" and teacher.multiroot == spec.multiroot)
+
+
+def _factored_rels(kd: KdConfig, spec: StudentSpec, teacher) -> bool:
+    """Whether a biaffine relation scorer's factors stand for ``rels`` and take fewer bytes."""
     scorer = getattr(getattr(teacher, "parser", None), "rel", None)
-    if n_teachers != 1 or "rels" not in teacher_fields(kd, spec) or not isinstance(scorer, BiaffineRelScorer):
-        return "marginals"
+    if "rels" not in teacher_fields(kd, spec) or not isinstance(scorer, BiaffineRelScorer):
+        return False
     n_rels, width = scorer.weight.shape[:2]
-    sizes = {form: rel_bytes_per_word(form, n_rels, width - 1) for form in ("marginals", FACTORED)}
-    return FACTORED if sizes[FACTORED] < sizes["marginals"] else "marginals"
+    return rel_bytes_per_word(FACTORED, n_rels, width - 1) < rel_bytes_per_word("marginals", n_rels, width - 1)
+
+
+def cache_form(kd: KdConfig, spec: StudentSpec, teacher, n_teachers: int = 1) -> str:
+    """How the teacher cache stores the method's fields: ``factored`` (:data:`FACTORED`, :func:`factored_rows`)
+    where one teacher's scores take fewer bytes than the marginals they determine: a biaffine relation
+    scorer's factors instead of the relation distribution of every arc (``rels``; nearly always smaller,
+    :func:`rel_bytes_per_word`), and a first-order projective teacher's arc scores instead of a second-order
+    student's arc and sibling marginals; ``marginals`` otherwise (a mixture of teachers, whose marginals mix
+    and scores do not; a black-box teacher's file; a method without such fields)."""
+    if n_teachers != 1 or not (_first_order_scores(kd, spec, teacher) or _factored_rels(kd, spec, teacher)):
+        return "marginals"
+    return FACTORED
 
 
 def factored_rows(teacher: ParseModel, sentences: Sequence, kd: KdConfig, spec: StudentSpec
                   ) -> list[dict[str, Tensor]]:
-    """The cache's rows in the factored form: the fields of :func:`teacher_fields` but ``rels``, and the
-    teacher's relation factors ``rel_dep``, ``rel_head`` ``[n + 1, rel_hidden]`` (its weight ``rel_weight``
-    in the first row: stored once)."""
+    """The cache's rows in the factored form: the fields of :func:`teacher_fields`, with ``arc_scores [n + 1,
+    n + 1]`` (the teacher's arc scores, :func:`~structkd.numerics.stored_log_potentials`) instead of ``arcs``
+    and ``sibs`` where :func:`_first_order_scores`, and the teacher's relation factors ``rel_dep``, ``rel_head``
+    ``[n + 1, rel_hidden]`` (its weight ``rel_weight`` in the first row: stored once) instead of ``rels``
+    where :func:`_factored_rels`."""
+    scores, factors = _first_order_scores(kd, spec, teacher), _factored_rels(kd, spec, teacher)
+    skipped = ({"arcs", "sibs"} if scores else set()) | ({"rels"} if factors else set())
+    fields = [f for f in teacher_fields(kd, spec) if f not in skipped]
     with torch.no_grad():
         out, dep, head = teacher.parser.read_factored(sentences)
-        rows = compute_teacher_outputs(teacher, sentences, kd, spec, out=out)
+        rows = compute_teacher_outputs(teacher, sentences, kd, spec, out=out, fields=fields)
+        arc_scores = stored_log_potentials(out.dist.potentials[0], (-1,)) if scores else None
     for b, (row, n) in enumerate(zip(rows, out.dist.lens.tolist())):
-        del row["rels"]
-        row["rel_dep"], row["rel_head"] = dep[b, :n + 1].float().cpu(), head[b, :n + 1].float().cpu()
-    rows[0]["rel_weight"] = teacher.parser.rel.weight.detach().float().cpu()
+        if scores:
+            row["arc_scores"] = arc_scores[b, :n + 1, :n + 1].cpu()
+        if factors:
+            row["rel_dep"], row["rel_head"] = dep[b, :n + 1].float().cpu(), head[b, :n + 1].float().cpu()
+    if factors:
+        rows[0]["rel_weight"] = teacher.parser.rel.weight.detach().float().cpu()
     return rows
 
 
@@ -190,6 +217,25 @@ def factored_rel_probs(cached: dict[str, Tensor], temperature: float) -> Tensor:
     logits = BiaffineRelScorer.logits_of(cached["rel_dep"].float(), cached["rel_head"].float(),
                                          cached["rel_weight"].float())
     return (logits / temperature).softmax(-1)
+
+
+def first_order_marginals(kd: KdConfig, stored: Tensor, student) -> tuple[Tensor, Tensor]:
+    """A first-order projective teacher's marginals over a second-order student's parts (arcs ``[B, S, S]``,
+    siblings ``[B, S, S, S]``) from its stored arc scores ``[B, S, S]``, at ``T`` under a global temperature, as
+    :func:`compute_teacher_outputs` gives ``arcs`` and ``sibs``."""
+    temperature = kd.temperature if kd.temperature_mode == "global" else 1.0
+    teacher = DependencyCRF(read_log_potentials(stored, temperature, torch.float32), student.lens, student.multiroot)
+    return project(teacher, student, impossible=kd.impossible)
+
+
+def expand_factored(kd: KdConfig, cached: dict[str, Tensor], student) -> dict[str, Tensor]:
+    """A batch of the factored form with the marginals it stands for (``arcs``, ``sibs``, ``rels``) recomputed
+    for the ``student``'s tree distribution; a batch of marginals as it is."""
+    if "arc_scores" in cached:
+        cached = {**cached, **dict(zip(("arcs", "sibs"), first_order_marginals(kd, cached["arc_scores"], student)))}
+    if "rel_dep" in cached:
+        cached = {**cached, "rels": factored_rel_probs(cached, kd.temperature)}
+    return cached
 
 
 def _probe(spec: StudentSpec, lens: Tensor, size: int, dtype=torch.float32):
@@ -223,10 +269,11 @@ def _top_trees(out: ParserOutput, k: int, spec: StudentSpec, gold_rel_pred: Tens
 
 
 def compute_teacher_outputs(teacher: ParseModel, sentences: Sequence, kd: KdConfig, spec: StudentSpec,
-                            out: ParserOutput | None = None) -> list[dict[str, Tensor]]:
-    """The cached fields of :func:`teacher_fields` for a batch of sentences, one dict per sentence (from the
-    teacher's output ``out`` on them when given, e.g. on mixed inputs)."""
-    fields = teacher_fields(kd, spec)
+                            out: ParserOutput | None = None, fields: Sequence[str] | None = None
+                            ) -> list[dict[str, Tensor]]:
+    """The cached fields of :func:`teacher_fields` (or those of them in ``fields``) for a batch of sentences, one
+    dict per sentence (from the teacher's output ``out`` on them when given, e.g. on mixed inputs)."""
+    fields = teacher_fields(kd, spec) if fields is None else list(fields)
     temp = kd.temperature
     with torch.no_grad():
         out = teacher(sentences) if out is None else out
@@ -334,8 +381,7 @@ def kd_loss(kd: KdConfig, student: ParseModel, out: ParserOutput, cached: dict[s
     dist = out.dist
     if kd.method == "none":
         return torch.zeros(dist.batch_size, dtype=dist.dtype, device=dist.device)
-    if "rel_dep" in cached:  # the factored form: the relation distributions recomputed from the teacher's factors
-        cached = {**cached, "rels": factored_rel_probs(cached, temp)}
+    cached = expand_factored(kd, cached, dist)  # the factored form: the marginals recomputed from the scores
     if kd.method == "topk":
         return _topk_loss(student, out, cached, gold_heads, gold_rels)
     if student.kind == "seqlabel":
@@ -424,6 +470,7 @@ def head_divergence(kd: KdConfig, student: ParseModel, out: ParserOutput, cached
     """Per-sentence ``sum_d KL(P_T(head of d) || P_S(head of d))`` between the teacher's cached arc marginals
     and a biaffine student's (no gradient): what adversarial augmentation maximizes; the KD loss itself for a
     sequence-labeling student or a method that caches no arc marginals."""
+    cached = expand_factored(kd, cached, out.dist)
     if "arcs" not in cached or student.kind != "biaffine":
         return kd_loss(kd, student, out, cached, gold_heads, gold_rels)
     with torch.no_grad():

@@ -288,6 +288,7 @@ class ParseTask(Task):
         n = max(len(s) for s in batch.sentences)
         shapes = {"arcs": [n + 1, n + 1], "arc_logits": [n + 1, n + 1], "sibs": [n + 1, n + 1, n + 1],
                   "rels": [n + 1, n + 1, None], "rel_dep": [n + 1, None], "rel_head": [n + 1, None],
+                  "arc_scores": [n + 1, n + 1],
                   "gold_rels": [n, None], "topk_heads": [None, n],
                   "topk_rels": [None, n], "topk_labels": [None, n], "topk_weights": None}
         return {name: (shape, -1.0 if name.startswith("topk_") and name != "topk_weights" else 0.0)
