@@ -49,6 +49,8 @@ LEVERS = {  # name: {section: {key: value}} changed in the demo's distilled stud
     # on top of frozen embeddings, the best lever above
     "freeze + 16 epochs": {"model": {"freeze_embeddings": True}, "training": {"epochs": 16}},
     "freeze + more text": {"model": {"freeze_embeddings": True}, "data": {"unlabeled": "MORE"}},
+    "freeze + more text + 16 epochs": {"model": {"freeze_embeddings": True}, "data": {"unlabeled": "MORE"},
+                                       "training": {"epochs": 16}},
 }
 # "more text": the shipped unlabeled sentences plus WNUT17's development sentences after the demo's 250 and its
 # test sentences, without their tags (CC BY 4.0 like the rest: structkd/resources/wnut17_sample/README.md)
