@@ -76,7 +76,7 @@ def finetune(out: Path, data_dir: Path, max_sentences: int | None, epochs: int, 
     args = TrainingArguments(  # warmup_steps in [0, 1) is a fraction of the steps (transformers 5)
         output_dir=str(work), num_train_epochs=epochs, learning_rate=lr, per_device_train_batch_size=32,
         warmup_steps=0.1, weight_decay=0.01, seed=seed, logging_steps=20, save_strategy="no", report_to="none",
-        disable_tqdm=False)
+        disable_tqdm=False, dataloader_pin_memory=torch.cuda.is_available())  # pinning warns without a GPU
     trainer = Trainer(model=model, args=args, train_dataset=WordLabelDataset(data.train, tokenizer, label2id),
                       data_collator=DataCollatorForTokenClassification(tokenizer))
     trainer.train()
