@@ -31,8 +31,8 @@ from ablation_demo import (
     write_report,
 )
 
-from structkd.data import read_columns
 from structkd.ner import build_ner_config
+from structkd.ner.demo import UNLABELED, sample_path
 from structkd.ner.pipeline import distill_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +52,8 @@ LEVERS = {  # name: {section: {key: value}} changed in the demo's distilled stud
     "freeze + more text + 16 epochs": {"model": {"freeze_embeddings": True}, "data": {"unlabeled": "MORE"},
                                        "training": {"epochs": 16}},
 }
-# "more text": the shipped unlabeled sentences plus WNUT17's development sentences after the demo's 250 and its
-# test sentences, without their tags (CC BY 4.0 like the rest: structkd/resources/wnut17_sample/README.md)
-MORE_TEXT = ROOT / "runs" / "wnut17-more-unlabeled.txt"
+# "more text": the training sentences outside the sample plus WNUT17's development sentences after the demo's 250
+# and its test sentences, without their tags (shipped: structkd/resources/wnut17_sample/unlabeled_dev_test.txt)
 
 
 def lever_config(out: Path, lever: str, seed: int):
@@ -63,19 +62,9 @@ def lever_config(out: Path, lever: str, seed: int):
     for section, changes in LEVERS[lever].items():
         values[section] = {**values[section], **changes}
     if values["data"].get("unlabeled") == "MORE":
-        values["data"]["unlabeled"] = [*run_config(out, "structural", True, seed).data.unlabeled, str(more_text())]
+        values["data"]["unlabeled"] = [str(sample_path(name)) for name in UNLABELED]
     values["training"]["output_dir"] = str(directory(out, lever, seed))
     return build_ner_config(values)
-
-
-def more_text(source: Path = ROOT.parent / "shared" / "data" / "wnut17") -> Path:
-    """:data:`MORE_TEXT`, written from the WNUT17 corpus on first use."""
-    if not MORE_TEXT.exists():
-        sentences = (read_columns(source / "dev.conll", layout="token-tag")[250:]
-                     + read_columns(source / "test.conll", layout="token-tag"))
-        MORE_TEXT.parent.mkdir(parents=True, exist_ok=True)
-        MORE_TEXT.write_text("".join(" ".join(s.tokens) + "\n" for s in sentences), encoding="utf-8")
-    return MORE_TEXT
 
 
 def directory(out: Path, lever: str, seed: int) -> Path:

@@ -4,7 +4,8 @@
 
 Takes the first sentences of the training and development splits unchanged, and writes the remaining
 training sentences without their tags as ``unlabeled.txt`` (one sentence per line) for distillation on
-unlabeled text.  The files are read and checked with :func:`structkd.data.read_columns` first, so a
+unlabeled text, and the development sentences after the sample's and the test sentences, without their tags,
+as ``unlabeled_dev_test.txt`` (more unlabeled text; the demo's development sample is not in it).  The files are read and checked with :func:`structkd.data.read_columns` first, so a
 malformed corpus fails with file and line.
 """
 
@@ -25,13 +26,16 @@ def make_sample(source: Path, target: Path, n_train: int, n_dev: int) -> None:
         write_columns(target / name, sentences)
         print(f"{split}: {len(sentences)} sentences -> {target / name}")
     rest = read_columns(source / "train.conll", layout="token-tag")[n_train:]
-    (target / "unlabeled.txt").write_text("".join(" ".join(s.tokens) + "\n" for s in rest), encoding="utf-8")
-    print(f"unlabeled: {len(rest)} sentences -> {target / 'unlabeled.txt'}")
+    more = (read_columns(source / "dev.conll", layout="token-tag")[n_dev:]
+            + read_columns(source / "test.conll", layout="token-tag"))
+    for name, sentences in (("unlabeled.txt", rest), ("unlabeled_dev_test.txt", more)):
+        (target / name).write_text("".join(" ".join(s.tokens) + "\n" for s in sentences), encoding="utf-8")
+        print(f"unlabeled: {len(sentences)} sentences -> {target / name}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, required=True, help="folder with WNUT17 train.conll and dev.conll")
+    parser.add_argument("--source", type=Path, required=True, help="folder with WNUT17 train.conll, dev.conll and test.conll")
     parser.add_argument("--target", type=Path, default=TARGET)
     parser.add_argument("--train", type=int, default=800)
     parser.add_argument("--dev", type=int, default=250)

@@ -22,5 +22,6 @@ def test_sample_is_reproducible(tmp_path):
         rebuilt = read_columns(tmp_path / name)
         shipped = read_columns(ROOT / "structkd" / "resources" / "wnut17_sample" / name)
         assert [(s.tokens, s.tags) for s in rebuilt] == [(s.tokens, s.tags) for s in shipped]
-    shipped_text = (ROOT / "structkd" / "resources" / "wnut17_sample" / "unlabeled.txt").read_text(encoding="utf-8")
-    assert (tmp_path / "unlabeled.txt").read_text(encoding="utf-8") == shipped_text
+    for name in ("unlabeled.txt", "unlabeled_dev_test.txt"):
+        shipped_text = (ROOT / "structkd" / "resources" / "wnut17_sample" / name).read_text(encoding="utf-8")
+        assert (tmp_path / name).read_text(encoding="utf-8") == shipped_text
