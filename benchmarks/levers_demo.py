@@ -3,7 +3,10 @@
 The setting of ``structkd ner demo`` and ``ablation_demo.py``, whose teacher this script reuses: the shipped WNUT17
 sample, a MiniLM-CRF teacher fine-tuned for 3 epochs, BiLSTM-CRF students with word embeddings from the teacher and
 structural KD on the labeled and the 2,594 unlabeled sentences, 8 epochs.  The baseline row is that student (as in
-``ablation_demo.py``, trained again here with the levers' code); each other row changes one of its settings.
+``ablation_demo.py``, trained again here with the levers' code); each other row changes one of its settings, and
+the last three add a second lever to frozen embeddings: 16 epochs, more unlabeled text (WNUT17's development
+text outside the demo's 250 sentences and its test text, 2,046 sentences without tags, shipped as
+``unlabeled_dev_test.txt``), or both.
 ``--seeds`` seeds, dev entity F1 mean and standard deviation, and the share of the teacher's dev F1.  Runs are
 resumable and can be shared between processes (``--worker K --workers N``).
 
