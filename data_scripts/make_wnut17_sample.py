@@ -5,8 +5,9 @@
 Takes the first sentences of the training and development splits unchanged, and writes the remaining
 training sentences without their tags as ``unlabeled.txt`` (one sentence per line) for distillation on
 unlabeled text, and the development sentences after the sample's and the test sentences, without their tags,
-as ``unlabeled_dev_test.txt`` (more unlabeled text; the demo's development sample is not in it).  The files are read and checked with :func:`structkd.data.read_columns` first, so a
-malformed corpus fails with file and line.
+as ``unlabeled_dev_test.txt`` (more unlabeled text; the demo's development sample is not in it).  The files
+are read and checked with :func:`structkd.data.read_columns` first, so a malformed corpus fails with file and
+line.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def make_sample(source: Path, target: Path, n_train: int, n_dev: int) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, required=True, help="folder with WNUT17 train.conll, dev.conll and test.conll")
+    parser.add_argument("--source", type=Path, required=True,
+                        help="folder with WNUT17 train.conll, dev.conll and test.conll")
     parser.add_argument("--target", type=Path, default=TARGET)
     parser.add_argument("--train", type=int, default=800)
     parser.add_argument("--dev", type=int, default=250)
