@@ -115,6 +115,19 @@ def train_groups(out: Path, groups: list, name: Callable[[object], str], finishe
         claims.wait(name(group), lambda group=group: finished(group), lambda group=group: train(group))
 
 
+def _resolved_data(values: dict) -> dict:
+    """``values`` with the files of its data section named by their resolved paths: a corpus named by a relative
+    path in one call and by an absolute one in the next (another checkout, another ``--data``) is the same
+    setting; a name that is no file stays as it is."""
+    def resolve(value):
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        return os.path.realpath(value) if isinstance(value, str) and os.path.isfile(value) else value
+
+    data = values.get("data")
+    return {**values, "data": {k: resolve(v) for k, v in data.items()}} if isinstance(data, dict) else values
+
+
 def run_once(config, config_file: str, train: Callable[..., dict]) -> dict:
     """One run of a benchmark table in ``config.training.output_dir``: its ``results.json`` if it finished,
     else ``train(config, resume=True)`` (a run cut short goes on from its last checkpoint).
@@ -128,7 +141,8 @@ def run_once(config, config_file: str, train: Callable[..., dict]) -> dict:
         return train(config, resume=True)
     saved = target / config_file
     if saved.exists():
-        changes = changed_settings(json.loads(saved.read_text(encoding="utf-8")), config.to_dict())
+        changes = changed_settings(_resolved_data(json.loads(saved.read_text(encoding="utf-8"))),
+                                   _resolved_data(config.to_dict()))
         if changes:
             raise ValueError(f"{target}: this finished run was made with other settings ({'; '.join(changes)}); "
                              f"move it aside to run it again under the current ones")

@@ -220,3 +220,31 @@ def test_run_once_trains_or_resumes_and_refuses_a_finished_run_of_other_settings
     assert len(calls) == 1
     (tmp_path / "run" / "parse_config.json").unlink()  # a run saved without its config is taken as it is
     assert run_once(config(5), "parse_config.json", train) == {"dev": 3}
+
+
+def test_run_once_reads_back_a_run_whose_corpus_was_named_another_way(tmp_path, monkeypatch):
+    """A finished run saved with a relative path to its training file is read back when the same file is now
+    named by its absolute path, and refused for another file."""
+    from run_claims import run_once
+
+    from structkd.parse import build_parse_config
+
+    (tmp_path / "a.conllu").write_text("", encoding="utf-8")
+    (tmp_path / "b.conllu").write_text("", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+
+    def config(train: str):
+        return build_parse_config({"data": {"train": train}, "model": {"kind": "seqlabel"},
+                                   "training": {"output_dir": str(tmp_path / "run")}})
+
+    def train(cfg, resume=False):
+        target = Path(cfg.training.output_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        cfg.save(target / "parse_config.json")
+        (target / "results.json").write_text(json.dumps({"dev": 1}))
+        return {"dev": 1, "trained": True}
+
+    assert run_once(config("a.conllu"), "parse_config.json", train)["trained"]
+    assert run_once(config(str(tmp_path / "a.conllu")), "parse_config.json", train) == {"dev": 1}
+    with pytest.raises(ValueError, match="data.train"):
+        run_once(config(str(tmp_path / "b.conllu")), "parse_config.json", train)
