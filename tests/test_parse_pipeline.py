@@ -28,6 +28,7 @@ from structkd.parse.distillation import (  # noqa: E402
     StudentSpec,
     cache_form,
     compute_teacher_outputs,
+    expand_factored,
     factored_rows,
     kd_loss,
     teacher_fields,
@@ -208,7 +209,10 @@ def test_the_factored_cache_gives_the_loss_of_the_marginals(corpus, teachers, tm
         assert ("arc_scores" in cached) == (form == "factored" and scores) and ("sibs" in cached) == (
             form == "marginals" and scores)
         with torch.no_grad():
-            losses[form] = kd_loss(kd, student, student(sentences), cached, heads, rels)
+            out = student(sentences)
+            losses[form] = kd_loss(kd, student, out, cached, heads, rels)
+            expanded = expand_factored(kd, cached, out.dist)
+        assert set(expanded) == set(teacher_fields(kd, spec))  # the marginals, the scores dropped
     torch.testing.assert_close(losses["factored"], losses["marginals"], rtol=2e-3, atol=2e-3)
     with torch.no_grad():  # the online teacher: its float32 outputs, padded
         rows = compute_teacher_outputs(teacher, sentences, kd, spec)

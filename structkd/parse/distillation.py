@@ -228,14 +228,21 @@ def first_order_marginals(kd: KdConfig, stored: Tensor, student) -> tuple[Tensor
     return project(teacher, student, impossible=kd.impossible)
 
 
+_FACTORED_FIELDS = ("arc_scores", "rel_dep", "rel_head", "rel_weight")
+
+
 def expand_factored(kd: KdConfig, cached: dict[str, Tensor], student) -> dict[str, Tensor]:
-    """A batch of the factored form with the marginals it stands for (``arcs``, ``sibs``, ``rels``) recomputed
-    for the ``student``'s tree distribution; a batch of marginals as it is."""
+    """A batch of the factored form as the marginals it stands for (``arcs``, ``sibs``, ``rels``, recomputed for
+    the ``student``'s tree distribution; the scores themselves dropped, so that expanding again is free); a batch
+    of marginals as it is."""
+    expanded = {}
     if "arc_scores" in cached:
-        cached = {**cached, **dict(zip(("arcs", "sibs"), first_order_marginals(kd, cached["arc_scores"], student)))}
+        expanded.update(zip(("arcs", "sibs"), first_order_marginals(kd, cached["arc_scores"], student)))
     if "rel_dep" in cached:
-        cached = {**cached, "rels": factored_rel_probs(cached, kd.temperature)}
-    return cached
+        expanded["rels"] = factored_rel_probs(cached, kd.temperature)
+    if not expanded:
+        return cached
+    return {**{k: v for k, v in cached.items() if k not in _FACTORED_FIELDS}, **expanded}
 
 
 def _probe(spec: StudentSpec, lens: Tensor, size: int, dtype=torch.float32):

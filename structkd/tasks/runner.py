@@ -213,7 +213,9 @@ def _marginals_cache(task: Task, directory: Path, sentences: Sequence, teacher_i
     rather than refused; ``None`` when there is none."""
     if options["cache_form"] == "marginals":
         return None
-    try:
+    try:  # the stored form first (no pass over the sentences unless it is the marginals form)
+        if TeacherCache.load(directory).fingerprint["options"].get("cache_form", "marginals") != "marginals":
+            return None
         return TeacherCache.load(directory, tokens=(task.words(s) for s in sentences), teacher_id=teacher_id,
                                  options={**options, "cache_form": "marginals"})
     except (CacheMismatchError, CacheCorruptError, FileNotFoundError):
