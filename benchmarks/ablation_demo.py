@@ -83,6 +83,7 @@ def run_config(out: Path, option: str, unlabeled: bool, seed: int):
     # the demo's student as this table measured it, before the demo froze its embeddings (levers_demo.py) and took
     # WNUT17's dev and test text as more unlabeled text: the training sentences outside the sample only
     values["model"]["freeze_embeddings"] = False
+    values["model"]["open_vocabulary"] = False  # measured with the dev words in the vocabulary (no lexicon)
     values["data"]["unlabeled"] = [str(sample_path("unlabeled.txt"))] if unlabeled else []
     values["kd"] = {**values["kd"], **option_kd(option, [str(d / "model") for d in teacher_dirs(out)])}
     values["training"]["output_dir"] = str(out / run_name(option, unlabeled, seed))

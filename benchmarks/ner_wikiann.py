@@ -235,7 +235,8 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
           "cache_dir": str(out / "caches" / run.group)}
     epochs = setting.student_epochs
     if run.block in ("unlabeled", "ablation"):  # both start from the teacher's word embeddings
-        model.update(init_from_teacher=True, freeze_embeddings=run.frozen)
+        # measured with the dev and test words in the vocabulary (before model.open_vocabulary)
+        model.update(init_from_teacher=True, freeze_embeddings=run.frozen, open_vocabulary=False)
         # a baseline without KD, and the ablation's rows without unlabeled text, learn from the labeled sentences
         if run.method != "none" and (run.block == "unlabeled" or run.with_unlabeled):
             data, epochs = unlabeled_data_section(data_dir, setting), setting.unlabeled_epochs

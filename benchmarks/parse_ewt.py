@@ -319,6 +319,7 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
         cache += f"-unlabeled{run.unlabeled}"
     if run.block in ("unlabeled", "ablation"):
         model["init_from_teacher"] = True  # word_dim becomes the teacher's hidden size
+        model["open_vocabulary"] = False  # measured with the dev and test words in the vocabulary (no lexicon)
         cache = run.name if run.block == "ablation" else f"unlabeled-{cache}"
         # a baseline without KD, and the ablation's rows without unlabeled text, learn from the labeled sentences
         if run.method != "none" and (run.block == "unlabeled" or run.with_unlabeled):

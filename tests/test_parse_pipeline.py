@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from tiny_models import write_tiny_bert  # noqa: E402
 
 from structkd.cli import main  # noqa: E402
-from structkd.data import read_conllu  # noqa: E402
+from structkd.data import Sentence, read_conllu  # noqa: E402
 from structkd.kd import structural_kd_loss  # noqa: E402
 from structkd.parse import (  # noqa: E402
     ParseModel,
@@ -569,7 +569,8 @@ def test_init_from_teacher_starts_the_word_embeddings_from_the_teacher(corpus, t
             torch.testing.assert_close(weights[n], table[ids].mean(0), rtol=0, atol=1e-6)
         assert len(encoder.tokenizer("unbelievable", add_special_tokens=False)["input_ids"]) > 1
         assert "unbelievable" in words  # a word of several subwords: their mean
-    # a distillation run: the vocabulary covers the test words (a word no other split has), saved and reloaded
+    # a distillation run: the open vocabulary (default) embeds a test word no other split has through the
+    # teacher's subword table, saved and reloaded; without it, the vocabulary covers the test words
     test = tmp_path / "test.conllu"
     test.write_text(block(0, "zorba lives in paris", "PROPN VERB ADP PROPN", [2, 0, 4, 2], "nsubj root case obl")
                     + "\n\n", encoding="utf-8")
@@ -582,13 +583,22 @@ def test_init_from_teacher_starts_the_word_embeddings_from_the_teacher(corpus, t
     results = distill_command(config("init", {**bilstm(tree="nonprojective"), "init_from_teacher": True}))
     assert 0.0 <= results["test"]["las"] <= 1.0
     saved = ParseModel.load(tmp_path / "init" / "model")
-    assert "zorba" in saved.parser.vocab.words.items
+    assert "zorba" not in saved.parser.vocab.words.items and saved.parser.vocab.lexicon is not None
     assert saved.parser.encoder.bilstm.words.weight.shape[1] == encoder.hidden_size
+    inputs = saved.parser.vocab.encode([Sentence(["Zorba", "lives"])])
+    vectors = saved.parser.encoder.bilstm.word_vectors(inputs["words"], inputs["oov"])
+    ids = encoder.tokenizer(["zorba"], is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    torch.testing.assert_close(vectors[0, 0], table[ids].mean(0), rtol=0, atol=1e-6)
+    closed = distill_command(config("closed", {**bilstm(tree="nonprojective"), "init_from_teacher": True,
+                                               "open_vocabulary": False}))
+    assert 0.0 <= closed["test"]["las"] <= 1.0
+    closed_model = ParseModel.load(tmp_path / "closed" / "model").parser
+    assert "zorba" in closed_model.vocab.words.items and closed_model.vocab.lexicon is None
     distill_command(config("plain", {**bilstm(tree="nonprojective"), "init_from_teacher": False}))
     assert "zorba" not in ParseModel.load(tmp_path / "plain" / "model").parser.vocab.words.items
     distill_command(config("auto", bilstm(tree="nonprojective")))  # the default: on for a transformer teacher
     auto = ParseModel.load(tmp_path / "auto" / "model").parser
-    assert "zorba" in auto.vocab.words.items and auto.encoder.bilstm.words.weight.shape[1] == encoder.hidden_size
+    assert auto.vocab.lexicon is not None and auto.encoder.bilstm.words.weight.shape[1] == encoder.hidden_size
     distill_command(config("auto-bilstm", bilstm(), {"method": "structural", "teacher": teachers["2o"]}))
     assert ParseModel.load(tmp_path / "auto-bilstm" / "model").parser.encoder.bilstm.words.weight.shape[1] == 8
     # refused, with the reason

@@ -92,19 +92,25 @@ def test_the_option_is_refused_without_a_transformer_teacher(teacher, tmp_path):
         build_ner_config({"model": {"kind": "transformer", "init_from_teacher": True}})
 
 
-def test_a_distilled_tagger_covers_every_split_and_reloads(teacher, tmp_path):
+def test_a_distilled_tagger_embeds_unseen_words_and_reloads(teacher, tmp_path):
+    """With the teacher's embeddings, the open vocabulary (default) leaves the test words out of the vocabulary
+    and embeds them through the saved lexicon; ``open_vocabulary=false`` puts them in the vocabulary; without
+    the teacher's embeddings neither."""
     train = write_corpus(tmp_path / "train.conll", ROWS, 1)
     test = write_corpus(tmp_path / "test.conll", [("zorba lives in Paris", "B-PER O O B-LOC")], 1)
-    for init in (True, False):
-        out = tmp_path / str(init)
-        model = {"kind": "bilstm", "hidden": 8, "char_filters": 4, "init_from_teacher": init}
+    for init, open_vocabulary in ((True, True), (True, False), (False, True)):
+        out = tmp_path / f"{init}-{open_vocabulary}"
+        model = {"kind": "bilstm", "hidden": 8, "char_filters": 4, "init_from_teacher": init,
+                 "open_vocabulary": open_vocabulary}
         config = build_ner_config({"data": {"train": train, "test": test}, "model": model,
                                    "kd": {"method": "structural", "teacher": teacher},
                                    "training": {"epochs": 1, "batch_size": 4, "output_dir": str(out),
                                                 "progress": False}})
         distill_command(config)
         saved = NerModel.load(out / "model")
-        assert ("zorba" in saved.vocab.words.items) == init
+        assert ("zorba" in saved.vocab.words.items) == (init and not open_vocabulary)
+        assert (saved.vocab.lexicon is not None) == (init and open_vocabulary)
+        assert (out / "model" / "lexicon" / "table.safetensors").is_file() == (init and open_vocabulary)
         assert saved.tagger.encoder.words.weight.shape[1] == (32 if init else 100)
 
 

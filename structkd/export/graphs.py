@@ -48,8 +48,9 @@ def reversal_index(lens: Tensor, seq_len: int) -> Tensor:
 
 
 class UnpackedBiLSTM(nn.Module):
-    """:class:`BiLSTMEncoder` without packed sequences: ``(words [B, L], chars [B, L, W], lens [B])`` to
-    ``[B, L, 2 * hidden]`` (0 at padding), the same numbers as the packed encoder in eval mode."""
+    """:class:`BiLSTMEncoder` without packed sequences: ``(words [B, L], chars [B, L, W], lens [B])`` and, for
+    an open vocabulary, ``oov [K, word_dim]`` to ``[B, L, 2 * hidden]`` (0 at padding), the same numbers as the
+    packed encoder in eval mode."""
 
     def __init__(self, encoder: BiLSTMEncoder):
         super().__init__()
@@ -68,8 +69,8 @@ class UnpackedBiLSTM(nn.Module):
         pooled = pooled.masked_fill(padding.all(-1), 0.0)
         return pooled.reshape(batch_size, seq_len, -1)
 
-    def forward(self, words: Tensor, chars: Tensor, lens: Tensor) -> Tensor:
-        x = torch.cat([self.encoder.words(words), self.characters(chars)], -1)
+    def forward(self, words: Tensor, chars: Tensor, lens: Tensor, oov: Tensor | None = None) -> Tensor:
+        x = torch.cat([self.encoder.word_vectors(words, oov), self.characters(chars)], -1)
         seq_len = words.shape[1]
         index = reversal_index(lens, seq_len).unsqueeze(-1)
         for forward_lstm, backward_lstm in zip(self.forward_layers, self.backward_layers):

@@ -6,6 +6,7 @@ An exported directory holds::
     runtime.json     {"format": "structkd-runtime", "version": 1, "task", "kind", "encoder", labels, decoder...}
     arrays.npz       CRF transitions/start/end and their constraint masks, a parser's relation weight or labels
     vocab.json       BiLSTM models: words and characters (copied from the saved model)
+    lexicon/         BiLSTM models with an open vocabulary: the teacher's tokenizer and subword table (copied)
     tokenizer.json   transformer models: the fast tokenizer, read with the ``tokenizers`` library
     inference.json   copied from the saved model when present (its ``tokenizer`` names the text tokenizer)
 
@@ -32,6 +33,7 @@ from structkd.models.serialization import CONFIG_NAME, VOCAB_NAME, load_pretrain
 from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import SubwordEncoder, TransformerTagger
 from structkd.runtime.inputs import SubwordInputs, WordVocab
+from structkd.runtime.lexicon import LEXICON_DIR
 from structkd.runtime.models import ARRAYS_NAME, FORMAT_VERSION, GRAPH_NAME, RUNTIME_NAME, TOKENIZER_NAME
 
 EXPORT_TOLERANCE = 1e-4
@@ -106,7 +108,9 @@ def _probe_words(model: nn.Module, work: Path) -> list[str]:
     """Words to build check batches from: the model's vocabulary (BiLSTM) or the tokenizer's pieces."""
     vocab = getattr(model, "vocab", None)
     if vocab is not None:
-        return [w for w in vocab.words.items[2:] if w] or ["a"]
+        known = [w for w in vocab.words.items[2:] if w] or ["a"]
+        # an open vocabulary also embeds words it has no row for: some in the check batches
+        return known + ([w[::-1] + "zq" for w in known[:len(known) // 4 + 1]] if vocab.lexicon is not None else [])
     tokenizer = _encoder(model).tokenizer
     special = set(tokenizer.all_special_tokens)
     pieces = sorted(w for w in tokenizer.get_vocab() if w not in special and w.isalpha()) or ["a"]
@@ -160,6 +164,8 @@ def _write_side_files(model: nn.Module, source: Path, work: Path, meta: dict, ar
         if not vocab_file.is_file():
             raise FileNotFoundError(f"{vocab_file}: missing; a BiLSTM model is exported with its vocabulary")
         shutil.copyfile(vocab_file, work / VOCAB_NAME)
+        if (source / LEXICON_DIR).is_dir():  # an open vocabulary: the graph also reads the oov vectors
+            shutil.copytree(source / LEXICON_DIR, work / LEXICON_DIR)
     else:
         encoder = _encoder(model)
         meta["subwords"] = _subword_settings(encoder, source)
@@ -209,6 +215,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, format: str = "onnx
         inputs = BILSTM_INPUTS if meta["encoder"] == "bilstm" else SUBWORD_INPUTS
         builder = (WordVocab.load(work / VOCAB_NAME) if meta["encoder"] == "bilstm"
                    else SubwordInputs(work / TOKENIZER_NAME, meta["subwords"]))
+        if getattr(builder, "lexicon", None) is not None:
+            inputs = {**inputs, "oov": {0: "oov"}}
         words = _probe_words(model, work)
         trace = _feeds(builder, _probe_sentences(words, [6, 2, 4], 0))
         _export_graph(graph, trace, inputs, meta["outputs"], work / GRAPH_NAME, opset)

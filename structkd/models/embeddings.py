@@ -3,8 +3,10 @@
 Each word of the student's vocabulary starts as the mean of its subwords' input embeddings in the teacher
 (:meth:`~structkd.models.transformer.SubwordEncoder.embed_words`), so the word width is the teacher's hidden
 size.  The NER and UPOS taggers (:func:`structkd.ner.modeling.build_model`) and the parsers
-(:func:`structkd.parse.modeling.build_model`) share it.  Such a student can embed any word, so its vocabulary
-covers every split (:func:`vocabulary_sentences`).
+(:func:`structkd.parse.modeling.build_model`) share it.  Such a student can embed any word: with
+``model.open_vocabulary`` (the default) it keeps the teacher's subword table and embeds a word outside its
+vocabulary when it reads it (:mod:`structkd.runtime.lexicon`, :func:`teacher_lexicon`); without, its vocabulary
+covers every split (:func:`vocabulary_sentences`) and other words are unknown.
 
 ``model.init_from_teacher`` is ``auto`` by default (:func:`resolve_init_from_teacher`): on when a BiLSTM student
 distils from a teacher with a transformer encoder.  With structural KD on unlabeled text such students kept
@@ -20,9 +22,10 @@ from typing import Any
 from structkd.data.lazy import concat
 from structkd.models.taggers import BiLSTMEncoder
 from structkd.models.transformer import SubwordEncoder
+from structkd.runtime.lexicon import SubwordLexicon
 
 __all__ = ["AUTO", "check_init_options", "load_teacher_embeddings", "resolve_init_from_teacher",
-           "teacher_word_encoder", "vocabulary_sentences"]
+           "teacher_lexicon", "teacher_word_encoder", "vocabulary_sentences"]
 
 AUTO = "auto"  # model.init_from_teacher: on for a BiLSTM student of a transformer teacher
 
@@ -85,8 +88,16 @@ def load_teacher_embeddings(student: BiLSTMEncoder, encoder: SubwordEncoder, wor
     student.words.weight.requires_grad_(not freeze)
 
 
-def vocabulary_sentences(distilled: Sequence, others: Sequence[Sequence], from_teacher: bool) -> Sequence:
+def vocabulary_sentences(distilled: Sequence, others: Sequence[Sequence], from_teacher: bool,
+                         open_vocabulary: bool = True) -> Sequence:
     """The sentences a BiLSTM student's vocabulary is built from: its distillation sentences, plus ``others``
     (the development and test sentences) when its word embeddings come from the teacher, which can embed any
-    word (tokens only: no label is read); joined without a copy (lazily read sentences stay unread)."""
-    return concat(distilled, *others) if from_teacher else distilled
+    word, and it has no open vocabulary (``model.open_vocabulary=false``; tokens only: no label is read); joined
+    without a copy (lazily read sentences stay unread)."""
+    return concat(distilled, *others) if from_teacher and not open_vocabulary else distilled
+
+
+def teacher_lexicon(encoder: SubwordEncoder, open_vocabulary: bool) -> SubwordLexicon | None:
+    """The lexicon a student of ``encoder``'s embeddings keeps for words outside its vocabulary
+    (``model.open_vocabulary``), or ``None``."""
+    return SubwordLexicon.from_encoder(encoder) if open_vocabulary else None

@@ -144,7 +144,7 @@ class ParserEncoder(nn.Module):
             return self.transformer([_words(s) for s in sentences], output_hidden_states=True,
                                     output_attentions=attentions)
         inputs = self._indices(sentences, vocab)
-        features = self.bilstm(inputs["words"], inputs["chars"], inputs["lens"])
+        features = self.bilstm(inputs["words"], inputs["chars"], inputs["lens"], inputs.get("oov"))
         mask = length_mask(inputs["lens"], features.shape[1]).long()
         return EncoderOutput(features, inputs["lens"], (features,), None, mask)
 
@@ -158,7 +158,8 @@ class ParserEncoder(nn.Module):
             return self.transformer.mixed([_words(s) for s in sentences], perm, lam)
         inputs = self._indices(sentences, vocab)
         lens = inputs["lens"]
-        x, mixed_lens = mix_embeddings(self.bilstm.embed(inputs["words"], inputs["chars"]), lens,
+        embedded = self.bilstm.embed(inputs["words"], inputs["chars"], inputs.get("oov"))
+        x, mixed_lens = mix_embeddings(embedded, lens,
                                        lam.to(lens.device), perm.to(lens.device))
         features = self.bilstm.contextualize(x, mixed_lens)
         return EncoderOutput(features, mixed_lens, None, None, length_mask(mixed_lens, x.shape[1]).long())
@@ -176,7 +177,7 @@ class ParserEncoder(nn.Module):
             encoded = batch if isinstance(batch, EncoderOutput) else self.transformer(batch)
             return self.dropout(encoded.features), encoded.lens
         batch = self._indices(batch, vocab)
-        return self.bilstm(batch["words"], batch["chars"], batch["lens"]), batch["lens"]
+        return self.bilstm(batch["words"], batch["chars"], batch["lens"], batch.get("oov")), batch["lens"]
 
 
 # ------------------------------------------------------------------------------------------- scorers

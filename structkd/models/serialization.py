@@ -6,6 +6,8 @@ A saved model is a directory::
                           "encoder_model": {"class": "BertModel", "absent_modules": ["pooler"]}}
     model.safetensors    every parameter and persistent buffer (safetensors.torch.save_model: shared tensors ok)
     vocab.json           BiLSTM taggers: words, characters and tags (TaggerVocab.save)
+    lexicon/             BiLSTM students with an open vocabulary: the teacher's tokenizer and subword table
+                         (structkd.runtime.lexicon)
     encoder/             transformer taggers and parsers: the transformers config and tokenizer files, so
                          that the model rebuilds offline (its weights are in model.safetensors)
 
@@ -36,6 +38,7 @@ from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import SubwordEncoder, TransformerTagger
 from structkd.models.vocab import TaggerVocab
 from structkd.runtime.files import read_json_in
+from structkd.runtime.lexicon import LEXICON_DIR, load_lexicon
 from structkd.train.atomic import atomic_directory, resolve_dir
 
 CONFIG_NAME = "config.json"
@@ -109,6 +112,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, config: dict | None
         if vocab is not None:
             vocab.save(tmp / VOCAB_NAME)
             document["vocab"] = VOCAB_NAME
+            if vocab.lexicon is not None:
+                vocab.lexicon.save(tmp / LEXICON_DIR)
         built = _encoder_build(model)
         if built:
             document["encoder_model"] = built
@@ -118,7 +123,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, config: dict | None
     return directory
 
 
-MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, ENCODER_DIR)
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME, ENCODER_DIR, LEXICON_DIR)
 
 
 def _is_saved_model(directory: Path) -> bool:
@@ -202,14 +207,16 @@ def _rebuild_encoder(model: nn.Module, built: dict | None, config_path: Path) ->
 
 
 def load_vocab(directory: str | Path) -> TaggerVocab:
-    """The vocabulary saved next to a BiLSTM tagger."""
+    """The vocabulary saved next to a BiLSTM tagger (with its open vocabulary's ``lexicon/``, if any)."""
     path = Path(directory) / VOCAB_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing")
     try:
-        return TaggerVocab.load(path)
+        vocab = TaggerVocab.load(path)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: not a valid vocabulary ({error!r})") from error
+    vocab.lexicon = load_lexicon(directory)
+    return vocab
 
 
 def _check_vocab(vocab: TaggerVocab, args: dict, directory: Path) -> None:

@@ -71,10 +71,22 @@ class BiLSTMEncoder(nn.Module):
         with torch.no_grad():
             self.words.weight.copy_(vectors)
 
-    def embed(self, words: Tensor, chars: Tensor) -> Tensor:
+    def word_vectors(self, words: Tensor, oov: Tensor | None = None) -> Tensor:
+        """``[B, L, word_dim]``: the embedding of ids ``words [B, L]``; with ``oov [K, word_dim]`` (an open
+        vocabulary's batch, :mod:`structkd.runtime.lexicon`) an id ``n_words + k`` reads row ``k`` of it."""
+        if oov is None:
+            return self.words(words)
+        n_words = self.words.num_embeddings
+        known = words < n_words
+        vectors = self.words(words.masked_fill(~known, 1))
+        extra = oov.to(vectors.dtype)[(words - n_words).clamp(min=0)]
+        return torch.where(known.unsqueeze(-1), vectors, extra)
+
+    def embed(self, words: Tensor, chars: Tensor, oov: Tensor | None = None) -> Tensor:
         """Input embeddings ``[B, L, word_dim + char_filters]`` (word embedding and character CNN) of ids
-        ``words [B, L]`` and ``chars [B, L, W]``: what MixKD mixes (:func:`structkd.kd.mix_embeddings`)."""
-        return torch.cat([self.words(words), self.chars(chars)], -1)
+        ``words [B, L]`` and ``chars [B, L, W]`` (``oov``: :meth:`word_vectors`): what MixKD mixes
+        (:func:`structkd.kd.mix_embeddings`)."""
+        return torch.cat([self.word_vectors(words, oov), self.chars(chars)], -1)
 
     def contextualize(self, x: Tensor, lens: Tensor) -> Tensor:
         """The BiLSTM over input embeddings ``x [B, L, input_dim]``: ``[B, L, 2 * hidden]`` (dropout on both
@@ -85,8 +97,8 @@ class BiLSTMEncoder(nn.Module):
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return self.dropout(out)
 
-    def forward(self, words: Tensor, chars: Tensor, lens: Tensor) -> Tensor:
-        return self.contextualize(self.embed(words, chars), lens)
+    def forward(self, words: Tensor, chars: Tensor, lens: Tensor, oov: Tensor | None = None) -> Tensor:
+        return self.contextualize(self.embed(words, chars, oov), lens)
 
 
 class CRFHead(nn.Module):
@@ -151,8 +163,9 @@ class BiLSTMTagger(nn.Module):
 
         self.vocab = None  # the TaggerVocab that reads sentences (set by NerModel and load_pretrained)
 
-    def forward(self, words: Tensor, chars: Tensor, lens: Tensor, **_) -> StructuredDistribution:
-        return self.head(self.encoder(words, chars, lens), lens)
+    def forward(self, words: Tensor, chars: Tensor, lens: Tensor, oov: Tensor | None = None,
+                **_) -> StructuredDistribution:
+        return self.head(self.encoder(words, chars, lens, oov), lens)
 
     # the interface every tagger shares (TransformerTagger, HFTokenClassifier): read, tags, head_kind,
     # gold_loss, decode

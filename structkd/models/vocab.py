@@ -11,6 +11,9 @@ from typing import Any
 
 import torch
 
+from structkd.runtime.inputs import WordLookup
+from structkd.runtime.lexicon import SubwordLexicon
+
 PAD, UNK = "<pad>", "<unk>"
 
 
@@ -71,11 +74,14 @@ def count_words(sentences: Iterable, words: Callable[[Any], Sequence[str]],
 
 @dataclass
 class TaggerVocab:
-    """Words (lowercased), characters and tags of a sequence-labeling model."""
+    """Words (lowercased), characters and tags of a sequence-labeling model, and optionally the lexicon of an
+    open vocabulary (:mod:`structkd.runtime.lexicon`: words outside ``words`` embedded by the teacher's subword
+    table; saved beside the vocabulary by :func:`structkd.models.save_pretrained`)."""
 
     words: Vocabulary
     chars: Vocabulary
     tags: Vocabulary
+    lexicon: SubwordLexicon | None = None
 
     @classmethod
     def build(cls, sentences, min_word_count: int = 1) -> TaggerVocab:
@@ -100,14 +106,16 @@ class TaggerVocab:
 
     def encode(self, sentences, max_word_len: int = 20, device: torch.device | str | None = None) -> dict:
         """Padded index tensors of a batch: ``words [B, L]``, ``chars [B, L, W]``, ``lens [B]`` and, for
-        labeled sentences, ``tags [B, L]`` (-1 at padding)."""
+        labeled sentences, ``tags [B, L]`` (-1 at padding); with a lexicon, ``oov [K, hidden]``, the vectors of
+        the batch's words outside the vocabulary (word ``k`` of them has id ``len(words) + k``; at least one row)."""
         seq_len = max(len(s) for s in sentences)
         width = min(max_word_len, max(len(t) for s in sentences for t in s.tokens))
         word_pad, char_pad, tag_pad = [0] * seq_len, [0] * width, [-1] * seq_len
         words, chars, tags = [], [], []
+        lookup = WordLookup(self.words.index, self.lexicon is not None)
         for s in sentences:  # Python lists, one tensor each at the end (a tensor per word costs more than this)
             pad = seq_len - len(s)
-            words.append(self.words.lookup([t.lower() for t in s.tokens]) + word_pad[:pad])
+            words.append(lookup(s.tokens) + word_pad[:pad])
             rows = [self.chars.lookup(token[:width]) for token in s.tokens]
             chars.append([row + char_pad[:width - len(row)] for row in rows] + [char_pad] * pad)
             if s.tags is not None:
@@ -117,4 +125,6 @@ class TaggerVocab:
                  "lens": lens}
         if len(tags) == len(sentences):
             batch["tags"] = torch.tensor(tags, dtype=torch.long)
+        if self.lexicon is not None:
+            batch["oov"] = torch.from_numpy(self.lexicon.batch_vectors(lookup.unknown))
         return {k: v.to(device) for k, v in batch.items()}

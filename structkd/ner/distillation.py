@@ -384,7 +384,7 @@ def encode_states(model: NerModel, sentences: Sequence, attentions: bool = False
                                  output_attentions=attentions)
         return tagger(encoded), encoded
     inputs = model.vocab.encode(sentences, device=model.device)
-    features = tagger.encoder(inputs["words"], inputs["chars"], inputs["lens"])
+    features = tagger.encoder(inputs["words"], inputs["chars"], inputs["lens"], inputs.get("oov"))
     mask = length_mask(inputs["lens"], features.shape[1]).long()
     return tagger.head(features, inputs["lens"]), EncoderOutput(features, inputs["lens"], (features,), None, mask)
 
@@ -400,7 +400,8 @@ def forward_mixed(model: NerModel, sentences: Sequence, perm: Tensor, lam: Tenso
         return tagger(tagger.encoder.mixed([s.tokens for s in sentences], perm, lam))
     inputs = model.vocab.encode(sentences, device=model.device)
     lens = inputs["lens"]
-    x, mixed_lens = mix_embeddings(tagger.encoder.embed(inputs["words"], inputs["chars"]), lens,
+    embedded = tagger.encoder.embed(inputs["words"], inputs["chars"], inputs.get("oov"))
+    x, mixed_lens = mix_embeddings(embedded, lens,
                                    lam.to(lens.device), perm.to(lens.device))
     return tagger.head(tagger.encoder.contextualize(x, mixed_lens), mixed_lens)
 

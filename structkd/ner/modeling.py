@@ -16,7 +16,12 @@ import torch
 from torch import nn
 
 from structkd.data import Sentence
-from structkd.models.embeddings import load_teacher_embeddings, resolve_init_from_teacher, teacher_word_encoder
+from structkd.models.embeddings import (
+    load_teacher_embeddings,
+    resolve_init_from_teacher,
+    teacher_lexicon,
+    teacher_word_encoder,
+)
 from structkd.models.encoders import resolve_encoder
 from structkd.models.hf_teacher import HFTokenClassifier, is_hf_checkpoint
 from structkd.models.serialization import load_pretrained, save_pretrained
@@ -156,6 +161,7 @@ def build_model(config: ModelConfig, tags: Sequence[str], scheme: str, sentences
                           char_filters=config.char_filters, dropout=config.dropout)
     if source is not None:
         load_teacher_embeddings(tagger.encoder, source, vocab.words.items, freeze=config.freeze_embeddings)
+        vocab.lexicon = teacher_lexicon(source, config.open_vocabulary)
     return NerModel(tagger, vocab)
 
 

@@ -175,7 +175,8 @@ class NerTask(Task):
                      f"the teacher's ({config.kd.teacher})", "the student learns the teacher's labels: map or "
                      "remove these tags, or distil from a teacher trained with them")
         sentences = concat(data.train, data.unlabeled)
-        vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher))
+        vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher),
+                                     config.model.open_vocabulary)
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
         return Prepared(student, sentences)
 

@@ -70,7 +70,10 @@ class ModelConfig:
     ``init_from_teacher`` initializes a BiLSTM student's word embeddings from a transformer teacher's input
     embeddings (:mod:`structkd.models.embeddings`; ``word_dim`` is then the teacher's hidden size; ``auto``, the
     default: when the teacher is a transformer);
-    ``freeze_embeddings`` keeps them as copied during training.
+    ``freeze_embeddings`` keeps them as copied during training; ``open_vocabulary`` (default on) keeps the
+    teacher's subword table in the student, which embeds every word outside its vocabulary (built from the
+    distillation sentences alone) as the teacher does (:mod:`structkd.runtime.lexicon`); off, the vocabulary also
+    covers the development and test words and any other word is unknown.
     """
 
     kind: str = "biaffine"
@@ -90,6 +93,7 @@ class ModelConfig:
     keep_every: int | None = None
     init_from_teacher: bool | str = AUTO
     freeze_embeddings: bool = False
+    open_vocabulary: bool = True
 
     def __post_init__(self):
         if self.kind not in MODEL_KINDS:

@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from structkd.data import ParsedSentence
-from structkd.models.embeddings import load_teacher_embeddings, resolve_init_from_teacher, teacher_word_encoder
+from structkd.models.embeddings import (
+    load_teacher_embeddings,
+    resolve_init_from_teacher,
+    teacher_lexicon,
+    teacher_word_encoder,
+)
 from structkd.models.encoders import resolve_encoder
 from structkd.models.parsers import (
     BiaffineParser,
@@ -177,6 +182,7 @@ def build_model(config: ModelConfig, rels: Sequence[str], sentences: Sequence[Pa
                                    encoder_options=options, vocab=vocab)
     if source is not None:
         load_teacher_embeddings(parser.encoder.bilstm, source, vocab.words.items, freeze=config.freeze_embeddings)
+        vocab.lexicon = teacher_lexicon(source, config.open_vocabulary)
     return ParseModel(parser, config.decoder)
 
 

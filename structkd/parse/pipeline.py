@@ -192,7 +192,8 @@ class ParseTask(Task):
             else []
         train = _known_relations(trees, teacher.rels) if trees else []
         sentences = concat(train, data.unlabeled)
-        vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher))
+        vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher),
+                                     config.model.open_vocabulary)
         student = build_model(config.model, teacher.rels, train, config.data.multiroot, teacher=teacher,
                               vocab_sentences=vocab)
         spec = StudentSpec.of(student)

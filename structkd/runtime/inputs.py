@@ -13,38 +13,77 @@ from pathlib import Path
 
 import numpy as np
 
+from structkd.runtime.lexicon import SubwordLexicon, load_lexicon, word_pieces
+
 Sentences = Sequence[Sequence[str]]
 
 
 class WordVocab:
-    """Lowercased word and character lookup of a BiLSTM model (``vocab.json``: index 0 padding, 1 unknown)."""
+    """Lowercased word and character lookup of a BiLSTM model (``vocab.json``: index 0 padding, 1 unknown), and
+    its open vocabulary's lexicon when it has one (:mod:`structkd.runtime.lexicon`: words outside the vocabulary
+    get ids from ``len(words)`` on and their vectors in ``oov``)."""
 
-    def __init__(self, words: Sequence[str], chars: Sequence[str], max_word_len: int = 20):
+    def __init__(self, words: Sequence[str], chars: Sequence[str], max_word_len: int = 20,
+                 lexicon: SubwordLexicon | None = None):
         self.words = {w: i for i, w in enumerate(words)}
         self.chars = {c: i for i, c in enumerate(chars)}
         self.max_word_len = max_word_len
+        self.lexicon = lexicon
 
     @classmethod
     def load(cls, path: str | Path, max_word_len: int = 20) -> WordVocab:
+        """``vocab.json`` at ``path``, with the ``lexicon/`` beside it if there is one."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(data["words"], data["chars"], max_word_len)
+            words, chars = data["words"], data["chars"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a readable vocabulary ({error!r})") from error
+        return cls(words, chars, max_word_len, load_lexicon(Path(path).parent))
 
     def encode(self, sentences: Sentences) -> dict[str, np.ndarray]:
-        """``words [B, L]``, ``chars [B, L, W]`` and ``lens [B]`` (int64), as ``TaggerVocab.encode``."""
+        """``words [B, L]``, ``chars [B, L, W]`` and ``lens [B]`` (int64), and with a lexicon ``oov [K, hidden]``
+        (float32), as ``TaggerVocab.encode``."""
         seq_len = max((len(s) for s in sentences), default=0)
         width = min(self.max_word_len, max((len(t) for s in sentences for t in s), default=0))
         words = np.zeros((len(sentences), seq_len), dtype=np.int64)
         chars = np.zeros((len(sentences), seq_len, width), dtype=np.int64)
-        get_word, get_char = self.words.get, self.chars.get
+        lookup = WordLookup(self.words, self.lexicon is not None)
+        get_char = self.chars.get
         for b, sentence in enumerate(sentences):
-            words[b, :len(sentence)] = [get_word(t.lower(), 1) for t in sentence]
+            words[b, :len(sentence)] = lookup(sentence)
             for i, token in enumerate(sentence):
                 row = [get_char(c, 1) for c in token[:width]]
                 chars[b, i, :len(row)] = row
-        return {"words": words, "chars": chars, "lens": np.array([len(s) for s in sentences], dtype=np.int64)}
+        feed = {"words": words, "chars": chars, "lens": np.array([len(s) for s in sentences], dtype=np.int64)}
+        if self.lexicon is not None:
+            feed["oov"] = self.lexicon.batch_vectors(lookup.unknown)
+        return feed
+
+
+class WordLookup:
+    """Ids of lowercased words in ``index`` (a word-to-id dict): the unknown id 1 for the others, or with
+    ``open_vocabulary`` ids ``len(index) + k`` for the ``k``-th distinct unknown word, listed in ``unknown``."""
+
+    def __init__(self, index: dict[str, int], open_vocabulary: bool):
+        self.index, self.open = index, open_vocabulary
+        self.unknown: list[str] = []
+        self._extra: dict[str, int] = {}
+
+    def __call__(self, tokens: Sequence[str]) -> list[int]:
+        get = self.index.get
+        if not self.open:
+            return [get(t.lower(), 1) for t in tokens]
+        ids = []
+        for token in tokens:
+            word = token.lower()
+            found = get(word)
+            if found is None:
+                found = self._extra.get(word)
+                if found is None:
+                    found = self._extra[word] = len(self.index) + len(self.unknown)
+                    self.unknown.append(word)
+            ids.append(found)
+        return ids
 
 
 def window_layout(word_sizes: Sequence[int], window: int, stride: int) -> tuple[list[int], list[int]]:
@@ -108,15 +147,7 @@ class SubwordInputs:
 
     def pieces(self, sentences: Sentences) -> list[list[list[int]]]:
         """Subword ids of each word of each sentence (the unknown token for words with none)."""
-        out: list[list[list[int]]] = [[[] for _ in s] for s in sentences]
-        nonempty = [n for n, s in enumerate(sentences) if len(s)]
-        encoded = self.tokenizer.encode_batch([list(sentences[n]) for n in nonempty], is_pretokenized=True,
-                                              add_special_tokens=False) if nonempty else []
-        for n, encoding in zip(nonempty, encoded):
-            for piece, word in zip(encoding.ids, encoding.word_ids):
-                if word is not None:
-                    out[n][word].append(piece)
-        return [[p if p else list(self.unk) for p in s] for s in out]
+        return word_pieces(self.tokenizer, sentences, self.unk)
 
     def encode(self, sentences: Sentences) -> dict[str, np.ndarray]:
         """The inputs of :class:`structkd.export.graphs.SubwordFeatures`."""
@@ -156,4 +187,4 @@ class SubwordInputs:
         return sources, weights
 
 
-__all__ = ["SubwordInputs", "WordVocab", "window_layout"]
+__all__ = ["SubwordInputs", "WordVocab", "WordLookup", "window_layout"]

@@ -16,7 +16,8 @@ import yaml
 from .devices import check_device_name
 from .tracking import check_report_to
 
-__all__ = ["TrainConfig", "load_config", "parse_overrides", "changed_settings", "SCHEDULES", "RESUME_FREE"]
+__all__ = ["TrainConfig", "load_config", "parse_overrides", "changed_settings", "SCHEDULES", "RESUME_FREE",
+           "EARLIER_DEFAULTS"]
 
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -29,17 +30,33 @@ RESUME_FREE = frozenset({"output_dir", "progress", "log_every", "num_workers", "
                          "cache_dir", "teacher", "device", "report_to", "tracker_project", "threads"})
 
 
+def _bilstm_from_teacher(section: dict) -> bool:
+    """Whether a saved model section may have started a BiLSTM student from the teacher's embeddings."""
+    return (section.get("init_from_teacher", False) is not False
+            and "bilstm" in (section.get("kind"), section.get("encoder")))
+
+
+# settings added with a default that changes what some earlier runs did: a saved section without the key, for
+# which the test holds, ran as the value given, so that resuming it under the new default is refused by name
+# rather than silently mixed (model.open_vocabulary: such students had the development and test words in their
+# vocabulary and no lexicon)
+EARLIER_DEFAULTS = {"open_vocabulary": (False, _bilstm_from_teacher)}
+
+
 def changed_settings(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """The settings that differ between two nested JSON-able config dicts, as ``"path: saved -> current"``.
 
     Keys of :data:`RESUME_FREE` are ignored at any depth, and so are keys ``saved`` lacks (options added to
-    the library since, whose defaults keep the earlier behaviour); tuples and lists compare equal.
+    the library since, whose defaults keep the earlier behaviour), but for :data:`EARLIER_DEFAULTS`, which a
+    section of ``saved`` it applies to is taken to hold at their earlier value; tuples and lists compare equal.
 
     Args:
         saved: the settings a checkpoint was written under (as read back from JSON).
         current: the settings of the run that would resume it.
     """
     current = json.loads(json.dumps(current))
+    saved = {**{key: value for key, (value, applies) in EARLIER_DEFAULTS.items()
+                if key in current and key not in saved and applies(saved)}, **saved}
     changes = []
     for key in sorted(saved, key=str):
         if key in RESUME_FREE:
