@@ -21,6 +21,7 @@ from structkd.train import (
     build_optimizer,
     build_scheduler,
     changed_settings,
+    fusable,
     load_checkpoint,
     load_config,
     param_groups,
@@ -145,6 +146,32 @@ def test_head_lr_for_parameters_outside_pretrained_models():
     assert param_groups(model, 0.1) == param_groups(model, 0.1, None)  # no head_lr: the two plain groups
     with pytest.raises(ValueError, match="head_lr"):
         TrainConfig(head_lr=0.0)
+
+
+def test_the_fused_adamw_kernel_gives_the_plain_update_and_a_checkpoint_keeps_its_kernel(tmp_path):
+    """build_optimizer takes torch's fused AdamW on the CPU: the same weights as the plain loop up to float
+    rounding after many steps; a checkpoint written by a plain optimizer resumes plain (its bits unchanged)."""
+    fused_model, plain_model = make_model(0).eval(), make_model(0).eval()  # eval: no dropout draws
+    cfg = config(tmp_path)
+    fused = build_optimizer(fused_model, cfg)
+    plain = torch.optim.AdamW(param_groups(plain_model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas,
+                              eps=cfg.adam_eps)
+    assert all(g["fused"] for g in fused.param_groups) and not any(g["fused"] for g in plain.param_groups)
+    data = make_data(8, 1)
+    batch = {"x": torch.stack([d["x"] for d in data]), "y": torch.stack([d["y"] for d in data])}
+    for _ in range(30):
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            loss_fn(model, batch).backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not torch.equal(next(fused_model.parameters()), next(make_model(0).parameters()))  # it trained
+    save_checkpoint(tmp_path / "plain", plain_model, plain, config=cfg)
+    resumed = build_optimizer(plain_model, cfg)
+    load_checkpoint(tmp_path / "plain", plain_model, resumed)
+    assert not any(g["fused"] for g in resumed.param_groups)
+    assert not fusable([{"params": [torch.zeros(2, dtype=torch.long)]}]) and not fusable([])
 
 
 # -- config ---------------------------------------------------------------------------------------------

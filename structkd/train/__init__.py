@@ -32,7 +32,7 @@ from .distributed import is_main_process, main_process_first, running_under_acce
 from .engine import Trainer, check_resumable, takes_step
 from .finish import finish_run
 from .logs import JsonlLogger, epoch_mean_loss, learning_curve_series, plot_learning_curves, read_jsonl
-from .optim import WarmupDecay, build_optimizer, build_scheduler, param_groups
+from .optim import WarmupDecay, build_optimizer, build_scheduler, fusable, param_groups
 from .reporting import ConsoleReport, LearningCurves, default_callbacks, epoch_line
 from .rundir import RunDirectoryError, prepare_output_dir
 from .tracking import TRACKERS, ExperimentTrackers, check_report_to
@@ -59,6 +59,7 @@ __all__ = [
     "TrainerCallback",
     "WarmupDecay",
     "build_optimizer",
+    "fusable",
     "build_scheduler",
     "cache_fingerprint",
     "changed_settings",
