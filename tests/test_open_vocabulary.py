@@ -10,8 +10,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from test_export import same_results  # noqa: E402
 from tiny_models import write_tiny_bert  # noqa: E402
 
+import structkd  # noqa: E402
 from structkd import runtime  # noqa: E402
 from structkd.data import Sentence  # noqa: E402
 from structkd.export import export_model  # noqa: E402
@@ -149,6 +151,9 @@ def test_a_saved_and_exported_open_student_reads_unseen_words_as_in_torch(encode
     with torch.no_grad():
         expected_tags = model.decode(model([Sentence(s) for s in UNSEEN]))
     assert [r.tags for r in tagger(UNSEEN)] == expected_tags
+    # the torch model loaded for inference reads raw text the same way
+    text = "Zorba lives in Kathmandu. Smith met zorba"
+    same_results(tagger([text]), structkd.load(tmp_path / "model", tokenizer="punct")([text]))
 
 
 def test_resuming_a_run_from_before_the_open_vocabulary_is_refused_by_name():
