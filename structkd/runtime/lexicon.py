@@ -30,6 +30,8 @@ import numpy as np
 LEXICON_DIR = "lexicon"
 TABLE_NAME = "table.safetensors"
 TOKENIZER_NAME = "tokenizer.json"
+CACHED_WORDS = 1 << 16
+"""Words whose vectors a lexicon keeps once computed (the cache starts over when full)."""
 
 
 def word_pieces(tokenizer: Any, sentences: Sequence[Sequence[str]], unk: Sequence[int]) -> list[list[list[int]]]:
@@ -61,6 +63,7 @@ class SubwordLexicon:
         if table.ndim != 2:
             raise ValueError(f"the lexicon's table must be [n_subwords, hidden], got shape {list(table.shape)}")
         self.tokenizer, self.table, self.unk = tokenizer, table, [int(u) for u in unk]
+        self._cache: dict[str, np.ndarray] = {}  # word -> vector, for words met again (at most CACHED_WORDS)
 
     @classmethod
     def from_encoder(cls, encoder: Any) -> SubwordLexicon:
@@ -83,8 +86,16 @@ class SubwordLexicon:
         sentence, as :meth:`~structkd.models.transformer.SubwordEncoder.embed_words` splits a vocabulary)."""
         if not words:
             return np.zeros((0, self.width), dtype=np.float32)
-        pieces = word_pieces(self.tokenizer, [list(words)], self.unk)[0]
-        return np.stack([self.table[p].mean(0) for p in pieces]).astype(np.float32, copy=False)
+        new = [w for w in dict.fromkeys(words) if w not in self._cache]
+        if new:
+            if len(self._cache) + len(new) > CACHED_WORDS:
+                self._cache.clear()
+            pieces = word_pieces(self.tokenizer, [new], self.unk)[0]
+            sizes = np.array([len(p) for p in pieces])
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            sums = np.add.reduceat(self.table[np.fromiter((i for p in pieces for i in p), dtype=np.int64)], starts)
+            self._cache.update(zip(new, sums / sizes[:, None].astype(np.float32)))
+        return np.stack([self._cache[w] for w in words]).astype(np.float32, copy=False)
 
     def batch_vectors(self, words: Sequence[str]) -> np.ndarray:
         """:meth:`vectors` with at least one row (zeros for no word): a batch's ``oov`` input."""
