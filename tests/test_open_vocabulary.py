@@ -10,18 +10,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from test_export import same_results  # noqa: E402
+from test_export import SMALL, _check_parser, randomize, same_results  # noqa: E402
+from test_parse_pipeline import write_treebank  # noqa: E402
 from tiny_models import write_tiny_bert  # noqa: E402
 
 import structkd  # noqa: E402
 from structkd import runtime  # noqa: E402
-from structkd.data import Sentence  # noqa: E402
+from structkd.data import Sentence, read_conllu  # noqa: E402
 from structkd.export import export_model  # noqa: E402
 from structkd.models.embeddings import load_teacher_embeddings  # noqa: E402
+from structkd.models.parsers import BiaffineParser, build_rels, build_vocab  # noqa: E402
 from structkd.models.taggers import BiLSTMTagger  # noqa: E402
 from structkd.models.transformer import SubwordEncoder  # noqa: E402
 from structkd.models.vocab import TaggerVocab, Vocabulary  # noqa: E402
 from structkd.ner.modeling import NerModel  # noqa: E402
+from structkd.parse.modeling import ParseModel  # noqa: E402
 from structkd.runtime.inputs import WordVocab  # noqa: E402
 from structkd.runtime.lexicon import SubwordLexicon, load_lexicon  # noqa: E402
 from structkd.train.config import changed_settings  # noqa: E402
@@ -154,6 +157,21 @@ def test_a_saved_and_exported_open_student_reads_unseen_words_as_in_torch(encode
     # the torch model loaded for inference reads raw text the same way
     text = "Zorba lives in Kathmandu. Smith met zorba"
     same_results(tagger([text]), structkd.load(tmp_path / "model", tokenizer="punct")([text]))
+
+
+def test_an_exported_open_parser_parses_unseen_words_as_torch(encoder, tmp_path):
+    sentences = read_conllu(write_treebank(tmp_path / "trees.conllu", 1))
+    rels = build_rels(sentences)
+    vocab = build_vocab(sentences[:4], rels)  # the later sentences have unseen words
+    vocab.lexicon = SubwordLexicon.from_encoder(encoder)
+    unseen = {w.lower() for s in sentences for w in s.words} - set(vocab.words.items)
+    assert len(unseen) >= 3
+    parser = BiaffineParser("bilstm", rels, "projective", arc_hidden=7, rel_hidden=5, vocab=vocab,
+                            encoder_options={**SMALL, "word_dim": encoder.hidden_size})
+    randomize(parser)
+    model = ParseModel(parser).eval()
+    _check_parser(model, sentences, tmp_path, "parser")
+    assert (tmp_path / "parser-onnx" / "lexicon" / "tokenizer.json").is_file()
 
 
 def test_resuming_a_run_from_before_the_open_vocabulary_is_refused_by_name():
