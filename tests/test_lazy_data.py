@@ -146,9 +146,11 @@ def test_views_read_nothing_and_iteration_streams(tmp_path, monkeypatch):
     assert isinstance(view, ConcatSequence) and [s.tokens[0] for s in view] == ["w2", "w3", "w4", "w5", "w6"]
     assert [s.tokens[0] for s in sentences[4:6]] == ["w4", "w5"]  # iteration streams: no _read
     assert sentence_lengths(joined, len) == [2] * 11  # the lazy part's from the index
-    vocabulary = vocabulary_sentences(joined, (labeled, []), from_teacher=True)  # model.init_from_teacher's
+    # model.init_from_teacher with model.open_vocabulary=false: the dev and test sentences too, joined unread
+    vocabulary = vocabulary_sentences(joined, (labeled, []), from_teacher=True, open_vocabulary=False)
     assert isinstance(vocabulary, ConcatSequence) and sentences in vocabulary.parts and len(vocabulary) == 12
     assert vocabulary_sentences(joined, (labeled, []), from_teacher=False) is joined
+    assert vocabulary_sentences(joined, (labeled, []), from_teacher=True) is joined  # the open vocabulary
     monkeypatch.undo()
     assert joined[0] is labeled[0] and joined[-1].tokens == ["w9", "x"] and joined[1].tokens == ["w0", "x"]
     assert [s.tokens[0] for s in joined[::4]] == [labeled[0].tokens[0], "w3", "w7"]
