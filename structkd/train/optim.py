@@ -70,9 +70,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
     The fused kernel (``fused=True``) is used where :func:`fusable`: one pass over each parameter instead of a
     dozen, the same update up to float rounding.  On one CPU thread its step over a BiLSTM-CRF with a 39,000-word
-    vocabulary of 384-wide teacher embeddings (16M parameters) took 0.06 s against 0.42 s, which had been most of
-    a training step.  A checkpoint keeps the flag it was written with, so a run resumes with the kernel it
-    started on."""
+    vocabulary of 384-wide teacher embeddings (16M parameters) took 0.023 s against 0.144 s, and the whole
+    training step 2.3x less time (``benchmarks/bench_optimizer.py``).  A checkpoint keeps the flag it was written
+    with, so a run resumes with the kernel it started on."""
     groups = param_groups(model, config.weight_decay, config.head_lr)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.adam_betas, eps=config.adam_eps,
                              fused=fusable(groups) or None)
