@@ -49,7 +49,9 @@ Three more blocks of BiLSTM-CRF students (``--blocks``; all but ``ablation`` by 
   2 teachers), 6 (anneal, hidden), 7 (mixup) and 10 minutes (adversarial); with it about 12 (structural, 2
   teachers), 17 (anneal, hidden), 19 (mixup) and 25 minutes (adversarial).  With 3 seeds, the caches and the
   second teacher (about 11 minutes): about 8 process-hours (7 if the ``unlabeled`` block's case-1 ``none`` and
-  ``structural`` runs are done), about 4 hours with ``--jobs 2`` on the 2 cores under that load.
+  ``structural`` runs are done), about 4 hours with ``--jobs 2`` on the 2 cores under that load.  Those timings
+  predate the fused AdamW kernel, which takes this student's training step 2.3x faster on one thread
+  (``bench_optimizer.py``), so the runs with unlabeled text should now take about half as long.
 
 Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation), the
 teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes in interleaved rounds,
