@@ -82,6 +82,16 @@ def test_lexicon_vectors_are_the_teachers_mean_subword_embeddings(encoder, tmp_p
     assert load_lexicon(tmp_path) is None  # no lexicon/ folder: a closed vocabulary
 
 
+def test_a_full_word_cache_starts_over_without_losing_the_words_in_use(encoder, monkeypatch):
+    import structkd.runtime.lexicon as lexicon_module
+
+    monkeypatch.setattr(lexicon_module, "CACHED_WORDS", 3)
+    lexicon = SubwordLexicon.from_encoder(encoder)
+    lexicon.vectors(["john", "paris"])
+    words = ["john", "zorba", "kathmandu", "paris"]  # two cached, two new: over the limit
+    np.testing.assert_allclose(lexicon.vectors(words), encoder.embed_words(words).numpy(), rtol=0, atol=1e-6)
+
+
 def test_a_damaged_lexicon_is_refused_naming_the_file(encoder, tmp_path):
     SubwordLexicon.from_encoder(encoder).save(tmp_path / "lexicon")
     (tmp_path / "lexicon" / "table.safetensors").write_bytes(b"not a table")

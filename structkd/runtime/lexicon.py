@@ -86,10 +86,12 @@ class SubwordLexicon:
         sentence, as :meth:`~structkd.models.transformer.SubwordEncoder.embed_words` splits a vocabulary)."""
         if not words:
             return np.zeros((0, self.width), dtype=np.float32)
-        new = [w for w in dict.fromkeys(words) if w not in self._cache]
+        distinct = list(dict.fromkeys(words))
+        new = [w for w in distinct if w not in self._cache]
         if new:
-            if len(self._cache) + len(new) > CACHED_WORDS:
+            if len(self._cache) + len(new) > CACHED_WORDS:  # start over, keeping none this call needs
                 self._cache.clear()
+                new = distinct
             pieces = word_pieces(self.tokenizer, [new], self.unk)[0]
             sizes = np.array([len(p) for p in pieces])
             starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
