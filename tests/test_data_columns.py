@@ -131,7 +131,8 @@ def test_repair_reads_invalid_transitions_as_conlleval(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="structkd.data"):
         first, second = read_columns(path, repair="conlleval")
     assert first.tags == ["B-PER", "I-PER", "O", "B-LOC", "B-ORG"] and first.repaired == 2
-    assert second.repaired == 0 and "read 2 tags in 1 sentences as conlleval does" in caplog.text
+    assert second.repaired == 0
+    assert f"read 2 tags that break the BIO scheme, in 1 sentences (the first at {path}:1), as conlleval" in caplog.text
     assert read_columns(path, repair="conlleval", convert_to="BIOES")[0].tags == [
         "B-PER", "E-PER", "O", "S-LOC", "S-ORG"]
     bioes = write(tmp_path, "b.conll", "John\tI-PER\nSmith\tI-PER\nsaid\tO\nHi\tB-LOC\n")
@@ -173,10 +174,23 @@ def test_ner_data_config_passes_the_column_and_repair_options(tmp_path):
     from structkd.ner.pipeline import read_data
 
     path = write(tmp_path, "a.tsv", "x\tJohn\tI-PER\nx\tsaid\tO\n")
-    config = build_ner_config({"data": {"train": str(path)}}, ["data.token_column=1", "data.repair=conlleval"]).data
-    (sentence,) = read_data(config).train
-    assert sentence.tokens == ["John", "said"] and sentence.tags == ["B-PER", "O"] and sentence.repaired == 1
-    with pytest.raises(CorpusError, match="data.repair: conlleval"):
-        read_data(DataConfig(train=str(path), token_column=1))
+    for repair in ([], ["data.repair=conlleval"]):  # conlleval, the pipelines' default, or named
+        config = build_ner_config({"data": {"train": str(path)}}, ["data.token_column=1", *repair]).data
+        (sentence,) = read_data(config).train
+        assert sentence.tokens == ["John", "said"] and sentence.tags == ["B-PER", "O"] and sentence.repaired == 1
+    with pytest.raises(CorpusError, match="a.tsv:1: .*data.repair: conlleval"):
+        read_data(DataConfig(train=str(path), token_column=1, repair="none"))
     with pytest.raises(ValueError, match="data.repair must be one of none, conlleval"):
         DataConfig(repair="yes")
+
+
+def test_a_run_read_with_repair_none_resumes_under_the_conlleval_default(tmp_path):
+    # a corpus `none` read is read the same by `conlleval`; one it refuses stays refused on whichever side asks
+    from structkd.ner.config import DataConfig
+    from structkd.train.config import changed_settings
+
+    assert DataConfig().repair == "conlleval"
+    saved = {"data": {"train": "a.conll", "repair": "none"}}
+    assert changed_settings(saved, {"data": {"train": "a.conll", "repair": "conlleval"}}) == []
+    assert changed_settings(saved, {"data": {"train": "b.conll", "repair": "conlleval"}}) == [
+        "data.train: 'a.conll' -> 'b.conll'"]

@@ -1,7 +1,9 @@
 """Mistakes refused before any work, each named: settings (issue #23 item 9), labels that do not match the
 teacher or the training data (item 8), and the command line's one-line errors (``structkd: error: ...``)."""
 
+import logging
 import os
+import re
 import subprocess
 import sys
 
@@ -16,7 +18,7 @@ from structkd.data import Sentence  # noqa: E402
 from structkd.models import encoders  # noqa: E402
 from structkd.models.encoders import EncoderNameError, check_encoder  # noqa: E402
 from structkd.ner import build_ner_config, distill_command, load_ner_config, train_command  # noqa: E402
-from structkd.ner.pipeline import label_set  # noqa: E402
+from structkd.ner.pipeline import label_set, unlabel_unknown  # noqa: E402
 from structkd.parse import build_parse_config  # noqa: E402
 from structkd.parse import distill_command as parse_distill  # noqa: E402
 
@@ -109,18 +111,19 @@ def test_label_set_covers_every_tag_of_each_type_it_sees():
     assert label_set(seen, "BIOES") == ["O"] + sorted(f"{p}-{t}" for p in "BIES" for t in ("LOC", "PER"))
 
 
-def test_distillation_refuses_labels_the_teacher_lacks_before_any_work(teacher, tmp_path):
+def test_dev_and_test_labels_the_teacher_lacks_are_scored_as_misses_with_a_warning(teacher, tmp_path, caplog):
     dev = write(tmp_path / "dev.conll", ROWS + [("He has a gun", "O O O B-weapon")])
     train = write(tmp_path / "train.conll", ROWS)
-    out = tmp_path / "student"
-    config = build_ner_config({"data": {"train": train, "dev": dev}, "kd": {"teacher": teacher}, **small(out)})
-    with pytest.raises(ValueError, match=r"dev.conll:25: 1 tag\(s\) of data.dev are not among the teacher's .*"
-                                         r"'B-weapon' \(.*dev.conll:25, data.dev\)"):
-        distill_command(config)
-    assert not out.exists()  # refused before the config, the cache or a checkpoint was written
+    config = build_ner_config({"data": {"train": train, "dev": dev, "test": dev}, "kd": {"teacher": teacher},
+                               **small(tmp_path / "student")})
+    with caplog.at_level("WARNING", logger="structkd.ner"):
+        results = distill_command(config)
+    assert re.search(r"1 tag\(s\) are not among the teacher's .* scored as misses: 'B-weapon' \(.*dev.conll:25, "
+                     r"data.dev\)", caplog.text)
+    assert 0 <= results["test"]["recall"] < 1  # the weapon is a gold entity no student can find
 
 
-def test_a_valid_tag_the_teacher_never_saw_is_refused_at_its_own_line(tmp_path):
+def test_training_sentences_with_a_tag_the_teacher_lacks_are_distilled_without_their_tags(tmp_path, caplog):
     root = tmp_path
     rows = [("Big Group here", "B-ORG O O"), ("Paris is nice .", "B-LOC O O O")]
     # a teacher from before complete label sets: trained when only B-ORG was seen would now have I-ORG too, so
@@ -129,25 +132,34 @@ def test_a_valid_tag_the_teacher_never_saw_is_refused_at_its_own_line(tmp_path):
     train = write(root / "s.conll", rows)
     config = build_ner_config({"data": {"train": train}, "kd": {"teacher": str(root / "t" / "model")},
                                **small(root / "s")})
-    with pytest.raises(ValueError, match=r"s.conll:1: .*'B-ORG' \(.*s.conll:1, data.train\)"):
-        distill_command(config)
+    with caplog.at_level("WARNING", logger="structkd.ner"):
+        distill_command(config)  # a gold loss on the B-ORG sentence would raise: it has no such tag
+    assert re.search(r"1 training sentence\(s\) have tags .* without their gold tags .*: 'B-ORG' \(.*s.conll:1, "
+                     r"data.train\)", caplog.text)
+    sentences = [Sentence(["Big", "Group"], ["B-ORG", "O"], "s:1", [1, 2]), Sentence(["Paris"], ["B-LOC"], "s:4")]
+    kept = unlabel_unknown(sentences, ["O", "B-LOC", "I-LOC"], "the teacher's", logging.getLogger("t"))
+    assert kept[0].tags is None and kept[0].tokens == ["Big", "Group"] and kept[0].lines == [1, 2]
+    assert kept[1] is sentences[1]
+    assert unlabel_unknown(sentences[1:], ["O", "B-LOC"], "", logging.getLogger("t")) == sentences[1:]
 
 
-def test_training_refuses_test_labels_it_could_never_predict(tmp_path):
+def test_training_warns_of_test_labels_it_could_never_predict(tmp_path, caplog):
     train = write(tmp_path / "train.conll", ROWS)
     test = write(tmp_path / "test.conll", ROWS + [("Big Group here", "B-group I-group O")])
-    out = tmp_path / "run"
-    config = build_ner_config({"data": {"train": train, "test": test}, **small(out)})
-    with pytest.raises(ValueError, match=r"test.conll:22: 2 tag\(s\) of data.test .*'B-group'.*'I-group' "
-                                         r"\(.*test.conll:23, data.test\)"):
-        train_command(config)
-    assert not out.exists()
+    config = build_ner_config({"data": {"train": train, "test": test}, **small(tmp_path / "run")})
+    with caplog.at_level("WARNING", logger="structkd.ner"):
+        results = train_command(config)
+    assert re.search(r"2 tag\(s\) are not among the training and development sets' .*'B-group' \(.*test.conll:22, "
+                     r"data.test\), 'I-group' \(.*test.conll:23, data.test\)", caplog.text)
+    assert results["test"]["recall"] < 1
 
 
-def test_evaluate_refuses_labels_the_model_lacks(teacher, tmp_path, capsys):
+def test_evaluate_warns_of_labels_the_model_lacks(teacher, tmp_path, capsys, caplog):
     test = write(tmp_path / "test.conll", [("Big Group here", "B-group I-group O")])
-    assert main(["ner", "evaluate", teacher, test]) == 2
-    assert "test.conll:1: 2 tag(s)" in capsys.readouterr().err
+    with caplog.at_level("WARNING", logger="structkd.ner"):
+        assert main(["ner", "evaluate", teacher, test]) == 0
+    assert "2 tag(s) are not among the model's" in caplog.text and "test.conll:1, " in caplog.text
+    assert "entity micro F1 0.00" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------ the CLI

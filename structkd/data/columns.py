@@ -323,8 +323,10 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
     sentences = list(form.sentences(path, enumerate(lines, start=1)))
     repaired = sum(s.repaired for s in sentences)
     if repaired:
-        logger.warning("%s: read %d tags in %d sentences as conlleval does (data.repair: conlleval)", path,
-                       repaired, sum(s.repaired > 0 for s in sentences))
+        first = next(s for s in sentences if s.repaired)
+        logger.warning("%s: read %d tags that break the %s scheme, in %d sentences (the first at %s), as conlleval "
+                       "and seqeval read them (data.repair: conlleval; none refuses them)", path, repaired, scheme,
+                       sum(s.repaired > 0 for s in sentences), first.source)
     return sentences
 
 

@@ -181,7 +181,7 @@ class BiLSTMTagger(nn.Module):
         """The distribution of sentences (objects with ``tokens``), through the tagger's vocabulary."""
         if self.vocab is None:
             raise ValueError("a BiLSTM tagger reads sentences through its vocabulary: set tagger.vocab")
-        return self(**self.vocab.encode(sentences, device=next(self.parameters()).device))
+        return self(**self.vocab.encode(sentences, device=next(self.parameters()).device, gold=False))
 
     @staticmethod
     def gold_loss(dist: StructuredDistribution, tags: Tensor) -> Tensor:

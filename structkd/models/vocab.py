@@ -104,10 +104,13 @@ class TaggerVocab:
     def load(cls, path: str | Path) -> TaggerVocab:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
-    def encode(self, sentences, max_word_len: int = 20, device: torch.device | str | None = None) -> dict:
+    def encode(self, sentences, max_word_len: int = 20, device: torch.device | str | None = None,
+               gold: bool = True) -> dict:
         """Padded index tensors of a batch: ``words [B, L]``, ``chars [B, L, W]``, ``lens [B]`` and, for
-        labeled sentences, ``tags [B, L]`` (-1 at padding); with a lexicon, ``oov [K, hidden]``, the vectors of
-        the batch's words outside the vocabulary (word ``k`` of them has id ``len(words) + k``; at least one row)."""
+        labeled sentences when ``gold``, ``tags [B, L]`` (-1 at padding); with a lexicon, ``oov [K, hidden]``,
+        the vectors of the batch's words outside the vocabulary (word ``k`` of them has id ``len(words) + k``; at
+        least one row).  Reading sentences for a prediction passes ``gold=False``: their tags, which may hold
+        labels the model lacks (scored as misses), are not looked up."""
         seq_len = max(len(s) for s in sentences)
         width = min(max_word_len, max(len(t) for s in sentences for t in s.tokens))
         word_pad, char_pad, tag_pad = [0] * seq_len, [0] * width, [-1] * seq_len
@@ -118,7 +121,7 @@ class TaggerVocab:
             words.append(lookup(s.tokens) + word_pad[:pad])
             rows = [self.chars.lookup(token[:width]) for token in s.tokens]
             chars.append([row + char_pad[:width - len(row)] for row in rows] + [char_pad] * pad)
-            if s.tags is not None:
+            if gold and s.tags is not None:
                 tags.append(self.tags.lookup(s.tags) + tag_pad[:pad])
         lens = torch.tensor([len(s) for s in sentences])
         batch = {"words": torch.tensor(words, dtype=torch.long), "chars": torch.tensor(chars, dtype=torch.long),

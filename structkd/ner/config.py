@@ -33,13 +33,14 @@ __all__ = ["DataConfig", "KD_METHODS", "KdConfig", "ModelConfig", "NerConfig", "
 @dataclass
 class DataConfig(SplitsConfig):
     """Corpora (any column layout of :func:`structkd.data.read_columns`; ``token_column``/``tag_column`` set
-    the columns, ``repair: conlleval`` reads tags that break the scheme as conlleval does, ``none`` refuses);
-    the splits, ``max_sentences`` and ``slices`` of :class:`~structkd.data.splits.SplitsConfig`."""
+    the columns, ``repair: conlleval``, the default, reads tags that break the scheme as conlleval and seqeval
+    do, with a warning that counts them, ``none`` refuses them at their line); the splits, ``max_sentences``
+    and ``slices`` of :class:`~structkd.data.splits.SplitsConfig`."""
 
     layout: str = "auto"
     tag_column: int | None = None
     token_column: int | None = None
-    repair: str = "none"
+    repair: str = "conlleval"
     scheme: str = "BIO"
     convert_to: str | None = None
 

@@ -383,7 +383,7 @@ def encode_states(model: NerModel, sentences: Sequence, attentions: bool = False
         encoded = tagger.encoder([s.tokens for s in sentences], output_hidden_states=True,
                                  output_attentions=attentions)
         return tagger(encoded), encoded
-    inputs = model.vocab.encode(sentences, device=model.device)
+    inputs = model.vocab.encode(sentences, device=model.device, gold=False)
     features = tagger.encoder(inputs["words"], inputs["chars"], inputs["lens"], inputs.get("oov"))
     mask = length_mask(inputs["lens"], features.shape[1]).long()
     return tagger.head(features, inputs["lens"]), EncoderOutput(features, inputs["lens"], (features,), None, mask)
@@ -398,7 +398,7 @@ def forward_mixed(model: NerModel, sentences: Sequence, perm: Tensor, lam: Tenso
     tagger = model.tagger
     if isinstance(tagger, TransformerTagger):
         return tagger(tagger.encoder.mixed([s.tokens for s in sentences], perm, lam))
-    inputs = model.vocab.encode(sentences, device=model.device)
+    inputs = model.vocab.encode(sentences, device=model.device, gold=False)
     lens = inputs["lens"]
     embedded = tagger.encoder.embed(inputs["words"], inputs["chars"], inputs.get("oov"))
     x, mixed_lens = mix_embeddings(embedded, lens,

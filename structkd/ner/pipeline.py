@@ -85,14 +85,12 @@ def _token_location(sentence: Sentence, index: int) -> str:
     return sentence.source
 
 
-def check_labels(splits: dict[str, list[Sentence]], known: list[str], whose: str, way_out: str) -> None:
-    """Refuse gold tags outside ``known`` before any work, naming each unknown tag's first ``file:line``.
+def unknown_labels(splits: dict[str, list[Sentence]], known: list[str]) -> dict[str, tuple[str, str]]:
+    """Each gold tag outside ``known``, with the ``file:line`` and config key where it first occurs.
 
     Args:
         splits: the labeled sentences of each config key (``{"data.dev": [...]}``).
         known: the labels the model has or will have.
-        whose: whose labels ``known`` are, for the message (``"the teacher's"``).
-        way_out: what the user can do, appended to the message.
     """
     allowed, first = set(known), {}
     for key, sentences in splits.items():
@@ -100,11 +98,35 @@ def check_labels(splits: dict[str, list[Sentence]], known: list[str], whose: str
             for i, tag in enumerate(s.tags or ()):
                 if tag not in allowed and tag not in first:
                     first[tag] = (_token_location(s, i), key)
+    return first
+
+
+def _listing(first: dict[str, tuple[str, str]]) -> str:
+    return ", ".join(f"{tag!r} ({at}, {key})" for tag, (at, key) in first.items())
+
+
+def warn_unknown_labels(splits: dict[str, list[Sentence]], known: list[str], whose: str, logger) -> None:
+    """Warn, naming each tag's first ``file:line``, of evaluation tags outside ``known``: the model can never
+    predict them, so they are scored as misses (as the parsers score a relation they lack)."""
+    first = unknown_labels(splits, known)
     if first:
-        (where, key), *_ = first.values()
-        listing = ", ".join(f"{tag!r} ({at}, {k})" for tag, (at, k) in first.items())
-        raise ValueError(f"{where}: {len(first)} tag(s) of {key} are not among {whose} labels "
-                         f"[{', '.join(known)}]: {listing}; {way_out}")
+        logger.warning("%d tag(s) are not among %s labels [%s]: the model cannot predict them, so they are scored as "
+                       "misses: %s", len(first), whose, ", ".join(known), _listing(first))
+
+
+def unlabel_unknown(sentences: list[Sentence], known: list[str], whose: str, logger) -> list[Sentence]:
+    """Training sentences with a tag outside ``known`` (the teacher's labels) become unlabeled: the student
+    distils on them without their gold tags, and a warning names each tag's first ``file:line``."""
+    first = unknown_labels({"data.train": sentences}, known)
+    if not first:
+        return sentences
+    allowed = set(known)
+    out = [s if allowed.issuperset(s.tags or ()) else Sentence(s.tokens, None, s.source, s.lines)
+           for s in sentences]
+    logger.warning("%d training sentence(s) have tags that are not among %s labels [%s]: they are distilled "
+                   "without their gold tags (KD loss only): %s", sum(a is not b for a, b in zip(sentences, out)),
+                   whose, ", ".join(known), _listing(first))
+    return out
 
 
 def _is_tag(tag: str, scheme: str) -> bool:
@@ -141,8 +163,7 @@ class NerTask(Task):
 
     def read_evaluation(self, path: str, config: DataConfig, model: NerModel, model_dir: str) -> list[Sentence]:
         sentences = _read(path, config)
-        check_labels({path: sentences}, model.tags, f"the model's ({model_dir})",
-                     "the model cannot predict them, so they would be scored as misses: map or remove them")
+        warn_unknown_labels({path: sentences}, model.tags, f"the model's ({model_dir})", self.logger)
         return sentences
 
     def write_predictions(self, path: str, sentences: list[Sentence], model: NerModel) -> None:
@@ -164,17 +185,15 @@ class NerTask(Task):
     def prepare_training(self, config: NerConfig, data: TaskData) -> Prepared:
         scheme = self.scheme(config)
         tags = self.labels(data.train + data.dev, config)
-        check_labels({"data.test": data.test}, tags, "the training and development sets'",
-                     "the model could never predict them: add them to data.train, or map them to labels it has")
+        warn_unknown_labels({"data.test": data.test}, tags, "the training and development sets'", self.logger)
         return Prepared(build_model(config.model, tags, scheme, data.train), data.train)
 
     def prepare_student(self, config: NerConfig, data: TaskData, teacher: NerModel) -> Prepared:
         check_teacher_scheme(teacher, self.scheme(config))  # a Hugging Face teacher's labels, before any work
         start_lost_mass_report()
-        check_labels({"data.train": data.train, "data.dev": data.dev, "data.test": data.test}, teacher.tags,
-                     f"the teacher's ({config.kd.teacher})", "the student learns the teacher's labels: map or "
-                     "remove these tags, or distil from a teacher trained with them")
-        sentences = concat(data.train, data.unlabeled)
+        whose = f"the teacher's ({config.kd.teacher})"
+        warn_unknown_labels({"data.dev": data.dev, "data.test": data.test}, teacher.tags, whose, self.logger)
+        sentences = concat(unlabel_unknown(data.train, teacher.tags, whose, self.logger), data.unlabeled)
         vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher),
                                      config.model.open_vocabulary)
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
@@ -201,8 +220,8 @@ class NerTask(Task):
                 check_outputs_labels(outputs, [t for t in seen if _is_tag(t, scheme)], f"the {scheme} scheme's")
             tags, whose = self.labels([Sentence(seen, seen)], config), "the student's"
         check_outputs_labels(outputs, tags, whose)
-        check_labels({"data.dev": data.dev, "data.test": data.test}, tags, f"the student's ({kd.teacher_outputs})",
-                     "the student learns the labels of the teacher's outputs: map or remove these tags")
+        warn_unknown_labels({"data.dev": data.dev, "data.test": data.test}, tags,
+                            f"the student's ({kd.teacher_outputs})", self.logger)
         start_lost_mass_report()
         student = build_model(model, tags, scheme, sentences)
         return Prepared(student, sentences, {"teacher_outputs": outputs.kind}), outputs

@@ -22,7 +22,7 @@ from structkd.kd.config import KdConfig
 from structkd.models.encoders import check_encoder
 from structkd.ner.config import ModelConfig
 from structkd.ner.modeling import NerModel, predict
-from structkd.ner.pipeline import NerTask, check_labels
+from structkd.ner.pipeline import NerTask, warn_unknown_labels
 from structkd.tasks.base import TaskData
 from structkd.train.config import SectionedConfig, TrainConfig, build_sections, read_yaml_mapping
 
@@ -143,7 +143,7 @@ class UposTask(NerTask):
 
     def read_evaluation(self, path: str, config: UposDataConfig, model: NerModel, model_dir: str) -> list:
         sentences = read_upos(path, config)
-        check_labels({path: sentences}, model.tags, f"the model's ({model_dir})", "map or remove them")
+        warn_unknown_labels({path: sentences}, model.tags, f"the model's ({model_dir})", self.logger)
         return sentences
 
     def labels(self, sentences: list[Sentence], config: UposConfig) -> list[str]:

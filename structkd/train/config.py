@@ -25,9 +25,10 @@ SCHEDULES = ("linear", "cosine", "constant")
 # settings that may differ between a checkpoint and the run resuming it: where files are (a teacher's
 # directory too: the distillation commands compare its weights instead) and how progress shows, none of which
 # changes a number the run computes, and the device (a run cut short on a GPU may go on on a CPU: the numbers
-# differ by rounding only); the experiment trackers only watch
+# differ by rounding only); the experiment trackers only watch; and data.repair: a corpus that ``none`` reads,
+# ``conlleval`` reads the same, and one that ``none`` refuses is refused whichever side of the resume asks for it
 RESUME_FREE = frozenset({"output_dir", "progress", "log_every", "num_workers", "checkpoint_every_steps",
-                         "cache_dir", "teacher", "device", "report_to", "tracker_project", "threads"})
+                         "cache_dir", "teacher", "device", "report_to", "tracker_project", "threads", "repair"})
 
 
 def _bilstm_from_teacher(section: dict) -> bool:
