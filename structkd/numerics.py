@@ -65,8 +65,13 @@ def is_impossible(x: torch.Tensor) -> torch.Tensor:
     return x <= LOG_ZERO / 2
 
 
-def _normal_floor(dtype: torch.dtype) -> float:
-    """log of (roughly) the smallest normal number of ``dtype``."""
+def exp_floor(dtype: torch.dtype) -> float:
+    """The exp floor: log of (roughly) the smallest normal number of ``dtype`` (-87 in float32, -700 in float64).
+
+    Below it ``exp`` underflows to a subnormal number, which vectorized ``exp`` computes on a slow path on CPU
+    (tens of times a normal call), and the result is negligible next to 1 (below 2e-38, or 1e-304), beneath
+    the rounding of any sum it enters.  Every dynamic program clamps (or, :func:`exp_nonpositive`, zeroes) the
+    arguments below it; this is its one spelling."""
     return -700.0 if dtype == torch.float64 else -87.0
 
 
@@ -78,7 +83,7 @@ def exp_nonpositive(x: torch.Tensor) -> torch.Tensor:
     distributions late in training produce many such arguments.  The values dropped are below 1e-38 (float32)
     or 1e-304 (float64) of the maximum, beneath the precision of any sum they enter.
     """
-    floor = _normal_floor(x.dtype)
+    floor = exp_floor(x.dtype)
     return x.clamp(min=floor).exp().masked_fill_(x < floor, 0.0)
 
 

@@ -367,16 +367,17 @@ def test_against_torch_struct(multiroot):
 
 @pytest.mark.parametrize("multiroot", [False, True])
 def test_matrix_tree_fast_and_robust_paths_agree(multiroot):
-    from structkd.structs import tree
+    from structkd.structs import matrix_tree
+    from structkd.structs.tree import arc_mask
 
     lens = torch.tensor([30, 17, 1, 0, 24])
     for scale in (1.0, 3.0, 10.0):
         scores = make_scores(lens, 17, scale)
         dist = MatrixTree(scores, lens, multiroot)
-        masked, mask = dist.potentials[0], tree.arc_mask(lens, scores.shape[1])
-        log_z, marginals, trusted = tree._matrix_tree_fast(masked, mask, multiroot)
+        masked, mask = dist.potentials[0], arc_mask(lens, scores.shape[1])
+        log_z, marginals, trusted = matrix_tree._matrix_tree_fast(masked, mask, multiroot)
         assert torch.equal(marginals[~mask], torch.zeros_like(marginals[~mask]))
-        robust = tree._matrix_tree_robust(masked, lens, multiroot)
+        robust = matrix_tree._matrix_tree_robust(masked, lens, multiroot)
         torch.testing.assert_close(log_z[trusted], robust[trusted], rtol=1e-10, atol=1e-9)
         torch.testing.assert_close(dist.log_partition, robust, rtol=1e-10, atol=1e-9)
 

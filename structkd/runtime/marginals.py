@@ -30,7 +30,7 @@ from structkd.runtime.spans import Clamp, event_sums
 
 MARGINAL_TOLERANCE = 1e-9
 """Fast Matrix-Tree marginals are trusted when every word's row sums to one and none is negative within this
-(``structkd.structs.tree.MARGINAL_TOLERANCE``)."""
+(``structkd.structs.matrix_tree.MARGINAL_TOLERANCE``)."""
 
 MAX_CONDITION = 1e6
 """Fast Matrix-Tree marginals are refused (NaN) when the Laplacian's 1-norm condition number exceeds this: the
@@ -160,7 +160,7 @@ def _matrix_tree_marginals(scores: np.ndarray, multiroot: bool) -> np.ndarray:
 
 def trusted(marginals: np.ndarray) -> bool:
     """Whether fast Matrix-Tree marginals ``[n + 1, n + 1]`` can be trusted: finite, every word's row summing to one
-    and no entry below zero, within :data:`MARGINAL_TOLERANCE` (the test of ``structs.tree.MatrixTree``)."""
+    and no entry below zero, within :data:`MARGINAL_TOLERANCE` (the test of ``structs.matrix_tree.MatrixTree``)."""
     rows = marginals[1:]
     return bool(np.isfinite(rows).all() and np.abs(rows.sum(-1) - 1.0).max(initial=0.0) <= MARGINAL_TOLERANCE
                 and rows.min(initial=0.0) >= -MARGINAL_TOLERANCE)
@@ -168,7 +168,7 @@ def trusted(marginals: np.ndarray) -> bool:
 
 def _eliminate(scores: np.ndarray, keep: int) -> tuple[float, list[float], list[np.ndarray]]:
     """Subtraction-free Gaussian elimination of a Laplacian in log space, last node first (as
-    ``structs.tree._eliminate``): eliminating ``k`` adds ``A(h->k) A(k->d) / p_k`` to every arc ``h -> d`` left,
+    ``structs.matrix_tree._eliminate``): eliminating ``k`` adds ``A(h->k) A(k->d) / p_k`` to every arc ``h -> d`` left,
     ``p_k = sum_h A(h->k)``.  Returns the sum of the log pivots, the log pivots and the log weights of the arcs
     ``k -> d`` (``d < k``) of each eliminated node ``k = S-1 .. keep+1``."""
     current, log_det, pivots, outgoing = scores, 0.0, [], []
