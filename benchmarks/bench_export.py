@@ -30,7 +30,8 @@ import structkd  # noqa: E402
 from structkd import runtime  # noqa: E402
 from structkd.data import read_columns, read_conllu  # noqa: E402
 from structkd.export import export_model  # noqa: E402
-from structkd.models.parsers import BiaffineParser, SeqLabelingParser, build_labels, build_rels, build_vocab  # noqa
+from structkd.models.parsers import BiaffineParser, build_rels, build_vocab  # noqa
+from structkd.models.seqlabel_parser import SeqLabelingParser, build_labels  # noqa
 from structkd.models.taggers import BiLSTMTagger  # noqa: E402
 from structkd.models.transformer import SubwordEncoder, TransformerTagger, shrink_encoder  # noqa: E402
 from structkd.models.vocab import TaggerVocab  # noqa: E402

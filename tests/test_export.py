@@ -29,14 +29,8 @@ from structkd.data import Sentence, read_columns, read_conllu  # noqa: E402
 from structkd.export import export_model  # noqa: E402
 from structkd.export.graphs import UnpackedBiLSTM  # noqa: E402
 from structkd.inference import Document, Parse, entity_probabilities  # noqa: E402
-from structkd.models.parsers import (  # noqa: E402
-    BiaffineParser,
-    SeqLabelingParser,
-    build_labels,
-    build_rels,
-    build_vocab,
-    repair_tree,
-)
+from structkd.models.parsers import BiaffineParser, build_rels, build_vocab, repair_tree  # noqa: E402
+from structkd.models.seqlabel_parser import SeqLabelingParser, build_labels  # noqa: E402
 from structkd.models.taggers import BiLSTMEncoder, BiLSTMTagger  # noqa: E402
 from structkd.models.transformer import SubwordEncoder, TransformerTagger, window_layout  # noqa: E402
 from structkd.models.vocab import TaggerVocab  # noqa: E402

@@ -28,7 +28,8 @@ from structkd.inference import (  # noqa: E402
     write_results,
 )
 from structkd.models import BiLSTMTagger, TaggerVocab, TransformerTagger, Vocabulary  # noqa: E402
-from structkd.models.parsers import BiaffineParser, SeqLabelingParser, build_labels, build_rels, build_vocab  # noqa: E402
+from structkd.models.parsers import BiaffineParser, build_rels, build_vocab  # noqa: E402
+from structkd.models.seqlabel_parser import SeqLabelingParser, build_labels  # noqa: E402
 from structkd.ner.modeling import NerModel  # noqa: E402
 from structkd.parse.modeling import ParseModel  # noqa: E402
 from structkd.schemes import allowed_transitions, spans, tag_inventory  # noqa: E402

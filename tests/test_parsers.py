@@ -14,16 +14,14 @@ from structkd.data import ParsedSentence  # noqa: E402
 from structkd.kd import structural_kd_loss  # noqa: E402
 from structkd.models import load_pretrained  # noqa: E402
 from structkd.models.parsers import (  # noqa: E402
-    DECODERS,
     BiaffineParser,
-    SeqLabelingParser,
     SiblingScorer,
-    build_labels,
     build_rels,
     build_vocab,
     repair_tree,
     save_parser,
 )
+from structkd.models.seqlabel_parser import DECODERS, SeqLabelingParser, build_labels  # noqa: E402
 from structkd.parse.modeling import ParseModel  # noqa: E402
 from structkd.structs import Dependency2oCRF, DependencyCRF, MatrixTree, MaxEnt  # noqa: E402
 from structkd.structs.heads import is_tree, projective  # noqa: E402

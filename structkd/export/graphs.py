@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from structkd.models.parsers import BiaffineParser, SeqLabelingParser, _with_one
+from structkd.models.parsers import BiaffineParser, _with_one
+from structkd.models.seqlabel_parser import SeqLabelingParser
 from structkd.models.taggers import BiLSTMEncoder, BiLSTMTagger
 from structkd.models.transformer import SubwordEncoder, TransformerTagger
 from structkd.numerics import LOG_ZERO

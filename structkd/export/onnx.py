@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from structkd.export.graphs import BiaffineScores, SeqLabelScores, TaggerScores
-from structkd.models.parsers import BiaffineParser, SeqLabelingParser
+from structkd.models.parsers import BiaffineParser
+from structkd.models.seqlabel_parser import SeqLabelingParser
 from structkd.models.serialization import CONFIG_NAME, VOCAB_NAME, load_pretrained
 from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import SubwordEncoder, TransformerTagger

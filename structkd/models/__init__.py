@@ -11,14 +11,13 @@ from structkd.models.parsers import (
     BiaffineArcScorer,
     BiaffineParser,
     BiaffineRelScorer,
-    SeqLabelingParser,
     SiblingScorer,
-    build_labels,
     build_rels,
     build_vocab,
     repair_tree,
     save_parser,
 )
+from structkd.models.seqlabel_parser import SeqLabelingParser, build_labels
 from structkd.models.serialization import load_pretrained, load_vocab, register_model, save_pretrained
 from structkd.models.span import SpanHead, chart_to_tags, span_labels_from_tags, tags_to_chart
 from structkd.models.taggers import BiLSTMEncoder, BiLSTMTagger, CharCNN, CRFHead, MaxEntHead

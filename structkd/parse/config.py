@@ -18,7 +18,7 @@ from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KdConfig as SharedKdConfig
 from structkd.models.embeddings import AUTO, check_init_options
 from structkd.models.encoders import check_encoder
-from structkd.models.parsers import DECODERS
+from structkd.models.seqlabel_parser import DECODERS
 from structkd.train.config import (
     SectionedConfig,
     TrainConfig,
@@ -62,7 +62,7 @@ class ModelConfig:
     """The parser to build (a teacher, a baseline or a student).
 
     ``kind``: ``biaffine`` (:class:`structkd.models.parsers.BiaffineParser`, with ``tree``) or ``seqlabel``
-    (:class:`structkd.models.parsers.SeqLabelingParser`, decoded with ``decoder``: ``mst``, ``eisner``
+    (:class:`structkd.models.seqlabel_parser.SeqLabelingParser`, decoded with ``decoder``: ``mst``, ``eisner``
     (projective) or ``repair``).
     ``encoder``: ``bilstm`` (word embeddings + character CNN + BiLSTM of ``layers`` layers), ``minilm`` (the
     offline MiniLM), or any ``transformers`` hub name or local path.  ``keep_every`` builds a transformer

@@ -1,7 +1,7 @@
 """One interface over the parsers: build, run on a batch of sentences, gold loss, decoding, attachment scores.
 
 A :class:`ParseModel` wraps a :class:`~structkd.models.parsers.BiaffineParser` (a tree distribution plus
-relation logits) or a :class:`~structkd.models.parsers.SeqLabelingParser` (a MaxEnt over ``(head offset,
+relation logits) or a :class:`~structkd.models.seqlabel_parser.SeqLabelingParser` (a MaxEnt over ``(head offset,
 relation)`` labels), so that training, distillation and evaluation code is the same for both.
 """
 
@@ -27,13 +27,12 @@ from structkd.models.encoders import resolve_encoder
 from structkd.models.parsers import (
     BiaffineParser,
     ParserOutput,
-    SeqLabelingParser,
-    build_labels,
     build_vocab,
     has_tree,
     save_parser,
     stand_in_trees,  # noqa: F401 (the parser task's, re-exported)
 )
+from structkd.models.seqlabel_parser import SeqLabelingParser, build_labels
 from structkd.models.serialization import load_pretrained
 from structkd.models.transformer import shrink_encoder
 from structkd.parse.config import ModelConfig

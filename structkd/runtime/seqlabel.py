@@ -1,4 +1,4 @@
-"""Parsing as sequence labeling decoded in numpy: :meth:`structkd.models.parsers.SeqLabelingParser.decode`.
+"""Parsing as sequence labeling decoded in numpy: :meth:`structkd.models.seqlabel_parser.SeqLabelingParser.decode`.
 
 Each word's best label gives a head and a relation; where they do not make a valid single-root tree (and,
 for ``eisner``, a projective one), label-derived arc scores are decoded by Chu-Liu-Edmonds (``mst``), Eisner
