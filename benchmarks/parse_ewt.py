@@ -250,8 +250,11 @@ class Run:
 
 
 def data_section(data_dir: Path, setting: Setting) -> dict:
+    # measured with the 2.3% non-projective training trees skipped by the projective parsers (the default before
+    # data.on_nonprojective: projectivize)
     return {"train": str(data_dir / "en_ewt-ud-train.conllu"), "dev": str(data_dir / "en_ewt-ud-dev.conllu"),
-            "test": str(data_dir / "en_ewt-ud-test.conllu"), "max_sentences": setting.max_sentences}
+            "test": str(data_dir / "en_ewt-ud-test.conllu"), "max_sentences": setting.max_sentences,
+            "on_nonprojective": "skip"}
 
 
 def unlabeled_data_section(data_dir: Path, setting: Setting) -> dict:

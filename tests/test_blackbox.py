@@ -354,7 +354,8 @@ def test_distill_from_each_ner_file_kind(ner, tmp_path, kind, method, head):
     runner.distill_command(NER, config, rebuild_cache=True)
 
 
-def test_distilling_from_the_teachers_trees_equals_topk_kd_from_the_teacher(parse, tmp_path):
+@pytest.mark.parametrize("nonprojective", ["projectivize", "skip"])
+def test_distilling_from_the_teachers_trees_equals_topk_kd_from_the_teacher(parse, tmp_path, nonprojective):
     from structkd.parse.modeling import ParseModel
 
     teacher = ParseModel.load(parse["teacher"])
@@ -363,11 +364,12 @@ def test_distilling_from_the_teachers_trees_equals_topk_kd_from_the_teacher(pars
     PARSE.write_predictions(str(path), sentences, teacher)  # every training tree, the non-projective ones too
     results = {}
     for name, source in (("model", {"teacher": parse["teacher"]}), ("file", {"teacher_outputs": str(path)})):
-        config = build_parse_config({"data": parse["data"], "model": PARSE_MODEL,
-                                     "kd": {"method": "topk", "top_k": 1, **source},
+        config = build_parse_config({"data": {**parse["data"], "on_nonprojective": nonprojective},
+                                     "model": PARSE_MODEL, "kd": {"method": "topk", "top_k": 1, **source},
                                      "training": training(tmp_path / name)})
         results[name] = runner.distill_command(PARSE, config)
-    assert results["file"]["skipped_nonprojective"] == results["model"]["skipped_nonprojective"] == 2
+    key = "skipped_nonprojective" if nonprojective == "skip" else "projectivized_nonprojective"
+    assert results["file"][key] == results["model"][key] == 2  # the file's records of those trees follow them
     assert results["file"]["dev"]["las"] == results["model"]["dev"]["las"]
     assert same_weights(tmp_path / "model", tmp_path / "file")
 

@@ -100,7 +100,7 @@ def teachers(corpus):
     results = train_command(build_parse_config({"data": data, "model": bilstm(tree="2o"),
                                                 "training": training(root / "2o", epochs=2)}))
     assert 0.0 <= results["dev"]["las"] <= results["dev"]["uas"] <= 1.0
-    assert results["skipped_nonprojective"] == 2
+    assert results["skipped_nonprojective"] == 0 and results["projectivized_nonprojective"] == 2
     bert = write_tiny_bert(root / "bert", layers=2, max_positions=32)
     first = build_parse_config({"data": data, "model": {"kind": "biaffine", "tree": "nonprojective", "encoder": bert,
                                                         "arc_hidden": 8, "rel_hidden": 6},
@@ -135,13 +135,14 @@ def test_first_order_teacher_to_students(corpus, teachers, tmp_path, caplog):
                                  "kd": {"method": "structural", "teacher": teachers["1o"], "relations": "gold"},
                                  "training": training(tmp_path / "mt")})
     assert distill_command(config)["skipped_nonprojective"] == 0
-    # to a projective student: the non-projective trees are skipped, with a logged count
+    # to a projective student: the non-projective trees are projectivized (the default), with a logged count
     with caplog.at_level(logging.WARNING, logger="structkd.parse"):
         config = build_parse_config({"data": data, "model": bilstm(tree="projective"),
                                      "kd": {"method": "topk", "teacher": teachers["1o"], "top_k": 2},
                                      "training": training(tmp_path / "proj")})
-        assert distill_command(config)["skipped_nonprojective"] == 2
-    assert "skipping 2 non-projective training trees of 24" in caplog.text
+        results = distill_command(config)
+    assert results["skipped_nonprojective"] == 0 and results["projectivized_nonprojective"] == 2
+    assert "projectivized 2 non-projective training trees of 24 (8.33%)" in caplog.text
     # second-order teacher to the sequence-labeling student
     config = build_parse_config({"data": data, "model": bilstm(kind="seqlabel"),
                                  "kd": {"method": "structural", "teacher": teachers["2o"], "temperature": 2.0},
@@ -428,8 +429,10 @@ def test_distillation_on_unlabeled_sentences(corpus, teachers, tmp_path):
         results = distill_command(config)
         assert results["unlabeled_sentences"] == 3 and 0.0 <= results["dev"]["las"] <= 1.0
         index = json.loads((out / "teacher_cache" / "index.json").read_text())
-        # the training trees the student learns (a projective one skips 2 of 24) and every unlabeled sentence
-        assert index["n_sentences"] == (22 if kind == "biaffine" else 24) + 3
+        # the training trees the student learns (a projective one projectivizes 2 of the 24, where it skipped
+        # them before) and every unlabeled sentence
+        assert index["n_sentences"] == 24 + 3
+        assert results["projectivized_nonprojective"] == (2 if kind == "biaffine" else 0)
         student = ParseModel.load(out / "model")
         assert "zorba" in student.parser.vocab.words.items  # unlabeled words are in the student's vocabulary
     # a biaffine student may learn from unlabeled sentences alone
@@ -456,7 +459,7 @@ def test_group_by_length_gets_the_length_of_every_training_item(corpus, teachers
 
     made = record_trainers(pipeline)
     (tmp_path / "raw.txt").write_text("zorba lives in paris\nnice zorba city today .\n", encoding="utf-8")
-    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    data = {"train": corpus["train"], "dev": corpus["dev"], "on_nonprojective": "skip"}
     grouped = {**training(tmp_path / "gold"), "group_by_length": True}
     train_command(build_parse_config({"data": data, "model": bilstm(), "training": grouped}))
     grouped = {**training(tmp_path / "kd"), "group_by_length": True}
@@ -628,3 +631,26 @@ def test_frozen_teacher_embeddings_stay_as_copied_in_a_parser_student(corpus, te
     torch.testing.assert_close(saved.parser.encoder.bilstm.words.weight, start, rtol=0, atol=0)
     with pytest.raises(ValueError, match="model.freeze_embeddings .* needs model.init_from_teacher=true"):
         build_parse_config({"model": {"freeze_embeddings": True, "init_from_teacher": False}})
+
+
+def test_training_trees_projectivize_skip_or_refuse_the_nonprojective_ones(corpus):
+    from structkd.parse.config import DataConfig
+    from structkd.parse.pipeline import training_trees
+    from structkd.structs.heads import projective
+
+    sentences = read_conllu(corpus["train"])
+    chosen = training_trees(sentences, DataConfig(train="x"), needs_projective=True)
+    assert chosen.projectivized == 2 and chosen.kept == list(range(len(sentences)))
+    assert chosen.counts(len(sentences)) == {"skipped_nonprojective": 0, "projectivized_nonprojective": 2}
+    changed = [k for k, (a, b) in enumerate(zip(sentences, chosen.trees)) if a is not b]
+    assert len(changed) == 2
+    for k in changed:  # the same words and relations; a projective tree sharing all but the crossing arcs
+        before, after = sentences[k], chosen.trees[k]
+        assert after.words == before.words and after.deprels == before.deprels and after.source == before.source
+        heads = torch.tensor([[-1] + after.heads])
+        assert bool(projective(heads).all()) and 0 < sum(a != b for a, b in zip(before.heads, after.heads)) <= 2
+    skip = training_trees(sentences, DataConfig(train="x", on_nonprojective="skip"), needs_projective=True)
+    assert len(skip.trees) == len(sentences) - 2 and [sentences[k] for k in skip.kept] == skip.trees
+    assert training_trees(sentences, DataConfig(train="x"), needs_projective=False).trees == sentences
+    with pytest.raises(ValueError, match="data.on_nonprojective must be one of projectivize, skip, error"):
+        DataConfig(on_nonprojective="lift")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import warnings
 
 import brute
@@ -417,3 +418,52 @@ def test_iter_cycles_finds_every_cycle_once():
         for cycle in found:  # each in head order, closing on itself
             assert [heads[x] for x in cycle] == cycle[1:] + cycle[:1]
         assert next(iter_cycles(heads), None) == (found[0] if found else None)
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_nearest_projective_keeps_the_most_arcs_then_lifts_to_the_nearest_ancestors(multiroot):
+    from brute import is_projective, trees
+
+    from structkd.structs.tree import nearest_projective
+
+    def ancestors(heads, d):  # [head, its head, ..., 0] of word d
+        out = [heads[d - 1]]
+        while out[-1] != 0:
+            out.append(heads[out[-1] - 1])
+        return out
+
+    def objective(candidate, gold):  # what the function maximizes, in exact fractions
+        from fractions import Fraction
+
+        seq_len = len(gold) + 1
+        total = Fraction(0)
+        for d, h in enumerate(candidate, start=1):
+            up = ancestors(gold, d)
+            if h == up[0]:
+                total += 1
+            elif h in up:
+                total += Fraction(1, 2 * seq_len * (up.index(h) + 1))
+        return total
+
+    rng = random.Random(0)
+    changed = 0
+    for n in (1, 2, 3, 4, 5, 6):
+        every, projective_trees = trees(n, multiroot, False), trees(n, multiroot, True)
+        golds = rng.sample(every, min(len(every), 12))
+        changed += sum(not is_projective(g) for g in golds)
+        batch = torch.full((len(golds), 8), -1, dtype=torch.long)
+        for b, gold in enumerate(golds):
+            batch[b, 1:n + 1] = torch.tensor(gold)
+        lens = torch.full((len(golds),), n)
+        got = nearest_projective(batch, lens, multiroot)
+        for b, gold in enumerate(golds):
+            mine = tuple(got[b, 1:n + 1].tolist())
+            assert got[b, n + 1:].eq(-1).all() and got[b, 0] == -1
+            assert mine in projective_trees
+            best = max(objective(t, gold) for t in projective_trees)
+            assert objective(mine, gold) == best, (gold, mine)
+            if is_projective(gold):
+                assert mine == gold
+            kept = sum(a == g for a, g in zip(mine, gold))
+            assert kept == max(sum(a == g for a, g in zip(t, gold)) for t in projective_trees)
+    assert changed >= 10  # non-projective trees were among them

@@ -2,7 +2,8 @@
 
 A config has four sections::
 
-    data:      {train: ..., dev: ..., test: ..., max_sentences: null, multiroot: false, on_nonprojective: skip}
+    data:      {train: ..., dev: ..., test: ..., max_sentences: null, multiroot: false,
+                on_nonprojective: projectivize}
     model:     {kind: biaffine | seqlabel, tree: projective | nonprojective | 2o, encoder: bilstm | minilm, ...}
     kd:        {method: structural, temperature: 1.0, kd_weight: 0.5, relations: marginal, teacher: ..., ...}
     training:  any TrainConfig field (epochs, lr, batch_size, output_dir, ...); ``metric`` defaults to ``las``
@@ -32,14 +33,19 @@ MODEL_KINDS = ("biaffine", "seqlabel")
 TREES = ("projective", "nonprojective", "2o")
 
 
+NONPROJECTIVE = ("projectivize", "skip", "error")
+
 @dataclass
 class DataConfig(SplitsConfig):
     """CoNLL-U treebanks (:func:`structkd.data.read_conllu`); the splits, ``max_sentences`` and ``slices`` of
     :class:`~structkd.data.splits.SplitsConfig`.
 
-    ``projective_only``: drop non-projective training trees (``None``: exactly when the trained model needs
+    ``projective_only``: train on projective trees only (``None``: exactly when the trained model needs
     projective trees, i.e. a ``projective`` or ``2o`` biaffine parser).  ``on_nonprojective`` says what happens
-    to them: ``skip`` (logged with their count) or ``error``.  Development and test trees are never dropped.
+    to the others: ``projectivize`` (the default) trains on the nearest projective tree instead (the most arcs
+    kept, each changed word lifted to the nearest ancestor of its head that projectivity allows, its relation
+    kept: :func:`structkd.structs.tree.nearest_projective`), ``skip`` drops the sentence, both logged with their
+    count, and ``error`` refuses it.  Development and test trees are never changed or dropped.
 
     ``unlabeled``: files of sentences the student distils from without gold trees (``structkd parse distill``
     only): CoNLL-U, whose HEAD and DEPREL are ignored (they may be ``_``), or ``.txt`` with one
@@ -49,12 +55,13 @@ class DataConfig(SplitsConfig):
 
     multiroot: bool = False
     projective_only: bool | None = None
-    on_nonprojective: str = "skip"
+    on_nonprojective: str = "projectivize"
 
     def __post_init__(self):
         super().__post_init__()
-        if self.on_nonprojective not in ("skip", "error"):
-            raise ValueError(f"data.on_nonprojective must be 'skip' or 'error', got {self.on_nonprojective!r}")
+        if self.on_nonprojective not in NONPROJECTIVE:
+            raise ValueError(f"data.on_nonprojective must be one of {', '.join(NONPROJECTIVE)}, got "
+                             f"{self.on_nonprojective!r}")
 
 
 @dataclass

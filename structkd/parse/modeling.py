@@ -38,6 +38,7 @@ from structkd.models.transformer import shrink_encoder
 from structkd.parse.config import ModelConfig
 from structkd.parse.metrics import attachment_scores
 from structkd.structs.heads import projective
+from structkd.structs.tree import nearest_projective
 
 Tensor = torch.Tensor
 
@@ -209,19 +210,39 @@ def _copy_scorers(source: BiaffineParser, target: BiaffineParser) -> None:
     target.load_state_dict(copied, strict=False)
 
 
-def split_projective(sentences: Sequence[ParsedSentence], chunk: int = 256
-                     ) -> tuple[list[ParsedSentence], list[ParsedSentence]]:
-    """``(projective, nonprojective)`` sentences, in their order."""
-    flags: list[bool] = []
+def _head_chunks(sentences: Sequence[ParsedSentence], chunk: int):
+    """``(sentences, heads [B, S], lens [B])`` of consecutive pieces of ``chunk`` sentences."""
     for start in range(0, len(sentences), chunk):
         part = sentences[start:start + chunk]
         heads = torch.full((len(part), max(len(s) for s in part) + 1), -1, dtype=torch.long)
         for b, s in enumerate(part):
             heads[b, 1:len(s) + 1] = torch.tensor(s.heads, dtype=torch.long)
-        flags += projective(heads, torch.tensor([len(s) for s in part])).tolist()
+        yield part, heads, torch.tensor([len(s) for s in part])
+
+
+def split_projective(sentences: Sequence[ParsedSentence], chunk: int = 256
+                     ) -> tuple[list[ParsedSentence], list[ParsedSentence]]:
+    """``(projective, nonprojective)`` sentences, in their order."""
+    flags: list[bool] = []
+    for _, heads, lens in _head_chunks(sentences, chunk):
+        flags += projective(heads, lens).tolist()
     keep = [s for s, ok in zip(sentences, flags) if ok]
     drop = [s for s, ok in zip(sentences, flags) if not ok]
     return keep, drop
+
+
+def projectivize(sentences: Sequence[ParsedSentence], multiroot: bool, chunk: int = 64) -> list[ParsedSentence]:
+    """The sentences with their trees replaced by the nearest projective trees
+    (:func:`structkd.structs.tree.nearest_projective`: the most arcs kept, each changed word lifted to the
+    nearest ancestor of its head that projectivity allows, its relation kept)."""
+    order = sorted(range(len(sentences)), key=lambda k: len(sentences[k]))  # chunks of similar lengths
+    out: list[ParsedSentence] = [None] * len(sentences)  # type: ignore[list-item]
+    for start, (part, heads, lens) in zip(range(0, len(order), chunk),
+                                          _head_chunks([sentences[k] for k in order], chunk)):
+        fixed = nearest_projective(heads, lens, multiroot).tolist()
+        for k, s, row in zip(order[start:start + chunk], part, fixed):
+            out[k] = dataclasses.replace(s, heads=row[1:len(s) + 1])
+    return out
 
 
 def batches(sentences: Sequence, batch_size: int):

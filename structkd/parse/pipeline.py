@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -38,6 +38,7 @@ from structkd.parse.modeling import (
     evaluate,
     has_tree,
     predict,
+    projectivize,
     split_projective,
     stand_in_trees,
     starts_from_teacher,
@@ -78,24 +79,48 @@ def _read_unlabeled(path: str, config: DataConfig) -> LazySentences:
     return sentences.map(without_tree)
 
 
+class TrainingTrees(NamedTuple):
+    """The training trees a model learns: ``trees``, the position in ``data.train`` of each (``kept``), and how
+    many of them were projectivized."""
+
+    trees: list[ParsedSentence]
+    kept: list[int]
+    projectivized: int = 0
+
+    def counts(self, total: int) -> dict[str, int]:
+        """What ``results.json`` reports of them, out of ``total`` training sentences."""
+        return {"skipped_nonprojective": total - len(self.trees), "projectivized_nonprojective": self.projectivized}
+
+
 def training_trees(sentences: list[ParsedSentence], config: DataConfig, needs_projective: bool,
-                   what: str = "model") -> list[ParsedSentence]:
-    """The training sentences, without non-projective trees when the model needs projective ones (or
-    ``data.projective_only`` says so): skipped with a logged count, or an error (``data.on_nonprojective``)."""
+                   what: str = "model") -> TrainingTrees:
+    """The training sentences with projective trees when the model needs them (or ``data.projective_only`` says
+    so), as ``data.on_nonprojective`` says: a non-projective tree is replaced by its nearest projective tree
+    (``projectivize``), dropped (``skip``), both with a logged count, or refused (``error``)."""
     only = needs_projective if config.projective_only is None else config.projective_only
+    everything = TrainingTrees(list(sentences), list(range(len(sentences))))
     if not only:
-        return sentences
+        return everything
     keep, drop = split_projective(sentences)
-    if drop:
-        if config.on_nonprojective == "error":
-            raise ValueError(f"{drop[0].source}: a non-projective training tree ({len(drop)} of {len(sentences)}), "
-                             f"which the projective {what} cannot learn; set data.on_nonprojective=skip, or use "
-                             f"model.tree=nonprojective")
-        logger.warning("skipping %d non-projective training trees of %d (%.2f%%): the %s needs projective trees",
-                       len(drop), len(sentences), 100 * len(drop) / len(sentences), what)
-    if not keep:
-        raise ValueError("no projective training tree is left")
-    return keep
+    if not drop:
+        return everything
+    share = f"{len(drop)} non-projective training trees of {len(sentences)} ({100 * len(drop) / len(sentences):.2f}%)"
+    if config.on_nonprojective == "error":
+        raise ValueError(f"{drop[0].source}: a non-projective training tree ({len(drop)} of {len(sentences)}), "
+                         f"which the projective {what} cannot learn; set data.on_nonprojective=projectivize (or "
+                         f"skip), or use model.tree=nonprojective")
+    if config.on_nonprojective == "skip":
+        logger.warning("skipping %s: the %s needs projective trees", share, what)
+        if not keep:
+            raise ValueError("no projective training tree is left")
+        kept = {id(s) for s in keep}
+        return TrainingTrees(keep, [k for k, s in enumerate(sentences) if id(s) in kept])
+    fixed = {id(s): t for s, t in zip(drop, projectivize(drop, config.multiroot))}
+    moved = sum(a != b for s in drop for a, b in zip(s.heads, fixed[id(s)].heads))
+    logger.warning("projectivized %s: %d of their %d words took the nearest ancestor of their head that a "
+                   "projective tree allows (the %s needs projective trees)", share, moved,
+                   sum(len(s) for s in drop), what)
+    return TrainingTrees([fixed.get(id(s), s) for s in sentences], everything.kept, len(drop))
 
 
 def collate(items: list[tuple[int, ParsedSentence]]) -> Batch:
@@ -175,11 +200,11 @@ class ParseTask(Task):
         return Parser(model, tokenizer, max_words=max_words)
 
     def prepare_training(self, config: ParseConfig, data: TaskData) -> Prepared:
-        train = training_trees(data.train, config.data, config.model.needs_projective, _model_name(config))
+        chosen = training_trees(data.train, config.data, config.model.needs_projective, _model_name(config))
         # the relation inventory covers every training tree, so that students trained on trees this model skips
         # (non-projective ones) share it
-        model = build_model(config.model, build_rels(data.train), train, config.data.multiroot)
-        return Prepared(model, train, {"skipped_nonprojective": len(data.train) - len(train)})
+        model = build_model(config.model, build_rels(data.train), chosen.trees, config.data.multiroot)
+        return Prepared(model, chosen.trees, chosen.counts(len(data.train)))
 
     def prepare_student(self, config: ParseConfig, data: TaskData, teacher: ParseModel) -> Prepared:
         kd = config.kd
@@ -188,8 +213,8 @@ class ParseTask(Task):
         if not data.train and config.model.kind == "seqlabel":
             raise ValueError("data.train is required: a sequence-labeling student takes its label inventory from "
                              "the training trees")
-        trees = training_trees(data.train, config.data, config.model.needs_projective, "student") if data.train \
-            else []
+        chosen = training_trees(data.train, config.data, config.model.needs_projective, "student")
+        trees = chosen.trees
         train = _known_relations(trees, teacher.rels) if trees else []
         sentences = concat(train, data.unlabeled)
         vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher),
@@ -201,8 +226,8 @@ class ParseTask(Task):
         if data.unlabeled and "gold_rels" in teacher_fields(kd, spec):
             raise ValueError("kd.relations=gold distils relations on the gold arcs, which data.unlabeled sentences "
                              "do not have: use kd.relations=marginal (or none)")
-        extra = {"skipped_nonprojective": len(data.train) - len(trees), "skipped_unknown_relations":
-                 len(trees) - len(train), "unlabeled_sentences": len(data.unlabeled)}
+        extra = {**chosen.counts(len(data.train)), "skipped_unknown_relations": len(trees) - len(train),
+                 "unlabeled_sentences": len(data.unlabeled)}
         return Prepared(student, sentences, extra)
 
     def prepare_from_outputs(self, config: ParseConfig, data: TaskData) -> tuple[Prepared, TeacherOutputs]:
@@ -227,15 +252,15 @@ class ParseTask(Task):
             raise ValueError(f"the student's relations come from data.train or from the \"rels\" of "
                              f"{kd.teacher_outputs}: give either")
         check_outputs_labels(outputs, rels, "the student's relations" + (" (data.train)" if data.train else ""))
-        train = training_trees(data.train, config.data, model.needs_projective, "student") if data.train else []
+        chosen = training_trees(data.train, config.data, model.needs_projective, "student")
+        train = chosen.trees
         sentences = concat(train, data.unlabeled)
         student = build_model(model, rels, train, config.data.multiroot, vocab_sentences=sentences)
         spec = StudentSpec.of(student)
         _check_outputs_fields(outputs, teacher_fields(kd, spec), bool(data.unlabeled))
-        kept = {id(s) for s in train}  # the training trees the student learns; every unlabeled sentence
-        outputs = outputs.subset([k for k, s in enumerate(data.train) if id(s) in kept]
-                                 + list(range(len(data.train), len(every))))
-        extra = {"skipped_nonprojective": len(data.train) - len(train), "unlabeled_sentences": len(data.unlabeled),
+        # the training trees the student learns, then every unlabeled sentence
+        outputs = outputs.subset(chosen.kept + list(range(len(data.train), len(every))))
+        extra = {**chosen.counts(len(data.train)), "unlabeled_sentences": len(data.unlabeled),
                  "teacher_outputs": outputs.kind}
         if outputs.kind == "trees":
             extra["inexpressible_teacher_trees"] = check_trees(outputs, spec.multiroot, spec.needs_projective,

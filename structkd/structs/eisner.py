@@ -383,4 +383,36 @@ class DependencyCRF(FirstOrderTree):
 
 
 
-__all__ = ["DependencyCRF"]
+def nearest_projective(heads: Tensor, lens: Tensor | None = None, multiroot: bool = False) -> Tensor:
+    """The projective tree closest to each tree: the most arcs in common, and among those trees the one whose
+    changed words hang as close above their own heads as possible (each is lifted to the nearest ancestor of
+    its head that a projective tree allows, as in pseudo-projective lifting).  Projective trees come back
+    unchanged.
+
+    Eisner's argmax over float64 arc scores: 1 for an arc of the tree, ``1 / (2 S k)`` for an arc from the
+    ``k``-th ancestor of the word (``k >= 2``), 0 otherwise.  The bonuses of all words sum below ``1/2``, so no
+    bonus ever outweighs a kept arc.
+
+    Args:
+        heads: ``LongTensor [batch_size, seq_len]``, trees as in :mod:`structkd.structs.first_order` (``-1`` at
+            position 0 and padding).
+        lens: ``LongTensor [batch_size]``, number of words; ``None`` = ``seq_len - 1``.
+        multiroot: whether the projective tree may attach several words to the root.
+
+    Returns:
+        ``LongTensor [batch_size, seq_len]`` projective heads, on ``heads``' device.
+    """
+    batch_size, seq_len = heads.shape
+    lens = torch.full((batch_size,), seq_len - 1, dtype=torch.long) if lens is None else lens.cpu()
+    scores = torch.zeros(batch_size, seq_len, seq_len, dtype=torch.float64)
+    for b, (row, n) in enumerate(zip(heads.tolist(), lens.tolist())):
+        for d in range(1, n + 1):
+            head, k = row[d], 1
+            scores[b, d, head] = 1.0
+            while head != 0 and k < seq_len:  # the ancestors of the head, nearest first
+                head, k = row[head], k + 1
+                scores[b, d, head] = 1.0 / (2 * seq_len * k)
+    return DependencyCRF(scores, lens, multiroot).argmax.to(heads.device)
+
+
+__all__ = ["DependencyCRF", "nearest_projective"]

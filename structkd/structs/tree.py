@@ -4,8 +4,9 @@
 :mod:`structkd.structs.first_order` (scores ``[batch_size, seq_len, seq_len]`` with ``scores[b, d, h]`` the arc
 ``h -> d``, position 0 the root; heads ``LongTensor [batch_size, seq_len]``)."""
 
-from structkd.structs.eisner import DependencyCRF
+from structkd.structs.eisner import DependencyCRF, nearest_projective
 from structkd.structs.first_order import FirstOrderTree, arc_mask, tree_scores
 from structkd.structs.matrix_tree import MARGINAL_TOLERANCE, MatrixTree
 
-__all__ = ["DependencyCRF", "FirstOrderTree", "MatrixTree", "MARGINAL_TOLERANCE", "arc_mask", "tree_scores"]
+__all__ = ["DependencyCRF", "FirstOrderTree", "MatrixTree", "MARGINAL_TOLERANCE", "arc_mask", "nearest_projective",
+           "tree_scores"]
