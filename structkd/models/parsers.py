@@ -99,6 +99,15 @@ class ParserEncoder(nn.Module):
             self.output_dim = encoder.hidden_size
         self.dropout = nn.Dropout(dropout)
 
+    @classmethod
+    def for_parser(cls, encoder, n_words: int | None, n_chars: int | None, options: dict | None, dropout: float,
+                   vocab: TaggerVocab | None) -> ParserEncoder:
+        """A parser's encoder: the BiLSTM's vocabulary sizes default to those of ``vocab`` when it is given."""
+        if vocab is not None:
+            n_words = len(vocab.words) if n_words is None else n_words
+            n_chars = len(vocab.chars) if n_chars is None else n_chars
+        return cls(encoder, n_words, n_chars, options, dropout)
+
     @property
     def is_transformer(self) -> bool:
         return self.transformer is not None
@@ -370,10 +379,7 @@ class BiaffineParser(nn.Module):
             raise ValueError(f"tree must be one of {', '.join(TREES)}, got {tree!r}")
         if not rels:
             raise ValueError("a parser needs its relation inventory (rels)")
-        if vocab is not None:
-            n_words = len(vocab.words) if n_words is None else n_words
-            n_chars = len(vocab.chars) if n_chars is None else n_chars
-        self.encoder = ParserEncoder(encoder, n_words, n_chars, encoder_options, dropout)
+        self.encoder = ParserEncoder.for_parser(encoder, n_words, n_chars, encoder_options, dropout, vocab)
         self.vocab = vocab
         self.rels, self.tree, self.multiroot = list(rels), tree, bool(multiroot)
         self._options = {"arc_hidden": arc_hidden, "rel_hidden": rel_hidden, "sib_hidden": sib_hidden,

@@ -71,10 +71,7 @@ class SeqLabelingParser(nn.Module):
         super().__init__()
         if not rels or not labels:
             raise ValueError("a sequence-labeling parser needs its relations and labels (build_labels)")
-        if vocab is not None:
-            n_words = len(vocab.words) if n_words is None else n_words
-            n_chars = len(vocab.chars) if n_chars is None else n_chars
-        self.encoder = ParserEncoder(encoder, n_words, n_chars, encoder_options, dropout)
+        self.encoder = ParserEncoder.for_parser(encoder, n_words, n_chars, encoder_options, dropout, vocab)
         self.vocab = vocab
         self.rels = list(rels)
         self.labels = [(int(o), int(r)) for o, r in labels]
