@@ -654,3 +654,29 @@ def test_training_trees_projectivize_skip_or_refuse_the_nonprojective_ones(corpu
     assert training_trees(sentences, DataConfig(train="x"), needs_projective=False).trees == sentences
     with pytest.raises(ValueError, match="data.on_nonprojective must be one of projectivize, skip, error"):
         DataConfig(on_nonprojective="lift")
+
+
+def test_a_second_order_parser_computes_batches_above_max_batch_cost_in_micro_batches(corpus, tmp_path,
+                                                                                      record_trainers):
+    import structkd.tasks.runner as pipeline
+    from structkd.parse.modeling import cubic_cost
+    from structkd.train.batching import MicroBatches
+
+    made = record_trainers(pipeline)
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    budget = 2 * 8 ** 3  # two sentences of 7 words
+    results = train_command(build_parse_config({"data": data, "model": bilstm(tree="2o"),
+                                                "training": {**training(tmp_path / "2o"), "max_batch_cost": budget}}))
+    assert 0.0 <= results["dev"]["las"] <= 1.0
+    (trainer,) = made
+    assert trainer.batch_cost is cubic_cost and trainer.config.max_batch_cost == budget
+    batches = list(trainer.epoch_loader(0))
+    assert len(batches) == trainer.steps_per_epoch and any(isinstance(b, MicroBatches) for b in batches)
+    for batch in batches:
+        for part in batch.parts if isinstance(batch, MicroBatches) else [batch]:
+            lengths = [len(s.words) for s in part.sentences]
+            assert cubic_cost(lengths) <= budget or len(lengths) == 1
+    # a first-order parser's memory grows with the square of the length: its batches are never split
+    train_command(build_parse_config({"data": data, "model": bilstm(tree="projective"),
+                                      "training": {**training(tmp_path / "1o"), "max_batch_cost": 1}}))
+    assert made[1].batch_cost is None

@@ -30,6 +30,7 @@ from structkd.train import (
     save_checkpoint,
 )
 from structkd.train import checkpoint as ckpt_module
+from structkd.train.batching import MicroBatches, split_by_cost
 from structkd.train.logs import plot_learning_curves
 
 N_FEATS, N_TAGS = 4, 3
@@ -470,3 +471,52 @@ def test_learning_curves_before_any_train_record_plot_without_warnings(tmp_path)
         warnings.simplefilter("error")
         png = plot_learning_curves(log, tmp_path / "curves.png", "las")
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- micro-batches ----------------------------------------------------------------------------------------
+def test_split_by_cost_keeps_a_batch_under_budget_and_splits_one_above_it():
+    lengths = [5, 1, 9, 3, 9, 2, 7, 4]
+    cost = lambda lens: len(lens) * max(lens)  # noqa: E731
+    assert split_by_cost([0, 1, 3], lengths, cost, 15) == [[0, 1, 3]]  # under budget: as it was, in its order
+    pieces = split_by_cost(list(range(8)), lengths, cost, 20)
+    assert sorted(i for piece in pieces for i in piece) == list(range(8))
+    assert all(cost([lengths[i] for i in piece]) <= 20 for piece in pieces)
+    assert pieces[0] == [2, 4]  # longest first: neighbours in length
+    assert split_by_cost([2, 4], lengths, cost, 5) == [[2], [4]]  # an item above budget alone
+
+
+def test_micro_batches_make_the_step_of_the_whole_batch(tmp_path):
+    train = make_data(40, 0)
+    lengths = [(7 * i) % 13 + 1 for i in range(len(train))]
+
+    def cost(lens):
+        return len(lens) * max(lens)
+
+    def model():  # no dropout: the parts must draw no random numbers the whole batch would not
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(N_FEATS, 8), nn.LayerNorm(8), nn.Linear(8, N_TAGS))
+
+    calls = {"whole": 0, "parts": 0}
+
+    def counting(name):
+        def loss(model, batch):
+            calls[name] += 1
+            return loss_fn(model, batch)
+        return loss
+
+    whole = Trainer(model(), config(tmp_path / "whole", max_batch_cost=None), train, None, counting("whole"), None,
+                    lengths=lengths, batch_cost=cost)
+    parts = Trainer(model(), config(tmp_path / "parts", max_batch_cost=30), train, None, counting("parts"), None,
+                    lengths=lengths, batch_cost=cost)
+    assert isinstance(next(iter(parts.epoch_loader(0))), MicroBatches)
+    assert whole.train().global_step == parts.train().global_step == 15
+    assert calls["whole"] == 15 and calls["parts"] > 30  # batches of 8 items up to 13 long cost up to 104
+    for (name, a), b in zip(weights(whole.model).items(), weights(parts.model).values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    losses = [[r["loss"] for r in read_jsonl(tmp_path / run / "train_log.jsonl") if r.get("type") == "train"]
+              for run in ("whole", "parts")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    with pytest.raises(ValueError, match="batch_cost needs the training items' lengths"):
+        Trainer(model(), config(tmp_path / "x"), train, None, loss_fn, None, batch_cost=cost)
+    with pytest.raises(ValueError, match="max_batch_cost must be positive"):
+        config(tmp_path / "x", max_batch_cost=0)

@@ -39,6 +39,7 @@ from structkd.parse.config import ModelConfig
 from structkd.parse.metrics import attachment_scores
 from structkd.structs.heads import projective
 from structkd.structs.tree import nearest_projective
+from structkd.train.batching import BatchCost
 
 Tensor = torch.Tensor
 
@@ -93,6 +94,12 @@ class ParseModel(nn.Module):
     @property
     def multiroot(self) -> bool:
         return bool(self.parser.multiroot)
+
+    @property
+    def batch_cost(self) -> BatchCost | None:
+        """A second-order parser's batch cost (:func:`cubic_cost`: its sibling scores and charts grow with the
+        cube of the padded length); ``None`` for the others, whose memory grows at most with its square."""
+        return cubic_cost if self.tree == "2o" else None
 
     @property
     def device(self) -> torch.device:
@@ -218,6 +225,12 @@ def _head_chunks(sentences: Sequence[ParsedSentence], chunk: int):
         for b, s in enumerate(part):
             heads[b, 1:len(s) + 1] = torch.tensor(s.heads, dtype=torch.long)
         yield part, heads, torch.tensor([len(s) for s in part])
+
+
+def cubic_cost(lengths: Sequence[int]) -> float:
+    """``n * (L + 1) ** 3`` for ``n`` sentences of at most ``L`` words (root included): the padded cells of a
+    second-order parser's sibling scores."""
+    return len(lengths) * (max(lengths) + 1) ** 3
 
 
 def split_projective(sentences: Sequence[ParsedSentence], chunk: int = 256

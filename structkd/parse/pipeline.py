@@ -281,6 +281,9 @@ class ParseTask(Task):
     def collate(self, items: list[tuple[int, ParsedSentence]], model: ParseModel) -> Batch:
         return collate(items)
 
+    def batch_cost(self, model: ParseModel):
+        return model.batch_cost
+
     def gold_loss(self, model: ParseModel, output, batch: Batch) -> torch.Tensor:
         return model.gold_loss(output, batch.sentences)  # 0 for sentences without a tree
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from structkd.data.lazy import sentence_lengths
 from structkd.kd.config import KdConfig
+from structkd.train.batching import BatchCost
 from structkd.train.config import SectionedConfig
 
 Tensor = torch.Tensor
@@ -111,6 +112,12 @@ class Task(ABC):
     def length(self, sentence: Any) -> int:
         """The number of words of a sentence (what ``group_by_length`` batches by)."""
         return len(self.words(sentence))
+
+    def batch_cost(self, model: nn.Module) -> BatchCost | None:
+        """How a training batch of ``model`` costs, from its sentences' lengths, when memory grows faster than
+        the padded batch (``training.max_batch_cost`` then splits the batches above it into micro-batches), or
+        ``None`` (the default): batches are computed whole."""
+        return None
 
     def lengths(self, sentences: Sequence) -> list[int]:
         """:meth:`length` of each sentence; lazily read sentences give the word counts of their index, without

@@ -83,10 +83,11 @@ def _evaluate_fn(task: Task):
 def _trainer(task: Task, config: Any, prepared: Prepared, data: TaskData, loss_fn, run_config: dict,
              device: torch.device) -> Trainer:
     model, items = prepared.model, prepared.items  # items may be read lazily (structkd.data.lazy): no list made
-    lengths = task.lengths(items) if config.training.group_by_length else None
+    cost = task.batch_cost(model) if config.training.max_batch_cost is not None else None
+    lengths = task.lengths(items) if config.training.group_by_length or cost is not None else None
     return Trainer(model, config.training, enumerated(items), data.dev or None, loss_fn,
                    _evaluate_fn(task) if data.dev else None, collate_fn=lambda chunk: task.collate(chunk, model),
-                   lengths=lengths, run_config=run_config, device=device)
+                   lengths=lengths, run_config=run_config, device=device, batch_cost=cost)
 
 
 def _finish(task: Task, config: Any, prepared: Prepared, data: TaskData) -> dict:

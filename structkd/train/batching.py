@@ -1,13 +1,15 @@
-"""Deterministic, resumable batch order: the order of an epoch depends only on ``(seed, epoch)``."""
+"""Deterministic, resumable batch order: the order of an epoch depends only on ``(seed, epoch)``; a batch that
+costs more than a budget is computed in micro-batches (:class:`CostCollate`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["EpochBatchSampler", "LENGTH_WINDOW", "epoch_batches", "move_to_device"]
+__all__ = ["BatchCost", "CostCollate", "EpochBatchSampler", "IndexedItems", "LENGTH_WINDOW", "MicroBatches",
+           "epoch_batches", "move_to_device", "split_by_cost"]
 
 
 LENGTH_WINDOW = 50  # group_by_length: items are sorted by length within windows of this many batches
@@ -67,6 +69,70 @@ class EpochBatchSampler:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+BatchCost = Callable[[Sequence[int]], float]
+"""The cost of computing a batch from the lengths of its items (for a second-order parser, ``n * (L + 1) ** 3``:
+the sibling scores and charts grow with the cube of the padded length)."""
+
+
+def split_by_cost(indices: Sequence[int], lengths: Sequence[int], cost: BatchCost, budget: float) -> list[list[int]]:
+    """A batch's items in consecutive pieces (longest first) that each cost at most ``budget``, or the batch
+    itself, in its order, when it does (an item that alone costs more still makes a piece of its own).
+
+    Args:
+        indices: the batch's item indices.
+        lengths: the length of every training item (indexed by item).
+        cost: :data:`BatchCost`.
+        budget: the most a piece may cost.
+    """
+    if cost([lengths[i] for i in indices]) <= budget:
+        return [list(indices)]
+    pieces: list[list[int]] = []
+    for i in sorted(indices, key=lambda i: -lengths[i]):
+        if pieces and cost([lengths[j] for j in pieces[-1]] + [lengths[i]]) <= budget:
+            pieces[-1].append(i)
+        else:
+            pieces.append([i])
+    return pieces
+
+
+class MicroBatches(NamedTuple):
+    """One optimizer step's batch computed in parts (:class:`CostCollate`): the collated ``parts`` and each
+    part's share of the batch's items, by which its (mean) loss is weighted."""
+
+    parts: list
+    shares: list[float]
+
+
+class IndexedItems:
+    """A dataset view whose item ``i`` is ``(i, data[i])``, so that a collate function knows the indices."""
+
+    def __init__(self, data: Sequence[Any]) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[int, Any]:
+        return i, self.data[i]
+
+
+class CostCollate:
+    """Collates a batch of :class:`IndexedItems` as one batch, or, when it costs more than ``budget``
+    (:func:`split_by_cost`), as :class:`MicroBatches` whose gradients the Trainer accumulates into one step."""
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any], lengths: Sequence[int], cost: BatchCost,
+                 budget: float) -> None:
+        self.collate_fn, self.lengths, self.cost, self.budget = collate_fn, lengths, cost, budget
+
+    def __call__(self, items: list[tuple[int, Any]]) -> Any:
+        pieces = split_by_cost([i for i, _ in items], self.lengths, self.cost, self.budget)
+        if len(pieces) == 1:
+            return self.collate_fn([item for _, item in items])
+        by_index = dict(items)
+        return MicroBatches([self.collate_fn([by_index[i] for i in piece]) for piece in pieces],
+                            [len(piece) / len(items) for piece in pieces])
 
 
 def move_to_device(batch: Any, device: torch.device | str | None) -> Any:

@@ -86,7 +86,13 @@ class TrainConfig:
     randomly initialized heads and layers of a fine-tuned encoder, which want a larger step than the
     pretrained weights' ``lr``); ``None`` uses ``lr`` for all.  ``group_by_length`` batches items of similar
     length together (:func:`~structkd.train.batching.epoch_batches`; the pipelines give the sentence lengths):
-    far less padding, the same items and number of steps per epoch.  ``device`` is where the run computes:
+    far less padding, the same items and number of steps per epoch.  ``max_batch_cost`` bounds the memory of a
+    batch of a model whose cost grows faster than its padded size (the task gives the cost: a second-order
+    parser's is ``n * (L + 1) ** 3`` for ``n`` sentences of at most ``L`` words; the default, ``2 ** 27``, takes
+    32 sentences of 159 words, EWT's longest, and holds a 300-word sentence to batches of 4): a batch above it is
+    computed in micro-batches of neighbours in length whose gradients, each weighted by its share of the
+    sentences, make one optimizer step, the step of the whole batch (up to float rounding) when the loss is
+    the batch's mean; ``null`` never splits.  ``device`` is where the run computes:
     ``"auto"`` (a model already on an accelerator stays there; otherwise the first CUDA device if there is one,
     else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (:mod:`structkd.train.devices`); under
     ``accelerate launch`` the accelerator decides.  ``report_to`` sends the train loss and dev metrics to
@@ -120,6 +126,7 @@ class TrainConfig:
     log_every: int = 50
     shuffle: bool = True
     group_by_length: bool = False
+    max_batch_cost: float | None = 2.0 ** 27
     drop_last: bool = False
     num_workers: int = 0
     progress: bool = True
@@ -134,6 +141,7 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.max_batch_cost is None or self.max_batch_cost > 0, "max_batch_cost must be positive (or null)"),
             (self.lr > 0, "lr must be > 0"),
             (self.head_lr is None or self.head_lr > 0, "head_lr must be > 0 or None"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),

@@ -19,10 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from tqdm.auto import tqdm
 
-from .batching import EpochBatchSampler, epoch_batches, move_to_device
+from .batching import (
+    BatchCost,
+    CostCollate,
+    EpochBatchSampler,
+    IndexedItems,
+    MicroBatches,
+    epoch_batches,
+    move_to_device,
+)
 from .callbacks import StepContext, TrainerCallback, callback_table, check_callbacks
 from .checkpoint import (
     CheckpointError,
@@ -140,13 +148,17 @@ class Trainer:
         device: the device without an accelerator; default: ``config.device`` (``"auto"``: a model on an
             accelerator stays there, else the first CUDA device if there is one, else the CPU).
         lengths: the length of each training item (``len(train_data)`` of them), which
-            ``config.group_by_length`` batches by; required with it, unused without.
+            ``config.group_by_length`` batches by and ``batch_cost`` reads; required with either.
         run_config: the whole run's settings (a pipeline's config as a JSON-able dict: data, model, KD), kept
             in every checkpoint: resuming under other settings is refused, as is resuming under another
             ``config`` (see :func:`changed_settings`).
         callbacks: :class:`~structkd.train.callbacks.TrainerCallback` instances, called after the built-in
             ones (:func:`~structkd.train.reporting.default_callbacks`: the console line per epoch, the learning
             curves, the trackers of ``config.report_to``) at each event they define.
+        batch_cost: the cost of a batch from its items' lengths (:data:`~structkd.train.batching.BatchCost`);
+            a batch costing more than ``config.max_batch_cost`` is computed in micro-batches accumulated into
+            one step (:meth:`train_step`), which assumes ``loss_fn`` returns the mean over the batch's items.
+            ``None``: batches are never split.
 
     ``config.output_dir`` receives ``config.json``, ``train_log.jsonl``, ``learning_curves.png``,
     ``last/`` (resume point) and ``best/`` (weights of the best evaluation).
@@ -166,6 +178,7 @@ class Trainer:
         lengths: Sequence[int] | None = None,
         run_config: dict[str, Any] | None = None,
         callbacks: Sequence[TrainerCallback] = (),
+        batch_cost: BatchCost | None = None,
     ) -> None:
         self.config = config
         self.run_config = run_config
@@ -174,7 +187,11 @@ class Trainer:
             raise ValueError(f"lengths has {len(lengths)} entries for {len(train_data)} training items")
         if config.group_by_length and lengths is None:
             raise ValueError("group_by_length needs the training items' lengths (Trainer(..., lengths=...))")
+        if batch_cost is not None and lengths is None:
+            raise ValueError("batch_cost needs the training items' lengths (Trainer(..., lengths=...))")
         self.lengths = list(lengths) if config.group_by_length else None
+        self.batch_cost = batch_cost if config.max_batch_cost is not None else None
+        self._item_lengths = list(lengths) if self.batch_cost is not None else None
         self.dev_data = dev_data
         self.loss_fn = loss_fn
         self._loss_takes_step = takes_step(loss_fn)
@@ -290,10 +307,15 @@ class Trainer:
         if self.accelerator is None:
             batches = batches[skip:]
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)  # keeps the global RNG untouched
+        data, collate = self.train_data, self.collate_fn
+        if self.batch_cost is not None:  # batches above max_batch_cost come as micro-batches
+            data = IndexedItems(self.train_data)
+            collate = CostCollate(self.collate_fn or default_collate, self._item_lengths, self.batch_cost,
+                                  cfg.max_batch_cost)
         loader = DataLoader(
-            self.train_data,
+            data,
             batch_sampler=EpochBatchSampler(batches, cfg.batch_size, cfg.drop_last),
-            collate_fn=self.collate_fn,
+            collate_fn=collate,
             num_workers=cfg.num_workers,
             generator=gen,
         )
@@ -306,21 +328,20 @@ class Trainer:
     # -- steps -----------------------------------------------------------------------------------------
 
     def train_step(self, batch: Any) -> tuple[torch.Tensor, float | None]:
-        """Forward, backward, clip, optimizer and scheduler step. Returns (detached loss, grad norm)."""
+        """Forward, backward, clip, optimizer and scheduler step. Returns (detached loss, grad norm).
+
+        :class:`~structkd.train.batching.MicroBatches` are computed part by part, each part's loss weighted by
+        its share of the batch's items and its gradients accumulated (synchronized across processes at the
+        last part only), then one step is taken."""
         self.model.train()
-        with self._autocast():
-            if self._loss_takes_step:
-                loss = self.loss_fn(self._loss_view, batch, self.step_context())
-            else:
-                loss = self.loss_fn(self._loss_view, batch)
-        if loss.dim() != 0:
-            raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
-        if self.accelerator is not None:
-            self.accelerator.backward(loss)
-        elif self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        parts = list(zip(batch.parts, batch.shares)) if isinstance(batch, MicroBatches) else [(batch, None)]
+        total = None
+        for k, (part, share) in enumerate(parts):
+            last = k == len(parts) - 1
+            syncing = last or self.accelerator is None
+            with contextlib.nullcontext() if syncing else self.accelerator.no_sync(self.model):
+                loss = self._backward(part, share)
+            total = loss if total is None else total + loss
         grad_norm = None
         if self.config.max_grad_norm is not None:
             if self.accelerator is not None:
@@ -341,7 +362,27 @@ class Trainer:
         if not skipped:  # a skipped step leaves the schedule where it was
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach().float(), grad_norm
+        return total.float(), grad_norm
+
+    def _backward(self, batch: Any, share: float | None) -> torch.Tensor:
+        """The loss of a batch (times ``share``, a micro-batch's share of its step) and its backward pass;
+        returns the detached loss."""
+        with self._autocast():
+            if self._loss_takes_step:
+                loss = self.loss_fn(self._loss_view, batch, self.step_context())
+            else:
+                loss = self.loss_fn(self._loss_view, batch)
+        if loss.dim() != 0:
+            raise ValueError(f"loss_fn must return a scalar tensor, got shape {tuple(loss.shape)}")
+        if share is not None:
+            loss = loss * share
+        if self.accelerator is not None:
+            self.accelerator.backward(loss)
+        elif self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return loss.detach()
 
     def evaluate(self) -> dict[str, float]:
         """Run ``evaluate_fn`` on the main process and share its metrics with every process."""
