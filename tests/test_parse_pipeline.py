@@ -680,3 +680,18 @@ def test_a_second_order_parser_computes_batches_above_max_batch_cost_in_micro_ba
     train_command(build_parse_config({"data": data, "model": bilstm(tree="projective"),
                                       "training": {**training(tmp_path / "1o"), "max_batch_cost": 1}}))
     assert made[1].batch_cost is None
+    # inference and the teacher cache in pieces: the same trees and rows as whole batches
+    from structkd.parse.modeling import ParseModel, predict
+
+    teacher, sentences = ParseModel.load(tmp_path / "2o" / "model"), read_conllu(corpus["train"])
+    assert predict(teacher, sentences, max_cost=budget) == predict(teacher, sentences, max_cost=None)
+    rows = []
+    for cost in (budget, None):
+        config = build_parse_config({"data": data, "model": bilstm(tree="projective"), "kd": {"teacher": "x"},
+                                     "training": {**training(tmp_path / "c"), "max_batch_cost": cost}})
+        rows.append(TASK.cache_rows(teacher, sentences[:16], config, made[1].model))
+    assert len(rows[0]) == len(rows[1]) == 16
+    for piecewise, whole in zip(*rows):  # a field stored once may come with each piece's first row
+        assert set(piecewise) ^ set(whole) <= TASK.SHARED_CACHE_FIELDS
+        for key in set(whole) & set(piecewise):
+            torch.testing.assert_close(piecewise[key], whole[key], rtol=1e-5, atol=1e-6)

@@ -39,7 +39,8 @@ from structkd.parse.config import ModelConfig
 from structkd.parse.metrics import attachment_scores
 from structkd.structs.heads import projective
 from structkd.structs.tree import nearest_projective
-from structkd.train.batching import BatchCost
+from structkd.train.batching import BatchCost, map_in_pieces
+from structkd.train.config import DEFAULT_MAX_BATCH_COST
 
 Tensor = torch.Tensor
 
@@ -263,22 +264,28 @@ def batches(sentences: Sequence, batch_size: int):
         yield sentences[start:start + batch_size]
 
 
-def predict(model: ParseModel, sentences: Sequence, batch_size: int = 64) -> tuple[list[list[int]], list[list[str]]]:
+def predict(model: ParseModel, sentences: Sequence, batch_size: int = 64,
+            max_cost: float | None = DEFAULT_MAX_BATCH_COST) -> tuple[list[list[int]], list[list[str]]]:
     """Heads (``0`` = root) and relation names of every sentence (eval mode, no gradient).  Sentences are
-    parsed in batches of similar lengths and returned in their order."""
+    parsed in batches of similar lengths (a second-order parser's within ``max_cost``, as
+    ``training.max_batch_cost`` holds its training batches) and returned in their order."""
     model.eval()
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    heads: list[list[int] | None] = [None] * len(sentences)
-    rels: list[list[str] | None] = [None] * len(sentences)
     names = model.rels
+
+    def parse(chunk: list[int]) -> list[tuple[list[int], list[str]]]:
+        batch_heads, batch_rels = model.parse([sentences[i] for i in chunk])
+        return [(batch_heads[row, 1:len(sentences[i]) + 1].tolist(),
+                 [names[r] for r in batch_rels[row, 1:len(sentences[i]) + 1].tolist()])
+                for row, i in enumerate(chunk)]
+
+    trees: list[tuple[list[int], list[str]] | None] = [None] * len(sentences)
     with torch.no_grad():
         for chunk in batches(order, batch_size):
-            batch_heads, batch_rels = model.parse([sentences[i] for i in chunk])
-            for row, i in enumerate(chunk):
-                n = len(sentences[i])
-                heads[i] = batch_heads[row, 1:n + 1].tolist()
-                rels[i] = [names[r] for r in batch_rels[row, 1:n + 1].tolist()]
-    return heads, rels
+            lengths = [len(sentences[i]) for i in chunk]
+            for i, tree in zip(chunk, map_in_pieces(chunk, lengths, model.batch_cost, max_cost, parse)):
+                trees[i] = tree
+    return [t[0] for t in trees], [t[1] for t in trees]
 
 
 def evaluate(model: ParseModel, sentences: Sequence[ParsedSentence], batch_size: int = 64,

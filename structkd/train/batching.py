@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import torch
 
 __all__ = ["BatchCost", "CostCollate", "EpochBatchSampler", "IndexedItems", "LENGTH_WINDOW", "MicroBatches",
-           "epoch_batches", "move_to_device", "split_by_cost"]
+           "epoch_batches", "map_in_pieces", "move_to_device", "split_by_cost"]
 
 
 LENGTH_WINDOW = 50  # group_by_length: items are sorted by length within windows of this many batches
@@ -95,6 +95,23 @@ def split_by_cost(indices: Sequence[int], lengths: Sequence[int], cost: BatchCos
         else:
             pieces.append([i])
     return pieces
+
+
+def map_in_pieces(items: Sequence[Any], lengths: Sequence[int], cost: BatchCost | None, budget: float | None,
+                  compute: Callable[[list[Any]], Sequence[Any]]) -> list[Any]:
+    """``compute(items)`` (one result per item, each item's independent of the others'), computed in pieces of
+    at most ``budget`` (:func:`split_by_cost`) when ``cost`` and ``budget`` are given; results in the items'
+    order.  What inference and teacher caches do with a second-order parser's batches of long sentences."""
+    if cost is None or budget is None:
+        return list(compute(list(items)))
+    pieces = split_by_cost(range(len(items)), lengths, cost, budget)
+    if len(pieces) == 1:
+        return list(compute(list(items)))
+    out: list[Any] = [None] * len(items)
+    for piece in pieces:
+        for k, result in zip(piece, compute([items[k] for k in piece])):
+            out[k] = result
+    return out
 
 
 class MicroBatches(NamedTuple):

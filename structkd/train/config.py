@@ -20,6 +20,8 @@ __all__ = ["TrainConfig", "load_config", "parse_overrides", "changed_settings", 
            "EARLIER_DEFAULTS"]
 
 SCHEDULES = ("linear", "cosine", "constant")
+DEFAULT_MAX_BATCH_COST = 2.0 ** 27
+"""The default ``training.max_batch_cost`` (cells), which inference batches of costly models keep to as well."""
 
 
 # settings that may differ between a checkpoint and the run resuming it: where files are (a teacher's
@@ -126,7 +128,7 @@ class TrainConfig:
     log_every: int = 50
     shuffle: bool = True
     group_by_length: bool = False
-    max_batch_cost: float | None = 2.0 ** 27
+    max_batch_cost: float | None = DEFAULT_MAX_BATCH_COST
     drop_last: bool = False
     num_workers: int = 0
     progress: bool = True
