@@ -395,10 +395,23 @@ def test_a_20000_word_line_is_refused_by_a_parser_before_any_model_work(tmp_path
 # ------------------------------------------------------------------------------------------- parsers
 @pytest.mark.parametrize("kind,tree", [("biaffine", "projective"), ("biaffine", "nonprojective"),
                                        ("biaffine", "2o"), ("seqlabel", None)])
-def test_parser_head_scores(kind, tree, tmp_path):
+def test_parser_head_scores(kind, tree, tmp_path, monkeypatch):
     parser = structkd.load(save_parser(tmp_path / "p", kind, tree or "projective"), tokenizer="punct")
     assert isinstance(parser, structkd.Parser)
     result = parser(["John lives in Paris.", "Paris is nice"])
+    if tree == "2o":  # a batch above the cost budget goes in pieces (here one sentence each): the same parses
+        from structkd.inference import predictors
+
+        monkeypatch.setattr(predictors, "DEFAULT_MAX_BATCH_COST", 1.0)
+        calls, whole = [], parser._parse
+        monkeypatch.setattr(parser, "_parse", lambda batch: calls.append(len(batch)) or whole(batch))
+        pieces = parser(["John lives in Paris.", "Paris is nice"])
+        assert calls == [1, 1]
+        for alone, together in zip(pieces, result):
+            assert [(w.head, w.deprel) for w in alone.words] == [(w.head, w.deprel) for w in together.words]
+            assert [w.head_score for w in alone.words] == pytest.approx([w.head_score for w in together.words],
+                                                                         abs=1e-6)
+        monkeypatch.undo()
     assert isinstance(result[0], Parse) and [w.text for w in result[0].words] == ["John", "lives", "in", "Paris", "."]
     words = "Paris is nice".split()
     with torch.no_grad():

@@ -33,6 +33,8 @@ from structkd.runtime.spans import scheme_of
 from structkd.schemes import spans
 from structkd.structs.semimarkov import chart_to_segments
 from structkd.text import check_tokenizer, default_tokenizer, tokenize
+from structkd.train.batching import map_in_pieces
+from structkd.train.config import DEFAULT_MAX_BATCH_COST
 
 INFERENCE_FILE = "inference.json"
 TAGGER_CLASSES = ("BiLSTMTagger", "TransformerTagger", "HFTokenClassifier")
@@ -179,6 +181,11 @@ class Parser(Predictor):
         return parser_pieces(prepared, self.max_words, where)
 
     def _run(self, batch: list[list[str]]) -> list[tuple[list[int], list[str], list[float], list[float]]]:
+        # a second-order parser's batch of long sentences in pieces (its memory grows with the cube of the length)
+        return map_in_pieces(batch, [len(words) for words in batch], self.model.batch_cost, DEFAULT_MAX_BATCH_COST,
+                             self._parse)
+
+    def _parse(self, batch: list[list[str]]) -> list[tuple[list[int], list[str], list[float], list[float]]]:
         out = self.model(batch)
         heads, rels = self.model.decode(out)
         if self.model.kind == "biaffine":
