@@ -252,3 +252,47 @@ def test_a_run_directory_is_refused_without_resume_or_overwrite(corpus, teachers
     assert main(args + ["--overwrite"]) == 0
     assert not (run / "model" / "encoder").exists() and (run / "notes.txt").read_text() == "mine"
     assert json.loads((run / "model" / "config.json").read_text())["class"] == "BiLSTMTagger"
+
+
+def test_a_span_head_computes_batches_above_max_batch_cost_in_micro_batches(corpus, teachers, tmp_path,
+                                                                            record_trainers):
+    import structkd.tasks.runner as pipeline
+    from structkd.train.batching import MicroBatches, span_cost
+
+    made = record_trainers(pipeline)
+    bert = str(corpus["root"] / "bert")
+    data = {"train": corpus["train"], "dev": corpus["dev"]}
+    train_command(build_ner_config({"data": data, "model": {"kind": "transformer", "encoder": bert, "head": "span",
+                                                            "max_width": 4},
+                                    "training": {**training(tmp_path / "span", epochs=1), "max_batch_cost": 200}}))
+    (trainer,) = made
+    n_labels = len(trainer.model.tagger.head.span_labels)
+    assert trainer.batch_cost([3, 5]) == span_cost([3, 5], n_labels) == 2 * 25 * n_labels
+    batches = list(trainer.epoch_loader(0))
+    assert any(isinstance(b, MicroBatches) for b in batches)
+    for batch in batches:
+        for part in batch.parts if isinstance(batch, MicroBatches) else [batch]:
+            lengths = [len(s) for s in part.sentences]
+            assert span_cost(lengths, n_labels) <= 200 or len(lengths) == 1
+    # a CRF's memory grows with the padded batch: never split
+    train_command(build_ner_config({"data": data, "model": bilstm("crf"),
+                                    "training": {**training(tmp_path / "crf", epochs=1), "max_batch_cost": 1}}))
+    assert made[1].batch_cost is None
+    # inference and the teacher cache in pieces: the same tags and rows as whole batches
+    from structkd.data import read_columns
+    from structkd.ner.modeling import NerModel, predict
+    from structkd.ner.pipeline import TASK
+
+    teacher, sentences = NerModel.load(tmp_path / "span" / "model"), read_columns(corpus["train"])
+    assert predict(teacher, sentences, max_cost=200) == predict(teacher, sentences, max_cost=None)
+    assert pipeline._teachers_cost(TASK, [teacher]) is not None
+    caches = []
+    for cost in (200, None):
+        config = build_ner_config({"data": data, "model": bilstm("crf"),
+                                   "kd": {"teacher": str(tmp_path / "span" / "model")},
+                                   "training": {**training(tmp_path / f"c{cost}"), "max_batch_cost": cost}})
+        caches.append(pipeline.build_teacher_cache(TASK, teacher, config, sentences[:12], made[1].model))
+    assert caches[0].fields == caches[1].fields and len(caches[0]) == len(caches[1]) == 12
+    for k in range(12):
+        for field in caches[1].fields:
+            torch.testing.assert_close(caches[0].get(k, field), caches[1].get(k, field), rtol=1e-3, atol=1e-4)

@@ -12,6 +12,7 @@ inventory that :func:`structkd.kd.structural_kd_loss` expects for a span teacher
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 from structkd.numerics import LOG_ZERO, to_compute
 from structkd.schemes import check_scheme, entity_types, spans, tags_from_spans
 from structkd.structs.semimarkov import SemiMarkovCRF, chart_to_segments, segments_to_chart
+from structkd.train.batching import BatchCost, span_cost
 
 Tensor = torch.Tensor
 
@@ -104,6 +106,12 @@ class SpanHead(nn.Module):
         self.start = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.end = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.biaffine = nn.Parameter(torch.randn(len(self.span_labels), hidden + 1, hidden + 1) / (hidden + 1))
+
+    @property
+    def batch_cost(self) -> BatchCost:
+        """Its scores hold ``L ** 2 * n_labels`` cells per sentence of ``L`` words (:func:`span_cost`): batches of
+        long sentences are computed in pieces (``training.max_batch_cost``)."""
+        return functools.partial(span_cost, n_labels=len(self.span_labels))
 
     def scores(self, features: Tensor) -> Tensor:
         """Span scores ``[batch_size, seq_len, seq_len, n_labels]`` of features ``[batch_size, seq_len, in_dim]``,

@@ -109,6 +109,8 @@ class CRFHead(nn.Module):
         tags: tag names; with ``scheme`` the CRF forbids invalid transitions (BIO/BIOES validity).
     """
 
+    batch_cost = None  # memory grows with the padded batch: batches are never split
+
     def __init__(self, in_dim: int, tags: list[str], scheme: str | None = None):
         super().__init__()
         n_tags = len(tags)
@@ -127,6 +129,8 @@ class CRFHead(nn.Module):
 
 class MaxEntHead(nn.Module):
     """Per-token softmax over tags: a :class:`MaxEnt` distribution."""
+
+    batch_cost = None  # memory grows with the padded batch: batches are never split
 
     def __init__(self, in_dim: int, tags: list[str]):
         super().__init__()

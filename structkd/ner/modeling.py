@@ -31,6 +31,8 @@ from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.ner.config import ModelConfig
 from structkd.schemes import spans
 from structkd.structs.base import StructuredDistribution
+from structkd.train.batching import map_in_pieces
+from structkd.train.config import DEFAULT_MAX_BATCH_COST
 
 Tensor = torch.Tensor
 logger = logging.getLogger("structkd.ner")
@@ -102,6 +104,11 @@ class NerModel(nn.Module):
     @property
     def head_kind(self) -> str:
         return self.tagger.head_kind
+
+    @property
+    def batch_cost(self):
+        """Its head's :data:`~structkd.train.batching.BatchCost` (a span head's), or ``None``."""
+        return self.tagger.head.batch_cost
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -187,13 +194,16 @@ def batches(sentences: Sequence[Sentence], batch_size: int):
         yield sentences[start:start + batch_size]
 
 
-def predict(model: NerModel, sentences: Sequence[Sentence], batch_size: int = 64) -> list[list[str]]:
-    """Best tag sequence of every sentence (eval mode, no gradient)."""
+def predict(model: NerModel, sentences: Sequence[Sentence], batch_size: int = 64,
+            max_cost: float | None = DEFAULT_MAX_BATCH_COST) -> list[list[str]]:
+    """Best tag sequence of every sentence (eval mode, no gradient); a span head's batches of long sentences in
+    pieces within ``max_cost`` (as ``training.max_batch_cost`` holds its training batches)."""
     model.eval()
     out: list[list[str]] = []
     with torch.no_grad():
         for chunk in batches(list(sentences), batch_size):
-            out.extend(model.decode(model(chunk)))
+            out.extend(map_in_pieces(chunk, [len(s) for s in chunk], model.batch_cost, max_cost,
+                                     lambda part: model.decode(model(part))))
     return out
 
 

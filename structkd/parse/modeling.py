@@ -39,7 +39,7 @@ from structkd.parse.config import ModelConfig
 from structkd.parse.metrics import attachment_scores
 from structkd.structs.heads import projective
 from structkd.structs.tree import nearest_projective
-from structkd.train.batching import BatchCost, map_in_pieces
+from structkd.train.batching import BatchCost, cubic_cost, map_in_pieces
 from structkd.train.config import DEFAULT_MAX_BATCH_COST
 
 Tensor = torch.Tensor
@@ -226,12 +226,6 @@ def _head_chunks(sentences: Sequence[ParsedSentence], chunk: int):
         for b, s in enumerate(part):
             heads[b, 1:len(s) + 1] = torch.tensor(s.heads, dtype=torch.long)
         yield part, heads, torch.tensor([len(s) for s in part])
-
-
-def cubic_cost(lengths: Sequence[int]) -> float:
-    """``n * (L + 1) ** 3`` for ``n`` sentences of at most ``L`` words (root included): the padded cells of a
-    second-order parser's sibling scores."""
-    return len(lengths) * (max(lengths) + 1) ** 3
 
 
 def split_projective(sentences: Sequence[ParsedSentence], chunk: int = 256

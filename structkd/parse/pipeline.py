@@ -49,7 +49,6 @@ from structkd.tasks.base import Prepared, Task, TaskData
 from structkd.tasks.blackbox import TeacherOutputs, check_trees, parse_rows, read_teacher_outputs
 from structkd.tasks.blackbox import check_labels as check_outputs_labels
 from structkd.tasks.blackbox import check_method as check_outputs_method
-from structkd.train.batching import map_in_pieces
 
 logger = logging.getLogger("structkd.parse")
 
@@ -282,9 +281,6 @@ class ParseTask(Task):
     def collate(self, items: list[tuple[int, ParsedSentence]], model: ParseModel) -> Batch:
         return collate(items)
 
-    def batch_cost(self, model: ParseModel):
-        return model.batch_cost
-
     def gold_loss(self, model: ParseModel, output, batch: Batch) -> torch.Tensor:
         return model.gold_loss(output, batch.sentences)  # 0 for sentences without a tree
 
@@ -312,10 +308,7 @@ class ParseTask(Task):
         return cache_form(config.kd, StudentSpec.of(student), teachers[0], len(teachers))
 
     def cache_rows(self, teacher: ParseModel, items, config: ParseConfig, student: ParseModel) -> list[dict]:
-        spec = StudentSpec.of(student)
-        items = list(items)  # a second-order teacher's chunk of long sentences in pieces (training.max_batch_cost)
-        return map_in_pieces(items, [len(s) for s in items], teacher.batch_cost, config.training.max_batch_cost,
-                             lambda part: factored_rows(teacher, part, config.kd, spec))
+        return factored_rows(teacher, items, config.kd, StudentSpec.of(student))
 
     def cached_shapes(self, batch: Batch) -> dict:
         n = max(len(s) for s in batch.sentences)

@@ -115,9 +115,10 @@ class Task(ABC):
 
     def batch_cost(self, model: nn.Module) -> BatchCost | None:
         """How a training batch of ``model`` costs, from its sentences' lengths, when memory grows faster than
-        the padded batch (``training.max_batch_cost`` then splits the batches above it into micro-batches), or
-        ``None`` (the default): batches are computed whole."""
-        return None
+        the padded batch (``training.max_batch_cost`` then splits the batches above it into micro-batches): the
+        model's ``batch_cost`` (a second-order parser's, a span head's), or ``None``: batches are computed
+        whole."""
+        return getattr(model, "batch_cost", None)
 
     def lengths(self, sentences: Sequence) -> list[int]:
         """:meth:`length` of each sentence; lazily read sentences give the word counts of their index, without

@@ -35,6 +35,7 @@ from structkd.train import (
     teacher_fingerprint,
     training_device,
 )
+from structkd.train.batching import BatchCost, map_in_pieces
 from structkd.train.callbacks import StepContext
 
 __all__ = ["train_command", "distill_command", "evaluate_command", "predict_command", "bound_commands", "cached_batch",
@@ -199,12 +200,24 @@ def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module] | Any, 
     for t in teachers:
         t.eval()
     if form == "marginals":
-        def compute(chunk: list) -> list[dict]:
+        def rows(chunk: list) -> list[dict]:
             return teacher_rows(task, teachers, kd.mixture_weights, chunk, config, student)
     else:
-        def compute(chunk: list) -> list[dict]:
+        def rows(chunk: list) -> list[dict]:
             return task.cache_rows(teachers[0], chunk, config, student)
+    cost = _teachers_cost(task, teachers)
+
+    def compute(chunk: list) -> list[dict]:  # a costly teacher's chunk of long sentences in pieces, row by row
+        return map_in_pieces(chunk, [task.length(s) for s in chunk], cost, config.training.max_batch_cost, rows)
     return TeacherCache.build(directory, sentences, compute, teacher_id=teachers_id(kd), options=options, **common)
+
+
+def _teachers_cost(task: Task, teachers: Sequence[nn.Module]) -> BatchCost | None:
+    """The batch cost of the costliest teacher (:meth:`Task.batch_cost`), or ``None`` when none has one."""
+    costs = [cost for cost in (task.batch_cost(t) for t in teachers) if cost is not None]
+    if len(costs) <= 1:
+        return costs[0] if costs else None
+    return lambda lengths: max(cost(lengths) for cost in costs)
 
 
 def _marginals_cache(task: Task, directory: Path, sentences: Sequence, teacher_id: str, options: dict

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import torch
 
 __all__ = ["BatchCost", "CostCollate", "EpochBatchSampler", "IndexedItems", "LENGTH_WINDOW", "MicroBatches",
-           "epoch_batches", "map_in_pieces", "move_to_device", "split_by_cost"]
+           "cubic_cost", "epoch_batches", "map_in_pieces", "move_to_device", "span_cost", "split_by_cost"]
 
 
 LENGTH_WINDOW = 50  # group_by_length: items are sorted by length within windows of this many batches
@@ -74,6 +74,18 @@ class EpochBatchSampler:
 BatchCost = Callable[[Sequence[int]], float]
 """The cost of computing a batch from the lengths of its items (for a second-order parser, ``n * (L + 1) ** 3``:
 the sibling scores and charts grow with the cube of the padded length)."""
+
+
+def cubic_cost(lengths: Sequence[int]) -> float:
+    """``n * (L + 1) ** 3`` for ``n`` sentences of at most ``L`` words (root included): the padded cells of a
+    second-order parser's sibling scores."""
+    return len(lengths) * (max(lengths) + 1) ** 3
+
+
+def span_cost(lengths: Sequence[int], n_labels: int) -> float:
+    """``n * L ** 2 * n_labels`` for ``n`` sentences of at most ``L`` words: the padded cells of a span head's
+    scores (``functools.partial(span_cost, n_labels=...)`` is a :data:`BatchCost`)."""
+    return len(lengths) * max(lengths) ** 2 * n_labels
 
 
 def split_by_cost(indices: Sequence[int], lengths: Sequence[int], cost: BatchCost, budget: float) -> list[list[int]]:
