@@ -657,7 +657,8 @@ def test_training_trees_projectivize_skip_or_refuse_the_nonprojective_ones(corpu
 
 
 def test_a_second_order_parser_computes_batches_above_max_batch_cost_in_micro_batches(corpus, tmp_path,
-                                                                                      record_trainers):
+                                                                                      record_trainers,
+                                                                                      caches_in_pieces_match):
     import structkd.tasks.runner as pipeline
     from structkd.parse.modeling import cubic_cost
     from structkd.train.batching import MicroBatches
@@ -686,13 +687,6 @@ def test_a_second_order_parser_computes_batches_above_max_batch_cost_in_micro_ba
     teacher, sentences = ParseModel.load(tmp_path / "2o" / "model"), read_conllu(corpus["train"])
     assert predict(teacher, sentences, max_cost=budget) == predict(teacher, sentences, max_cost=None)
     assert pipeline._teachers_cost(TASK, [teacher]) is cubic_cost
-    caches = []
-    for cost in (budget, None):
-        config = build_parse_config({"data": data, "model": bilstm(tree="projective"),
-                                     "kd": {"teacher": str(tmp_path / "2o" / "model")},
-                                     "training": {**training(tmp_path / f"c{cost}"), "max_batch_cost": cost}})
-        caches.append(pipeline.build_teacher_cache(TASK, teacher, config, sentences[:16], made[1].model))
-    assert caches[0].fields == caches[1].fields and len(caches[0]) == len(caches[1]) == 16
-    for k in range(16):
-        for field in caches[1].fields:
-            torch.testing.assert_close(caches[0].get(k, field), caches[1].get(k, field), rtol=1e-3, atol=1e-4)
+    caches_in_pieces_match(TASK, teacher, sentences[:16], made[1].model, lambda cost: build_parse_config({
+        "data": data, "model": bilstm(tree="projective"), "kd": {"teacher": str(tmp_path / "2o" / "model")},
+        "training": {**training(tmp_path / f"c{cost}"), "max_batch_cost": cost}}), budget)
