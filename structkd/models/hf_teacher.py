@@ -106,6 +106,7 @@ class HFTokenClassifier(nn.Module):
     """
 
     head_kind = "maxent"
+    batch_cost = None  # a softmax over each word's labels: batches are never split
 
     def __init__(self, model: nn.Module, tokenizer, scheme: str | None = None, pooling: str = "first",
                  max_length: int | None = None, stride: int | None = None, source: str = ""):

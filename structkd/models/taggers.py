@@ -181,6 +181,11 @@ class BiLSTMTagger(nn.Module):
     def head_kind(self) -> str:
         return self.config["head"]
 
+    @property
+    def batch_cost(self):
+        """Its head's batch cost (``None``: a CRF's or softmax's memory grows with the padded batch)."""
+        return self.head.batch_cost
+
     def read(self, sentences: Sequence) -> StructuredDistribution:
         """The distribution of sentences (objects with ``tokens``), through the tagger's vocabulary."""
         if self.vocab is None:

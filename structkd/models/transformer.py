@@ -393,6 +393,11 @@ class TransformerTagger(nn.Module):
             self.head = SpanHead(dim, self.span_labels, max_width, hidden=span_hidden, dropout=dropout)
 
     @property
+    def batch_cost(self):
+        """Its head's batch cost (a span head's; ``None`` for a CRF or softmax head)."""
+        return self.head.batch_cost
+
+    @property
     def config(self) -> dict:
         """Constructor arguments (JSON), as saved by :func:`structkd.models.serialization.save_pretrained`."""
         return {"tags": self.tags, "head": self.head_kind, "scheme": self.scheme, **self._options,

@@ -107,8 +107,8 @@ class NerModel(nn.Module):
 
     @property
     def batch_cost(self):
-        """Its head's :data:`~structkd.train.batching.BatchCost` (a span head's), or ``None``."""
-        return self.tagger.head.batch_cost
+        """Its tagger's :data:`~structkd.train.batching.BatchCost` (a span head's), or ``None``."""
+        return self.tagger.batch_cost
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
