@@ -101,7 +101,8 @@ def _check_tree(path: Path, heads: list[int], lines: list[int], multiroot: bool)
         raise CorpusError(path, lines[first - 1], f"the heads of words {' -> '.join(map(str, order))} form a cycle")
     if len(roots) > 1 and not multiroot:
         raise CorpusError(path, lines[roots[1] - 1], f"words {', '.join(map(str, roots))} are all attached to the "
-                          f"root; a single root is required (multiroot=False)")
+                          f"root; a single root is required (data.multiroot: false, as in UD; set data.multiroot=true "
+                          f"for a treebank whose trees have several roots)")
 
 
 def _check_special_id(path: Path, number: int, token_id: str, words: int, covered: int) -> tuple[int, int]:
