@@ -428,7 +428,9 @@ def ablation_note(meta: dict) -> str:
             f"{meta['unlabeled_epochs']} epochs (ABLATION_UNLABELED_EPOCHS, where structural KD alone leaves "
             f"room: 94% of the teacher's LAS in the reduced setting, 100% at the unlabeled block's 6). none: the "
             f"unlabeled block's student without KD. + 2 teachers: the "
-            f"equal mixture of the second- and first-order teachers; % of teacher: of the second-order one.")
+            f"equal mixture of the second- and first-order teachers; % of teacher: of the second-order one. The "
+            f"rows the unlabeled block trained (none, structural with unlabeled text) ran AdamW's plain kernel, "
+            f"the others its fused kernel (the same update up to float rounding: `bench_optimizer.py`).")
 
 
 def summarize(block: str, rows: list[dict], models: dict, meta: dict) -> str:
