@@ -188,9 +188,34 @@ class BiLSTMTagger(nn.Module):
 
     def read(self, sentences: Sequence) -> StructuredDistribution:
         """The distribution of sentences (objects with ``tokens``), through the tagger's vocabulary."""
+        return self(**self._inputs(sentences))
+
+    def _inputs(self, sentences: Sequence) -> dict[str, Tensor]:
         if self.vocab is None:
             raise ValueError("a BiLSTM tagger reads sentences through its vocabulary: set tagger.vocab")
-        return self(**self.vocab.encode(sentences, device=next(self.parameters()).device, gold=False))
+        return self.vocab.encode(sentences, device=next(self.parameters()).device, gold=False)
+
+    def encode_states(self, sentences: Sequence, attentions: bool = False):
+        """``(distribution, EncoderOutput)``: the BiLSTM's output is its one hidden state (``hidden_states =
+        (features,)``, ``[B, L, 2 * hidden]``) and it has no attentions (what hidden-state matching reads)."""
+        from structkd.models.transformer import EncoderOutput  # transformer.py imports this module
+
+        inputs = self._inputs(sentences)
+        features = self.encoder(inputs["words"], inputs["chars"], inputs["lens"], inputs.get("oov"))
+        mask = length_mask(inputs["lens"], features.shape[1]).long()
+        return self.head(features, inputs["lens"]), EncoderOutput(features, inputs["lens"], (features,), None, mask)
+
+    def forward_mixed(self, sentences: Sequence, perm: Tensor, lam: Tensor) -> StructuredDistribution:
+        """The distribution on mixed input embeddings (:func:`structkd.kd.mix_embeddings` of the word and
+        character embeddings): sentence ``b`` with ``perm[b]`` at weight ``lam[b]``, over
+        ``max(len_b, len_perm[b])`` words."""
+        from structkd.kd.mixup import mix_embeddings
+
+        inputs = self._inputs(sentences)
+        lens = inputs["lens"]
+        embedded = self.encoder.embed(inputs["words"], inputs["chars"], inputs.get("oov"))
+        x, mixed_lens = mix_embeddings(embedded, lens, lam.to(lens.device), perm.to(lens.device))
+        return self.head(self.encoder.contextualize(x, mixed_lens), mixed_lens)
 
     @staticmethod
     def gold_loss(dist: StructuredDistribution, tags: Tensor) -> Tensor:

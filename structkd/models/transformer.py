@@ -413,6 +413,18 @@ class TransformerTagger(nn.Module):
         """The distribution of sentences (objects with ``tokens``): the interface every tagger shares."""
         return self([s.tokens for s in sentences])
 
+    def encode_states(self, sentences: Sequence, attentions: bool = False
+                      ) -> tuple[StructuredDistribution, EncoderOutput]:
+        """``(distribution, EncoderOutput)`` with the word-pooled hidden states (embeddings and every layer) and,
+        with ``attentions``, the subword attentions (what hidden-state and attention matching read)."""
+        encoded = self.encoder([s.tokens for s in sentences], output_hidden_states=True, output_attentions=attentions)
+        return self(encoded), encoded
+
+    def forward_mixed(self, sentences: Sequence, perm: Tensor, lam: Tensor) -> StructuredDistribution:
+        """The distribution on mixed input embeddings (:meth:`SubwordEncoder.mixed`): sentence ``b`` with
+        ``perm[b]`` at weight ``lam[b]``."""
+        return self(self.encoder.mixed([s.tokens for s in sentences], perm, lam))
+
     # -------------------------------------------------------------------- gold and predictions
     def tag_indices(self, tag_sequences: Sequence[Sequence[str]], device: torch.device | str | None = None) -> Tensor:
         """``LongTensor [batch_size, seq_len]`` of tag indices, -1 at padding."""

@@ -43,7 +43,7 @@ from structkd.kd.projections import chain_forbids_parts, restrict_chain
 from structkd.kd.structural import restricted_chain_marginals
 from structkd.models.hf_teacher import HFTokenClassifier
 from structkd.models.span import chart_to_tags
-from structkd.models.transformer import EncoderOutput, TransformerTagger
+from structkd.models.transformer import EncoderOutput
 from structkd.ner.config import KdConfig
 from structkd.ner.modeling import NerModel
 from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, is_impossible, read_log_potentials, stored_log_potentials
@@ -375,35 +375,15 @@ def kd_loss(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Ten
 # ------------------------------------------------------------------------------------------- toolbox hooks
 def encode_states(model: NerModel, sentences: Sequence, attentions: bool = False
                   ) -> tuple[StructuredDistribution, EncoderOutput]:
-    """The model's distribution with the encoder output it came from: a transformer's word-pooled hidden states
-    (embeddings and every layer) and, with ``attentions``, its subword attentions; a BiLSTM's output as its one
-    hidden state (``hidden_states = (features,)``, no attentions)."""
-    tagger = model.tagger
-    if isinstance(tagger, TransformerTagger):
-        encoded = tagger.encoder([s.tokens for s in sentences], output_hidden_states=True,
-                                 output_attentions=attentions)
-        return tagger(encoded), encoded
-    inputs = model.vocab.encode(sentences, device=model.device, gold=False)
-    features = tagger.encoder(inputs["words"], inputs["chars"], inputs["lens"], inputs.get("oov"))
-    mask = length_mask(inputs["lens"], features.shape[1]).long()
-    return tagger.head(features, inputs["lens"]), EncoderOutput(features, inputs["lens"], (features,), None, mask)
+    """The model's distribution with the encoder output it came from (its tagger's ``encode_states``: a
+    transformer's word-pooled hidden states and attentions, a BiLSTM's output as its one hidden state)."""
+    return model.tagger.encode_states(sentences, attentions)
 
 
 def forward_mixed(model: NerModel, sentences: Sequence, perm: Tensor, lam: Tensor) -> StructuredDistribution:
-    """The model's distribution on mixed input embeddings: sentence ``b`` with ``perm[b]`` at weight ``lam[b]``
-    (:meth:`~structkd.models.transformer.SubwordEncoder.mixed`, or :func:`structkd.kd.mix_embeddings` of a
-    BiLSTM's word and character embeddings), over ``max(len_b, len_perm[b])`` words."""
-    from structkd.kd.mixup import mix_embeddings
-
-    tagger = model.tagger
-    if isinstance(tagger, TransformerTagger):
-        return tagger(tagger.encoder.mixed([s.tokens for s in sentences], perm, lam))
-    inputs = model.vocab.encode(sentences, device=model.device, gold=False)
-    lens = inputs["lens"]
-    embedded = tagger.encoder.embed(inputs["words"], inputs["chars"], inputs.get("oov"))
-    x, mixed_lens = mix_embeddings(embedded, lens,
-                                   lam.to(lens.device), perm.to(lens.device))
-    return tagger.head(tagger.encoder.contextualize(x, mixed_lens), mixed_lens)
+    """The model's distribution on mixed input embeddings (its tagger's ``forward_mixed``): sentence ``b`` with
+    ``perm[b]`` at weight ``lam[b]``."""
+    return model.tagger.forward_mixed(sentences, perm, lam)
 
 
 def token_divergence(kd: KdConfig, student: StructuredDistribution, cached: dict[str, Tensor]) -> Tensor:
