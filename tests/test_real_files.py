@@ -1,0 +1,116 @@
+"""A new user's corpora as real files come, end to end through the CLI: a CoNLL-2003 file (byte-order mark, CRLF
+line ends, ``-DOCSTART-`` lines, four columns, IOB1 tags that break BIO, a test label the training data lacks)
+and a CoNLL-U treebank (multiword tokens, an empty node, comments, non-projective trees, a long sentence).
+Every run must finish with warnings that name what it met, and write what a user takes home."""
+
+import json
+import logging
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from structkd.cli import main  # noqa: E402
+
+CONLL03 = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP I-ORG
+rejects VBZ B-VP O
+German JJ B-NP I-MISC
+call NN I-NP O
+. . O O
+
+Peter NNP B-NP I-PER
+Blackburn NNP I-NP I-PER
+
+BRUSSELS NNP B-NP I-LOC
+1996-08-22 CD I-NP O
+
+-DOCSTART- -X- -X- O
+
+Germany NNP B-NP I-LOC
+'s POS B-NP O
+representative NN I-NP O
+Werner NNP I-NP I-PER
+Zwingmann NNP I-NP I-PER
+said VBD B-VP O
+"""
+
+TEST03 = """-DOCSTART- -X- -X- O
+
+Japan NNP B-NP I-LOC
+beat VBD B-VP O
+Syria NNP B-NP I-LOC
+in IN B-PP O
+the DT B-NP O
+Asian JJ I-NP I-MISC
+Cup NNP I-NP I-MISC
+final NN I-NP B-EVENT
+"""
+
+
+def crlf_with_bom(text: str) -> bytes:
+    return b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8")
+
+
+def row(i, form, head, rel, upos="X"):
+    return f"{i}\t{form}\t{form.lower()}\t{upos}\t_\t_\t{head}\t{rel}\t_\t_"
+
+
+def treebank() -> str:
+    """Three trees: a French multiword token with an empty node, a non-projective tree, a 120-word sentence."""
+    mwt = ["# sent_id = fr-1", "# text = Il parle du livre.", row(1, "Il", 2, "nsubj"), row(2, "parle", 0, "root"),
+           "3-4\tdu\t_\t_\t_\t_\t_\t_\t_\t_", row(3, "de", 5, "case"), row(4, "le", 5, "det"),
+           row(5, "livre", 2, "obl"), "5.1\tpris\tprendre\tVERB\t_\t_\t_\t_\t2:conj\t_", row(6, ".", 2, "punct")]
+    # A hearing is scheduled on the issue today: "on the issue" hangs on "hearing" across "is scheduled"
+    crossing = ["# sent_id = en-1", row(1, "A", 2, "det"), row(2, "hearing", 4, "nsubj"), row(3, "is", 4, "aux"),
+                row(4, "scheduled", 0, "root"), row(5, "on", 7, "case"), row(6, "the", 7, "det"),
+                row(7, "issue", 2, "nmod"), row(8, "today", 4, "obl")]
+    long = ["# sent_id = long-1", row(1, "w1", 0, "root")] + [row(i, f"w{i}", i - 1, "dep") for i in range(2, 121)]
+    return "\n\n".join("\n".join(s) for s in (mwt, crossing, long, mwt, crossing)) + "\n\n"
+
+
+def test_a_conll2003_file_trains_evaluates_and_predicts_with_warnings(tmp_path, caplog, capsys):
+    train, test = tmp_path / "eng.train", tmp_path / "eng.testb"
+    train.write_bytes(crlf_with_bom(CONLL03 * 3))
+    test.write_bytes(crlf_with_bom(TEST03))
+    out = tmp_path / "run"
+    settings = ["model.kind=bilstm", "model.word_dim=8", "model.hidden=8", "model.char_filters=4",
+                "training.epochs=1", "training.batch_size=4", "training.progress=false"]
+    with caplog.at_level(logging.WARNING):
+        assert main(["ner", "train", f"data.train={train}", f"data.dev={train}", f"data.test={test}",
+                     f"training.output_dir={out}", *settings]) == 0
+    # IOB1 read as conlleval reads it; the test's EVENT, which no training sentence has, scored as a miss
+    assert "read 18 tags that break the BIO scheme, in 12 sentences" in caplog.text
+    assert "'B-EVENT' (" in caplog.text and "eng.testb:10, data.test" in caplog.text
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["test"]["recall"] < 1.0
+    text = tmp_path / "raw.txt"
+    text.write_text("Werner Zwingmann said Germany rejects it.\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["ner", "predict", str(out / "model"), str(text), str(tmp_path / "tags.jsonl"), "--format",
+                 "jsonl"]) == 0
+    assert (tmp_path / "tags.jsonl").read_text(encoding="utf-8").strip()
+
+
+def test_a_ud_treebank_with_multiword_tokens_crossing_arcs_and_a_long_sentence(tmp_path, caplog):
+    path = tmp_path / "fr_xx-ud-train.conllu"
+    path.write_bytes(crlf_with_bom(treebank()))
+    out = tmp_path / "run"
+    settings = ["model.encoder=bilstm", "model.word_dim=8", "model.hidden=8", "model.char_filters=4",
+                "model.arc_hidden=8", "model.rel_hidden=6", "model.sib_hidden=4", "training.epochs=1",
+                "training.batch_size=4", "training.progress=false", "training.max_batch_cost=200000"]
+    with caplog.at_level(logging.WARNING):
+        assert main(["parse", "train", f"data.train={path}", f"data.dev={path}", "model.tree=2o",
+                     f"training.output_dir={out}", *settings]) == 0
+    assert "projectivized 2 non-projective training trees of 5" in caplog.text
+    results = json.loads((out / "results.json").read_text())
+    assert results["projectivized_nonprojective"] == 2 and 0.0 <= results["dev"]["las"] <= 1.0
+    written = tmp_path / "parsed.conllu"
+    assert main(["parse", "predict", str(out / "model"), str(path), str(written)]) == 0
+    lines = written.read_text(encoding="utf-8").splitlines()
+    # written back with its multiword token, empty node and comments; every word has a head
+    assert "3-4\tdu\t_\t_\t_\t_\t_\t_\t_\t_" in lines and any(line.startswith("5.1\tpris") for line in lines)
+    assert "# text = Il parle du livre." in lines
+    words = [line.split("\t") for line in lines if line and line[0].isdigit() and "-" not in line.split("\t")[0]
+             and "." not in line.split("\t")[0]]
+    assert len(words) == 2 * 6 + 2 * 8 + 120 and all(w[6].isdigit() for w in words)
