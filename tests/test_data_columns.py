@@ -132,7 +132,7 @@ def test_repair_reads_invalid_transitions_as_conlleval(tmp_path, caplog):
         first, second = read_columns(path, repair="conlleval")
     assert first.tags == ["B-PER", "I-PER", "O", "B-LOC", "B-ORG"] and first.repaired == 2
     assert second.repaired == 0
-    assert f"read 2 tags that break the BIO scheme, in 1 sentences (the first at {path}:1), as conlleval" in caplog.text
+    assert f"read 2 tags that break the BIO scheme, in 1 sentence (the first at {path}:1), as conlleval" in caplog.text
     assert read_columns(path, repair="conlleval", convert_to="BIOES")[0].tags == [
         "B-PER", "E-PER", "O", "S-LOC", "S-ORG"]
     bioes = write(tmp_path, "b.conll", "John\tI-PER\nSmith\tI-PER\nsaid\tO\nHi\tB-LOC\n")

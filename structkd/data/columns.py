@@ -324,9 +324,9 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
     repaired = sum(s.repaired for s in sentences)
     if repaired:
         first = next(s for s in sentences if s.repaired)
-        logger.warning("%s: read %d tags that break the %s scheme, in %d sentences (the first at %s), as conlleval "
-                       "and seqeval read them (data.repair: conlleval; none refuses them)", path, repaired, scheme,
-                       sum(s.repaired > 0 for s in sentences), first.source)
+        logger.warning("%s: read %s that break the %s scheme, in %s (the first at %s), as conlleval and seqeval "
+                       "read them (data.repair: conlleval; none refuses them)", path, _count(repaired, "tag"), scheme,
+                       _count(sum(s.repaired > 0 for s in sentences), "sentence"), first.source)
     return sentences
 
 
@@ -418,3 +418,8 @@ def label_vocabulary(sentences: Iterable[Sentence]) -> list[str]:
     """Sorted tag inventory of labeled sentences, ``O`` first."""
     found = {tag for s in sentences if s.tags for tag in s.tags}
     return ["O"] + sorted(found - {"O"})
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 tag``, ``2 tags``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
