@@ -87,7 +87,9 @@ its ``none`` and ``2 epochs`` rows: trained once).  Run names
 teacher online (``KdConfig.online``: the teacher, a second-order MiniLM parser, runs on every batch); anneal
 builds no cache, the others still cache the structural targets; 2 teachers is cached (a pass of each teacher).
 
-Estimated cost of the reduced ``ablation`` block (not run yet), from a short timing on the 2-core machine at a
+Estimated cost of the reduced ``ablation`` block, before it ran (it took about 3.4 hours of wall time with
+``--jobs 2``, tests sharing the cores at times: 92 minutes for its first 12 seed runs, 6,690 s for the other 21,
+the table included), from a short timing on the 2-core machine at a
 load average of 6 (as above): each option's configs with 640 labeled sentences, one epoch, the reduced student,
 against the quick teachers (same architecture), one thread.  The online options add per sentence and epoch about
 8 ms (anneal), 7 ms (hidden), 13 ms (mixup) and 30 ms (adversarial) to structural KD's training; the cache costs
