@@ -420,19 +420,30 @@ def option_text(option: str) -> str:
     return f"{option}: " + ", ".join(f"kd.{key} {value}" for key, value in values.items())
 
 
+# the reduced ablation's runs spanned two sessions, and the fused AdamW kernel came between them
+KERNELS_NOTE = (" The rows the unlabeled block trained (none, structural with unlabeled text) ran AdamW's plain "
+                "kernel, the others its fused kernel (the same update up to float rounding: `bench_optimizer.py`).")
+
+
+def _unlabeled_words(unlabeled: int | str) -> str:
+    """``40 more training sentences without trees``, or the rest of the training split."""
+    if isinstance(unlabeled, int):
+        return f"{unlabeled} more training sentences without trees"
+    return "the rest of the training split, without trees"
+
+
 def ablation_note(meta: dict) -> str:
     """The ablation table's setting, in words."""
     return (f"Second-order teacher to the BiLSTM first-order student, structural KD (kd_weight 0.5), the student's "
             f"word embeddings from the teacher's (model.init_from_teacher), each toolbox option of "
             f"`ablation_demo.py` on top with its values ({'; '.join(meta['options'])}; untuned). Without unlabeled "
             f"text: the labeled sentences, {meta['student_epochs']} epochs; with: the unlabeled block's "
-            f"data ({meta['unlabeled_sentences']} more training sentences without trees), "
+            f"data ({_unlabeled_words(meta['unlabeled_sentences'])}), "
             f"{meta['unlabeled_epochs']} epochs (ABLATION_UNLABELED_EPOCHS, where structural KD alone leaves "
             f"room: 94% of the teacher's LAS in the reduced setting, 100% at the unlabeled block's 6). none: the "
             f"unlabeled block's student without KD. + 2 teachers: the "
-            f"equal mixture of the second- and first-order teachers; % of teacher: of the second-order one. The "
-            f"rows the unlabeled block trained (none, structural with unlabeled text) ran AdamW's plain kernel, "
-            f"the others its fused kernel (the same update up to float rounding: `bench_optimizer.py`).")
+            f"equal mixture of the second- and first-order teachers; % of teacher: of the second-order one."
+            + (KERNELS_NOTE if meta.get("setting") == "reduced" else ""))
 
 
 def summarize(block: str, rows: list[dict], models: dict, meta: dict) -> str:
