@@ -9,6 +9,7 @@ loss is ``-dist.log_prob(tags)``, its prediction ``dist.argmax`` and its KD loss
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,6 +18,10 @@ from structkd.numerics import LOG_ZERO
 from structkd.schemes import allowed_transitions
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import LinearChainCRF, MaxEnt
+
+if TYPE_CHECKING:  # annotations only: transformer.py imports this module
+    from structkd.models.transformer import EncoderOutput
+    from structkd.train.batching import BatchCost
 
 Tensor = torch.Tensor
 
@@ -182,7 +187,7 @@ class BiLSTMTagger(nn.Module):
         return self.config["head"]
 
     @property
-    def batch_cost(self):
+    def batch_cost(self) -> BatchCost | None:
         """Its head's batch cost (``None``: a CRF's or softmax's memory grows with the padded batch)."""
         return self.head.batch_cost
 
@@ -195,7 +200,8 @@ class BiLSTMTagger(nn.Module):
             raise ValueError("a BiLSTM tagger reads sentences through its vocabulary: set tagger.vocab")
         return self.vocab.encode(sentences, device=next(self.parameters()).device, gold=False)
 
-    def encode_states(self, sentences: Sequence, attentions: bool = False):
+    def encode_states(self, sentences: Sequence, attentions: bool = False
+                      ) -> tuple[StructuredDistribution, EncoderOutput]:
         """``(distribution, EncoderOutput)``: the BiLSTM's output is its one hidden state (``hidden_states =
         (features,)``, ``[B, L, 2 * hidden]``) and it has no attentions (what hidden-state matching reads)."""
         from structkd.models.transformer import EncoderOutput  # transformer.py imports this module

@@ -25,6 +25,7 @@ from structkd.models.taggers import CRFHead, MaxEntHead
 from structkd.runtime.inputs import window_layout  # shared with the torch-free runtime of exported models
 from structkd.schemes import check_scheme
 from structkd.structs.base import StructuredDistribution, length_mask
+from structkd.train.batching import BatchCost
 
 Tensor = torch.Tensor
 Sentences = Sequence[Sequence[str]]
@@ -393,7 +394,7 @@ class TransformerTagger(nn.Module):
             self.head = SpanHead(dim, self.span_labels, max_width, hidden=span_hidden, dropout=dropout)
 
     @property
-    def batch_cost(self):
+    def batch_cost(self) -> BatchCost | None:
         """Its head's batch cost (a span head's; ``None`` for a CRF or softmax head)."""
         return self.head.batch_cost
 

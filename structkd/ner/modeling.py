@@ -31,7 +31,7 @@ from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.ner.config import ModelConfig
 from structkd.schemes import spans
 from structkd.structs.base import StructuredDistribution
-from structkd.train.batching import map_in_pieces
+from structkd.train.batching import BatchCost, map_in_pieces
 from structkd.train.config import DEFAULT_MAX_BATCH_COST
 
 Tensor = torch.Tensor
@@ -106,7 +106,7 @@ class NerModel(nn.Module):
         return self.tagger.head_kind
 
     @property
-    def batch_cost(self):
+    def batch_cost(self) -> BatchCost | None:
         """Its tagger's :data:`~structkd.train.batching.BatchCost` (a span head's), or ``None``."""
         return self.tagger.batch_cost
 

@@ -35,6 +35,7 @@ TREES = ("projective", "nonprojective", "2o")
 
 NONPROJECTIVE = ("projectivize", "skip", "error")
 
+
 @dataclass
 class DataConfig(SplitsConfig):
     """CoNLL-U treebanks (:func:`structkd.data.read_conllu`); the splits, ``max_sentences`` and ``slices`` of

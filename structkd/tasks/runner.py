@@ -205,10 +205,11 @@ def build_teacher_cache(task: Task, teacher: nn.Module | list[nn.Module] | Any, 
     else:
         def rows(chunk: list) -> list[dict]:
             return task.cache_rows(teachers[0], chunk, config, student)
-    cost = _teachers_cost(task, teachers)
-
-    def compute(chunk: list) -> list[dict]:  # a costly teacher's chunk of long sentences in pieces, row by row
-        return map_in_pieces(chunk, [task.length(s) for s in chunk], cost, config.training.max_batch_cost, rows)
+    cost, budget = _teachers_cost(task, teachers), config.training.max_batch_cost
+    compute = rows
+    if cost is not None and budget is not None:
+        def compute(chunk: list) -> list[dict]:  # a costly teacher's chunk of long sentences in pieces, row by row
+            return map_in_pieces(chunk, [task.length(s) for s in chunk], cost, budget, rows)
     return TeacherCache.build(directory, sentences, compute, teacher_id=teachers_id(kd), options=options, **common)
 
 
