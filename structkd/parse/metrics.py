@@ -52,48 +52,9 @@ def attachment_scores(gold, heads: Sequence[Sequence[int]], rels: Sequence[Seque
     totals = dict.fromkeys(("words", "uas", "las", "words_np", "uas_np", "las_np", "ucm", "lcm", "ucm_np",
                             "lcm_np"), 0)
     per: dict[str, dict[str, int]] = {}
-
-    def row(name: str) -> dict[str, int]:
-        return per.setdefault(name, {"support": 0, "predicted": 0, "head": 0, "labeled": 0, "correct_pred": 0})
-
     for b, sentence in enumerate(gold):
-        n = len(sentence.heads)
-        if len(heads[b]) != n or len(rels[b]) != n:
-            raise ValueError(f"{getattr(sentence, 'source', '') or f'sentence {b}'}: {len(heads[b])} predicted "
-                             f"heads and {len(rels[b])} relations for {n} words")
-        whole = {"u": True, "l": True, "u_np": True, "l_np": True}
-        for i in range(n):
-            gold_rel, pred_rel = _rel(sentence.deprels[i], subtypes), _rel(rels[b][i], subtypes)
-            head_ok = int(heads[b][i]) == int(sentence.heads[i])
-            label_ok = head_ok and gold_rel == pred_rel
-            punct = sentence.upos[i] in punct_upos
-            totals["words"] += 1
-            totals["uas"] += head_ok
-            totals["las"] += label_ok
-            whole["u"] &= head_ok
-            whole["l"] &= label_ok
-            if not punct:
-                totals["words_np"] += 1
-                totals["uas_np"] += head_ok
-                totals["las_np"] += label_ok
-                whole["u_np"] &= head_ok
-                whole["l_np"] &= label_ok
-            g, p = row(gold_rel), row(pred_rel)
-            g["support"] += 1
-            g["head"] += head_ok
-            g["labeled"] += label_ok
-            p["predicted"] += 1
-            p["correct_pred"] += label_ok
-        for key, flag in (("ucm", "u"), ("lcm", "l"), ("ucm_np", "u_np"), ("lcm_np", "l_np")):
-            totals[key] += whole[flag]
+        _count_sentence(sentence, heads[b], rels[b], b, punct_upos, subtypes, totals, per)
     sentences = len(gold)
-    per_relation = {}
-    for name in sorted(per):
-        r = per[name]
-        recall, precision = _ratio(r["labeled"], r["support"]), _ratio(r["correct_pred"], r["predicted"])
-        per_relation[name] = {"support": r["support"], "predicted": r["predicted"],
-                              "uas": _ratio(r["head"], r["support"]), "las": recall, "precision": precision,
-                              "f1": _ratio(2 * precision * recall, precision + recall) if precision + recall else 0.0}
     return {
         "uas": _ratio(totals["uas"], totals["words"]), "las": _ratio(totals["las"], totals["words"]),
         "ucm": _ratio(totals["ucm"], sentences), "lcm": _ratio(totals["lcm"], sentences),
@@ -101,8 +62,54 @@ def attachment_scores(gold, heads: Sequence[Sequence[int]], rels: Sequence[Seque
         "las_nopunct": _ratio(totals["las_np"], totals["words_np"]),
         "ucm_nopunct": _ratio(totals["ucm_np"], sentences), "lcm_nopunct": _ratio(totals["lcm_np"], sentences),
         "words": totals["words"], "words_nopunct": totals["words_np"], "sentences": sentences,
-        "per_relation": per_relation,
+        "per_relation": _per_relation_scores(per),
     }
+
+
+def _count_sentence(sentence, heads: Sequence[int], rels: Sequence[str], index: int, punct_upos, subtypes: bool,
+                    totals: dict[str, int], per: dict[str, dict[str, int]]) -> None:
+    """Add one sentence's word and complete-match counts to ``totals`` and its per-relation counts to ``per``
+    (``index``: its position, named in the error when the prediction's length differs)."""
+    n = len(sentence.heads)
+    if len(heads) != n or len(rels) != n:
+        raise ValueError(f"{getattr(sentence, 'source', '') or f'sentence {index}'}: {len(heads)} predicted "
+                         f"heads and {len(rels)} relations for {n} words")
+    whole = {"u": True, "l": True, "u_np": True, "l_np": True}
+    for i in range(n):
+        gold_rel, pred_rel = _rel(sentence.deprels[i], subtypes), _rel(rels[i], subtypes)
+        head_ok = int(heads[i]) == int(sentence.heads[i])
+        label_ok = head_ok and gold_rel == pred_rel
+        suffixes = ("", "_np") if sentence.upos[i] not in punct_upos else ("",)
+        for suffix in suffixes:
+            totals["words" + suffix] += 1
+            totals["uas" + suffix] += head_ok
+            totals["las" + suffix] += label_ok
+            whole["u" + suffix] &= head_ok
+            whole["l" + suffix] &= label_ok
+        g = per.setdefault(gold_rel, dict.fromkeys(_RELATION_COUNTS, 0))
+        p = per.setdefault(pred_rel, dict.fromkeys(_RELATION_COUNTS, 0))
+        g["support"] += 1
+        g["head"] += head_ok
+        g["labeled"] += label_ok
+        p["predicted"] += 1
+        p["correct_pred"] += label_ok
+    for key, flag in (("ucm", "u"), ("lcm", "l"), ("ucm_np", "u_np"), ("lcm_np", "l_np")):
+        totals[key] += whole[flag]
+
+
+_RELATION_COUNTS = ("support", "predicted", "head", "labeled", "correct_pred")
+
+
+def _per_relation_scores(per: dict[str, dict[str, int]]) -> dict[str, dict]:
+    """Each relation's support, predictions, UAS, LAS (labeled recall), precision and F1, by name."""
+    scores = {}
+    for name in sorted(per):
+        r = per[name]
+        recall, precision = _ratio(r["labeled"], r["support"]), _ratio(r["correct_pred"], r["predicted"])
+        scores[name] = {"support": r["support"], "predicted": r["predicted"],
+                        "uas": _ratio(r["head"], r["support"]), "las": recall, "precision": precision,
+                        "f1": _ratio(2 * precision * recall, precision + recall) if precision + recall else 0.0}
+    return scores
 
 
 def format_scores(result: dict) -> str:

@@ -230,12 +230,26 @@ def chain_viterbi(unary: Tensor, edges: Tensor | None, lens: Tensor, k: int) -> 
         scores = unary.new_full((k, batch_size), LOG_ZERO)
         scores[0] = 0.0
         return scores, torch.full((k, batch_size, 0), -1, dtype=torch.long, device=device)
+    score, pointers = _kbest_forward(unary, edges, lens, k)
+    final, flat = score.reshape(batch_size, n_tags * k).topk(min(k, n_tags * k), dim=-1)  # [B, k']
+    tags = _kbest_backtrack(pointers, flat, lens, k, seq_len)
+    return _kbest_finish(final, tags, lens, k)
+
+
+def _kbest_forward(unary: Tensor, edges: Tensor | None, lens: Tensor, k: int) -> tuple[Tensor, list[Tensor]]:
+    """k-best Viterbi's forward pass: ``score [batch_size, n_tags, k]``, the ``r``-th best score of a whole
+    sentence ending in tag ``t`` (unfilled ranks below any real score), and ``pointers``, one
+    ``[batch_size, n_tags, k]`` tensor per position ``i >= 1`` holding each entry's predecessor as the flat index
+    ``prev_tag * k + prev_rank`` (positions beyond a sentence point to themselves)."""
+    batch_size, seq_len, n_tags = unary.shape
+    device = unary.device
     shared = None if edges is None else _shared_transitions(edges)
-    # score[b, t, r]: r-th best prefix score ending in tag t; unfilled ranks are below any real score
     filler = 4 * LOG_ZERO
     score = unary.new_full((batch_size, n_tags, k), filler)
     score[:, :, 0] = unary[:, 0]
-    pointers = []  # pointers[i - 1][b, t, r] = flat index (prev_tag * k + prev_rank) at position i
+    identity = (torch.arange(n_tags, device=device).view(1, -1, 1) * k
+                + torch.arange(k, device=device).view(1, 1, -1)).expand(batch_size, n_tags, k)
+    pointers = []
     for i in range(1, seq_len):
         if edges is None:
             trans = unary.new_zeros(n_tags, n_tags)
@@ -248,23 +262,31 @@ def chain_viterbi(unary: Tensor, edges: Tensor | None, lens: Tensor, k: int) -> 
         new[..., :best.shape[-1]] = best + unary[:, i].unsqueeze(-1)
         ptr = torch.zeros(batch_size, n_tags, k, dtype=torch.long, device=device)
         ptr[..., :index.shape[-1]] = index
-        # positions beyond the sentence keep the scores and point to themselves (tag t, rank r)
         active = (i < lens).view(-1, 1, 1)
-        identity = (torch.arange(n_tags, device=device).view(1, -1, 1) * k
-                    + torch.arange(k, device=device).view(1, 1, -1)).expand_as(ptr)
         score = torch.where(active, new, score)
         pointers.append(torch.where(active, ptr, identity))
-    final, flat = score.reshape(batch_size, n_tags * k).topk(min(k, n_tags * k), dim=-1)  # [B, k']
-    k_found = final.shape[-1]
-    tags = torch.full((batch_size, k_found, seq_len), -1, dtype=torch.long, device=device)
-    state = flat  # prev_tag * k + rank
+    return score, pointers
+
+
+def _kbest_backtrack(pointers: list[Tensor], flat: Tensor, lens: Tensor, k: int, seq_len: int) -> Tensor:
+    """``tags [batch_size, k', seq_len]`` of the sequences ending in ``flat [batch_size, k']`` (flat indices
+    ``tag * k + rank`` of the last position), -1 at padding."""
+    batch_size, k_found = flat.shape
+    tags = torch.full((batch_size, k_found, seq_len), -1, dtype=torch.long, device=flat.device)
+    state = flat
     for i in range(seq_len - 1, -1, -1):
         tag = torch.div(state, k, rounding_mode="floor")
         tags[:, :, i] = torch.where((i < lens).unsqueeze(-1), tag, torch.full_like(tag, -1))
         if i > 0:
-            state = pointers[i - 1].reshape(batch_size, n_tags * k).gather(1, state)
-    # an empty sentence has exactly one (empty) structure, of score 0
-    rank = torch.arange(k_found, device=device)
+            state = pointers[i - 1].flatten(1).gather(1, state)
+    return tags
+
+
+def _kbest_finish(final: Tensor, tags: Tensor, lens: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`chain_viterbi`'s outputs from the ``k' <= k`` found: an empty sentence has exactly one (empty)
+    structure, of score 0; missing sequences get :data:`LOG_ZERO` and tags -1; ranks padded to ``k``."""
+    batch_size, k_found, seq_len = tags.shape
+    rank = torch.arange(k_found, device=final.device)
     empty = (lens == 0).unsqueeze(-1)
     final = torch.where(empty & (rank == 0), torch.zeros_like(final), final)
     missing = (final <= LOG_ZERO / 2) | (empty & (rank > 0))
