@@ -8,7 +8,7 @@ the CRF constraint masks, the data readers and the span-to-tag KD projection all
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import torch
@@ -26,6 +26,48 @@ def check_tag(tag: str, scheme: str) -> tuple[str, str | None]:
         raise ValueError(f"tag {tag!r} is not a {scheme} tag (prefixes {', '.join(PREFIXES[scheme])}); is the "
                          f"scheme right?")
     return prefix, kind
+
+
+AUTO = "auto"  # data.scheme: the scheme read off the data's tags (detect_scheme)
+
+
+def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
+    """The tag scheme that tag sequences are written in, and why, in words.
+
+    ``BIOES`` as soon as a tag has an ``E-`` or ``S-`` prefix; else ``BIO`` when some ``B-X`` begins an entity
+    (after ``O``, another type or the sentence start), which IOB1 never writes; else ``IOB1`` when some ``I-X``
+    begins one (IOB1 writes ``B-X`` only between two adjacent entities of type ``X``, as CoNLL-2003's original
+    files do); else (no entity, or none that tells) ``BIO``.  Malformed tags are skipped: the readers name them
+    with their line.  A BIO file with a few stray ``I-X`` after ``O`` is still ``BIO``: one entity begun by
+    ``B-X`` decides it.
+    """
+    b_starts = i_starts = 0
+    for tags in sequences:
+        prev: tuple[str, str | None] = ("O", None)
+        for tag in tags:
+            try:
+                prefix, kind = parse_tag(tag)
+            except ValueError:
+                prev = ("O", None)
+                continue
+            if prefix in ("E", "S"):
+                return "BIOES", f"it has {prefix}- tags ({tag!r})"
+            begins = prefix != "O" and not (prev[0] in ("B", "I") and prev[1] == kind)
+            b_starts += begins and prefix == "B"
+            i_starts += begins and prefix == "I"
+            prev = (prefix, kind)
+    if b_starts:
+        return "BIO", f"{b_starts} entities begin with B- and no tag has an E- or S- prefix"
+    if i_starts:
+        return "IOB1", f"its {i_starts} entities begin with I- (B- only between adjacent entities of one type)"
+    return "BIO", "no entity tells the schemes apart"
+
+
+def label_scheme(labels: Sequence[str]) -> str:
+    """The scheme of a label inventory: ``BIOES`` when some label has an ``E-`` or ``S-`` prefix, else ``BIO``
+    (IOB1 has BIO's labels: an inventory cannot tell them apart)."""
+    prefixes = {parse_tag(t)[0] for t in labels}
+    return "BIOES" if prefixes & {"E", "S"} else "BIO"
 
 
 def entity_types(labels: Sequence[str]) -> list[str]:

@@ -175,13 +175,41 @@ def test_ner_data_config_passes_the_column_and_repair_options(tmp_path):
 
     path = write(tmp_path, "a.tsv", "x\tJohn\tI-PER\nx\tsaid\tO\n")
     for repair in ([], ["data.repair=conlleval"]):  # conlleval, the pipelines' default, or named
-        config = build_ner_config({"data": {"train": str(path)}}, ["data.token_column=1", *repair]).data
+        config = build_ner_config({"data": {"train": str(path)}}, ["data.token_column=1", "data.scheme=BIO",
+                                                                  *repair]).data
         (sentence,) = read_data(config).train
         assert sentence.tokens == ["John", "said"] and sentence.tags == ["B-PER", "O"] and sentence.repaired == 1
     with pytest.raises(CorpusError, match="a.tsv:1: .*data.repair: conlleval"):
-        read_data(DataConfig(train=str(path), token_column=1, repair="none"))
+        read_data(DataConfig(train=str(path), token_column=1, scheme="BIO", repair="none"))
+    # the default scheme, auto, reads an entity begun by I- (and none by B-) as IOB1, which it is valid in
+    (sentence,) = read_data(DataConfig(train=str(path), token_column=1, repair="none")).train
+    assert sentence.tags == ["I-PER", "O"] and sentence.repaired == 0
     with pytest.raises(ValueError, match="data.repair must be one of none, conlleval"):
         DataConfig(repair="yes")
+
+
+def test_data_scheme_auto_is_resolved_before_a_run_so_runs_of_the_bio_default_resume(tmp_path):
+    # the run's settings (kept in its checkpoints) hold the scheme read off the data, so a checkpoint written
+    # under the earlier default, data.scheme: BIO, resumes on BIO data and is refused by name on BIOES data
+    from structkd.ner.config import DataConfig, build_ner_config
+    from structkd.ner.pipeline import NerTask
+    from structkd.train.config import changed_settings
+
+    bio, bioes = write(tmp_path, "bio.conll", "John B-PER\nsaid O\n"), write(tmp_path, "s.conll", "John S-PER\n")
+    assert DataConfig().scheme == "auto"
+    for path, scheme in ((bio, "BIO"), (bioes, "BIOES")):
+        config = NerTask().resolve_config(build_ner_config({"data": {"train": str(path)}}))
+        assert config.data.scheme == scheme
+        saved = {"data": {**config.to_dict()["data"], "scheme": "BIO"}}
+        assert changed_settings(saved, {"data": config.to_dict()["data"]}) == (
+            [] if scheme == "BIO" else ["data.scheme: 'BIO' -> 'BIOES'"])
+    # nothing to read it off yet (a missing file is refused by the run's file checks): left as it is
+    missing = build_ner_config({"data": {"train": str(tmp_path / "none.conll")}})
+    assert NerTask().resolve_config(missing).data.scheme == "auto"
+    with pytest.raises(ValueError, match="data.scheme: unknown tag scheme 'BILOU'.*or auto"):
+        DataConfig(scheme="BILOU")
+    with pytest.raises(ValueError, match="data.convert_to: unknown tag scheme 'auto'"):
+        DataConfig(convert_to="auto")
 
 
 def test_a_run_read_with_repair_none_resumes_under_the_conlleval_default(tmp_path):

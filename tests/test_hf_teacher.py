@@ -229,7 +229,7 @@ def test_data_labels_the_teacher_lacks_are_distilled_unlabeled_and_scored_as_mis
 def test_teacher_scheme_must_be_the_datas(corpus, tmp_path):
     bioes = write_token_classifier(tmp_path / "bioes", labels=["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC",
                                                                "I-LOC", "E-LOC", "S-LOC"])
-    with pytest.raises(ValueError, match="BIOES labels .* the data is BIO: set data.convert_to"):
+    with pytest.raises(ValueError, match="BIOES labels .* the data is read as BIO: set data.convert_to=BIOES"):
         distill_command(distill_config(corpus, bioes, tmp_path / "run"))
 
 

@@ -169,6 +169,9 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert err == [f"structkd: error: data.train: {tmp_path / 'nope.conll'}: no such file"]
     assert main(["parse", "train", "model.tree=pine"]) == 2
     assert capsys.readouterr().err.startswith("structkd: error: model.tree must be one of")
+    assert main(["ner", "train", "run.yaml"]) == 2  # a config file given where overrides go
+    assert capsys.readouterr().err.strip() == ("structkd: error: override 'run.yaml' must look like "
+                                               "section.key=value; a config file is given as --config run.yaml")
     with pytest.raises(FileNotFoundError):  # --debug anywhere: the exception itself, with its traceback
         main(["ner", "train", f"data.train={tmp_path / 'nope.conll'}", "--debug"])
 

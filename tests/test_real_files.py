@@ -1,5 +1,5 @@
 """A new user's corpora as real files come, end to end through the CLI: a CoNLL-2003 file (byte-order mark, CRLF
-line ends, ``-DOCSTART-`` lines, four columns, IOB1 tags that break BIO, a test label the training data lacks)
+line ends, ``-DOCSTART-`` lines, four columns, IOB1 tags, a test label the training data lacks)
 and a CoNLL-U treebank (multiword tokens, an empty node, comments, non-projective trees, a long sentence).
 Every run must finish with warnings that name what it met, and write what a user takes home."""
 
@@ -76,12 +76,17 @@ def test_a_conll2003_file_trains_evaluates_and_predicts_with_warnings(tmp_path, 
     out = tmp_path / "run"
     settings = ["model.kind=bilstm", "model.word_dim=8", "model.hidden=8", "model.char_filters=4",
                 "training.epochs=1", "training.batch_size=4", "training.progress=false"]
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         assert main(["ner", "train", f"data.train={train}", f"data.dev={train}", f"data.test={test}",
                      f"training.output_dir={out}", *settings]) == 0
-    # IOB1 read as conlleval reads it; the test's EVENT, which no training sentence has, scored as a miss
-    assert "read 18 tags that break the BIO scheme, in 12 sentences" in caplog.text
-    assert "'B-EVENT' (" in caplog.text and "eng.testb:10, data.test" in caplog.text
+    # the scheme read off the training tags (data.scheme: auto): IOB1, whose entities begin with I-
+    assert "eng.train: tags read as IOB1 (data.scheme: auto): its 18 entities begin with I-" in caplog.text
+    assert json.loads((out / "ner_config.json").read_text())["data"]["scheme"] == "IOB1"
+    assert "break the IOB1 scheme" not in caplog.text.split("eng.testb")[0]  # the training file is valid IOB1
+    # the test's B-EVENT after I-MISC breaks IOB1 (read as conlleval reads it, I-EVENT); no training sentence
+    # has EVENT, so it is scored as a miss
+    assert "eng.testb: read 1 tag that breaks the IOB1 scheme" in caplog.text
+    assert "'I-EVENT' (" in caplog.text and "eng.testb:10, data.test" in caplog.text
     results = json.loads((out / "results.json").read_text())
     assert 0.0 <= results["test"]["recall"] < 1.0
     text = tmp_path / "raw.txt"
@@ -114,3 +119,46 @@ def test_a_ud_treebank_with_multiword_tokens_crossing_arcs_and_a_long_sentence(t
     words = [line.split("\t") for line in lines if line and line[0].isdigit() and "-" not in line.split("\t")[0]
              and "." not in line.split("\t")[0]]
     assert len(words) == 2 * 6 + 2 * 8 + 120 and all(w[6].isdigit() for w in words)
+
+
+BIOES = """John S-PER
+lives O
+in O
+New B-LOC
+York E-LOC
+. O
+
+The B-ORG
+United I-ORG
+Nations E-ORG
+met O
+Mary S-PER
+"""
+
+
+def test_a_bioes_corpus_is_read_as_bioes_trained_evaluated_and_refused_to_a_bio_teacher_reading(tmp_path, caplog,
+                                                                                                 capsys):
+    corpus = tmp_path / "bioes.conll"
+    corpus.write_text(BIOES * 2, encoding="utf-8")
+    out = tmp_path / "run"
+    settings = ["model.kind=bilstm", "model.word_dim=8", "model.hidden=8", "model.char_filters=4",
+                "training.epochs=1", "training.batch_size=4", "training.progress=false"]
+    with caplog.at_level(logging.INFO):
+        assert main(["ner", "train", f"data.train={corpus}", f"data.dev={corpus}", f"data.test={corpus}",
+                     f"training.output_dir={out}", *settings]) == 0
+    assert "bioes.conll: tags read as BIOES (data.scheme: auto): it has S- tags ('S-PER')" in caplog.text
+    assert "break the BIOES scheme" not in caplog.text
+    assert json.loads((out / "ner_config.json").read_text())["data"]["scheme"] == "BIOES"
+    saved = json.loads((out / "model" / "config.json").read_text())["args"]
+    assert saved["scheme"] == "BIOES" and {"S-PER", "E-LOC", "I-ORG"} <= set(saved["tags"])
+    # evaluated with no config: the file's own tags say BIOES (before, the BIO default refused S-PER)
+    capsys.readouterr()
+    assert main(["ner", "evaluate", str(out / "model"), str(corpus)]) == 0
+    assert "f1" in capsys.readouterr().out.lower()
+    # a student of BIO data cannot take the BIOES teacher's labels: refused, naming data.convert_to
+    bio = tmp_path / "bio.conll"
+    bio.write_text(BIOES.replace("S-", "B-").replace("E-", "I-"), encoding="utf-8")
+    assert main(["ner", "distill", f"data.train={bio}", f"kd.teacher={out / 'model'}",
+                 f"training.output_dir={tmp_path / 'student'}", *settings]) == 2
+    error = capsys.readouterr().err
+    assert "has BIOES labels" in error and "the data is read as BIO: set data.convert_to=BIOES" in error

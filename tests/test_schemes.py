@@ -10,8 +10,10 @@ from structkd.schemes import (
     check_tag,
     conlleval_spans,
     convert,
+    detect_scheme,
     entity_types,
     first_invalid,
+    label_scheme,
     repair_tags,
     spans,
     tag_inventory,
@@ -92,3 +94,44 @@ def test_conlleval_spans_agree_with_seqeval():
         for seq in itertools.product(labels, repeat=length):
             expected = sorted((start, end, kind) for kind, start, end in get_entities(list(seq)))
             assert sorted(conlleval_spans(seq)) == expected, seq
+
+
+def _segmentations(length: int):
+    """Every labeled segmentation of ``length`` tokens into entities of types A and B and outside tokens."""
+    if length == 0:
+        yield []
+        return
+    for rest in _segmentations(length - 1):  # token length - 1 outside
+        yield rest
+    for width in range(1, length + 1):
+        for rest in _segmentations(length - width):
+            for kind in "AB":
+                yield rest + [(length - width, length - 1, kind)]
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "IOB1", "BIOES"])
+def test_detect_scheme_reads_every_segmentation_written_in_a_scheme_as_that_scheme(scheme):
+    for length in range(1, 5):
+        for entities in _segmentations(length):
+            tags = tags_from_spans(entities, length, scheme)
+            expected = scheme if entities else "BIO"  # no entity tells the schemes apart
+            assert detect_scheme([tags])[0] == expected, tags
+            assert detect_scheme([["O"], tags, []])[0] == expected  # other sentences tell nothing
+    # a whole file: one entity of each sentence decides
+    files = [[tags_from_spans(e, n, scheme) for n in range(1, 4) for e in _segmentations(n)]]
+    assert [detect_scheme(f)[0] for f in files] == [scheme]
+
+
+def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
+    scheme, reason = detect_scheme([["B-PER", "I-PER", "O", "I-LOC"], ["O", "B-ORG"]])  # one stray I-LOC
+    assert scheme == "BIO" and reason.startswith("2 entities begin with B-")
+    scheme, reason = detect_scheme([["I-PER", "B-PER", "O"], ["I-LOC"]])
+    assert scheme == "IOB1" and reason.startswith("its 2 entities begin with I-")
+    assert detect_scheme([["O", "S-PER"]]) == ("BIOES", "it has S- tags ('S-PER')")
+    assert detect_scheme([["PER", "B_PER", "I-PER"]])[0] == "IOB1"  # malformed tags skipped, reported by the reader
+    assert detect_scheme([]) == ("BIO", "no entity tells the schemes apart")
+
+
+def test_label_scheme():
+    assert label_scheme(tag_inventory(["PER"], "BIOES")) == "BIOES"
+    assert label_scheme(tag_inventory(["PER"], "IOB1")) == label_scheme(["O"]) == "BIO"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from structkd.schemes import check_scheme, check_tag, convert, first_invalid, repair_tags
+from structkd.schemes import AUTO, check_scheme, check_tag, convert, detect_scheme, first_invalid, repair_tags
 
 LAYOUTS = ("auto", "token-tag", "index-token-tag", "conll2003", "tokens")
 REPAIRS = ("none", "conlleval")
@@ -204,17 +204,19 @@ def _guess_tag_column(path: Path, sample: list[_Row], token: int) -> tuple[int, 
     return chosen, [c for c in candidates if c != chosen]
 
 
-def _guess_columns(path: Path, sample: list[_Row], token: int | None, tag: int | None, labeled: bool
-                   ) -> tuple[int, int | None]:
-    """``layout="auto"``: the token and tag columns (those given kept), the guess logged."""
+def _guess_columns(path: Path, sample: list[_Row], token: int | None, tag: int | None, labeled: bool,
+                   quiet: bool = False) -> tuple[int, int | None]:
+    """``layout="auto"``: the token and tag columns (those given kept), the guess logged (unless ``quiet``)."""
     guessed_token = token is None
     token = _guess_token_column(sample) if token is None else token
     if tag is not None or not labeled:
-        if guessed_token:
+        if guessed_token and not quiet:
             logger.info("%s: reading column %d as the token (set data.token_column to choose another)", path,
                         token)
         return token, tag
     tag, others = _guess_tag_column(path, sample, token)
+    if quiet:
+        return token, tag
     logger.info("%s: %d columns; reading column %d as the token and column %d as the tag%s (set "
                 "data.token_column / data.tag_column to choose others)", path, len(sample[0].fields), token, tag,
                 f"; columns {others} also look like tags" if others else "")
@@ -230,8 +232,9 @@ def _column(path: Path, row: _Row, column: int, name: str) -> int:
 
 
 def _choose_columns(path: Path, sample: list[_Row], layout: str, token_column: int | None,
-                    tag_column: int | None, labeled: bool) -> tuple[int, int | None]:
-    """The token and tag columns (``None`` when the tags are not read) of the file."""
+                    tag_column: int | None, labeled: bool, quiet: bool = False) -> tuple[int, int | None]:
+    """The token and tag columns (``None`` when the tags are not read) of the file (a guess logged unless
+    ``quiet``)."""
     first = sample[0]
     if layout == "auto":
         if token_column is not None:
@@ -239,7 +242,7 @@ def _choose_columns(path: Path, sample: list[_Row], layout: str, token_column: i
         if labeled and len(first.fields) == 1 and tag_column is None:
             raise CorpusError(path, first.number, f"a single column holds no tags: {first.raw!r}; set "
                               f"data.tag_column, or layout='tokens' for unlabeled text")
-        token, tag = _guess_columns(path, sample, token_column, tag_column, labeled)
+        token, tag = _guess_columns(path, sample, token_column, tag_column, labeled, quiet)
     else:
         token, tag, count = _FIXED[layout]
         if token_column is None and tag_column is None and count is not None and len(first.fields) != count:
@@ -277,12 +280,33 @@ class ColumnFormat:
 
 
 def _check_options(layout: str, repair: str, scheme: str) -> str:
-    """The scheme's canonical name, once the layout, repair and scheme are known names."""
+    """The scheme's canonical name (or ``auto``), once the layout, repair and scheme are known names."""
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     if repair not in REPAIRS:
         raise ValueError(f"unknown repair {repair!r}; expected one of {REPAIRS}")
-    return check_scheme(scheme)
+    return AUTO if scheme == AUTO else check_scheme(scheme)
+
+
+def _file_scheme(path: Path, lines: Iterable[tuple[int, str]], tag: int) -> str:
+    """The scheme of the tags in column ``tag`` of the file's numbered lines (:func:`structkd.schemes.detect_scheme`),
+    logged with the reason."""
+    scheme, reason = detect_scheme([row.fields[tag] for row in group] for group in _sentence_rows(path, lines))
+    logger.info("%s: tags read as %s (data.scheme: auto): %s; set data.scheme to choose another", path, scheme,
+                reason)
+    return scheme
+
+
+def column_scheme(path: str | Path, layout: str = "auto", tag_column: int | None = None,
+                  token_column: int | None = None) -> str:
+    """The tag scheme a column file is written in, read off its tags (:func:`structkd.schemes.detect_scheme`,
+    logged), its columns chosen as :func:`read_columns` chooses them."""
+    path = Path(path)
+    lines = read_utf8_lines(path)
+    _check_options(layout, "none", AUTO)
+    sample = _sample(path, enumerate(lines, start=1))
+    _, tag = _choose_columns(path, sample, layout, token_column, tag_column, True, quiet=True)  # logged when read
+    return _file_scheme(path, enumerate(lines, start=1), tag)
 
 
 def column_format(path: str | Path, lines: Iterable[tuple[int, str]], layout: str = "auto",
@@ -295,6 +319,8 @@ def column_format(path: str | Path, lines: Iterable[tuple[int, str]], layout: st
     scheme = _check_options(layout, repair, scheme)
     sample = _sample(path, lines)
     token, tag = _choose_columns(path, sample, layout, token_column, tag_column, labeled)
+    if scheme == AUTO:  # decided by the whole file's tags (the caller reads it again); unlabeled: none is read
+        scheme = "BIO" if tag is None else _file_scheme(path, enumerate(read_utf8_lines(path), start=1), tag)
     return ColumnFormat(token, tag, len(sample[0].fields), scheme, repair, convert_to)
 
 
@@ -307,7 +333,8 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
         path: the file.
         layout: one of :data:`LAYOUTS`.
         tag_column: the tag's column index (overrides the layout's; negative counts from the end).
-        scheme: the tag scheme of the file (``BIO``, ``IOB1``, ``BIOES``); every sentence is checked against it.
+        scheme: the tag scheme of the file (``BIO``, ``IOB1``, ``BIOES``), or ``auto``: the one its tags are
+            written in (:func:`column_scheme`); every sentence is checked against it.
         labeled: ``False`` ignores any tag column (distillation on unlabeled data).
         convert_to: convert tags to this scheme after checking them.
         token_column: the token's column index (overrides the layout's).
@@ -324,8 +351,9 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
     repaired = sum(s.repaired for s in sentences)
     if repaired:
         first = next(s for s in sentences if s.repaired)
-        logger.warning("%s: read %s that break the %s scheme, in %s (the first at %s), as conlleval and seqeval "
-                       "read them (data.repair: conlleval; none refuses them)", path, _count(repaired, "tag"), scheme,
+        logger.warning("%s: read %s that %s the %s scheme, in %s (the first at %s), as conlleval and seqeval "
+                       "read them (data.repair: conlleval; none refuses them)", path, _count(repaired, "tag"),
+                       "breaks" if repaired == 1 else "break", form.scheme,
                        _count(sum(s.repaired > 0 for s in sentences), "sentence"), first.source)
     return sentences
 

@@ -17,7 +17,6 @@ it, into CRF students (case 3 of :mod:`structkd.kd.projections`) and MaxEnt stud
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -25,13 +24,13 @@ from torch import nn
 
 from structkd.models.encoders import is_hub_name
 from structkd.models.transformer import Sentences, SubwordEncoder
-from structkd.schemes import check_scheme, check_tag, parse_tag
+from structkd.schemes import check_scheme, check_tag, label_scheme, parse_tag
 from structkd.structs.base import length_mask
 from structkd.structs.chain import MaxEnt
 
 Tensor = torch.Tensor
 
-__all__ = ["HFTokenClassifier", "hf_labels", "is_hf_checkpoint", "detect_scheme"]
+__all__ = ["HFTokenClassifier", "hf_labels", "is_hf_checkpoint"]
 
 
 def is_hf_checkpoint(name_or_path: str | Path) -> bool:
@@ -48,13 +47,6 @@ def is_hf_checkpoint(name_or_path: str | Path) -> bool:
             return False
         return isinstance(document, dict) and document.get("format") != "structkd"
     return is_hub_name(name_or_path)
-
-
-def detect_scheme(labels: Sequence[str]) -> str:
-    """``BIOES`` when some label has an ``E-`` or ``S-`` prefix, else ``BIO`` (IOB1 cannot be told from BIO
-    by the labels alone: pass it)."""
-    prefixes = {parse_tag(t)[0] for t in labels}
-    return "BIOES" if prefixes & {"E", "S"} else "BIO"
 
 
 def hf_labels(config, source: str = "config.json", scheme: str | None = None) -> tuple[list[str], str]:
@@ -77,7 +69,7 @@ def hf_labels(config, source: str = "config.json", scheme: str | None = None) ->
         raise ValueError(f"{source}: {len(bad)} label(s) of id2label fit no tag scheme (BIO, IOB1, BIOES: 'O' or "
                          f"'<B|I|E|S>-<type>'): {', '.join(repr(b) for b in bad)}; rename them in id2label "
                          f"(for example LABEL_0 -> O, LABEL_1 -> B-PER)")
-    scheme = check_scheme(scheme) if scheme else detect_scheme(labels)
+    scheme = check_scheme(scheme) if scheme else label_scheme(labels)
     misfits = []
     for label in labels:
         try:
@@ -96,7 +88,7 @@ class HFTokenClassifier(nn.Module):
     Args:
         model: an ``AutoModelForTokenClassification`` model (its ``config.id2label`` names the labels).
         tokenizer: its fast tokenizer.
-        scheme: the labels' tag scheme (default: detected, see :func:`detect_scheme`).
+        scheme: the labels' tag scheme (default: detected, see :func:`structkd.schemes.label_scheme`).
         pooling, max_length, stride: as in :class:`~structkd.models.transformer.SubwordEncoder` (the encoder's
             limit by default; longer sentences are read in windows).
         source: where it was loaded from (for messages and :attr:`name_or_path`).

@@ -2,7 +2,7 @@
 
 A config has four sections::
 
-    data:      {train: ..., dev: ..., test: ..., unlabeled: [...], layout: auto, scheme: BIO}
+    data:      {train: ..., dev: ..., test: ..., unlabeled: [...], layout: auto, scheme: auto}
     model:     {kind: transformer | bilstm, head: crf | maxent | span, encoder: minilm, ...}
     kd:        {method: structural, temperature: 1.0, kd_weight: 0.5, annealing: none, ...}
     training:  any TrainConfig field (epochs, lr, batch_size, output_dir, ...)
@@ -19,6 +19,8 @@ from structkd.data.splits import SplitsConfig
 from structkd.kd.config import KD_METHODS, KdConfig
 from structkd.models.embeddings import AUTO, check_init_options
 from structkd.models.encoders import check_encoder
+from structkd.schemes import AUTO as SCHEME_AUTO
+from structkd.schemes import check_scheme
 from structkd.train.config import (
     SectionedConfig,
     TrainConfig,
@@ -33,15 +35,17 @@ __all__ = ["DataConfig", "KD_METHODS", "KdConfig", "ModelConfig", "NerConfig", "
 @dataclass
 class DataConfig(SplitsConfig):
     """Corpora (any column layout of :func:`structkd.data.read_columns`; ``token_column``/``tag_column`` set
-    the columns, ``repair: conlleval``, the default, reads tags that break the scheme as conlleval and seqeval
-    do, with a warning that counts them, ``none`` refuses them at their line); the splits, ``max_sentences``
-    and ``slices`` of :class:`~structkd.data.splits.SplitsConfig`."""
+    the columns; ``scheme``: ``BIO``, ``IOB1``, ``BIOES``, or ``auto``, the default, the one the first labeled
+    file's tags are written in, :func:`structkd.schemes.detect_scheme`; ``repair: conlleval``, the default,
+    reads tags that break the scheme as conlleval and seqeval do, with a warning that counts them, ``none``
+    refuses them at their line); the splits, ``max_sentences`` and ``slices`` of
+    :class:`~structkd.data.splits.SplitsConfig`."""
 
     layout: str = "auto"
     tag_column: int | None = None
     token_column: int | None = None
     repair: str = "conlleval"
-    scheme: str = "BIO"
+    scheme: str = SCHEME_AUTO
     convert_to: str | None = None
 
     def __post_init__(self):
@@ -49,6 +53,14 @@ class DataConfig(SplitsConfig):
         for name, allowed in (("layout", LAYOUTS), ("repair", REPAIRS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"data.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("scheme", "convert_to"):
+            value = getattr(self, name)
+            if value is not None and not (name == "scheme" and value == SCHEME_AUTO):
+                try:
+                    check_scheme(value)
+                except ValueError as error:
+                    raise ValueError(f"data.{name}: {error}" + ("; or auto (the default), the scheme the tags "
+                                     "are written in" if name == "scheme" else "")) from None
 
 
 @dataclass

@@ -47,7 +47,7 @@ from structkd.models.transformer import EncoderOutput
 from structkd.ner.config import KdConfig
 from structkd.ner.modeling import NerModel
 from structkd.numerics import LOG_ZERO, STORED_LOG_ZERO, is_impossible, read_log_potentials, stored_log_potentials
-from structkd.schemes import check_scheme, check_tag
+from structkd.schemes import check_scheme, check_tag, label_scheme
 from structkd.structs.base import StructuredDistribution, length_mask
 from structkd.structs.chain import LinearChainCRF, MaxEnt, _shared_transitions
 from structkd.structs.semimarkov import SemiMarkovCRF
@@ -284,10 +284,11 @@ def _log_lost_mass(lost: Tensor) -> None:
                "student's sequences, renormalized", float(lost.mean()), float(lost.max()), len(lost))
 
 
-def check_teacher_scheme(teacher: NerModel, scheme: str | None) -> None:
-    """Refuse a Hugging Face teacher whose labels are not tags of the task's scheme (``data.convert_to`` or
-    ``data.scheme``), listing them."""
-    if scheme is None or not isinstance(teacher.tagger, HFTokenClassifier):
+def check_teacher_scheme(teacher: NerModel, scheme: str | None, name: str = "the teacher") -> None:
+    """Refuse a teacher (``name`` in the message) whose labels are not tags of the task's scheme
+    (``data.convert_to`` or ``data.scheme``), or are BIOES tags while the data is not, or the other way round:
+    the student takes the teacher's labels, constrained by the data's scheme."""
+    if scheme is None:
         return
     misfits = []
     for tag in teacher.tags:
@@ -295,10 +296,11 @@ def check_teacher_scheme(teacher: NerModel, scheme: str | None) -> None:
             check_tag(tag, scheme)
         except ValueError:
             misfits.append(tag)
-    if misfits or (teacher.tagger.scheme == "BIOES") != (check_scheme(scheme) == "BIOES"):
-        raise ValueError(f"the teacher {teacher.tagger.name_or_path} has {teacher.tagger.scheme} labels "
-                         f"({', '.join(misfits or teacher.tags)}) but the data is {scheme}: set data.convert_to "
-                         f"(or data.scheme) to the teacher's scheme")
+    own = teacher.tagger.scheme if isinstance(teacher.tagger, HFTokenClassifier) else label_scheme(teacher.tags)
+    if misfits or (own == "BIOES") != (check_scheme(scheme) == "BIOES"):
+        raise ValueError(f"{name} has {own} labels ({', '.join(misfits or teacher.tags)}) but the data is read as "
+                         f"{scheme}: set data.convert_to={own} to convert it to the teacher's scheme (or data.scheme, "
+                         f"if the files are not written in {scheme})")
 
 
 def _allowed_weights(rule: str, weights: Tensor, log_probs: Tensor) -> Tensor:

@@ -4,6 +4,8 @@ predicts with it.  ``train_command`` and the other commands below are that runne
 
 from __future__ import annotations
 
+import functools
+from dataclasses import replace
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import torch
 
 from structkd.data import Sentence, read_columns, read_text, write_columns
+from structkd.data.columns import column_scheme
 from structkd.data.lazy import LazySentences, concat, lazy_columns, lazy_text, mapped
 from structkd.models.embeddings import vocabulary_sentences
 from structkd.ner.config import DataConfig, NerConfig, load_ner_config
@@ -28,18 +31,39 @@ from structkd.ner.distillation import (
     token_divergence,
 )
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict, starts_from_teacher
-from structkd.schemes import check_tag, entity_types, tag_inventory
+from structkd.schemes import AUTO, check_scheme, check_tag, entity_types, tag_inventory
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
 from structkd.tasks.blackbox import TeacherOutputs, check_method, ner_potential_rows, ner_rows, read_teacher_outputs
 from structkd.tasks.blackbox import check_labels as check_outputs_labels
 
 
+def data_scheme(config: DataConfig, path: str | None = None) -> str:
+    """The scheme the data's tags are written in: ``data.scheme``, or for ``auto`` (the default) the one the
+    first of ``data.train``, ``data.dev`` and ``data.test`` is written in, else ``path``'s, else ``BIO``
+    (:func:`structkd.data.columns.column_scheme`, logged; each file read once while it is unchanged)."""
+    if config.scheme != AUTO:
+        return check_scheme(config.scheme)
+    source = next((p for p in (config.train, config.dev, config.test) if p and Path(p).is_file()), path)
+    if source is None:
+        return "BIO"
+    stat = Path(source).stat()
+    return _column_scheme(str(source), stat.st_mtime_ns, stat.st_size, config.layout, config.tag_column,
+                          config.token_column)
+
+
+@functools.lru_cache(maxsize=16)
+def _column_scheme(path: str, mtime_ns: int, size: int, layout: str, tag_column: int | None,
+                   token_column: int | None) -> str:
+    return column_scheme(path, layout, tag_column, token_column)
+
+
 def _read(path: str, config: DataConfig, labeled: bool = True) -> list[Sentence]:
     if not labeled and Path(path).suffix in (".txt", ".text"):
         sentences = read_text(path)
     else:
-        sentences = read_columns(path, config.layout, config.tag_column, config.scheme, labeled=labeled,
+        scheme = data_scheme(config, path) if labeled else config.scheme
+        sentences = read_columns(path, config.layout, config.tag_column, scheme, labeled=labeled,
                                  convert_to=config.convert_to, token_column=config.token_column,
                                  repair=config.repair)
     return sentences[: config.max_sentences] if config.max_sentences else sentences
@@ -68,7 +92,8 @@ def read_data(config: DataConfig) -> TaskData:
 
 
 def target_scheme(config: DataConfig) -> str:
-    return config.convert_to or config.scheme
+    """The models' scheme: ``data.convert_to``, else the data's (:func:`data_scheme`)."""
+    return config.convert_to or data_scheme(config)
 
 
 def label_set(sentences: list[Sentence], scheme: str) -> list[str]:
@@ -155,6 +180,13 @@ class NerTask(Task):
     def load_config(self, path, overrides=None) -> NerConfig:
         return load_ner_config(path, overrides)
 
+    def resolve_config(self, config: NerConfig) -> NerConfig:
+        """``data.scheme: auto`` resolved (:func:`data_scheme`) when a labeled file is there to tell."""
+        data = config.data
+        if data.scheme != AUTO or not any(p and Path(p).is_file() for p in (data.train, data.dev, data.test)):
+            return config
+        return replace(config, data=replace(data, scheme=data_scheme(data)))
+
     def read_data(self, config: DataConfig) -> TaskData:
         return read_data(config)
 
@@ -189,9 +221,9 @@ class NerTask(Task):
         return Prepared(build_model(config.model, tags, scheme, data.train), data.train)
 
     def prepare_student(self, config: NerConfig, data: TaskData, teacher: NerModel) -> Prepared:
-        check_teacher_scheme(teacher, self.scheme(config))  # a Hugging Face teacher's labels, before any work
-        start_lost_mass_report()
         whose = f"the teacher's ({config.kd.teacher})"
+        check_teacher_scheme(teacher, self.scheme(config), f"the teacher {config.kd.teacher}")  # before any work
+        start_lost_mass_report()
         warn_unknown_labels({"data.dev": data.dev, "data.test": data.test}, teacher.tags, whose, self.logger)
         sentences = concat(unlabel_unknown(data.train, teacher.tags, whose, self.logger), data.unlabeled)
         vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher),

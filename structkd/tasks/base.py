@@ -84,6 +84,11 @@ class Task(ABC):
     def load_config(self, path: str | Path | None, overrides: list[str] | None = None) -> SectionedConfig:
         """The task's config from a YAML file (or none) and ``section.key=value`` overrides."""
 
+    def resolve_config(self, config: Any) -> Any:
+        """The config with the settings that the data decide (``auto`` values) resolved, before a run records
+        it in its checkpoints and output directory; by default the config as it is."""
+        return config
+
     @abstractmethod
     def read_data(self, config: Any) -> TaskData:
         """Every corpus the data section names (errors name file and line)."""

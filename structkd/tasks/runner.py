@@ -117,6 +117,7 @@ def train_command(task: Task, config: Any, resume: bool = False, overwrite: bool
     ``resume`` continues the run in ``training.output_dir``, ``overwrite`` replaces an earlier one there; without
     either such a directory is refused before any work (:func:`structkd.train.prepare_output_dir`).
     """
+    config = task.resolve_config(config)
     run_config = config.to_dict()
     device = _start(config, run_config, resume, overwrite)
     data = apply_slices(task.read_data(config.data), config.data.slices)
@@ -264,6 +265,7 @@ def distill_command(task: Task, config: Any, resume: bool = False, rebuild_cache
     ``resume``, ``overwrite``: as in :func:`train_command` (``overwrite`` leaves the teacher and a
     ``kd.cache_dir`` alone); ``rebuild_cache`` recomputes the teacher's outputs.
     """
+    config = task.resolve_config(config)
     kd = config.kd
     if kd.teacher_outputs:
         return _distill_from_outputs(task, config, resume, rebuild_cache, overwrite)

@@ -155,6 +155,9 @@ class UposTask(NerTask):
     def scheme(self, config: UposConfig) -> None:
         return None  # UPOS tags form no spans: unconstrained chains, no span teachers
 
+    def resolve_config(self, config: UposConfig) -> UposConfig:
+        return config  # no tag scheme to read off the data
+
     def evaluate(self, model: NerModel, sentences: list[Sentence], report: bool = False) -> dict:
         return accuracy(model, sentences, report)
 

@@ -304,7 +304,8 @@ def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"override {item!r} must look like key=value")
+            hint = f"; a config file is given as --config {item}" if item.endswith((".yaml", ".yml")) else ""
+            raise ValueError(f"override {item!r} must look like section.key=value{hint}")
         key, raw = item.split("=", 1)
         key = key.strip()
         value = yaml.safe_load(raw) if raw.strip() else ""
