@@ -48,6 +48,15 @@ final NN I-NP B-EVENT
 """
 
 
+TAGGER = ["model.kind=bilstm", "model.word_dim=8", "model.hidden=8", "model.char_filters=4", "training.epochs=1",
+          "training.batch_size=4", "training.progress=false"]  # a tiny BiLSTM-CRF, one epoch
+
+
+def train_tagger(train, dev, test, out) -> int:
+    return main(["ner", "train", f"data.train={train}", f"data.dev={dev}", f"data.test={test}",
+                 f"training.output_dir={out}", *TAGGER])
+
+
 def crlf_with_bom(text: str) -> bytes:
     return b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8")
 
@@ -74,11 +83,8 @@ def test_a_conll2003_file_trains_evaluates_and_predicts_with_warnings(tmp_path, 
     train.write_bytes(crlf_with_bom(CONLL03 * 3))
     test.write_bytes(crlf_with_bom(TEST03))
     out = tmp_path / "run"
-    settings = ["model.kind=bilstm", "model.word_dim=8", "model.hidden=8", "model.char_filters=4",
-                "training.epochs=1", "training.batch_size=4", "training.progress=false"]
     with caplog.at_level(logging.INFO):
-        assert main(["ner", "train", f"data.train={train}", f"data.dev={train}", f"data.test={test}",
-                     f"training.output_dir={out}", *settings]) == 0
+        assert train_tagger(train, train, test, out) == 0
     # the scheme read off the training tags (data.scheme: auto): IOB1, whose entities begin with I-
     assert "eng.train: tags read as IOB1 (data.scheme: auto): its 18 entities begin with I-" in caplog.text
     assert json.loads((out / "ner_config.json").read_text())["data"]["scheme"] == "IOB1"
@@ -141,11 +147,8 @@ def test_a_bioes_corpus_is_read_as_bioes_trained_evaluated_and_refused_to_a_bio_
     corpus = tmp_path / "bioes.conll"
     corpus.write_text(BIOES * 2, encoding="utf-8")
     out = tmp_path / "run"
-    settings = ["model.kind=bilstm", "model.word_dim=8", "model.hidden=8", "model.char_filters=4",
-                "training.epochs=1", "training.batch_size=4", "training.progress=false"]
     with caplog.at_level(logging.INFO):
-        assert main(["ner", "train", f"data.train={corpus}", f"data.dev={corpus}", f"data.test={corpus}",
-                     f"training.output_dir={out}", *settings]) == 0
+        assert train_tagger(corpus, corpus, corpus, out) == 0
     assert "bioes.conll: tags read as BIOES (data.scheme: auto): it has S- tags ('S-PER')" in caplog.text
     assert "break the BIOES scheme" not in caplog.text
     assert json.loads((out / "ner_config.json").read_text())["data"]["scheme"] == "BIOES"
@@ -159,6 +162,6 @@ def test_a_bioes_corpus_is_read_as_bioes_trained_evaluated_and_refused_to_a_bio_
     bio = tmp_path / "bio.conll"
     bio.write_text(BIOES.replace("S-", "B-").replace("E-", "I-"), encoding="utf-8")
     assert main(["ner", "distill", f"data.train={bio}", f"kd.teacher={out / 'model'}",
-                 f"training.output_dir={tmp_path / 'student'}", *settings]) == 2
+                 f"training.output_dir={tmp_path / 'student'}", *TAGGER]) == 2
     error = capsys.readouterr().err
     assert "has BIOES labels" in error and "the data is read as BIO: set data.convert_to=BIOES" in error
