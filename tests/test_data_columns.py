@@ -206,6 +206,9 @@ def test_data_scheme_auto_is_resolved_before_a_run_so_runs_of_the_bio_default_re
     # nothing to read it off yet (a missing file is refused by the run's file checks): left as it is
     missing = build_ner_config({"data": {"train": str(tmp_path / "none.conll")}})
     assert NerTask().resolve_config(missing).data.scheme == "auto"
+    from structkd.data.columns import column_scheme
+
+    assert column_scheme(bioes) == "BIOES" and column_scheme(bioes, layout="tokens") == "BIO"  # no tags to read
     with pytest.raises(ValueError, match="data.scheme: unknown tag scheme 'BILOU'.*or auto"):
         DataConfig(scheme="BILOU")
     with pytest.raises(ValueError, match="data.convert_to: unknown tag scheme 'auto'"):

@@ -306,7 +306,7 @@ def column_scheme(path: str | Path, layout: str = "auto", tag_column: int | None
     _check_options(layout, "none", AUTO)
     sample = _sample(path, enumerate(lines, start=1))
     _, tag = _choose_columns(path, sample, layout, token_column, tag_column, True, quiet=True)  # logged when read
-    return _file_scheme(path, enumerate(lines, start=1), tag)
+    return "BIO" if tag is None else _file_scheme(path, enumerate(lines, start=1), tag)  # tokens: no tag to read
 
 
 def column_format(path: str | Path, lines: Iterable[tuple[int, str]], layout: str = "auto",
