@@ -98,7 +98,7 @@ from run_claims import (
 from structkd.data.columns import Sentence, write_columns
 from structkd.ner import NerModel, build_ner_config, distill_command, train_command
 from structkd.ner.modeling import evaluate, predict
-from structkd.ner.pipeline import read_data
+from structkd.ner.pipeline import NerTask, read_data
 from structkd.train import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,7 +257,7 @@ def student_config(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir:
 def train_student(run: Run, seed: int, teacher_dirs: dict[str, Path], data_dir: Path, setting: Setting, out: Path,
                   device: str = "auto") -> dict:
     config = student_config(run, seed, teacher_dirs, data_dir, setting, out, device)
-    return run_once(config, "ner_config.json", distill_command)
+    return run_once(config, "ner_config.json", distill_command, resolve=NerTask().resolve_config)
 
 
 def _constrained(case: tuple) -> bool:

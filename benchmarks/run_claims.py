@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from structkd.train import DEVICES, changed_settings, resolve_device
 
@@ -128,21 +129,25 @@ def _resolved_data(values: dict) -> dict:
     return {**values, "data": {k: resolve(v) for k, v in data.items()}} if isinstance(data, dict) else values
 
 
-def run_once(config, config_file: str, train: Callable[..., dict]) -> dict:
+def run_once(config, config_file: str, train: Callable[..., dict],
+             resolve: Callable[[Any], Any] | None = None) -> dict:
     """One run of a benchmark table in ``config.training.output_dir``: its ``results.json`` if it finished,
     else ``train(config, resume=True)`` (a run cut short goes on from its last checkpoint).
 
     A finished run whose saved config (``config_file``, written by the pipeline) differs from ``config`` raises
     ``ValueError`` naming the settings, like a checkpoint's (:func:`structkd.train.check_resumable`): a table
-    never mixes two protocols; move such runs aside to train them again."""
+    never mixes two protocols; move such runs aside to train them again.  ``resolve`` (the task's
+    :meth:`~structkd.tasks.Task.resolve_config`) resolves ``config``'s ``auto`` settings first, as the saved
+    config holds them resolved."""
     target = Path(config.training.output_dir)
     results = target / "results.json"
     if not results.exists():
         return train(config, resume=True)
     saved = target / config_file
     if saved.exists():
+        current = resolve(config) if resolve is not None else config
         changes = changed_settings(_resolved_data(json.loads(saved.read_text(encoding="utf-8"))),
-                                   _resolved_data(config.to_dict()))
+                                   _resolved_data(current.to_dict()))
         if changes:
             raise ValueError(f"{target}: this finished run was made with other settings ({'; '.join(changes)}); "
                              f"move it aside to run it again under the current ones")

@@ -248,3 +248,24 @@ def test_run_once_reads_back_a_run_whose_corpus_was_named_another_way(tmp_path, 
     assert run_once(config(str(tmp_path / "a.conllu")), "parse_config.json", train) == {"dev": 1}
     with pytest.raises(ValueError, match="data.train"):
         run_once(config(str(tmp_path / "b.conllu")), "parse_config.json", train)
+
+
+def test_run_once_reads_back_an_ner_run_saved_with_the_scheme_its_data_resolved_to(tmp_path):
+    # the pipeline saves its config with data.scheme: auto resolved (BIO here); a driver's fresh config says auto
+    from run_claims import run_once
+
+    from structkd.ner import build_ner_config
+    from structkd.ner.pipeline import NerTask
+
+    corpus = tmp_path / "train.conll"
+    corpus.write_text("John B-PER\nsaid O\n", encoding="utf-8")
+    config = build_ner_config({"data": {"train": str(corpus)}, "training": {"output_dir": str(tmp_path / "run")}})
+    assert config.data.scheme == "auto"
+    run = tmp_path / "run"
+    run.mkdir()
+    NerTask().resolve_config(config).save(run / "ner_config.json")
+    (run / "results.json").write_text(json.dumps({"dev": 1}))
+    assert json.loads((run / "ner_config.json").read_text())["data"]["scheme"] == "BIO"
+    assert run_once(config, "ner_config.json", None, resolve=NerTask().resolve_config) == {"dev": 1}
+    with pytest.raises(ValueError, match="data.scheme: 'BIO' -> 'auto'"):  # compared unresolved
+        run_once(config, "ner_config.json", None)
