@@ -53,6 +53,8 @@ def test_write_round_trip(tmp_path):
     ("John\tZ-PER\n", 1, "malformed tag", {}),
     ("# c\nJohn\tB-PER\nSmith\tI-PER\nsaid\tZ-PER\n", 4, "malformed tag 'Z-PER'", {}),
     ("0\tJohn\tB-PER\n1\tSmith\tBPER\n", 2, "malformed tag 'BPER'", {}),
+    ("John\tU-PER\nsaid\tO\n", 1, r"malformed tag 'U-PER'.*BILOU is BIOES with U- for S- and L- for E-; write it S-PER",
+     {}),
     ("John\tB-PER\nSmith\tS-PER\n", 2, "'S-PER' is not a BIO tag", {}),
     ("John\tO\n\tO\nsaid\tO\n", 2, "empty token", {}),
     ("John\tO\n \tO\n", 2, "empty token", {}),

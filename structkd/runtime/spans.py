@@ -34,7 +34,9 @@ def parse_tag(tag: str) -> tuple[str, str | None]:
         return "O", None
     prefix, sep, kind = tag.partition("-")
     if not sep or prefix not in ("B", "I", "E", "S") or not kind:
-        raise ValueError(f"malformed tag {tag!r}: expected 'O' or '<B|I|E|S>-<type>'")
+        hint = {"U": "S", "L": "E"}.get(prefix) if sep and kind else None  # BILOU is BIOES with other letters
+        raise ValueError(f"malformed tag {tag!r}: expected 'O' or '<B|I|E|S>-<type>'" + (
+            f" (a BILOU tag: BILOU is BIOES with U- for S- and L- for E-; write it {hint}-{kind})" if hint else ""))
     return prefix, kind
 
 
