@@ -211,6 +211,11 @@ def test_data_scheme_auto_is_resolved_before_a_run_so_runs_of_the_bio_default_re
     from structkd.data.columns import column_scheme
 
     assert column_scheme(bioes) == "BIOES" and column_scheme(bioes, layout="tokens") == "BIO"  # no tags to read
+    # the library reader's own auto: each file's tags decide (unlabeled reading reads none)
+    iob1 = write(tmp_path, "iob1.conll", "Peter I-PER\nBlackburn I-PER\n\nEU I-ORG\nsaid O\n")
+    assert [s.tags for s in read_columns(iob1, scheme="auto", repair="none")] == [["I-PER", "I-PER"], ["I-ORG", "O"]]
+    assert read_columns(bioes, scheme="auto")[0].tags == ["S-PER"]
+    assert read_columns(bioes, scheme="auto", labeled=False)[0].tags is None
     with pytest.raises(ValueError, match="data.scheme: unknown tag scheme 'BILOU'.*or auto"):
         DataConfig(scheme="BILOU")
     with pytest.raises(ValueError, match="data.convert_to: unknown tag scheme 'auto'"):
