@@ -25,7 +25,7 @@ from structkd.models.transformer import SubwordEncoder, TransformerTagger  # noq
 from structkd.ner import NerModel, build_ner_config, distill_command  # noqa: E402
 from structkd.ner.config import KdConfig  # noqa: E402
 from structkd.ner.distillation import compute_teacher_outputs, kd_loss  # noqa: E402
-from structkd.ner.modeling import evaluate  # noqa: E402
+from structkd.ner.modeling import evaluate, saved_scheme  # noqa: E402
 from structkd.schemes import allowed_transitions  # noqa: E402
 from structkd.structs.chain import LinearChainCRF, MaxEnt  # noqa: E402
 from structkd.structs.semimarkov import SemiMarkovCRF  # noqa: E402
@@ -118,6 +118,8 @@ def test_labels_that_fit_no_scheme_are_listed(tmp_path):
         NerModel.load(bilou)
     bioes = write_token_classifier(tmp_path / "bioes", labels=["O", "B-PER", "I-PER", "E-PER", "S-PER"])
     assert NerModel.load(bioes).tagger.scheme == "BIOES"
+    # read without the weights (data.scheme: auto with no labeled file): the scheme, or None when labels fit none
+    assert saved_scheme(bioes) == "BIOES" and saved_scheme(directory) is None and saved_scheme(tmp_path) is None
     with pytest.raises(ValueError, match="'E-PER', 'S-PER' are not BIO tags"):
         NerModel.load(bioes, scheme="BIO")
 

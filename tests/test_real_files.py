@@ -165,3 +165,13 @@ def test_a_bioes_corpus_is_read_as_bioes_trained_evaluated_and_refused_to_a_bio_
                  f"training.output_dir={tmp_path / 'student'}", *TAGGER]) == 2
     error = capsys.readouterr().err
     assert "has BIOES labels" in error and "the data is read as BIO: set data.convert_to=BIOES" in error
+    # distilled on unlabeled text alone, no file tells the scheme: the teacher's labels do (before, BIO and refused)
+    text = tmp_path / "raw.txt"
+    text.write_text("Mary met John in Paris .\nThe Acme Corp office is in New York .\n", encoding="utf-8")
+    student = tmp_path / "from-text"
+    with caplog.at_level(logging.INFO):
+        assert main(["ner", "distill", f"data.unlabeled=[{text}]", f"kd.teacher={out / 'model'}",
+                     f"training.output_dir={student}", *TAGGER]) == 0
+    assert f"data.scheme: auto read as BIOES from the teacher's labels ({out / 'model'})" in caplog.text
+    assert json.loads((student / "ner_config.json").read_text())["data"]["scheme"] == "BIOES"
+    assert json.loads((student / "model" / "config.json").read_text())["args"]["scheme"] == "BIOES"

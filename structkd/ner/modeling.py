@@ -6,6 +6,7 @@ BiLSTM taggers read index tensors built from their vocabulary; transformer tagge
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import TransformerTagger, student_from_teacher
 from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.ner.config import ModelConfig
-from structkd.schemes import spans
+from structkd.schemes import label_scheme, spans
 from structkd.structs.base import StructuredDistribution
 from structkd.train.batching import BatchCost, map_in_pieces
 from structkd.train.config import DEFAULT_MAX_BATCH_COST
@@ -129,6 +130,21 @@ class NerModel(nn.Module):
             return cls(HFTokenClassifier.from_pretrained(directory, scheme=scheme, pooling=pooling).to(device))
         tagger = load_pretrained(directory, device=device)
         return cls(tagger, getattr(tagger, "vocab", None))
+
+
+def saved_scheme(directory: str | Path) -> str | None:
+    """The tag scheme of a saved tagger, read from its ``config.json`` without its weights: a structkd tagger's
+    constraint scheme, else the scheme of its labels (:func:`~structkd.schemes.label_scheme`, as for a Hugging
+    Face token classifier's ``id2label``); ``None`` when the config names no tags (a span tagger) or cannot be
+    read (loading the model then names the problem)."""
+    try:
+        document = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8-sig"))
+        if document.get("format") == "structkd":
+            args = document["args"]
+            return args.get("scheme") or (label_scheme(args["tags"]) if args.get("tags") else None)
+        return label_scheme([str(label) for label in document["id2label"].values()])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def longest_entity(sentences: Sequence[Sentence], scheme: str) -> int:

@@ -30,7 +30,7 @@ from structkd.ner.distillation import (
     teacher_fields,
     token_divergence,
 )
-from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict, starts_from_teacher
+from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict, saved_scheme, starts_from_teacher
 from structkd.schemes import AUTO, check_scheme, check_tag, entity_types, tag_inventory
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
@@ -181,11 +181,20 @@ class NerTask(Task):
         return load_ner_config(path, overrides)
 
     def resolve_config(self, config: NerConfig) -> NerConfig:
-        """``data.scheme: auto`` resolved (:func:`data_scheme`) when a labeled file is there to tell."""
+        """``data.scheme: auto`` resolved (:func:`data_scheme`) when a labeled file is there to tell, else (distilling
+        on unlabeled text only) from the first teacher's saved labels (:func:`saved_scheme`)."""
         data = config.data
-        if data.scheme != AUTO or not any(p and Path(p).is_file() for p in (data.train, data.dev, data.test)):
+        if data.scheme != AUTO:
             return config
-        return replace(config, data=replace(data, scheme=data_scheme(data)))
+        if any(p and Path(p).is_file() for p in (data.train, data.dev, data.test)):
+            return replace(config, data=replace(data, scheme=data_scheme(data)))
+        teacher = next(iter(config.kd.teacher_dirs), None)
+        scheme = saved_scheme(teacher) if teacher else None
+        if scheme is None:
+            return config
+        self.logger.info("data.scheme: auto read as %s from the teacher's labels (%s): no labeled file to read it "
+                         "from", scheme, teacher)
+        return replace(config, data=replace(data, scheme=scheme))
 
     def read_data(self, config: DataConfig) -> TaskData:
         return read_data(config)
