@@ -14,7 +14,7 @@ from functools import lru_cache
 import torch
 
 # the torch-free reading of tags, shared with the numpy runtime of exported taggers
-from structkd.runtime.spans import PREFIXES, SCHEMES, check_scheme, parse_tag, spans  # noqa: F401
+from structkd.runtime.spans import BILOU_LETTERS, PREFIXES, SCHEMES, check_scheme, from_bilou, parse_tag, spans  # noqa: F401
 
 
 @lru_cache(maxsize=4096)
@@ -34,10 +34,11 @@ AUTO = "auto"  # data.scheme: the scheme read off the data's tags (detect_scheme
 def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
     """The tag scheme that tag sequences are written in, and why, in words.
 
-    ``BIOES`` as soon as a tag has an ``E-`` or ``S-`` prefix; else ``BIO`` when some ``B-X`` begins an entity
-    (after ``O``, another type or the sentence start), which IOB1 never writes; else ``IOB1`` when some ``I-X``
-    begins one (IOB1 writes ``B-X`` only between two adjacent entities of type ``X``, as CoNLL-2003's original
-    files do); else (no entity, or none that tells) ``BIO``.  Malformed tags are skipped: the readers name them
+    ``BIOES`` as soon as a tag has an ``E-`` or ``S-`` prefix (or BILOU's ``L-``, ``U-``, read through
+    :func:`from_bilou`); else ``BIO`` when some ``B-X`` begins an entity (after ``O``, another type or the
+    sentence start), which IOB1 never writes; else ``IOB1`` when some ``I-X`` begins one (IOB1 writes ``B-X`` only
+    between two adjacent entities of type ``X``, as CoNLL-2003's original files do); else (no entity, or none
+    that tells) ``BIO``.  Malformed tags are skipped: the readers name them
     with their line.  A BIO file with a few stray ``I-X`` after ``O`` is still ``BIO``: one entity begun by
     ``B-X`` decides it.
     """
@@ -45,6 +46,9 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
     for tags in sequences:
         prev: tuple[str, str | None] = ("O", None)
         for tag in tags:
+            if from_bilou(tag) != tag:
+                return "BIOES", (f"it has BILOU tags ({tag!r}), read as the BIOES tags they stand for (U- as S-, "
+                                 "L- as E-)")
             try:
                 prefix, kind = parse_tag(tag)
             except ValueError:

@@ -1,5 +1,6 @@
 """Column readers: the four layouts, comments and hashtags, and errors that name file and line."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,7 @@ def test_write_round_trip(tmp_path):
     ("John\tZ-PER\n", 1, "malformed tag", {}),
     ("# c\nJohn\tB-PER\nSmith\tI-PER\nsaid\tZ-PER\n", 4, "malformed tag 'Z-PER'", {}),
     ("0\tJohn\tB-PER\n1\tSmith\tBPER\n", 2, "malformed tag 'BPER'", {}),
-    ("John\tU-PER\nsaid\tO\n", 1, r"malformed tag 'U-PER'.*BILOU is BIOES with U- for S- and L- for E-; write it S-PER",
-     {}),
+    ("John\tU-PER\nsaid\tO\n", 1, r"BILOU tag 'U-PER' read as 'S-PER': tag 'S-PER' is not a BIO tag", {}),
     ("John\tB-PER\nSmith\tS-PER\n", 2, "'S-PER' is not a BIO tag", {}),
     ("John\tO\n\tO\nsaid\tO\n", 2, "empty token", {}),
     ("John\tO\n \tO\n", 2, "empty token", {}),
@@ -71,6 +71,18 @@ def test_errors_name_file_and_line(tmp_path, text, line, problem, options):
     with pytest.raises(CorpusError, match=problem) as err:
         read_columns(path, **options)
     assert str(err.value).startswith(f"{path}:{line}:") and err.value.line == line
+
+
+def test_bilou_tags_are_read_as_the_bioes_tags_they_stand_for(tmp_path, caplog):
+    path = write(tmp_path, "bilou.conll", "Mary\tU-PER\nmet\tO\nJohn\tB-PER\nSmith\tL-PER\nin\tO\n"
+                 "New\tB-LOC\nYork\tI-LOC\nCity\tL-LOC\n")
+    with caplog.at_level(logging.INFO, logger="structkd.data"):
+        [sentence] = read_columns(path, scheme="auto")
+    assert sentence.tags == ["S-PER", "O", "B-PER", "E-PER", "O", "B-LOC", "I-LOC", "E-LOC"]
+    assert "tags read as BIOES (data.scheme: auto): it has BILOU tags ('U-PER')" in caplog.text
+    assert read_columns(path, scheme="BIOES")[0].tags == sentence.tags
+    assert read_columns(path, scheme="BIOES", convert_to="BIO")[0].tags == ["B-PER", "O", "B-PER", "I-PER", "O",
+                                                                           "B-LOC", "I-LOC", "I-LOC"]
 
 
 def test_docstart_is_skipped_in_every_layout(tmp_path):

@@ -113,9 +113,9 @@ def test_labels_that_fit_no_scheme_are_listed(tmp_path):
     directory = write_token_classifier(tmp_path / "anonymous", labels=["LABEL_0", "B-PER", "LABEL_2"])
     with pytest.raises(ValueError, match=r"2 label\(s\).*'LABEL_0', 'LABEL_2'"):
         NerModel.load(directory)
-    bilou = write_token_classifier(tmp_path / "bilou", labels=["O", "B-PER", "L-PER", "U-PER"])
-    with pytest.raises(ValueError, match=r"'L-PER', 'U-PER'"):
-        NerModel.load(bilou)
+    bilou = write_token_classifier(tmp_path / "bilou", labels=["O", "B-PER", "L-PER", "U-PER", "I-PER"])
+    assert NerModel.load(bilou).tags == ["O", "B-PER", "E-PER", "S-PER", "I-PER"]  # BILOU: BIOES in other letters
+    assert NerModel.load(bilou).tagger.scheme == "BIOES" and saved_scheme(bilou) == "BIOES"
     bioes = write_token_classifier(tmp_path / "bioes", labels=["O", "B-PER", "I-PER", "E-PER", "S-PER"])
     assert NerModel.load(bioes).tagger.scheme == "BIOES"
     # read without the weights (data.scheme: auto with no labeled file): the scheme, or None when labels fit none

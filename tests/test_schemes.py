@@ -13,6 +13,7 @@ from structkd.schemes import (
     detect_scheme,
     entity_types,
     first_invalid,
+    from_bilou,
     label_scheme,
     repair_tags,
     spans,
@@ -128,6 +129,9 @@ def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
     scheme, reason = detect_scheme([["I-PER", "B-PER", "O"], ["I-LOC"]])
     assert scheme == "IOB1" and reason.startswith("its 2 entities begin with I-")
     assert detect_scheme([["O", "S-PER"]]) == ("BIOES", "it has S- tags ('S-PER')")
+    assert detect_scheme([["B-PER", "L-PER"]])[0] == "BIOES"  # BILOU is read as BIOES (from_bilou)
+    assert [from_bilou(t) for t in ("U-PER", "L-LOC", "B-PER", "I-X", "O", "U-", "L")] == [
+        "S-PER", "E-LOC", "B-PER", "I-X", "O", "U-", "L"]
     assert detect_scheme([["PER", "B_PER", "I-PER"]])[0] == "IOB1"  # malformed tags skipped, reported by the reader
     assert detect_scheme([]) == ("BIO", "no entity tells the schemes apart")
 

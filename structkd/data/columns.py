@@ -32,7 +32,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-from structkd.schemes import AUTO, check_scheme, check_tag, convert, detect_scheme, first_invalid, repair_tags
+from structkd.schemes import (
+    AUTO,
+    check_scheme,
+    check_tag,
+    convert,
+    detect_scheme,
+    first_invalid,
+    from_bilou,
+    repair_tags,
+)
 
 LAYOUTS = ("auto", "token-tag", "index-token-tag", "conll2003", "tokens")
 REPAIRS = ("none", "conlleval")
@@ -375,13 +384,16 @@ def _sentence(path: Path, rows: list[_Row], token: int, tag: int | None, scheme:
 
 def _checked_tags(path: Path, tags: list[str], numbers: list[int], scheme: str, repair: str,
                   sentence: Sentence) -> list[str]:
-    """The sentence's tags, each well formed; a sequence that breaks the scheme is refused at the offending
-    tag's line, or with ``repair="conlleval"`` repaired (the count kept in ``sentence.repaired``)."""
-    for tag, number in zip(tags, numbers):
+    """The sentence's tags, each well formed (BILOU's ``U-``/``L-`` read as BIOES's ``S-``/``E-``,
+    :func:`structkd.schemes.from_bilou`); a sequence that breaks the scheme is refused at the offending tag's line,
+    or with ``repair="conlleval"`` repaired (the count kept in ``sentence.repaired``)."""
+    written, tags = tags, [from_bilou(tag) for tag in tags]
+    for tag, raw, number in zip(tags, written, numbers):
         try:
             check_tag(tag, scheme)
         except ValueError as err:
-            raise CorpusError(path, number, str(err)) from None
+            problem = str(err) if tag == raw else f"BILOU tag {raw!r} read as {tag!r}: {err}"
+            raise CorpusError(path, number, problem) from None
     bad = first_invalid(tags, scheme)
     if bad is None:
         return tags

@@ -5,8 +5,9 @@ MaxEnt word tagger over its own labels, so that every KD method of :mod:`structk
 it, into CRF students (case 3 of :mod:`structkd.kd.projections`) and MaxEnt students:
 
 * labels: the config's ``id2label`` in id order; every label must be ``O`` or ``<B|I|E|S>-<type>`` of one tag
-  scheme (BIOES when ``E-``/``S-`` tags occur, otherwise BIO unless ``scheme`` says IOB1); labels that fit no
-  scheme (``LABEL_0``, ``U-PER``, ``PER``) are refused with their list;
+  scheme (BIOES when ``E-``/``S-`` tags occur, otherwise BIO unless ``scheme`` says IOB1), BILOU's ``U-PER`` and
+  ``L-PER`` read as the BIOES tags ``S-PER`` and ``E-PER``; labels that fit no scheme (``LABEL_0``, ``PER``) are
+  refused with their list;
 * word scores: the model's own sub-word logits, pooled as structkd's transformer taggers pool (``first``: the
   word's first sub-word, ``mean``: the mean of its sub-words), sentences longer than the encoder's limit read in
   overlapping windows (:class:`~structkd.models.transformer.SubwordEncoder`).
@@ -24,7 +25,7 @@ from torch import nn
 
 from structkd.models.encoders import is_hub_name
 from structkd.models.transformer import Sentences, SubwordEncoder
-from structkd.schemes import check_scheme, check_tag, label_scheme, parse_tag
+from structkd.schemes import check_scheme, check_tag, from_bilou, label_scheme, parse_tag
 from structkd.structs.base import length_mask
 from structkd.structs.chain import MaxEnt
 
@@ -50,7 +51,8 @@ def is_hf_checkpoint(name_or_path: str | Path) -> bool:
 
 
 def hf_labels(config, source: str = "config.json", scheme: str | None = None) -> tuple[list[str], str]:
-    """The labels of a token classifier's config (``id2label`` in id order) and their tag scheme.
+    """The labels of a token classifier's config (``id2label`` in id order, BILOU ones as BIOES tags) and their tag
+    scheme.
 
     Raises:
         ValueError: ids that are not ``0..n-1``, or labels that fit no scheme (or not ``scheme``), listed.
@@ -58,7 +60,7 @@ def hf_labels(config, source: str = "config.json", scheme: str | None = None) ->
     id2label = {int(k): str(v) for k, v in dict(getattr(config, "id2label", None) or {}).items()}
     if sorted(id2label) != list(range(len(id2label))) or not id2label:
         raise ValueError(f"{source}: id2label must map the ids 0..n-1 to label names, got {id2label}")
-    labels = [id2label[i] for i in range(len(id2label))]
+    labels = [from_bilou(id2label[i]) for i in range(len(id2label))]  # BILOU labels as the BIOES tags they are
     bad = []
     for label in labels:
         try:

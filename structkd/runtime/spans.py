@@ -28,15 +28,27 @@ def check_scheme(scheme: str) -> str:
     return name
 
 
+BILOU_LETTERS = {"U": "S", "L": "E"}  # BILOU (BILUO) is BIOES with U- for S- (unit) and L- for E- (last)
+
+
+def from_bilou(tag: str) -> str:
+    """The BIOES tag a BILOU tag stands for (``"U-PER" -> "S-PER"``, ``"L-PER" -> "E-PER"``); other tags as they
+    are.  The readers read BILOU files and labels through it: the models keep BIOES."""
+    prefix, sep, kind = tag.partition("-")
+    letter = BILOU_LETTERS.get(prefix)
+    return f"{letter}-{kind}" if letter and sep and kind else tag
+
+
 def parse_tag(tag: str) -> tuple[str, str | None]:
     """Split a tag into ``(prefix, type)``: ``"B-PER" -> ("B", "PER")``, ``"O" -> ("O", None)``."""
     if tag == "O":
         return "O", None
     prefix, sep, kind = tag.partition("-")
     if not sep or prefix not in ("B", "I", "E", "S") or not kind:
-        hint = {"U": "S", "L": "E"}.get(prefix) if sep and kind else None  # BILOU is BIOES with other letters
+        hint = from_bilou(tag) if sep and kind and prefix in BILOU_LETTERS else None
         raise ValueError(f"malformed tag {tag!r}: expected 'O' or '<B|I|E|S>-<type>'" + (
-            f" (a BILOU tag: BILOU is BIOES with U- for S- and L- for E-; write it {hint}-{kind})" if hint else ""))
+            f" (a BILOU tag: BILOU is BIOES with U- for S- and L- for E-; read it through from_bilou as {hint!r})"
+            if hint else ""))
     return prefix, kind
 
 
@@ -125,5 +137,5 @@ def event_sums(entities: Sequence[tuple[int, int, str]], tags: Sequence[str], le
     return out
 
 
-__all__ = ["PREFIXES", "SCHEMES", "Clamp", "check_scheme", "entity_events", "event_sums", "parse_tag", "scheme_of",
-           "spans", "tag_sets"]
+__all__ = ["BILOU_LETTERS", "PREFIXES", "SCHEMES", "Clamp", "check_scheme", "entity_events", "event_sums",
+           "from_bilou", "parse_tag", "scheme_of", "spans", "tag_sets"]
