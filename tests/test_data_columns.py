@@ -119,6 +119,27 @@ def test_auto_recognises_common_layouts_and_logs_the_columns(tmp_path, caplog):
         assert f"column {token} as the token and column {tag} as the tag" in caplog.text, name
 
 
+def test_auto_reads_the_outer_layer_of_a_nested_corpus_and_the_entity_column_beside_chunk_tags(tmp_path, caplog):
+    germeval = ("# http://de.wikipedia.org/wiki/Schartau [2009-10-17]\n1\tSchartau\tB-PER\tO\n2\tsagte\tO\tO\n"
+                "3\tder\tO\tO\n4\tBerliner\tB-ORG\tB-LOCderiv\n5\tZeitung\tI-ORG\tO\n6\tin\tO\tO\n"
+                "7\tHamburg\tB-LOC\tO\n8\tdas\tO\tO\n")
+    with caplog.at_level("INFO", logger="structkd.data"):
+        (sentence,) = read_columns(write(tmp_path, "germeval.tsv", germeval))
+    assert sentence.tags[:5] == ["B-PER", "O", "O", "B-ORG", "I-ORG"] and sentence.tokens[0] == "Schartau"
+    assert "column 1 as the token and column 2 as the tag; columns [3] also look like tags" in caplog.text
+    # a predictions file (token gold predicted), about as many entities in both: the last column is read
+    assert read_columns(write(tmp_path, "pred.tsv", "John\tB-PER\tB-PER\nsaid\tO\tB-LOC\nit\tO\tO\n"
+                                                     "here\tO\tO\n"))[0].tags == ["B-PER", "B-LOC", "O", "O"]
+    # CoNLL-2003's chunk column tags most words, its entity column few: the entity column, wherever it stands
+    rows = ["EU NNP B-NP B-ORG", "rejects VBZ B-VP O", "German JJ B-NP B-MISC", "call NN I-NP O", ". . O O",
+            "Peter NNP B-NP B-PER", "Blackburn NNP I-NP I-PER", "said VBD B-VP O", "today NN B-NP O"]
+    (sentence,) = read_columns(write(tmp_path, "conll03.txt", "\n".join(rows) + "\n"))
+    assert sentence.tags == [row.split()[3] for row in rows]
+    swapped = [" ".join(row.split()[i] for i in (0, 1, 3, 2)) for row in rows]
+    (sentence,) = read_columns(write(tmp_path, "swapped.txt", "\n".join(swapped) + "\n"))
+    assert sentence.tags == [row.split()[3] for row in rows]
+
+
 def test_auto_keeps_the_tag_column_despite_a_malformed_tag(tmp_path):
     rows = ["w NN B-NP O"] * 9 + ["Smith NNP I-NP Z-PER"]
     with pytest.raises(CorpusError, match="malformed tag 'Z-PER'") as err:

@@ -198,8 +198,12 @@ def _tag_candidates(sample: list[_Row], token: int) -> list[int]:
 
 
 def _guess_tag_column(path: Path, sample: list[_Row], token: int) -> tuple[int, list[int]]:
-    """The tag column (the only column after the token's, else the last tag-like one, preferring columns with
-    entities) and the other tag-like columns; refuses when none looks like tags."""
+    """The tag column and the other tag-like columns; refuses when none looks like tags.
+
+    The tag column is the only column after the token's; else, among the tag-like ones, preferring columns with
+    entities and among those columns that leave most words ``O`` (entity tags, not chunk tags), the last one,
+    unless an earlier one tags more than twice as many words (the outer layer of a nested corpus whose inner layer
+    comes last, as GermEval 2014's ``index token outer inner``)."""
     first, count = sample[0], len(sample[0].fields)
     if count == token + 2:
         return token + 1, []
@@ -208,8 +212,14 @@ def _guess_tag_column(path: Path, sample: list[_Row], token: int) -> tuple[int, 
         raise CorpusError(path, first.number, f"cannot tell which of the {count} columns of {first.raw!r} holds "
                           f"the tags: none after the token column {token} holds tags like O, B-X, I-X; set "
                           f"data.tag_column (and data.token_column), 0-based")
-    with_entities = [c for c in candidates if any(row.fields[c] != "O" for row in sample)]
-    chosen = (with_entities or candidates)[-1]
+    tagged = {c: sum(row.fields[c] != "O" for row in sample) for c in candidates}
+    with_entities = [c for c in candidates if tagged[c]]
+    # entity tags leave most words O; chunk tags (CoNLL-2003's B-NP column) put nearly every word in some chunk
+    mostly_o = [c for c in with_entities if tagged[c] <= len(sample) / 2]
+    pool = mostly_o or with_entities or candidates
+    chosen, outer = pool[-1], max(pool, key=tagged.__getitem__)
+    if 2 * tagged[chosen] < tagged[outer]:  # a nested layer after the outer one (GermEval's) is far sparser
+        chosen = outer
     return chosen, [c for c in candidates if c != chosen]
 
 
