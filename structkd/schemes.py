@@ -29,6 +29,46 @@ def check_tag(tag: str, scheme: str) -> tuple[str, str | None]:
 
 
 AUTO = "auto"  # data.scheme: the scheme read off the data's tags (detect_scheme)
+IO = "IO"  # data.scheme of files whose entity tags are bare types (Few-NERD's 'person-actor'), read as IOB1's I-X
+
+
+def check_data_scheme(scheme: str) -> str:
+    """:func:`check_scheme`, also taking ``IO``: a scheme files are written in, read as IOB1 (:func:`from_io`)."""
+    return IO if scheme.upper() == IO else check_scheme(scheme)
+
+
+def model_scheme(scheme: str) -> str:
+    """The scheme models keep for data written in ``scheme``: IOB1 for ``IO`` files, else ``scheme`` itself."""
+    return "IOB1" if scheme == IO else scheme
+
+
+def from_io(tag: str) -> str:
+    """An IO tag read as IOB1: a bare type ``X`` as ``I-X`` (``'person-actor' -> 'I-person-actor'``), ``O`` as it is.
+
+    IO tags every word of an entity with its type, so two adjacent entities of one type read as one (IO cannot
+    tell them apart), as IOB1 writes them without a ``B-``.
+
+    Raises:
+        ValueError: a tag with a prefix (``B-PER``): the file is not IO.
+    """
+    if tag == "O":
+        return tag
+    try:
+        prefix, _ = parse_tag(from_bilou(tag))
+    except ValueError:
+        return f"I-{tag}"
+    raise ValueError(f"tag {tag!r} has a {prefix}- prefix, which IO tags lack; is the scheme right?")
+
+
+def _is_bare_type(tag: str) -> bool:
+    """Whether ``tag`` reads as an IO tag, a bare entity type: a word, not ``O``, without a tag prefix."""
+    if tag == "O" or not any(c.isalpha() for c in tag):
+        return False
+    try:
+        parse_tag(from_bilou(tag))
+    except ValueError:
+        return True
+    return False
 
 
 def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
@@ -37,12 +77,13 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
     ``BIOES`` as soon as a tag has an ``E-`` or ``S-`` prefix (or BILOU's ``L-``, ``U-``, read through
     :func:`from_bilou`); else ``BIO`` when some ``B-X`` begins an entity (after ``O``, another type or the
     sentence start), which IOB1 never writes; else ``IOB1`` when some ``I-X`` begins one (IOB1 writes ``B-X`` only
-    between two adjacent entities of type ``X``, as CoNLL-2003's original files do); else (no entity, or none
-    that tells) ``BIO``.  Malformed tags are skipped: the readers name them
-    with their line.  A BIO file with a few stray ``I-X`` after ``O`` is still ``BIO``: one entity begun by
-    ``B-X`` decides it.
+    between two adjacent entities of type ``X``, as CoNLL-2003's original files do); else ``IO`` (:func:`from_io`)
+    when the entity tags are bare types (``person-actor``) and none has a prefix; else (no entity) ``BIO``.  Other
+    malformed tags are skipped: the readers name them with their line.  A BIO file with a few stray ``I-X`` after
+    ``O`` is still ``BIO``: one entity begun by ``B-X`` decides it.
     """
-    b_starts = i_starts = 0
+    b_starts = i_starts = prefixed = bare = 0
+    first_bare = ""
     for tags in sequences:
         prev: tuple[str, str | None] = ("O", None)
         for tag in tags:
@@ -52,8 +93,11 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
             try:
                 prefix, kind = parse_tag(tag)
             except ValueError:
+                if _is_bare_type(tag):
+                    bare, first_bare = bare + 1, first_bare or tag
                 prev = ("O", None)
                 continue
+            prefixed += prefix != "O"
             if prefix in ("E", "S"):
                 return "BIOES", f"it has {prefix}- tags ({tag!r})"
             begins = prefix != "O" and not (prev[0] in ("B", "I") and prev[1] == kind)
@@ -61,9 +105,13 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
             i_starts += begins and prefix == "I"
             prev = (prefix, kind)
     if b_starts:
-        return "BIO", f"{b_starts} entities begin with B- and no tag has an E- or S- prefix"
+        return "BIO", (f"{b_starts} {'entity begins' if b_starts == 1 else 'entities begin'} with B- and no tag has "
+                       "an E- or S- prefix")
     if i_starts:
         return "IOB1", f"its {i_starts} entities begin with I- (B- only between adjacent entities of one type)"
+    if bare and not prefixed:
+        return IO, (f"its {bare} entity tags are bare types ({first_bare!r}) without B-/I- prefixes: IO, read as "
+                    f"IOB1 (I-{first_bare})")
     return "BIO", "no entity tells the schemes apart"
 
 

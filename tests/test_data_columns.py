@@ -85,6 +85,21 @@ def test_bilou_tags_are_read_as_the_bioes_tags_they_stand_for(tmp_path, caplog):
                                                                            "B-LOC", "I-LOC", "I-LOC"]
 
 
+def test_io_tags_bare_types_are_read_as_iob1(tmp_path):
+    path = write(tmp_path, "io.tsv", "Paul\tperson-actor\nNewman\tperson-actor\nin\tO\nChicago\tlocation-GPE\n")
+    expected = ["I-person-actor", "I-person-actor", "O", "I-location-GPE"]
+    assert read_columns(path, scheme="auto")[0].tags == read_columns(path, scheme="io")[0].tags == expected
+    assert read_columns(path, scheme="IO", convert_to="BIOES")[0].tags == ["B-person-actor", "E-person-actor", "O",
+                                                                           "S-location-GPE"]
+    with pytest.raises(CorpusError, match="malformed tag 'person-actor'"):  # declared BIO: a bare type is refused
+        read_columns(path, scheme="BIO")
+    from structkd.ner.config import DataConfig
+
+    assert DataConfig(scheme="IO").scheme == "IO"
+    with pytest.raises(ValueError, match="data.convert_to: unknown tag scheme 'IO'"):
+        DataConfig(convert_to="IO")
+
+
 def test_docstart_is_skipped_in_every_layout(tmp_path):
     layouts = {
         "index.tsv": "0\t-DOCSTART-\tO\n\n0\tEU\tB-ORG\n1\trejects\tO\n0\t-DOCSTART-\tO\n0\tHi\tO\n",

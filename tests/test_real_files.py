@@ -175,3 +175,48 @@ def test_a_bioes_corpus_is_read_as_bioes_trained_evaluated_and_refused_to_a_bio_
     assert f"data.scheme: auto read as BIOES from the teacher's labels ({out / 'model'})" in caplog.text
     assert json.loads((student / "ner_config.json").read_text())["data"]["scheme"] == "BIOES"
     assert json.loads((student / "model" / "config.json").read_text())["args"]["scheme"] == "BIOES"
+
+
+FEWNERD = """Paul\tperson-actor
+Newman\tperson-actor
+starred\tO
+in\tO
+The\tart-film
+Sting\tart-film
+in\tO
+Chicago\tlocation-GPE
+.\tO
+
+He\tO
+met\tO
+Robert\tperson-director
+Redford\tperson-director
+"""
+
+
+def test_an_io_corpus_of_bare_types_is_read_as_iob1_trained_evaluated_and_predicted(tmp_path, caplog, capsys):
+    corpus = tmp_path / "supervised.txt"
+    corpus.write_text(FEWNERD * 2, encoding="utf-8")  # Few-NERD's files: token<TAB>type, every word of an entity
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        assert train_tagger(corpus, corpus, corpus, out) == 0
+    assert ("supervised.txt: tags read as IO (data.scheme: auto): its 14 entity tags are bare types ('person-actor') "
+            "without B-/I- prefixes: IO, read as IOB1 (I-person-actor)") in caplog.text
+    assert json.loads((out / "ner_config.json").read_text())["data"]["scheme"] == "IO"
+    saved = json.loads((out / "model" / "config.json").read_text())["args"]
+    assert saved["scheme"] == "IOB1" and {"I-person-actor", "I-art-film", "I-location-GPE"} <= set(saved["tags"])
+    results = json.loads((out / "results.json").read_text())
+    assert 0.0 <= results["test"]["f1"] <= 1.0
+    capsys.readouterr()
+    assert main(["ner", "evaluate", str(out / "model"), str(corpus)]) == 0  # no config: the file says IO
+    columns, written = tmp_path / "input.conll", tmp_path / "predicted.conll"  # (a .txt input is raw text)
+    columns.write_text(FEWNERD, encoding="utf-8")
+    assert main(["ner", "predict", str(out / "model"), str(columns), str(written)]) == 0
+    tags = [line.split("\t")[-1] for line in written.read_text(encoding="utf-8").splitlines() if line]
+    assert len(tags) == 13 and all(t == "O" or t.split("-", 1)[0] in ("B", "I") for t in tags)
+    # a prefixed tag in a file declared IO is refused at its line
+    bad = tmp_path / "bad.txt"
+    bad.write_text("Paul\tperson-actor\nNewman\tB-PER\n", encoding="utf-8")
+    assert main(["ner", "train", f"data.train={bad}", "data.scheme=IO", f"training.output_dir={tmp_path / 'x'}",
+                 *TAGGER]) == 2
+    assert "bad.txt:2: tag 'B-PER' has a B- prefix, which IO tags lack" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from structkd.schemes import (
     entity_types,
     first_invalid,
     from_bilou,
+    from_io,
     label_scheme,
     repair_tags,
     spans,
@@ -130,6 +131,11 @@ def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
     assert scheme == "IOB1" and reason.startswith("its 2 entities begin with I-")
     assert detect_scheme([["O", "S-PER"]]) == ("BIOES", "it has S- tags ('S-PER')")
     assert detect_scheme([["B-PER", "L-PER"]])[0] == "BIOES"  # BILOU is read as BIOES (from_bilou)
+    assert detect_scheme([["O", "person-actor"], ["art-film", "_"]])[0] == "IO"  # bare types, no prefixed tag
+    assert detect_scheme([["O", "PER", "B-LOC"]])[0] == "BIO"  # one prefixed tag: PER is a malformed tag
+    assert [from_io(t) for t in ("O", "PER", "location-GPE")] == ["O", "I-PER", "I-location-GPE"]
+    with pytest.raises(ValueError, match="'B-PER' has a B- prefix, which IO tags lack"):
+        from_io("B-PER")
     assert [from_bilou(t) for t in ("U-PER", "L-LOC", "B-PER", "I-X", "O", "U-", "L")] == [
         "S-PER", "E-LOC", "B-PER", "I-X", "O", "U-", "L"]
     assert detect_scheme([["PER", "B_PER", "I-PER"]])[0] == "IOB1"  # malformed tags skipped, reported by the reader

@@ -34,12 +34,15 @@ from typing import ClassVar, NamedTuple
 
 from structkd.schemes import (
     AUTO,
-    check_scheme,
+    IO,
+    check_data_scheme,
     check_tag,
     convert,
     detect_scheme,
     first_invalid,
     from_bilou,
+    from_io,
+    model_scheme,
     repair_tags,
 )
 
@@ -304,7 +307,7 @@ def _check_options(layout: str, repair: str, scheme: str) -> str:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     if repair not in REPAIRS:
         raise ValueError(f"unknown repair {repair!r}; expected one of {REPAIRS}")
-    return AUTO if scheme == AUTO else check_scheme(scheme)
+    return AUTO if scheme == AUTO else check_data_scheme(scheme)
 
 
 def _file_scheme(path: Path, lines: Iterable[tuple[int, str]], tag: int) -> str:
@@ -352,7 +355,8 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
         path: the file.
         layout: one of :data:`LAYOUTS`.
         tag_column: the tag's column index (overrides the layout's; negative counts from the end).
-        scheme: the tag scheme of the file (``BIO``, ``IOB1``, ``BIOES``), or ``auto``: the one its tags are
+        scheme: the tag scheme of the file (``BIO``, ``IOB1``, ``BIOES``, or ``IO``, whose bare types are read as
+            IOB1's ``I-X``), or ``auto``: the one its tags are
             written in (:func:`column_scheme`); every sentence is checked against it.
         labeled: ``False`` ignores any tag column (distillation on unlabeled data).
         convert_to: convert tags to this scheme after checking them.
@@ -388,15 +392,18 @@ def _sentence(path: Path, rows: list[_Row], token: int, tag: int | None, scheme:
     if tag is not None:
         sentence.tags = _checked_tags(path, [row.fields[tag] for row in rows], numbers, scheme, repair, sentence)
         if convert_to is not None:
-            sentence.tags = convert(sentence.tags, scheme, convert_to)
+            sentence.tags = convert(sentence.tags, model_scheme(scheme), convert_to)
     return sentence
 
 
 def _checked_tags(path: Path, tags: list[str], numbers: list[int], scheme: str, repair: str,
                   sentence: Sentence) -> list[str]:
     """The sentence's tags, each well formed (BILOU's ``U-``/``L-`` read as BIOES's ``S-``/``E-``,
-    :func:`structkd.schemes.from_bilou`); a sequence that breaks the scheme is refused at the offending tag's line,
-    or with ``repair="conlleval"`` repaired (the count kept in ``sentence.repaired``)."""
+    :func:`structkd.schemes.from_bilou`; IO's bare types as IOB1's ``I-X``, :func:`structkd.schemes.from_io`); a
+    sequence that breaks the scheme is refused at the offending tag's line, or with ``repair="conlleval"``
+    repaired (the count kept in ``sentence.repaired``)."""
+    if scheme == IO:
+        tags, scheme = _io_tags(path, tags, numbers), model_scheme(scheme)
     written, tags = tags, [from_bilou(tag) for tag in tags]
     for tag, raw, number in zip(tags, written, numbers):
         try:
@@ -417,6 +424,17 @@ def _checked_tags(path: Path, tags: list[str], numbers: list[int], scheme: str, 
         problem = f"the sentence ends inside an entity at tag {tags[bad]!r} ({scheme} ends entities with E- or S-)"
     raise CorpusError(path, numbers[bad], f"{problem}; data.repair: conlleval (repair='conlleval') reads such "
                       f"tags as conlleval does")
+
+
+def _io_tags(path: Path, tags: list[str], numbers: list[int]) -> list[str]:
+    """An IO sentence's tags read as IOB1 (:func:`structkd.schemes.from_io`); a prefixed tag refused at its line."""
+    out = []
+    for tag, number in zip(tags, numbers):
+        try:
+            out.append(from_io(tag))
+        except ValueError as err:
+            raise CorpusError(path, number, f"{err} (data.scheme: IO)") from None
+    return out
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from structkd.kd.config import KD_METHODS, KdConfig
 from structkd.models.embeddings import AUTO, check_init_options
 from structkd.models.encoders import check_encoder
 from structkd.schemes import AUTO as SCHEME_AUTO
-from structkd.schemes import check_scheme
+from structkd.schemes import check_data_scheme, check_scheme
 from structkd.train.config import (
     SectionedConfig,
     TrainConfig,
@@ -35,10 +35,10 @@ __all__ = ["DataConfig", "KD_METHODS", "KdConfig", "ModelConfig", "NerConfig", "
 @dataclass
 class DataConfig(SplitsConfig):
     """Corpora (any column layout of :func:`structkd.data.read_columns`; ``token_column``/``tag_column`` set
-    the columns; ``scheme``: ``BIO``, ``IOB1``, ``BIOES``, or ``auto``, the default, the one the first labeled
-    file's tags are written in, :func:`structkd.schemes.detect_scheme`; ``repair: conlleval``, the default,
-    reads tags that break the scheme as conlleval and seqeval do, with a warning that counts them, ``none``
-    refuses them at their line); the splits, ``max_sentences`` and ``slices`` of
+    the columns; ``scheme``: ``BIO``, ``IOB1``, ``BIOES``, ``IO`` (bare types, read as IOB1), or ``auto``, the
+    default, the one the first labeled file's tags are written in, :func:`structkd.schemes.detect_scheme`;
+    ``repair: conlleval``, the default, reads tags that break the scheme as conlleval and seqeval do, with a
+    warning that counts them, ``none`` refuses them at their line); the splits, ``max_sentences`` and ``slices`` of
     :class:`~structkd.data.splits.SplitsConfig`."""
 
     layout: str = "auto"
@@ -53,11 +53,11 @@ class DataConfig(SplitsConfig):
         for name, allowed in (("layout", LAYOUTS), ("repair", REPAIRS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"data.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("scheme", "convert_to"):
+        for name, check in (("scheme", check_data_scheme), ("convert_to", check_scheme)):
             value = getattr(self, name)
             if value is not None and not (name == "scheme" and value == SCHEME_AUTO):
                 try:
-                    check_scheme(value)
+                    check(value)
                 except ValueError as error:
                     raise ValueError(f"data.{name}: {error}" + ("; or auto (the default), the scheme the tags "
                                      "are written in" if name == "scheme" else "")) from None

@@ -31,7 +31,7 @@ from structkd.ner.distillation import (
     token_divergence,
 )
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict, saved_scheme, starts_from_teacher
-from structkd.schemes import AUTO, check_scheme, check_tag, entity_types, tag_inventory
+from structkd.schemes import AUTO, check_data_scheme, check_tag, entity_types, model_scheme, tag_inventory
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
 from structkd.tasks.blackbox import TeacherOutputs, check_method, ner_potential_rows, ner_rows, read_teacher_outputs
@@ -43,7 +43,7 @@ def data_scheme(config: DataConfig, path: str | None = None) -> str:
     first of ``data.train``, ``data.dev`` and ``data.test`` is written in, else ``path``'s, else ``BIO``
     (:func:`structkd.data.columns.column_scheme`, logged; each file read once while it is unchanged)."""
     if config.scheme != AUTO:
-        return check_scheme(config.scheme)
+        return check_data_scheme(config.scheme)
     source = next((p for p in (config.train, config.dev, config.test) if p and Path(p).is_file()), path)
     if source is None:
         return "BIO"
@@ -92,8 +92,8 @@ def read_data(config: DataConfig) -> TaskData:
 
 
 def target_scheme(config: DataConfig) -> str:
-    """The models' scheme: ``data.convert_to``, else the data's (:func:`data_scheme`)."""
-    return config.convert_to or data_scheme(config)
+    """The models' scheme: ``data.convert_to``, else the data's (:func:`data_scheme`; IOB1 for IO files)."""
+    return config.convert_to or model_scheme(data_scheme(config))
 
 
 def label_set(sentences: list[Sentence], scheme: str) -> list[str]:
