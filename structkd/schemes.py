@@ -60,7 +60,7 @@ def from_io(tag: str) -> str:
     raise ValueError(f"tag {tag!r} has a {prefix}- prefix, which IO tags lack; is the scheme right?")
 
 
-def _is_bare_type(tag: str) -> bool:
+def is_bare_type(tag: str) -> bool:
     """Whether ``tag`` reads as an IO tag, a bare entity type: a word, not ``O``, without a tag prefix."""
     if tag == "O" or not any(c.isalpha() for c in tag):
         return False
@@ -93,7 +93,7 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
             try:
                 prefix, kind = parse_tag(tag)
             except ValueError:
-                if _is_bare_type(tag):
+                if is_bare_type(tag):
                     bare, first_bare = bare + 1, first_bare or tag
                 prev = ("O", None)
                 continue
@@ -113,6 +113,16 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
         return IO, (f"its {bare} entity tags are bare types ({first_bare!r}) without B-/I- prefixes: IO, read as "
                     f"IOB1 (I-{first_bare})")
     return "BIO", "no entity tells the schemes apart"
+
+
+def read_labels(labels: Sequence[str]) -> tuple[list[str], str | None]:
+    """A model's label inventory as the tags structkd keeps, and the scheme that reading implies (``None``: read it
+    off the tags, :func:`label_scheme`): BILOU's ``U-``/``L-`` as BIOES's ``S-``/``E-``; an IO inventory (``O``
+    and bare types only, ``person-actor``) as IOB1's ``I-X``, scheme IOB1.  Other labels as they are."""
+    labels = [from_bilou(label) for label in labels]
+    if "O" in labels and len(labels) > 1 and all(label == "O" or is_bare_type(label) for label in labels):
+        return [from_io(label) for label in labels], "IOB1"
+    return labels, None
 
 
 def label_scheme(labels: Sequence[str]) -> str:

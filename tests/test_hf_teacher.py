@@ -116,6 +116,12 @@ def test_labels_that_fit_no_scheme_are_listed(tmp_path):
     bilou = write_token_classifier(tmp_path / "bilou", labels=["O", "B-PER", "L-PER", "U-PER", "I-PER"])
     assert NerModel.load(bilou).tags == ["O", "B-PER", "E-PER", "S-PER", "I-PER"]  # BILOU: BIOES in other letters
     assert NerModel.load(bilou).tagger.scheme == "BIOES" and saved_scheme(bilou) == "BIOES"
+    io = write_token_classifier(tmp_path / "io", labels=["O", "person-actor", "art-film"])  # IO: read as IOB1
+    assert NerModel.load(io).tags == ["O", "I-person-actor", "I-art-film"]
+    assert NerModel.load(io).tagger.scheme == "IOB1" and saved_scheme(io) == "IOB1"
+    default = write_token_classifier(tmp_path / "default", labels=["LABEL_0", "LABEL_1"])  # no O: not IO
+    with pytest.raises(ValueError, match=r"2 label\(s\).*'LABEL_0', 'LABEL_1'"):
+        NerModel.load(default)
     bioes = write_token_classifier(tmp_path / "bioes", labels=["O", "B-PER", "I-PER", "E-PER", "S-PER"])
     assert NerModel.load(bioes).tagger.scheme == "BIOES"
     # read without the weights (data.scheme: auto with no labeled file): the scheme, or None when labels fit none

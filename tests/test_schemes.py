@@ -16,6 +16,7 @@ from structkd.schemes import (
     from_bilou,
     from_io,
     label_scheme,
+    read_labels,
     repair_tags,
     spans,
     tag_inventory,
@@ -136,6 +137,9 @@ def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
     assert [from_io(t) for t in ("O", "PER", "location-GPE")] == ["O", "I-PER", "I-location-GPE"]
     with pytest.raises(ValueError, match="'B-PER' has a B- prefix, which IO tags lack"):
         from_io("B-PER")
+    assert read_labels(["O", "U-PER", "L-PER", "B-PER"]) == (["O", "S-PER", "E-PER", "B-PER"], None)
+    assert read_labels(["O", "PER", "art-film"]) == (["O", "I-PER", "I-art-film"], "IOB1")
+    assert read_labels(["LABEL_0", "LABEL_1"]) == (["LABEL_0", "LABEL_1"], None)  # no O: refused by the caller
     assert [from_bilou(t) for t in ("U-PER", "L-LOC", "B-PER", "I-X", "O", "U-", "L")] == [
         "S-PER", "E-LOC", "B-PER", "I-X", "O", "U-", "L"]
     assert detect_scheme([["PER", "B_PER", "I-PER"]])[0] == "IOB1"  # malformed tags skipped, reported by the reader

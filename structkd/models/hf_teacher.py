@@ -6,8 +6,9 @@ it, into CRF students (case 3 of :mod:`structkd.kd.projections`) and MaxEnt stud
 
 * labels: the config's ``id2label`` in id order; every label must be ``O`` or ``<B|I|E|S>-<type>`` of one tag
   scheme (BIOES when ``E-``/``S-`` tags occur, otherwise BIO unless ``scheme`` says IOB1), BILOU's ``U-PER`` and
-  ``L-PER`` read as the BIOES tags ``S-PER`` and ``E-PER``; labels that fit no scheme (``LABEL_0``, ``PER``) are
-  refused with their list;
+  ``L-PER`` read as the BIOES tags ``S-PER`` and ``E-PER``, an IO inventory (``O`` and bare types, ``PER``) as
+  IOB1's ``I-PER`` (:func:`~structkd.schemes.read_labels`); labels that fit no scheme (``LABEL_0`` beside ``B-PER``)
+  are refused with their list;
 * word scores: the model's own sub-word logits, pooled as structkd's transformer taggers pool (``first``: the
   word's first sub-word, ``mean``: the mean of its sub-words), sentences longer than the encoder's limit read in
   overlapping windows (:class:`~structkd.models.transformer.SubwordEncoder`).
@@ -25,7 +26,7 @@ from torch import nn
 
 from structkd.models.encoders import is_hub_name
 from structkd.models.transformer import Sentences, SubwordEncoder
-from structkd.schemes import check_scheme, check_tag, from_bilou, label_scheme, parse_tag
+from structkd.schemes import check_scheme, check_tag, label_scheme, parse_tag, read_labels
 from structkd.structs.base import length_mask
 from structkd.structs.chain import MaxEnt
 
@@ -51,8 +52,8 @@ def is_hf_checkpoint(name_or_path: str | Path) -> bool:
 
 
 def hf_labels(config, source: str = "config.json", scheme: str | None = None) -> tuple[list[str], str]:
-    """The labels of a token classifier's config (``id2label`` in id order, BILOU ones as BIOES tags) and their tag
-    scheme.
+    """The labels of a token classifier's config (``id2label`` in id order, read by
+    :func:`~structkd.schemes.read_labels`) and their tag scheme.
 
     Raises:
         ValueError: ids that are not ``0..n-1``, or labels that fit no scheme (or not ``scheme``), listed.
@@ -60,7 +61,7 @@ def hf_labels(config, source: str = "config.json", scheme: str | None = None) ->
     id2label = {int(k): str(v) for k, v in dict(getattr(config, "id2label", None) or {}).items()}
     if sorted(id2label) != list(range(len(id2label))) or not id2label:
         raise ValueError(f"{source}: id2label must map the ids 0..n-1 to label names, got {id2label}")
-    labels = [from_bilou(id2label[i]) for i in range(len(id2label))]  # BILOU labels as the BIOES tags they are
+    labels, implied = read_labels([id2label[i] for i in range(len(id2label))])  # BILOU as BIOES, IO as IOB1
     bad = []
     for label in labels:
         try:
@@ -71,7 +72,7 @@ def hf_labels(config, source: str = "config.json", scheme: str | None = None) ->
         raise ValueError(f"{source}: {len(bad)} label(s) of id2label fit no tag scheme (BIO, IOB1, BIOES: 'O' or "
                          f"'<B|I|E|S>-<type>'): {', '.join(repr(b) for b in bad)}; rename them in id2label "
                          f"(for example LABEL_0 -> O, LABEL_1 -> B-PER)")
-    scheme = check_scheme(scheme) if scheme else label_scheme(labels)
+    scheme = check_scheme(scheme) if scheme else implied or label_scheme(labels)
     misfits = []
     for label in labels:
         try:

@@ -30,7 +30,7 @@ from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import TransformerTagger, student_from_teacher
 from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.ner.config import ModelConfig
-from structkd.schemes import from_bilou, label_scheme, spans
+from structkd.schemes import label_scheme, read_labels, spans
 from structkd.structs.base import StructuredDistribution
 from structkd.train.batching import BatchCost, map_in_pieces
 from structkd.train.config import DEFAULT_MAX_BATCH_COST
@@ -142,7 +142,8 @@ def saved_scheme(directory: str | Path) -> str | None:
         if document.get("format") == "structkd":
             args = document["args"]
             return args.get("scheme") or (label_scheme(args["tags"]) if args.get("tags") else None)
-        return label_scheme([from_bilou(str(label)) for label in document["id2label"].values()])
+        labels, implied = read_labels([str(label) for label in document["id2label"].values()])
+        return implied or label_scheme(labels)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
