@@ -641,7 +641,8 @@ def test_training_trees_projectivize_skip_or_refuse_the_nonprojective_ones(corpu
     sentences = read_conllu(corpus["train"])
     chosen = training_trees(sentences, DataConfig(train="x"), needs_projective=True)
     assert chosen.projectivized == 2 and chosen.kept == list(range(len(sentences)))
-    assert chosen.counts(len(sentences)) == {"skipped_nonprojective": 0, "projectivized_nonprojective": 2}
+    assert chosen.counts(len(sentences)) == {"skipped_nonprojective": 0, "projectivized_nonprojective": 2,
+                                             "skipped_multiroot": 0}
     changed = [k for k, (a, b) in enumerate(zip(sentences, chosen.trees)) if a is not b]
     assert len(changed) == 2
     for k in changed:  # the same words and relations; a projective tree sharing all but the crossing arcs
@@ -654,6 +655,36 @@ def test_training_trees_projectivize_skip_or_refuse_the_nonprojective_ones(corpu
     assert training_trees(sentences, DataConfig(train="x"), needs_projective=False).trees == sentences
     with pytest.raises(ValueError, match="data.on_nonprojective must be one of projectivize, skip, error"):
         DataConfig(on_nonprojective="lift")
+
+
+def test_trees_with_several_roots_are_skipped_for_training_scored_in_evaluation_or_refused(tmp_path, caplog, capsys):
+    # "Hi john" with both words on the root, once in the training file (its 12th tree) and in the dev file
+    two_roots = block(99, "Hi john", "INTJ PROPN", [0, 0], "root root")
+    train, dev = tmp_path / "train.conllu", tmp_path / "dev.conllu"
+    train.write_text("\n\n".join([block(n, *t) for n, t in enumerate(TREES)] + [two_roots]) + "\n\n", encoding="utf-8")
+    dev.write_text("\n\n".join([block(0, *TREES[0]), two_roots]) + "\n\n", encoding="utf-8")
+    settings = [f"data.train={train}", f"data.dev={dev}", "model.encoder=bilstm", "model.word_dim=8", "model.hidden=8",
+                "model.char_filters=4", "model.arc_hidden=8", "model.rel_hidden=6", "training.epochs=1",
+                "training.progress=false"]
+    with caplog.at_level(logging.WARNING):
+        assert main(["parse", "train", *settings, f"training.output_dir={tmp_path / 'run'}"]) == 0
+    line = train.read_text(encoding="utf-8").splitlines().index("# sent_id = s99") + 3  # its first word's line
+    assert f"skipping 1 training tree of 12 with several root words (the first at {train}:{line})" in caplog.text
+    assert f"data.dev: 1 of its 2 trees have several root words (the first at {dev}:" in caplog.text
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["skipped_multiroot"] == 1 and results["skipped_nonprojective"] == 0
+    assert 0.0 <= results["dev"]["uas"] <= 1.0
+    capsys.readouterr()
+    assert main(["parse", "train", *settings, "data.on_multiroot=error", f"training.output_dir={tmp_path / 'x'}"]) == 2
+    assert f"{train}:{line + 1}: words 1, 2 are all attached to the root" in capsys.readouterr().err  # the 2nd root
+    # a multi-root parser learns them
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["parse", "train", *settings, "data.multiroot=true", f"training.output_dir={tmp_path / 'm'}"]) == 0
+    assert "several root words" not in caplog.text
+    assert json.loads((tmp_path / "m" / "results.json").read_text())["skipped_multiroot"] == 0
+    with pytest.raises(ValueError, match="data.on_multiroot must be one of skip, error"):
+        load_parse_config(None, ["data.on_multiroot=repair"])
 
 
 def test_a_second_order_parser_computes_batches_above_max_batch_cost_in_micro_batches(corpus, tmp_path,

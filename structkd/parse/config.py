@@ -2,7 +2,7 @@
 
 A config has four sections::
 
-    data:      {train: ..., dev: ..., test: ..., max_sentences: null, multiroot: false,
+    data:      {train: ..., dev: ..., test: ..., max_sentences: null, multiroot: false, on_multiroot: skip,
                 on_nonprojective: projectivize}
     model:     {kind: biaffine | seqlabel, tree: projective | nonprojective | 2o, encoder: bilstm | minilm, ...}
     kd:        {method: structural, temperature: 1.0, kd_weight: 0.5, relations: marginal, teacher: ..., ...}
@@ -34,6 +34,7 @@ TREES = ("projective", "nonprojective", "2o")
 
 
 NONPROJECTIVE = ("projectivize", "skip", "error")
+MULTIROOT = ("skip", "error")
 
 
 @dataclass
@@ -48,6 +49,12 @@ class DataConfig(SplitsConfig):
     kept: :func:`structkd.structs.tree.nearest_projective`), ``skip`` drops the sentence, both logged with their
     count, and ``error`` refuses it.  Development and test trees are never changed or dropped.
 
+    ``multiroot``: whether the parsers may attach several words to the root (UD: no, the default).  Without it,
+    ``on_multiroot`` says what happens to a training tree with several root words, which a single-root parser
+    cannot learn: ``skip`` (the default) drops it, with a logged count and the first one's line, and ``error``
+    refuses the file at that line.  Development and test trees with several roots are scored as they are (with a
+    warning), and refused under ``error``.
+
     ``unlabeled``: files of sentences the student distils from without gold trees (``structkd parse distill``
     only): CoNLL-U, whose HEAD and DEPREL are ignored (they may be ``_``), or ``.txt`` with one
     whitespace-tokenized sentence per line.  They get the KD loss alone; the training trees get the
@@ -57,9 +64,12 @@ class DataConfig(SplitsConfig):
     multiroot: bool = False
     projective_only: bool | None = None
     on_nonprojective: str = "projectivize"
+    on_multiroot: str = "skip"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.on_multiroot not in MULTIROOT:
+            raise ValueError(f"data.on_multiroot must be one of {', '.join(MULTIROOT)}, got {self.on_multiroot!r}")
         if self.on_nonprojective not in NONPROJECTIVE:
             raise ValueError(f"data.on_nonprojective must be one of {', '.join(NONPROJECTIVE)}, got "
                              f"{self.on_nonprojective!r}")

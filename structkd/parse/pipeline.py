@@ -54,7 +54,15 @@ logger = logging.getLogger("structkd.parse")
 
 
 def read_treebank(path: str, config: DataConfig) -> list[ParsedSentence]:
-    return read_conllu(path, multiroot=config.multiroot, max_sentences=config.max_sentences or None)
+    """A labeled treebank; trees with several root words are refused at their line only under
+    ``data.on_multiroot: error`` (else training drops them, :func:`training_trees`, and evaluation scores them)."""
+    multiroot = config.multiroot or config.on_multiroot != "error"
+    return read_conllu(path, multiroot=multiroot, max_sentences=config.max_sentences or None)
+
+
+def several_roots(sentence: ParsedSentence) -> bool:
+    """Whether more than one word of the sentence's tree is attached to the root."""
+    return sum(h == 0 for h in sentence.heads) > 1
 
 
 def read_data(config: DataConfig) -> TaskData:
@@ -65,8 +73,18 @@ def read_data(config: DataConfig) -> TaskData:
         path = getattr(config, name)
         if path:
             setattr(data, name, read_treebank(path, config))
+    for name in () if config.multiroot else ("dev", "test"):
+        _warn_several_roots(getattr(data, name) or [], f"data.{name}")
     data.unlabeled = concat(*(_read_unlabeled(path, config) for path in config.unlabeled))
     return data
+
+
+def _warn_several_roots(sentences: list[ParsedSentence], key: str) -> None:
+    rooted = [s for s in sentences if several_roots(s)]
+    if rooted:
+        logger.warning("%s: %d of its %d trees have several root words (the first at %s); a single-root parser "
+                       "(data.multiroot: false) scores them as they are, and cannot match them whole", key,
+                       len(rooted), len(sentences), rooted[0].source)
 
 
 def _read_unlabeled(path: str, config: DataConfig) -> LazySentences:
@@ -80,20 +98,43 @@ def _read_unlabeled(path: str, config: DataConfig) -> LazySentences:
 
 
 class TrainingTrees(NamedTuple):
-    """The training trees a model learns: ``trees``, the position in ``data.train`` of each (``kept``), and how
-    many of them were projectivized."""
+    """The training trees a model learns: ``trees``, the position in ``data.train`` of each (``kept``), how
+    many of them were projectivized, and how many trees with several roots were dropped."""
 
     trees: list[ParsedSentence]
     kept: list[int]
     projectivized: int = 0
+    multiroot_skipped: int = 0
 
     def counts(self, total: int) -> dict[str, int]:
         """What ``results.json`` reports of them, out of ``total`` training sentences."""
-        return {"skipped_nonprojective": total - len(self.trees), "projectivized_nonprojective": self.projectivized}
+        return {"skipped_nonprojective": total - len(self.trees) - self.multiroot_skipped,
+                "projectivized_nonprojective": self.projectivized, "skipped_multiroot": self.multiroot_skipped}
 
 
 def training_trees(sentences: list[ParsedSentence], config: DataConfig, needs_projective: bool,
                    what: str = "model") -> TrainingTrees:
+    """The training trees a model can learn: for a single-root model (``data.multiroot: false``) those with one
+    root word (the others dropped with a logged count), then projective ones when the model needs them
+    (:func:`projective_trees`)."""
+    rooted = [] if config.multiroot else [k for k, s in enumerate(sentences) if several_roots(s)]
+    if not rooted:
+        return projective_trees(sentences, config, needs_projective, what)
+    if len(rooted) == len(sentences):
+        raise ValueError(f"{sentences[0].source}: every training tree has several root words, which the "
+                         f"single-root {what} cannot learn; set data.multiroot=true")
+    logger.warning("skipping %d training %s of %d with several root words (the first at %s): the single-root %s "
+                   "(data.multiroot: false, as in UD) cannot learn them; data.multiroot=true learns them, "
+                   "data.on_multiroot=error refuses them", len(rooted), "tree" if len(rooted) == 1 else "trees",
+                   len(sentences), sentences[rooted[0]].source, what)
+    dropped = set(rooted)
+    kept = [k for k in range(len(sentences)) if k not in dropped]
+    chosen = projective_trees([sentences[k] for k in kept], config, needs_projective, what)
+    return TrainingTrees(chosen.trees, [kept[k] for k in chosen.kept], chosen.projectivized, len(rooted))
+
+
+def projective_trees(sentences: list[ParsedSentence], config: DataConfig, needs_projective: bool,
+                     what: str = "model") -> TrainingTrees:
     """The training sentences with projective trees when the model needs them (or ``data.projective_only`` says
     so), as ``data.on_nonprojective`` says: a non-projective tree is replaced by its nearest projective tree
     (``projectivize``), dropped (``skip``), both with a logged count, or refused (``error``)."""
