@@ -100,6 +100,31 @@ def test_io_tags_bare_types_are_read_as_iob1(tmp_path):
         DataConfig(convert_to="IO")
 
 
+def test_text_files_that_hold_columns_are_told_from_raw_text(tmp_path):
+    from structkd.data.columns import column_text_reason, is_raw_text
+
+    files = {
+        "conll03.txt": ("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\nPeter NNP B-NP B-PER\n",
+                        "its lines hold 4 fields, the last one a tag"),
+        "docstart.txt": ("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\n", "it has -DOCSTART- lines"),
+        "fewnerd.txt": ("Paul\tperson-actor\nNewman\tperson-actor\nstarred\tO\n\nHe\tO\n",
+                        "its lines hold 2 tab-separated fields"),
+        "conllu.txt": ("# text = Hi john\n1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n2\tjohn\tjohn\tPROPN\t_\t_\t1\t"
+                       "vocative\t_\t_\n\n1\tOk\tok\tINTJ\t_\t_\t0\troot\t_\t_\n",
+                       "its lines hold 10 tab-separated fields"),
+        "text.txt": ("John Smith lives in New York .\nParis is nice .\nHi john\nThe city of Paris is big .\n", None),
+        "short.txt": ("Hi O\nyes O\n", None),  # two lines: too few to tell, raw text
+        "pairs.txt": ("Hi there\nGood morning\nSee you\n", None),  # equal lengths, but no tags and no tabs
+        "id-sentence.tsv.txt": ("1\tThe cat sat .\n2\tA dog ran .\n3\tIt rained .\n", None),  # fields with spaces
+    }
+    for name, (text, reason) in files.items():
+        path = write(tmp_path, name, text)
+        assert column_text_reason(path) == reason, name
+        assert is_raw_text(path) == (reason is None), name
+    assert not is_raw_text(write(tmp_path, "a.conll", "Hi there\n"))  # not a text suffix
+    assert is_raw_text(tmp_path / "missing.txt")  # its reader names the missing file
+
+
 def test_docstart_is_skipped_in_every_layout(tmp_path):
     layouts = {
         "index.tsv": "0\t-DOCSTART-\tO\n\n0\tEU\tB-ORG\n1\trejects\tO\n0\t-DOCSTART-\tO\n0\tHi\tO\n",

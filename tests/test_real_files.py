@@ -125,6 +125,11 @@ def test_a_ud_treebank_with_multiword_tokens_crossing_arcs_and_a_long_sentence(t
     words = [line.split("\t") for line in lines if line and line[0].isdigit() and "-" not in line.split("\t")[0]
              and "." not in line.split("\t")[0]]
     assert len(words) == 2 * 6 + 2 * 8 + 120 and all(w[6].isdigit() for w in words)
+    # the same treebank saved as .txt is read as the CoNLL-U it holds, not as one raw sentence per line
+    as_text = tmp_path / "fr.txt"
+    as_text.write_bytes(path.read_bytes())
+    assert main(["parse", "predict", str(out / "model"), str(as_text), str(tmp_path / "again.conllu")]) == 0
+    assert (tmp_path / "again.conllu").read_text(encoding="utf-8") == written.read_text(encoding="utf-8")
 
 
 BIOES = """John S-PER
@@ -209,11 +214,16 @@ def test_an_io_corpus_of_bare_types_is_read_as_iob1_trained_evaluated_and_predic
     assert 0.0 <= results["test"]["f1"] <= 1.0
     capsys.readouterr()
     assert main(["ner", "evaluate", str(out / "model"), str(corpus)]) == 0  # no config: the file says IO
-    columns, written = tmp_path / "input.conll", tmp_path / "predicted.conll"  # (a .txt input is raw text)
-    columns.write_text(FEWNERD, encoding="utf-8")
-    assert main(["ner", "predict", str(out / "model"), str(columns), str(written)]) == 0
-    tags = [line.split("\t")[-1] for line in written.read_text(encoding="utf-8").splitlines() if line]
-    assert len(tags) == 13 and all(t == "O" or t.split("-", 1)[0] in ("B", "I") for t in tags)
+    # Few-NERD's files are .txt: read as the columns they hold, not as raw text (a line "Paul person-actor" each)
+    written = tmp_path / "predicted.conll"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["ner", "predict", str(out / "model"), str(corpus), str(written)]) == 0
+    assert "supervised.txt: read as a labeled corpus's columns, not as raw text" in caplog.text
+    rows = [line.split("\t") for line in written.read_text(encoding="utf-8").splitlines() if line]
+    assert [r[0] for r in rows] == [line.split("\t")[0] for line in (FEWNERD * 2).splitlines() if line]
+    tags = [r[-1] for r in rows]
+    assert len(tags) == 26 and all(t == "O" or t.split("-", 1)[0] in ("B", "I") for t in tags)
     # a prefixed tag in a file declared IO is refused at its line
     bad = tmp_path / "bad.txt"
     bad.write_text("Paul\tperson-actor\nNewman\tB-PER\n", encoding="utf-8")

@@ -25,8 +25,11 @@ scheme as conlleval does (:func:`structkd.schemes.repair_tags`) instead of refus
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -455,6 +458,61 @@ class TextFormat:
             words = line.split()
             if words:
                 yield number, len(words)
+
+
+TEXT_SUFFIXES = (".txt", ".text")  # unlabeled inputs read as raw text, one sentence per line
+SNIFF_LINES = 1000  # the lines :func:`column_text_reason` looks at
+
+
+def column_text_reason(path: str | Path) -> str | None:
+    """Why a file holds a labeled corpus's columns rather than raw text, or ``None`` when it reads as text.
+
+    From its first :data:`SNIFF_LINES` lines (comments and blank lines aside): ``-DOCSTART-`` lines; or, on
+    three lines or more, 90% of them with one number (2 or more) of fields that hold no space, all
+    tab-separated (Few-NERD's ``token<TAB>type``, CoNLL-U) or with a tag-like last field (CoNLL-2003's
+    ``EU NNP B-NP B-ORG``).  A line of raw text has as many fields as words, which vary.
+    """
+    rows = []
+    with open(path, encoding="utf-8-sig", errors="replace") as stream:
+        for line in itertools.islice(stream, SNIFF_LINES):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = _split(line)
+            if fields and _is_docstart(fields):
+                return "it has -DOCSTART- lines"
+            rows.append((fields, "\t" in line))
+    if len(rows) < 3:
+        return None
+    count, share = Counter(len(fields) for fields, _ in rows).most_common(1)[0]
+    columnar = [(fields, tab) for fields, tab in rows if len(fields) == count and not any(" " in f for f in fields)]
+    if count < 2 or share < 0.9 * len(rows) or len(columnar) < 0.9 * len(rows):
+        return None
+    if all(tab for _, tab in columnar):
+        return f"its lines hold {count} tab-separated fields"
+    if sum(bool(_TAG_LIKE.fullmatch(fields[-1])) for fields, _ in columnar) >= 0.9 * len(rows):
+        return f"its lines hold {count} fields, the last one a tag"
+    return None
+
+
+def is_raw_text(path: str | Path) -> bool:
+    """Whether an unlabeled input is raw text, one sentence per line: a ``.txt``/``.text`` file, unless its lines
+    are a labeled corpus's columns (:func:`column_text_reason`; then it is read in the task's own format, and a
+    warning says why, once per file while it is unchanged)."""
+    path = Path(path)
+    if path.suffix not in TEXT_SUFFIXES or not path.is_file():  # (a missing file: its reader names it)
+        return path.suffix in TEXT_SUFFIXES
+    stat = path.stat()
+    return _column_text_warned(str(path), stat.st_mtime_ns, stat.st_size) is None
+
+
+@functools.lru_cache(maxsize=64)
+def _column_text_warned(path: str, mtime_ns: int, size: int) -> str | None:
+    reason = column_text_reason(path)
+    if reason is not None:
+        logger.warning("%s: read as a labeled corpus's columns, not as raw text (one sentence per line): %s; its "
+                       "labels are not used", path, reason)
+    return reason
 
 
 def read_text(path: str | Path) -> list[Sentence]:

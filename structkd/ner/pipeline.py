@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from structkd.data import Sentence, read_columns, read_text, write_columns
-from structkd.data.columns import column_scheme
+from structkd.data.columns import column_scheme, is_raw_text
 from structkd.data.lazy import LazySentences, concat, lazy_columns, lazy_text, mapped
 from structkd.models.embeddings import vocabulary_sentences
 from structkd.ner.config import DataConfig, NerConfig, load_ner_config
@@ -59,7 +59,7 @@ def _column_scheme(path: str, mtime_ns: int, size: int, layout: str, tag_column:
 
 
 def _read(path: str, config: DataConfig, labeled: bool = True) -> list[Sentence]:
-    if not labeled and Path(path).suffix in (".txt", ".text"):
+    if not labeled and is_raw_text(path):
         sentences = read_text(path)
     else:
         scheme = data_scheme(config, path) if labeled else config.scheme
@@ -71,7 +71,7 @@ def _read(path: str, config: DataConfig, labeled: bool = True) -> list[Sentence]
 
 def _read_unlabeled(path: str, config: DataConfig) -> LazySentences:
     """An unlabeled file as :func:`_read` reads it, read lazily (:mod:`structkd.data.lazy`)."""
-    if Path(path).suffix in (".txt", ".text"):
+    if is_raw_text(path):
         sentences = lazy_text(path)
     else:
         sentences = lazy_columns(path, config.layout, config.tag_column, config.scheme, labeled=False,

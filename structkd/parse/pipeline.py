@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import logging
 from operator import attrgetter
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
 from structkd.data import CorpusError, ParsedSentence, read_conllu, read_tokenized_text, write_conllu
+from structkd.data.columns import is_raw_text
 from structkd.data.conllu_io import as_parsed
 from structkd.data.lazy import LazySentences, concat, lazy_conllu, lazy_text, mapped
 from structkd.models.embeddings import vocabulary_sentences
@@ -90,7 +90,7 @@ def _warn_several_roots(sentences: list[ParsedSentence], key: str) -> None:
 def _read_unlabeled(path: str, config: DataConfig) -> LazySentences:
     """:func:`_read_input` of an unlabeled file without its trees, read lazily (:mod:`structkd.data.lazy`)."""
     limit = config.max_sentences or None
-    if Path(path).suffix in (".txt", ".text"):
+    if is_raw_text(path):
         sentences = lazy_text(path, limit).map(as_parsed)
     else:
         sentences = lazy_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=limit)
@@ -182,7 +182,7 @@ def _known_relations(sentences: list[ParsedSentence], rels: list[str]) -> list[P
 
 
 def _read_input(path: str, config: DataConfig) -> list[ParsedSentence]:
-    if Path(path).suffix in (".txt", ".text"):
+    if is_raw_text(path):
         return read_tokenized_text(path, max_sentences=config.max_sentences or None)
     return read_conllu(path, multiroot=config.multiroot, validate=False, max_sentences=config.max_sentences or None)
 

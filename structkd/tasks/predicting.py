@@ -4,7 +4,9 @@ by the file.
 Inputs:
 
 * ``-`` (standard input) or a ``.txt``/``.text`` file: one input per line, raw text tokenized by the model's
-  tokenizer (:mod:`structkd.text`; ``--pretokenized`` splits on whitespace instead);
+  tokenizer (:mod:`structkd.text`; ``--pretokenized`` splits on whitespace instead), unless the file's lines are
+  a labeled corpus's columns (:func:`structkd.data.columns.is_raw_text`: CoNLL-2003's and Few-NERD's ``.txt``
+  files), read as below;
 * any other file: the task's own labeled format (a column file, CoNLL-U), read block by block (blocks are
   separated by blank lines) and parsed by the task's reader ``chunk_size`` blocks at a time; gold labels are
   ignored.
@@ -26,11 +28,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from structkd.data import CorpusError
+from structkd.data.columns import TEXT_SUFFIXES, is_raw_text
 
 __all__ = ["FORMATS", "check_output", "iter_blocks", "iter_lines", "predict_file"]
 
 FORMATS = ("conll", "conllu", "json", "jsonl")
-TEXT_SUFFIXES = (".txt", ".text")
 
 
 def check_output(path: str) -> None:
@@ -193,14 +195,16 @@ def predict_file(task: Any, model: Any, input_path: str, output_path: str, data_
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     source = "<stdin>" if input_path == "-" else input_path
-    raw = input_path == "-" or Path(input_path).suffix in TEXT_SUFFIXES
+    raw = input_path == "-" or is_raw_text(input_path)
+    suffix = Path(input_path).suffix or ".conll"  # a chunk's file: a .txt one that holds columns is read as columns
+    suffix = ".conll" if suffix in TEXT_SUFFIXES and not raw else suffix
     with _text_stream(input_path) as stream, _open_output(output_path) as out:
         lines = iter_lines(stream, source)
         if raw and predictor is not None:
             inputs = (line.split() if pretokenized else line for line in lines)
             return _write(predictor, inputs, out, fmt, chunk_size, source, progress)
         blocks = iter_blocks(lines) if not raw else ((n, [line]) for n, line in enumerate(lines, 1) if line.strip())
-        chunks = (_read_chunk(task, chunk, source, Path(input_path).suffix or ".conll", data_config)
+        chunks = (_read_chunk(task, chunk, source, suffix, data_config)
                   for chunk in _chunks(blocks, chunk_size))
         if fmt == task.native_format or predictor is None:
             return _write_native(task, model, chunks, out, progress, max_words)

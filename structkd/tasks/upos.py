@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from structkd.data import ParsedSentence, Sentence, read_conllu, read_tokenized_text
+from structkd.data.columns import is_raw_text
 from structkd.data.conllu_io import as_parsed
 from structkd.data.lazy import LazySentences, concat, lazy_conllu, lazy_text
 from structkd.data.splits import SplitsConfig
@@ -74,7 +75,7 @@ def load_upos_config(path: str | Path | None, overrides: list[str] | None = None
 def read_upos(path: str, config: UposDataConfig, labeled: bool = True) -> list[Sentence]:
     """Sentences with their UPOS tags (``labeled``) or without (unlabeled text: CoNLL-U or ``.txt``)."""
     limit = config.max_sentences or None
-    if Path(path).suffix in (".txt", ".text"):
+    if is_raw_text(path):
         parsed = read_tokenized_text(path, max_sentences=limit)
     else:
         parsed = read_conllu(path, validate=False, max_sentences=limit)
@@ -92,7 +93,7 @@ def _untagged(parsed: ParsedSentence) -> Sentence:
 def read_unlabeled(path: str, config: UposDataConfig) -> LazySentences:
     """:func:`read_upos` of an unlabeled file, read lazily (:mod:`structkd.data.lazy`)."""
     limit = config.max_sentences or None
-    if Path(path).suffix in (".txt", ".text"):
+    if is_raw_text(path):
         return lazy_text(path, limit).map(as_parsed).map(_untagged)
     return lazy_conllu(path, validate=False, max_sentences=limit).map(_untagged)
 
