@@ -227,7 +227,7 @@ def test_text_files(tmp_path):
     assert sentence.tokens == ["Hello", "world"]
     with pytest.raises(CorpusError, match=r"empty\.txt: the file holds no sentences"):
         read_text(write(tmp_path, "empty.txt", "\n \n"))
-    with pytest.raises(CorpusError, match=r"latin\.txt:2: not valid UTF-8"):
+    with pytest.raises(CorpusError, match=r"latin\.txt:2: not valid UTF-8 .*convert it first, e.g. iconv -f latin1"):
         read_text(write(tmp_path, "latin.txt", "ok\ncaf\xe9\n".encode("latin-1")))
 
 

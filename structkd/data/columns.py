@@ -99,6 +99,10 @@ class _Row(NamedTuple):
     fields: list[str]
 
 
+RECODE_HINT = ("files are read as UTF-8: convert it first, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8 "
+               "(CoNLL-2002's Spanish and Dutch files are Latin-1)")
+
+
 def decode_utf8(path: str | Path, data: bytes, offset: int = 0, line: int = 1) -> str:
     """``data``, the bytes of ``path`` from byte ``offset`` (at line ``line``), as text; bytes that are not UTF-8
     raise :class:`CorpusError` with their line and byte in the file."""
@@ -106,7 +110,8 @@ def decode_utf8(path: str | Path, data: bytes, offset: int = 0, line: int = 1) -
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         number = line + data[: err.start].count(b"\n")
-        raise CorpusError(path, number, f"not valid UTF-8 (byte {offset + err.start}: {err.reason})") from None
+        raise CorpusError(path, number, f"not valid UTF-8 (byte {offset + err.start}: {err.reason}); {RECODE_HINT}"
+                          ) from None
 
 
 def read_utf8_lines(path: Path) -> list[str]:

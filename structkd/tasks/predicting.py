@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from structkd.data import CorpusError
-from structkd.data.columns import TEXT_SUFFIXES, is_raw_text
+from structkd.data.columns import RECODE_HINT, TEXT_SUFFIXES, is_raw_text
 
 __all__ = ["FORMATS", "check_output", "iter_blocks", "iter_lines", "predict_file"]
 
@@ -89,7 +89,7 @@ def iter_lines(stream: TextIO, source: str) -> Iterator[str]:
         for number, line in enumerate(stream, start=1):  # noqa: B007
             yield line.rstrip("\r\n")
     except UnicodeDecodeError as err:
-        raise CorpusError(source, number + 1, f"not valid UTF-8 ({err.reason})") from None
+        raise CorpusError(source, number + 1, f"not valid UTF-8 ({err.reason}); {RECODE_HINT}") from None
 
 
 def iter_blocks(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
