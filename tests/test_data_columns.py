@@ -125,6 +125,13 @@ def test_text_files_that_hold_columns_are_told_from_raw_text(tmp_path):
     assert is_raw_text(tmp_path / "missing.txt")  # its reader names the missing file
 
 
+def test_a_trailing_tab_on_some_rows_is_not_a_column(tmp_path):
+    (sentence,) = read_columns(write(tmp_path, "tabs.tsv", "John\tB-PER\t\nSmith\tI-PER\nsaid\tO\t\t\n"))
+    assert sentence.tokens == ["John", "Smith", "said"] and sentence.tags == ["B-PER", "I-PER", "O"]
+    with pytest.raises(CorpusError, match=r"expected 2 columns .* found 1: 'Smith\\t'"):  # a missing tag still is one
+        read_columns(write(tmp_path, "missing.tsv", "John\tB-PER\nSmith\t\n"))
+
+
 def test_docstart_is_skipped_in_every_layout(tmp_path):
     layouts = {
         "index.tsv": "0\t-DOCSTART-\tO\n\n0\tEU\tB-ORG\n1\trejects\tO\n0\t-DOCSTART-\tO\n0\tHi\tO\n",

@@ -121,12 +121,15 @@ def read_utf8_lines(path: Path) -> list[str]:
 
 
 def _split(raw: str) -> list[str]:
-    """A line's fields: tab-separated when it has a tab, else space-separated; surrounding spaces stripped."""
+    """A line's fields: tab-separated when it has a tab, else space-separated; surrounding spaces stripped, and
+    empty fields after the last one dropped (a trailing tab that some rows of a file have and others lack)."""
     if "\t" not in raw:
         return raw.split()
     fields = raw.split("\t")
     if " " in raw or "\r" in raw or "\f" in raw or "\v" in raw:
         fields = [f.strip(" \r\v\f") for f in fields]
+    while len(fields) > 1 and not fields[-1]:
+        fields.pop()
     return fields
 
 
