@@ -14,7 +14,15 @@ from functools import lru_cache
 import torch
 
 # the torch-free reading of tags, shared with the numpy runtime of exported taggers
-from structkd.runtime.spans import BILOU_LETTERS, PREFIXES, SCHEMES, check_scheme, from_bilou, parse_tag, spans  # noqa: F401
+from structkd.runtime.spans import (  # noqa: F401
+    BILOU_LETTERS,
+    PREFIXES,
+    SCHEMES,
+    check_scheme,
+    from_bilou,
+    parse_tag,
+    spans,
+)
 
 
 @lru_cache(maxsize=4096)
