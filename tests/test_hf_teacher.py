@@ -26,6 +26,7 @@ from structkd.ner import NerModel, build_ner_config, distill_command  # noqa: E4
 from structkd.ner.config import KdConfig  # noqa: E402
 from structkd.ner.distillation import compute_teacher_outputs, kd_loss  # noqa: E402
 from structkd.ner.modeling import evaluate, saved_scheme  # noqa: E402
+from structkd.ner.pipeline import TASK  # noqa: E402
 from structkd.schemes import allowed_transitions  # noqa: E402
 from structkd.structs.chain import LinearChainCRF, MaxEnt  # noqa: E402
 from structkd.structs.semimarkov import SemiMarkovCRF  # noqa: E402
@@ -234,11 +235,24 @@ def test_data_labels_the_teacher_lacks_are_distilled_unlabeled_and_scored_as_mis
     assert results["dev"]["recall"] < 1
 
 
-def test_teacher_scheme_must_be_the_datas(corpus, tmp_path):
+def test_the_data_takes_the_teachers_scheme_unless_told_otherwise(corpus, tmp_path):
     bioes = write_token_classifier(tmp_path / "bioes", labels=["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC",
                                                                "I-LOC", "E-LOC", "S-LOC"])
+    config = distill_config(corpus, bioes, tmp_path / "run")
+    config.data.convert_to = "BIO"  # the student made to keep the data's BIO: refused
     with pytest.raises(ValueError, match="BIOES labels .* the data is read as BIO: set data.convert_to=BIOES"):
-        distill_command(distill_config(corpus, bioes, tmp_path / "run"))
+        distill_command(config)
+    resolved = TASK.resolve_config(distill_config(corpus, bioes, tmp_path / "run"))  # by default: converted
+    assert resolved.data.scheme == "BIO" and resolved.data.convert_to == "BIOES"
+    # CoNLL-2003's IOB1 files and a Hugging Face teacher of B-/I- labels (BIO, as Hugging Face's datasets write
+    # them): converted to BIO, whose entities begin with the B- that IOB1 forbids after O
+    iob1 = tmp_path / "iob1.conll"
+    iob1.write_text("John\tI-PER\nSmith\tI-PER\nsaid\tO\n\nParis\tI-LOC\n", encoding="utf-8")
+    resolved = TASK.resolve_config(distill_config(str(iob1), str(tmp_path / "bioes"), tmp_path / "x"))
+    assert resolved.data.scheme == "IOB1" and resolved.data.convert_to == "BIOES"
+    bio_teacher = write_token_classifier(tmp_path / "bio", labels=["O", "B-PER", "I-PER", "B-LOC", "I-LOC"])
+    resolved = TASK.resolve_config(distill_config(str(iob1), bio_teacher, tmp_path / "y"))
+    assert resolved.data.scheme == "IOB1" and resolved.data.convert_to == "BIO"
 
 
 def test_cached_outputs_under_the_three_rules_match_the_direct_loss(corpus, hf_dir):

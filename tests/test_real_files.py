@@ -163,11 +163,18 @@ def test_a_bioes_corpus_is_read_as_bioes_trained_evaluated_and_refused_to_a_bio_
     capsys.readouterr()
     assert main(["ner", "evaluate", str(out / "model"), str(corpus)]) == 0
     assert "f1" in capsys.readouterr().out.lower()
-    # a student of BIO data cannot take the BIOES teacher's labels: refused, naming data.convert_to
+    # BIO data distilled from the BIOES teacher: converted to the teacher's scheme (before: refused)
     bio = tmp_path / "bio.conll"
     bio.write_text(BIOES.replace("S-", "B-").replace("E-", "I-"), encoding="utf-8")
-    assert main(["ner", "distill", f"data.train={bio}", f"kd.teacher={out / 'model'}",
-                 f"training.output_dir={tmp_path / 'student'}", *TAGGER]) == 2
+    with caplog.at_level(logging.INFO):
+        assert main(["ner", "distill", f"data.train={bio}", f"kd.teacher={out / 'model'}",
+                     f"training.output_dir={tmp_path / 'student'}", *TAGGER]) == 0
+    assert f"data.convert_to: BIOES, the teacher's scheme ({out / 'model'}): the data's BIO tags" in caplog.text
+    assert json.loads((tmp_path / "student" / "ner_config.json").read_text())["data"]["convert_to"] == "BIOES"
+    # a student made to keep BIO cannot take the BIOES teacher's labels: refused, naming data.convert_to
+    capsys.readouterr()
+    assert main(["ner", "distill", f"data.train={bio}", f"kd.teacher={out / 'model'}", "data.convert_to=BIO",
+                 f"training.output_dir={tmp_path / 'bio-student'}", *TAGGER]) == 2
     error = capsys.readouterr().err
     assert "has BIOES labels" in error and "the data is read as BIO: set data.convert_to=BIOES" in error
     # distilled on unlabeled text alone, no file tells the scheme: the teacher's labels do (before, BIO and refused)

@@ -132,18 +132,28 @@ class NerModel(nn.Module):
         return cls(tagger, getattr(tagger, "vocab", None))
 
 
-def saved_scheme(directory: str | Path) -> str | None:
+def saved_scheme(directory: str | Path, exact: bool = False) -> str | None:
     """The tag scheme of a saved tagger, read from its ``config.json`` without its weights: a structkd tagger's
     constraint scheme, else the scheme of its labels (:func:`~structkd.schemes.label_scheme`, as for a Hugging
-    Face token classifier's ``id2label``); ``None`` when the config names no tags (a span tagger) or cannot be
-    read (loading the model then names the problem)."""
+    Face token classifier's ``id2label``, whose ``B-``/``I-`` labels are BIO, the convention of Hugging Face's
+    datasets); ``None`` when the config names no tags or cannot be read (loading the model then names the problem).
+
+    Args:
+        exact: only a scheme the tagger is known to keep: ``None`` also for a span tagger (its spans serve any
+            scheme) and for an unconstrained structkd tagger of ``B-``/``I-`` labels (BIO or IOB1: they cannot tell).
+    """
     try:
         document = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8-sig"))
-        if document.get("format") == "structkd":
-            args = document["args"]
-            return args.get("scheme") or (label_scheme(args["tags"]) if args.get("tags") else None)
-        labels, implied = read_labels([str(label) for label in document["id2label"].values()])
-        return implied or label_scheme(labels)
+        if document.get("format") != "structkd":
+            labels, implied = read_labels([str(label) for label in document["id2label"].values()])
+            return implied or label_scheme(labels)
+        args = document["args"]
+        if exact and args.get("head") == "span":
+            return None
+        if args.get("scheme") or not args.get("tags"):
+            return args.get("scheme")
+        scheme = label_scheme(args["tags"])
+        return None if exact and scheme != "BIOES" else scheme
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         return None
 

@@ -182,19 +182,32 @@ class NerTask(Task):
 
     def resolve_config(self, config: NerConfig) -> NerConfig:
         """``data.scheme: auto`` resolved (:func:`data_scheme`) when a labeled file is there to tell, else (distilling
-        on unlabeled text only) from the first teacher's saved labels (:func:`saved_scheme`)."""
+        on unlabeled text only) from the first teacher's saved labels (:func:`saved_scheme`); then, without
+        ``data.convert_to``, the data converted to the first teacher's scheme where it is known and differs."""
         data = config.data
-        if data.scheme != AUTO:
-            return config
-        if any(p and Path(p).is_file() for p in (data.train, data.dev, data.test)):
-            return replace(config, data=replace(data, scheme=data_scheme(data)))
+        if data.scheme == AUTO and any(p and Path(p).is_file() for p in (data.train, data.dev, data.test)):
+            data = replace(data, scheme=data_scheme(data))
         teacher = next(iter(config.kd.teacher_dirs), None)
-        scheme = saved_scheme(teacher) if teacher else None
-        if scheme is None:
-            return config
-        self.logger.info("data.scheme: auto read as %s from the teacher's labels (%s): no labeled file to read it "
-                         "from", scheme, teacher)
-        return replace(config, data=replace(data, scheme=scheme))
+        if data.scheme == AUTO and teacher:
+            scheme = saved_scheme(teacher)
+            if scheme is not None:
+                self.logger.info("data.scheme: auto read as %s from the teacher's labels (%s): no labeled file to "
+                                 "read it from", scheme, teacher)
+                data = replace(data, scheme=scheme)
+        if teacher and data.scheme != AUTO and data.convert_to is None:
+            data = self._to_teacher_scheme(data, teacher)
+        return config if data == config.data else replace(config, data=data)
+
+    def _to_teacher_scheme(self, data: DataConfig, teacher: str) -> DataConfig:
+        """``data`` converted (``convert_to``) to the teacher's scheme when that is known exactly and is not the
+        data's: the student then learns the teacher's tags (a BIOES teacher of BIO data, or a Hugging Face BIO
+        teacher of CoNLL-2003's IOB1 files, whose entities begin with the ``B-`` that IOB1 forbids after ``O``)."""
+        theirs, ours = saved_scheme(teacher, exact=True), model_scheme(check_data_scheme(data.scheme))
+        if theirs is None or theirs == ours:
+            return data
+        self.logger.info("data.convert_to: %s, the teacher's scheme (%s): the data's %s tags are converted to it, and "
+                         "the student predicts %s tags (set data.convert_to to choose)", theirs, teacher, ours, theirs)
+        return replace(data, convert_to=theirs)
 
     def read_data(self, config: DataConfig) -> TaskData:
         return read_data(config)
