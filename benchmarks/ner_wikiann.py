@@ -36,22 +36,12 @@ Three more blocks of BiLSTM-CRF students (``--blocks``; all but ``ablation`` by 
   teacher online (``KdConfig.online``: it runs on every batch); anneal builds no cache, the others still cache
   the structural targets; 2 teachers is cached (one pass of each teacher).
 
-  Estimated cost of the reduced ``ablation`` block (not run yet), from a short timing on the 2-core machine while
-  other jobs kept its load average at 6 (the conditions of the reduced runs so far): each option's configs with
-  640 labeled sentences and one epoch against the quick teachers (same architecture), one thread.  The online
-  options add per sentence and epoch about 7 ms (anneal), 7.5 ms (hidden), 10 ms (mixup) and 19 ms (adversarial:
-  a teacher pass over 2 candidates per sentence and 3 student passes) to structural KD's training; the cache
-  costs about 9 ms per sentence and teacher (anneal has none).  The structural runs themselves, measured in the
-  reduced runs of the ``unlabeled`` block under the same load: 2.5-4 minutes without unlabeled text (10 epochs
-  of 2,000 sentences) and 9-12.5 minutes of training with it (2 epochs of 20,000 sentences: dominated by the
-  optimizer over the 15-million-parameter student, whose vocabulary comes from the 20,000 sentences, about
-  0.5 s a step), plus 3-7 minutes of cache per group.  Per seed: without unlabeled text about 3.5 (structural,
-  2 teachers), 6 (anneal, hidden), 7 (mixup) and 10 minutes (adversarial); with it about 12 (structural, 2
-  teachers), 17 (anneal, hidden), 19 (mixup) and 25 minutes (adversarial).  With 3 seeds, the caches and the
-  second teacher (about 11 minutes): about 8 process-hours (7 if the ``unlabeled`` block's case-1 ``none`` and
-  ``structural`` runs are done), about 4 hours with ``--jobs 2`` on the 2 cores under that load.  Those timings
-  predate the fused AdamW kernel, which takes this student's training step 2.3x faster on one thread
-  (``bench_optimizer.py``), so the runs with unlabeled text should now take about half as long.
+  Cost of the reduced ``ablation`` block, measured over sessions 19 and 20 with ``--jobs 2`` on the 2-core
+  machine: about 2 hours 50 minutes from scratch (both teachers, the ``unlabeled`` block's case-1 reference
+  runs, then the options).  A run without unlabeled text takes 2-3 minutes for structural KD, 7 for MixKD and
+  17 for adversarial word replacement; with unlabeled text 8-12 minutes for structural KD, 9-23 for the online
+  options (adversarial 23, MixKD 12-16), plus the cache.  Runs do not survive a session: the per-seed results
+  are archived in ``benchmarks/results/ner_wikiann_ablation_seeds.json``.
 
 Each student is trained with 3 seeds; the table reports dev and test entity F1 (mean and standard deviation), the
 teachers' F1, parameter counts and CPU tagging speed (the best of ``SPEED_REPEATS`` passes in interleaved rounds,
