@@ -317,9 +317,15 @@ def ablation_note(meta: dict) -> str:
             f"embeddings from the teacher's (model.init_from_teacher), each toolbox option of "
             f"`ablation_demo.py` on top with its values ({'; '.join(meta['options'])}; untuned). Without unlabeled "
             f"text: the labeled sentences, {meta['student_epochs']} epochs; with: the unlabeled block's data "
-            f"({meta['unlabeled_sentences']} more training sentences without tags), {meta['unlabeled_epochs']} "
+            f"({_unlabeled_words(meta['unlabeled_sentences'])}, without tags), {meta['unlabeled_epochs']} "
             f"epochs. none: the unlabeled block's student without KD. The second teacher ({SECOND_TEACHER}): a CRF "
             f"teacher trained with seed 1 (the first: 42); % of teacher: of the first.")
+
+
+def _unlabeled_words(sentences: int | str) -> str:
+    """The unlabeled block's sentences, in words: a count, or the rest of the training split."""
+    return "the training sentences the setting leaves out" if sentences == "rest of train" else \
+        f"{sentences} more training sentences"
 
 
 def _percent(ratio: float | None) -> str:
