@@ -55,7 +55,8 @@ embeddings or hidden 400, both at 2 epochs; issue 19's levers), reusing its cach
 is 6: at 2 (the block's first setting, now its ``2 epochs`` row) structural KD kept 94% of the second-order
 teacher's LAS, at 6 100% (issue 19; ``docs/levers.md``).
 
-Estimated cost of the reduced ``unlabeled`` block (not run yet), from a short timing on the 2-core machine while
+Estimated cost of the reduced ``unlabeled`` block, made before it first ran (it has run since:
+``benchmarks/results/parse_ewt_unlabeled.md``), from a short timing on the 2-core machine while
 other jobs kept its load average at 5-7 (so each process had well under one core; idle cores should take about
 half): runs of this block's configs with the reduced student, the labeled 1000 and the next 1000 training sentences
 (1,808 in all after skipped trees), one epoch, against teachers of the reduced architecture (quick-trained: the
