@@ -255,6 +255,23 @@ def test_the_data_takes_the_teachers_scheme_unless_told_otherwise(corpus, tmp_pa
     assert resolved.data.scheme == "IOB1" and resolved.data.convert_to == "BIO"
 
 
+def test_a_teacher_whose_predictions_are_iob1_is_named_for_a_bio_student(corpus, hf_dir, tmp_path, caplog,
+                                                                          monkeypatch):
+    from structkd.models.hf_teacher import HFTokenClassifier
+
+    def iob1(self, dist):  # every sentence's first word an entity begun by I-, as a teacher of IOB1 files writes
+        return [["I-PER"] + ["O"] * (n - 1) for n in dist.lens.tolist()]
+
+    caplog.set_level("WARNING", logger="structkd.ner")
+    distill_command(distill_config(corpus, hf_dir, tmp_path / "bio"))
+    assert "writes" not in caplog.text  # the random teacher's own tags: no IOB1 entity start
+    monkeypatch.setattr(HFTokenClassifier, "decode", iob1)
+    distill_command(distill_config(corpus, hf_dir, tmp_path / "iob1"))
+    assert (f"the teacher {hf_dir} writes IOB1 tags on the first 10 training sentences (its 10 entities begin with "
+            f"I- (B- only between adjacent entities of one type)), but the student learns BIO tags: if the teacher "
+            f"was trained on IOB1 tags, set data.convert_to=IOB1") in caplog.text
+
+
 def test_cached_outputs_under_the_three_rules_match_the_direct_loss(corpus, hf_dir):
     teacher = NerModel.load(hf_dir)
     sentences = read_columns(corpus)[:4]

@@ -31,7 +31,16 @@ from structkd.ner.distillation import (
     token_divergence,
 )
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict, saved_scheme, starts_from_teacher
-from structkd.schemes import AUTO, check_data_scheme, check_tag, entity_types, model_scheme, tag_inventory
+from structkd.schemes import (
+    AUTO,
+    check_data_scheme,
+    check_tag,
+    detect_scheme,
+    entity_types,
+    label_scheme,
+    model_scheme,
+    tag_inventory,
+)
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
 from structkd.tasks.blackbox import TeacherOutputs, check_method, ner_potential_rows, ner_rows, read_teacher_outputs
@@ -89,6 +98,24 @@ def read_data(config: DataConfig) -> TaskData:
             setattr(data, name, _read(path, config))
     data.unlabeled = concat(*(_read_unlabeled(path, config) for path in config.unlabeled))
     return data
+
+
+SCHEME_SAMPLE = 64  # sentences the teacher tags to tell BIO from IOB1 (warn_teacher_writes)
+
+
+def warn_teacher_writes(teacher: NerModel, sentences, scheme: str | None, name: str, logger) -> None:
+    """Warn when a teacher of ``B-``/``I-`` labels writes, on the first :data:`SCHEME_SAMPLE` training sentences,
+    tags of the other of BIO and IOB1 than the student's ``scheme`` (:func:`structkd.schemes.detect_scheme` on its
+    predictions): its labels cannot tell which it was trained on (CoNLL-2003's original files are IOB1, Hugging
+    Face's datasets BIO), its predictions can, and a student of the other scheme cannot take them."""
+    if scheme not in ("BIO", "IOB1") or label_scheme(teacher.tags) != "BIO" or not len(sentences):
+        return
+    first = [sentences[i] for i in range(min(SCHEME_SAMPLE, len(sentences)))]
+    written, reason = detect_scheme(predict(teacher, [s for s in first if len(s)]))
+    if written != scheme and written in ("BIO", "IOB1") and not reason.startswith("no entity"):
+        logger.warning("%s writes %s tags on the first %d training sentences (%s), but the student learns %s tags: "
+                       "if the teacher was trained on %s tags, set data.convert_to=%s", name, written, len(first),
+                       reason, scheme, written, written)
 
 
 def target_scheme(config: DataConfig) -> str:
@@ -250,6 +277,7 @@ class NerTask(Task):
         sentences = concat(unlabel_unknown(data.train, teacher.tags, whose, self.logger), data.unlabeled)
         vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher),
                                      config.model.open_vocabulary)
+        warn_teacher_writes(teacher, sentences, self.scheme(config), f"the teacher {config.kd.teacher}", self.logger)
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
         return Prepared(student, sentences)
 
