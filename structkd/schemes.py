@@ -84,11 +84,12 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
 
     ``BIOES`` as soon as a tag has an ``E-`` or ``S-`` prefix (or BILOU's ``L-``, ``U-``, read through
     :func:`from_bilou`); else ``BIO`` when some ``B-X`` begins an entity (after ``O``, another type or the
-    sentence start), which IOB1 never writes; else ``IOB1`` when some ``I-X`` begins one (IOB1 writes ``B-X`` only
-    between two adjacent entities of type ``X``, as CoNLL-2003's original files do); else ``IO`` (:func:`from_io`)
-    when the entity tags are bare types (``person-actor``) and none has a prefix; else (no entity) ``BIO``.  Other
-    malformed tags are skipped: the readers name them with their line.  A BIO file with a few stray ``I-X`` after
-    ``O`` is still ``BIO``: one entity begun by ``B-X`` decides it.
+    sentence start), which IOB1 never writes, more often than ``I-X`` begins one; else ``IOB1`` when entities begin
+    with ``I-X`` (IOB1 writes ``B-X`` only between two adjacent entities of type ``X``, as CoNLL-2003's original
+    files do); else ``IO`` (:func:`from_io`) when the entity tags are bare types (``person-actor``) and none has a
+    prefix; else (no entity) ``BIO``.  Other malformed tags are skipped: the readers name them with their line.
+    The majority decides between BIO and IOB1, so that a BIO file with a few stray ``I-X`` after ``O`` stays BIO
+    and an IOB1 file with a few ``B-X`` that begin an entity (after another type's ``I-Y``) stays IOB1.
     """
     b_starts = i_starts = prefixed = bare = 0
     first_bare = ""
@@ -112,11 +113,13 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
             b_starts += begins and prefix == "B"
             i_starts += begins and prefix == "I"
             prev = (prefix, kind)
+    if i_starts > b_starts:
+        share = f"its {i_starts}" if not b_starts else f"{i_starts} of its {i_starts + b_starts}"
+        return "IOB1", f"{share} entities begin with I- (B- only between adjacent entities of one type)"
     if b_starts:
-        return "BIO", (f"{b_starts} {'entity begins' if b_starts == 1 else 'entities begin'} with B- and no tag has "
-                       "an E- or S- prefix")
-    if i_starts:
-        return "IOB1", f"its {i_starts} entities begin with I- (B- only between adjacent entities of one type)"
+        share = f"{b_starts}" if not i_starts else f"{b_starts} of its {i_starts + b_starts}"
+        return "BIO", (f"{share} {'entity begins' if share == '1' else 'entities begin'} with B- and no tag has an "
+                       "E- or S- prefix")
     if bare and not prefixed:
         return IO, (f"its {bare} entity tags are bare types ({first_bare!r}) without B-/I- prefixes: IO, read as "
                     f"IOB1 (I-{first_bare})")

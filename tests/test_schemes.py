@@ -127,7 +127,10 @@ def test_detect_scheme_reads_every_segmentation_written_in_a_scheme_as_that_sche
 
 def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
     scheme, reason = detect_scheme([["B-PER", "I-PER", "O", "I-LOC"], ["O", "B-ORG"]])  # one stray I-LOC
-    assert scheme == "BIO" and reason.startswith("2 entities begin with B-")
+    assert scheme == "BIO" and reason.startswith("2 of its 3 entities begin with B-")
+    # and an IOB1 file with a stray B- that begins an entity (after another type) stays IOB1: the majority decides
+    scheme, reason = detect_scheme([["I-PER", "I-PER", "O", "I-LOC"], ["I-ORG", "B-MISC"], ["I-LOC"]])
+    assert scheme == "IOB1" and reason.startswith("4 of its 5 entities begin with I-")
     scheme, reason = detect_scheme([["I-PER", "B-PER", "O"], ["I-LOC"]])
     assert scheme == "IOB1" and reason.startswith("its 2 entities begin with I-")
     assert detect_scheme([["O", "S-PER"]]) == ("BIOES", "it has S- tags ('S-PER')")
