@@ -38,16 +38,35 @@ def check_tag(tag: str, scheme: str) -> tuple[str, str | None]:
 
 AUTO = "auto"  # data.scheme: the scheme read off the data's tags (detect_scheme)
 IO = "IO"  # data.scheme of files whose entity tags are bare types (Few-NERD's 'person-actor'), read as IOB1's I-X
+BILOU = "BILOU"  # data.scheme of files in BILOU (spaCy's BILUO), read as BIOES (from_bilou)
+READ_AS = {IO: "IOB1", BILOU: "BIOES"}  # the schemes files may be written in that models keep as another
 
 
 def check_data_scheme(scheme: str) -> str:
-    """:func:`check_scheme`, also taking ``IO``: a scheme files are written in, read as IOB1 (:func:`from_io`)."""
-    return IO if scheme.upper() == IO else check_scheme(scheme)
+    """:func:`check_scheme`, also taking ``IO`` and ``BILOU`` (``BILUO``): schemes files are written in, read as
+    IOB1 (:func:`from_io`) and BIOES (:func:`from_bilou`)."""
+    name = {"BILUO": BILOU}.get(scheme.upper(), scheme.upper())
+    return name if name in READ_AS else check_scheme(scheme)
 
 
 def model_scheme(scheme: str) -> str:
-    """The scheme models keep for data written in ``scheme``: IOB1 for ``IO`` files, else ``scheme`` itself."""
-    return "IOB1" if scheme == IO else scheme
+    """The scheme models keep for data written in ``scheme``: IOB1 for ``IO`` files, BIOES for ``BILOU`` ones,
+    else ``scheme`` itself."""
+    return READ_AS.get(scheme, scheme)
+
+
+def write_scheme(tags: Sequence[str], scheme: str) -> list[str]:
+    """Tags of any scheme (read as conlleval reads them, :func:`conlleval_spans`) written in ``scheme``, the
+    files' schemes of :func:`check_data_scheme` included: ``IO`` writes each entity word's bare type (two adjacent
+    entities of one type merge, as IO means them), ``BILOU`` BIOES's tags with ``U-`` for ``S-`` and ``L-`` for
+    ``E-``."""
+    if scheme == IO:
+        return [tag if tag == "O" else parse_tag(tag)[1] for tag in tags]
+    written = tags_from_spans(conlleval_spans(tags), len(tags), model_scheme(scheme))
+    if scheme == BILOU:
+        to_bilou = {bioes: bilou for bilou, bioes in BILOU_LETTERS.items()}
+        return [f"{to_bilou[tag[0]]}{tag[1:]}" if tag[0] in to_bilou and tag[1:2] == "-" else tag for tag in written]
+    return written
 
 
 def from_io(tag: str) -> str:
@@ -82,14 +101,15 @@ def is_bare_type(tag: str) -> bool:
 def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
     """The tag scheme that tag sequences are written in, and why, in words.
 
-    ``BIOES`` as soon as a tag has an ``E-`` or ``S-`` prefix (or BILOU's ``L-``, ``U-``, read through
-    :func:`from_bilou`); else ``BIO`` when some ``B-X`` begins an entity (after ``O``, another type or the
-    sentence start), which IOB1 never writes, more often than ``I-X`` begins one; else ``IOB1`` when entities begin
-    with ``I-X`` (IOB1 writes ``B-X`` only between two adjacent entities of type ``X``, as CoNLL-2003's original
-    files do); else ``IO`` (:func:`from_io`) when the entity tags are bare types (``person-actor``) and none has a
-    prefix; else (no entity) ``BIO``.  Other malformed tags are skipped: the readers name them with their line.
-    The majority decides between BIO and IOB1, so that a BIO file with a few stray ``I-X`` after ``O`` stays BIO
-    and an IOB1 file with a few ``B-X`` that begin an entity (after another type's ``I-Y``) stays IOB1.
+    ``BILOU`` as soon as a tag has BILOU's ``U-`` or ``L-`` prefix (read as BIOES, :func:`from_bilou`); ``BIOES``
+    as soon as one has an ``E-`` or ``S-`` prefix; else ``BIO`` when some ``B-X`` begins an entity (after ``O``,
+    another type or the sentence start), which IOB1 never writes, more often than ``I-X`` begins one; else
+    ``IOB1`` when entities begin with ``I-X`` (IOB1 writes ``B-X`` only between two adjacent entities of type
+    ``X``, as CoNLL-2003's original files do); else ``IO`` (:func:`from_io`) when the entity tags are bare types
+    (``person-actor``) and none has a prefix; else (no entity) ``BIO``.  Other malformed tags are skipped: the
+    readers name them with their line.  The majority decides between BIO and IOB1, so that a BIO file with a few
+    stray ``I-X`` after ``O`` stays BIO and an IOB1 file with a few ``B-X`` that begin an entity (after another
+    type's ``I-Y``) stays IOB1.
     """
     b_starts = i_starts = prefixed = bare = 0
     first_bare = ""
@@ -97,8 +117,8 @@ def detect_scheme(sequences: Iterable[Sequence[str]]) -> tuple[str, str]:
         prev: tuple[str, str | None] = ("O", None)
         for tag in tags:
             if from_bilou(tag) != tag:
-                return "BIOES", (f"it has BILOU tags ({tag!r}), read as the BIOES tags they stand for (U- as S-, "
-                                 "L- as E-)")
+                return BILOU, (f"it has BILOU tags ({tag!r}), read as the BIOES tags they stand for (U- as S-, "
+                               "L- as E-)")
             try:
                 prefix, kind = parse_tag(tag)
             except ValueError:

@@ -79,7 +79,8 @@ def test_bilou_tags_are_read_as_the_bioes_tags_they_stand_for(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="structkd.data"):
         [sentence] = read_columns(path, scheme="auto")
     assert sentence.tags == ["S-PER", "O", "B-PER", "E-PER", "O", "B-LOC", "I-LOC", "E-LOC"]
-    assert "tags read as BIOES (data.scheme: auto): it has BILOU tags ('U-PER')" in caplog.text
+    assert "tags read as BILOU (data.scheme: auto): it has BILOU tags ('U-PER')" in caplog.text
+    assert read_columns(path, scheme="BILOU")[0].tags == sentence.tags
     assert read_columns(path, scheme="BIOES")[0].tags == sentence.tags
     assert read_columns(path, scheme="BIOES", convert_to="BIO")[0].tags == ["B-PER", "O", "B-PER", "I-PER", "O",
                                                                            "B-LOC", "I-LOC", "I-LOC"]
@@ -296,8 +297,11 @@ def test_data_scheme_auto_is_resolved_before_a_run_so_runs_of_the_bio_default_re
     assert [s.tags for s in read_columns(iob1, scheme="auto", repair="none")] == [["I-PER", "I-PER"], ["I-ORG", "O"]]
     assert read_columns(bioes, scheme="auto")[0].tags == ["S-PER"]
     assert read_columns(bioes, scheme="auto", labeled=False)[0].tags is None
-    with pytest.raises(ValueError, match="data.scheme: unknown tag scheme 'BILOU'.*or auto"):
-        DataConfig(scheme="BILOU")
+    with pytest.raises(ValueError, match="data.scheme: unknown tag scheme 'BILOU2'.*or auto"):
+        DataConfig(scheme="BILOU2")
+    assert DataConfig(scheme="BILOU").scheme == "BILOU"  # read as BIOES
+    with pytest.raises(ValueError, match="data.convert_to: unknown tag scheme 'BILOU'"):  # models keep BIOES
+        DataConfig(convert_to="BILOU")
     with pytest.raises(ValueError, match="data.convert_to: unknown tag scheme 'auto'"):
         DataConfig(convert_to="auto")
 

@@ -224,16 +224,35 @@ def test_an_io_corpus_of_bare_types_is_read_as_iob1_trained_evaluated_and_predic
     # Few-NERD's files are .txt: read as the columns they hold, not as raw text (a line "Paul person-actor" each)
     written = tmp_path / "predicted.conll"
     caplog.clear()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         assert main(["ner", "predict", str(out / "model"), str(corpus), str(written)]) == 0
     assert "supervised.txt: read as a labeled corpus's columns, not as raw text" in caplog.text
     rows = [line.split("\t") for line in written.read_text(encoding="utf-8").splitlines() if line]
     assert [r[0] for r in rows] == [line.split("\t")[0] for line in (FEWNERD * 2).splitlines() if line]
-    tags = [r[-1] for r in rows]
-    assert len(tags) == 26 and all(t == "O" or t.split("-", 1)[0] in ("B", "I") for t in tags)
+    tags = [r[-1] for r in rows]  # written back in IO, the input's scheme: bare types (the model's are IOB1)
+    assert len(tags) == 26 and set(tags) <= {"O", "person-actor", "person-director", "art-film", "location-GPE"}
+    assert "supervised.txt: predictions written in IO, the scheme of its tags" in caplog.text
     # a prefixed tag in a file declared IO is refused at its line
     bad = tmp_path / "bad.txt"
     bad.write_text("Paul\tperson-actor\nNewman\tB-PER\n", encoding="utf-8")
     assert main(["ner", "train", f"data.train={bad}", "data.scheme=IO", f"training.output_dir={tmp_path / 'x'}",
                  *TAGGER]) == 2
     assert "bad.txt:2: tag 'B-PER' has a B- prefix, which IO tags lack" in capsys.readouterr().err
+
+
+def test_a_bilou_corpus_is_read_as_bioes_and_predicted_back_in_bilou(tmp_path, caplog):
+    corpus = tmp_path / "spacy.conll"  # spaCy's BILUO tags: U- for a one-word entity, L- for an entity's last word
+    corpus.write_text((BIOES.replace("S-", "U-").replace("E-", "L-")) * 2, encoding="utf-8")
+    out = tmp_path / "run"
+    assert train_tagger(corpus, corpus, corpus, out) == 0
+    assert json.loads((out / "ner_config.json").read_text())["data"]["scheme"] == "BILOU"
+    assert json.loads((out / "model" / "config.json").read_text())["args"]["scheme"] == "BIOES"
+    written = tmp_path / "predicted.conll"
+    with caplog.at_level(logging.INFO):
+        assert main(["ner", "predict", str(out / "model"), str(corpus), str(written)]) == 0
+    assert "spacy.conll: predictions written in BILOU, the scheme of its tags" in caplog.text
+    prefixes = {line.split("\t")[-1][:2] for line in written.read_text(encoding="utf-8").splitlines() if line}
+    assert not prefixes & {"S-", "E-"}  # written back in BILOU (write_scheme, tested in test_schemes.py)
+    text = tmp_path / "raw.txt"
+    text.write_text("Mary met John\n", encoding="utf-8")
+    assert main(["ner", "predict", str(out / "model"), str(text), str(tmp_path / "raw.conll")]) == 0  # the model's

@@ -21,6 +21,7 @@ from structkd.schemes import (
     spans,
     tag_inventory,
     tags_from_spans,
+    write_scheme,
 )
 
 
@@ -134,7 +135,7 @@ def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
     scheme, reason = detect_scheme([["I-PER", "B-PER", "O"], ["I-LOC"]])
     assert scheme == "IOB1" and reason.startswith("its 2 entities begin with I-")
     assert detect_scheme([["O", "S-PER"]]) == ("BIOES", "it has S- tags ('S-PER')")
-    assert detect_scheme([["B-PER", "L-PER"]])[0] == "BIOES"  # BILOU is read as BIOES (from_bilou)
+    assert detect_scheme([["B-PER", "L-PER"]])[0] == "BILOU"  # read as BIOES (from_bilou)
     assert detect_scheme([["O", "person-actor"], ["art-film", "_"]])[0] == "IO"  # bare types, no prefixed tag
     assert detect_scheme([["O", "PER", "B-LOC"]])[0] == "BIO"  # one prefixed tag: PER is a malformed tag
     assert [from_io(t) for t in ("O", "PER", "location-GPE")] == ["O", "I-PER", "I-location-GPE"]
@@ -147,6 +148,29 @@ def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
         "S-PER", "E-LOC", "B-PER", "I-X", "O", "U-", "L"]
     assert detect_scheme([["PER", "B_PER", "I-PER"]])[0] == "IOB1"  # malformed tags skipped, reported by the reader
     assert detect_scheme([]) == ("BIO", "no entity tells the schemes apart")
+
+
+@pytest.mark.parametrize("scheme", ["BIO", "IOB1", "BIOES"])
+def test_write_scheme_writes_the_same_entities_in_every_scheme(scheme):
+    """Every segmentation of 5 tokens into entities of 2 types, written in ``scheme``: written again in each
+    scheme (the files' IO and BILOU included), read back to the same entities (IO: adjacent ones of a type merge)."""
+    from itertools import product
+
+    for labels in product(["O", "A1", "A2", "B1"], repeat=5):  # X1/X2: two entities of type X that may touch
+        entities, start = [], None
+        for i, label in enumerate([*labels, "O"]):
+            if start is not None and label != labels[start]:
+                entities.append((start, i - 1, labels[start][0]))
+                start = None
+            if label != "O" and start is None:
+                start = i
+        tags = tags_from_spans(entities, 5, scheme)
+        for target in ("BIO", "IOB1", "BIOES"):
+            assert spans(write_scheme(tags, target), target) == entities
+        bilou = write_scheme(tags, "BILOU")
+        assert not {t[0] for t in bilou} & {"S", "E"} and [from_bilou(t) for t in bilou] == write_scheme(tags, "BIOES")
+        io = write_scheme(tags, "IO")
+        assert [from_io(t) for t in io] == [("O" if t == "O" else f"I-{t[2:]}") for t in tags]
 
 
 def test_label_scheme():

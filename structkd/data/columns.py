@@ -366,8 +366,8 @@ def read_columns(path: str | Path, layout: str = "auto", tag_column: int | None 
         path: the file.
         layout: one of :data:`LAYOUTS`.
         tag_column: the tag's column index (overrides the layout's; negative counts from the end).
-        scheme: the tag scheme of the file (``BIO``, ``IOB1``, ``BIOES``, or ``IO``, whose bare types are read as
-            IOB1's ``I-X``), or ``auto``: the one its tags are
+        scheme: the tag scheme of the file (``BIO``, ``IOB1``, ``BIOES``, ``IO``, whose bare types are read as
+            IOB1's ``I-X``, or ``BILOU``, read as BIOES), or ``auto``: the one its tags are
             written in (:func:`column_scheme`); every sentence is checked against it.
         labeled: ``False`` ignores any tag column (distillation on unlabeled data).
         convert_to: convert tags to this scheme after checking them.
@@ -414,7 +414,8 @@ def _checked_tags(path: Path, tags: list[str], numbers: list[int], scheme: str, 
     sequence that breaks the scheme is refused at the offending tag's line, or with ``repair="conlleval"``
     repaired (the count kept in ``sentence.repaired``)."""
     if scheme == IO:
-        tags, scheme = _io_tags(path, tags, numbers), model_scheme(scheme)
+        tags = _io_tags(path, tags, numbers)
+    scheme = model_scheme(scheme)  # IO read as IOB1, BILOU as BIOES
     written, tags = tags, [from_bilou(tag) for tag in tags]
     for tag, raw, number in zip(tags, written, numbers):
         try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from structkd.data import Sentence, read_columns, read_text, write_columns
+from structkd.data import CorpusError, Sentence, read_columns, read_text, write_columns
 from structkd.data.columns import column_scheme, is_raw_text
 from structkd.data.lazy import LazySentences, concat, lazy_columns, lazy_text, mapped
 from structkd.models.embeddings import vocabulary_sentences
@@ -33,6 +33,7 @@ from structkd.ner.distillation import (
 from structkd.ner.modeling import Batch, NerModel, build_model, evaluate, predict, saved_scheme, starts_from_teacher
 from structkd.schemes import (
     AUTO,
+    READ_AS,
     check_data_scheme,
     check_tag,
     detect_scheme,
@@ -40,6 +41,7 @@ from structkd.schemes import (
     label_scheme,
     model_scheme,
     tag_inventory,
+    write_scheme,
 )
 from structkd.tasks import runner
 from structkd.tasks.base import Prepared, Task, TaskData
@@ -247,9 +249,28 @@ class NerTask(Task):
         warn_unknown_labels({path: sentences}, model.tags, f"the model's ({model_dir})", self.logger)
         return sentences
 
-    def write_predictions(self, path: str, sentences: list[Sentence], model: NerModel) -> None:
+    def write_predictions(self, path: str, sentences: list[Sentence], model: NerModel, config=None) -> None:
+        """The model's tags, in the data's IO or BILOU when ``config`` says the input is written in it
+        (:meth:`output_config`; IOB1 and BIOES models read such files), else in the model's own scheme."""
         tags = predict(model, sentences)
+        scheme = getattr(config, "scheme", None)
+        if scheme in READ_AS and getattr(config, "convert_to", None) is None:
+            tags = [write_scheme(t, scheme) for t in tags]
         write_columns(path, [Sentence(s.tokens, t, s.source) for s, t in zip(sentences, tags)])
+
+    def output_config(self, config: DataConfig, input_path: str) -> DataConfig:
+        """With ``data.scheme: auto``, the scheme of a labeled input's tags when it is one that models read as
+        another (IO, BILOU: predictions are written back in it); raw text and other inputs as they are."""
+        if config.scheme != AUTO or input_path == "-" or is_raw_text(input_path):
+            return config
+        try:
+            scheme = column_scheme(input_path, config.layout, config.tag_column, config.token_column)
+        except CorpusError:  # no tag column (tokens only): nothing to write back
+            return config
+        if scheme not in READ_AS:
+            return config
+        self.logger.info("%s: predictions written in %s, the scheme of its tags", input_path, scheme)
+        return replace(config, scheme=scheme)
 
     def words(self, sentence: Sentence) -> list[str]:
         return sentence.tokens

@@ -228,7 +228,7 @@ class ParseTask(Task):
     def read_evaluation(self, path: str, config: DataConfig, model: ParseModel, model_dir: str) -> list:
         return read_treebank(path, config)  # relations the parser lacks are scored as misses (LAS)
 
-    def write_predictions(self, path: str, sentences: list[ParsedSentence], model: ParseModel) -> None:
+    def write_predictions(self, path: str, sentences: list[ParsedSentence], model: ParseModel, config=None) -> None:
         heads, rels = predict(model, sentences)
         write_conllu(path, sentences, heads, rels)
 

@@ -98,8 +98,14 @@ class Task(ABC):
         """Sentences to predict (their gold, if any, is ignored)."""
 
     @abstractmethod
-    def write_predictions(self, path: str, sentences: list, model: nn.Module) -> None:
-        """Predict ``sentences`` with ``model`` and write them to ``path`` in the task's file format."""
+    def write_predictions(self, path: str, sentences: list, model: nn.Module, config: Any = None) -> None:
+        """Predict ``sentences`` with ``model`` and write them to ``path`` in the task's file format (``config``:
+        the data config of :meth:`output_config`, or ``None``)."""
+
+    def output_config(self, config: Any, input_path: str) -> Any:
+        """The data config predictions of ``input_path`` are read and written under (``structkd TASK predict``);
+        by default ``config`` as it is."""
+        return config
 
     @abstractmethod
     def read_evaluation(self, path: str, config: Any, model: nn.Module, model_dir: str) -> list:

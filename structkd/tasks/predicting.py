@@ -207,7 +207,7 @@ def predict_file(task: Any, model: Any, input_path: str, output_path: str, data_
         chunks = (_read_chunk(task, chunk, source, suffix, data_config)
                   for chunk in _chunks(blocks, chunk_size))
         if fmt == task.native_format or predictor is None:
-            return _write_native(task, model, chunks, out, progress, max_words)
+            return _write_native(task, model, chunks, out, progress, max_words, data_config)
         inputs = (task.words(s) for chunk in chunks for s in chunk)
         return _write(predictor, inputs, out, fmt, chunk_size, source, progress)
 
@@ -222,7 +222,7 @@ def _write(predictor: Any, inputs: Iterable, out: TextIO, fmt: str, chunk_size: 
 
 
 def _write_native(task: Any, model: Any, chunks: Iterable[list], out: TextIO, progress: bool,
-                  max_words: int | None) -> int:
+                  max_words: int | None, data_config: Any = None) -> int:
     """The task's own writer, one chunk at a time (every column and comment of the input kept); a sentence
     longer than ``max_words`` is refused by its line."""
     from tqdm.auto import tqdm
@@ -233,7 +233,7 @@ def _write_native(task: Any, model: Any, chunks: Iterable[list], out: TextIO, pr
         path = Path(folder) / "predicted"
         for sentences in chunks:
             _check_lengths(task, sentences, max_words)
-            task.write_predictions(str(path), sentences, model)
+            task.write_predictions(str(path), sentences, model, data_config)
             out.write(path.read_text(encoding="utf-8"))
             count += len(sentences)
             bar.update(len(sentences))

@@ -363,6 +363,7 @@ def predict_command(task: Task, model_dir: str, input_path: str, output_path: st
     model = task.load_model(model_dir, device=resolve_device(device, what="--device"))
     limit = max_words if max_words is not None else task.default_max_words
     predictor = task.predictor(model, chosen, limit)
+    data_config = task.output_config(data_config, input_path)
     return predict_file(task, model, input_path, output_path, data_config, fmt=fmt or task.native_format,
                         predictor=predictor, pretokenized=pretokenized, chunk_size=chunk_size, progress=progress,
                         max_words=limit)

@@ -139,6 +139,10 @@ class UposTask(NerTask):
         data.unlabeled = concat(*(read_unlabeled(path, config) for path in config.unlabeled))
         return data
 
+    def output_config(self, config: UposDataConfig, input_path: str) -> UposDataConfig:
+        """UPOS tags have no tag scheme to write back: the config as it is."""
+        return config
+
     def read_input(self, path: str, config: UposDataConfig) -> list[Sentence]:
         return read_upos(path, config, labeled=False)
 
