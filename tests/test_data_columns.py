@@ -126,6 +126,12 @@ def test_text_files_that_hold_columns_are_told_from_raw_text(tmp_path):
     assert is_raw_text(tmp_path / "missing.txt")  # its reader names the missing file
 
 
+def test_a_no_break_space_stays_in_its_token(tmp_path):
+    text = "Paid VBD B-VP O\n10\xa0000 CD B-NP O\neuros NNS I-NP O\nin IN B-PP O\nParis NNP B-NP B-LOC\n"
+    (sentence,) = read_columns(write(tmp_path, "nbsp.txt", text))
+    assert sentence.tokens == ["Paid", "10\xa0000", "euros", "in", "Paris"] and sentence.tags[-1] == "B-LOC"
+
+
 def test_a_trailing_tab_on_some_rows_is_not_a_column(tmp_path):
     (sentence,) = read_columns(write(tmp_path, "tabs.tsv", "John\tB-PER\t\nSmith\tI-PER\nsaid\tO\t\t\n"))
     assert sentence.tokens == ["John", "Smith", "said"] and sentence.tags == ["B-PER", "I-PER", "O"]

@@ -55,6 +55,8 @@ SAMPLE_ROWS = 5000  # rows that ``layout="auto"`` looks at
 TAG_LIKE_SHARE = 0.9  # the share of a column's values that must look like tags for ``auto`` to take it
 _TAG_LIKE = re.compile(r"O|[BIESUL]-\S+")
 _INDEX = re.compile(r"[0-9]+")
+_ASCII_BLANKS = " \t\r\n\f\v"  # fields are split on these only: a no-break space (10\xa0000) stays in its token
+_ASCII_SPACE = re.compile(f"[{_ASCII_BLANKS}]+")
 _FIXED = {"token-tag": (0, 1, 2), "index-token-tag": (1, 2, 3), "conll2003": (0, 3, 4), "tokens": (0, None, None)}
 
 logger = logging.getLogger("structkd.data")
@@ -121,10 +123,11 @@ def read_utf8_lines(path: Path) -> list[str]:
 
 
 def _split(raw: str) -> list[str]:
-    """A line's fields: tab-separated when it has a tab, else space-separated; surrounding spaces stripped, and
-    empty fields after the last one dropped (a trailing tab that some rows of a file have and others lack)."""
+    """A line's fields: tab-separated when it has a tab, else separated by ASCII spaces (a no-break space belongs
+    to its token); surrounding spaces stripped, and empty fields after the last one dropped (a trailing tab that
+    some rows of a file have and others lack)."""
     if "\t" not in raw:
-        return raw.split()
+        return _ASCII_SPACE.split(raw.strip(_ASCII_BLANKS)) if raw.strip(_ASCII_BLANKS) else []
     fields = raw.split("\t")
     if " " in raw or "\r" in raw or "\f" in raw or "\v" in raw:
         fields = [f.strip(" \r\v\f") for f in fields]
