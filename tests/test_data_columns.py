@@ -132,6 +132,14 @@ def test_a_no_break_space_stays_in_its_token(tmp_path):
     assert sentence.tokens == ["Paid", "10\xa0000", "euros", "in", "Paris"] and sentence.tags[-1] == "B-LOC"
 
 
+def test_a_row_whose_token_is_a_hash_sign_is_data_and_comments_stay_comments(tmp_path):
+    text = ("# id 7f3a domain=en\nPrice NN B-NP O\n# NN I-NP O\n1 CD I-NP O\n\n# text = Acme rose O\n"
+            "Acme NNP B-NP B-ORG\n")
+    first, second = read_columns(write(tmp_path, "hash.txt", text))
+    assert first.tokens == ["Price", "#", "1"] and first.tags == ["O", "O", "O"]
+    assert second.tokens == ["Acme"]  # "# text = Acme rose O" has 5 fields, not the file's 4: a comment
+
+
 def test_a_trailing_tab_on_some_rows_is_not_a_column(tmp_path):
     (sentence,) = read_columns(write(tmp_path, "tabs.tsv", "John\tB-PER\t\nSmith\tI-PER\nsaid\tO\t\t\n"))
     assert sentence.tokens == ["John", "Smith", "said"] and sentence.tags == ["B-PER", "I-PER", "O"]

@@ -137,11 +137,13 @@ def _split(raw: str) -> list[str]:
 
 
 def _is_comment(text: str, raw: str, fields: list[str], count: int | None) -> bool:
-    """``# ...`` lines are comments; a token that starts with ``#`` (a hashtag) in a data row is not."""
+    """``# ...`` lines are comments; a token that starts with ``#`` (a hashtag) in a data row is not, nor is a
+    row whose token is ``#`` itself (``# NN O``: the file's column count, its last field a tag)."""
     if not text.startswith("#"):
         return False
     if text == "#" or text.startswith("# "):
-        return True
+        return not (fields[0] == "#" and count is not None and count >= 2 and len(fields) == count
+                    and bool(_TAG_LIKE.fullmatch(fields[-1])))
     return "\t" not in raw if count is None else len(fields) != count
 
 
