@@ -140,6 +140,20 @@ def test_a_row_whose_token_is_a_hash_sign_is_data_and_comments_stay_comments(tmp
     assert second.tokens == ["Acme"]  # "# text = Acme rose O" has 5 fields, not the file's 4: a comment
 
 
+def test_only_newlines_break_lines_so_web_texts_separators_stay_in_their_tokens(tmp_path):
+    from structkd.data.lazy import lazy_columns
+
+    text = "RT\tO\nnew\u2028line\tO\nnext\x85line\tO\nParis\tB-LOC\r\nbad\tZ-LOC\n"
+    path = write(tmp_path, "web.tsv", text)
+    with pytest.raises(CorpusError, match=r"web\.tsv:5: malformed tag 'Z-LOC'"):  # the line an editor shows
+        read_columns(path)
+    path = write(tmp_path, "web.tsv", text.replace("Z-LOC", "O"))
+    (sentence,) = read_columns(path)
+    assert sentence.tokens == ["RT", "new\u2028line", "next\x85line", "Paris", "bad"]
+    assert sentence.lines == [1, 2, 3, 4, 5]
+    assert [s.tokens for s in lazy_columns(path)] == [sentence.tokens]
+
+
 def test_a_trailing_tab_on_some_rows_is_not_a_column(tmp_path):
     (sentence,) = read_columns(write(tmp_path, "tabs.tsv", "John\tB-PER\t\nSmith\tI-PER\nsaid\tO\t\t\n"))
     assert sentence.tokens == ["John", "Smith", "said"] and sentence.tags == ["B-PER", "I-PER", "O"]

@@ -117,9 +117,22 @@ def decode_utf8(path: str | Path, data: bytes, offset: int = 0, line: int = 1) -
 
 
 def read_utf8_lines(path: Path) -> list[str]:
-    """The lines of a UTF-8 file (a leading byte-order mark dropped; every line break of
-    :meth:`str.splitlines`); bytes that are not UTF-8 raise :class:`CorpusError` with the line."""
-    return decode_utf8(path, path.read_bytes()).removeprefix("\ufeff").splitlines()
+    """The lines of a UTF-8 file (a leading byte-order mark dropped; broken by :func:`split_lines`); bytes that are
+    not UTF-8 raise :class:`CorpusError` with the line."""
+    return split_lines(decode_utf8(path, path.read_bytes()).removeprefix("\ufeff"))
+
+
+_LINE_BREAK = re.compile("\r\n|\r|\n")
+
+
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text``, broken at ``\\n``, ``\\r\\n`` and ``\\r`` only, as files are read elsewhere (universal
+    newlines) and as editors number them: not at the other breaks of :meth:`str.splitlines` (``\\x85``,
+    ``\\u2028``, ``\\v``, ...), which web text has inside tokens."""
+    lines = _LINE_BREAK.split(text)
+    if lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def _split(raw: str) -> list[str]:

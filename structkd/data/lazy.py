@@ -15,8 +15,8 @@ A format (:class:`~structkd.data.columns.TextFormat`, :class:`~structkd.data.col
 :class:`~structkd.data.conllu_io.ConlluFormat`) groups numbered lines ``(line, text)`` into sentences:
 ``scan(path, lines)`` yields ``(first line, words)`` of each sentence of a whole file, checking it;
 ``sentences(path, lines, resumed)`` yields the parsed sentences (``resumed``: the lines start at a sentence).
-Lines are numbered as :func:`~structkd.data.columns.read_utf8_lines` numbers them (every break of
-:meth:`str.splitlines`, a leading byte-order mark dropped).
+Lines are numbered as :func:`~structkd.data.columns.read_utf8_lines` numbers them (broken at ``\\n``, ``\\r\\n``
+and ``\\r``, :func:`~structkd.data.columns.split_lines`; a leading byte-order mark dropped).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from structkd.data.columns import CorpusError, TextFormat, column_format, decode_utf8
+from structkd.data.columns import CorpusError, TextFormat, column_format, decode_utf8, split_lines
 from structkd.data.conllu_io import ConlluFormat
 
 __all__ = ["ConcatSequence", "LazySentences", "concat", "enumerated", "index_file", "lazy_columns", "lazy_conllu",
@@ -62,7 +62,7 @@ class _Lines:
             if offset == 0:
                 text = text.removeprefix("\ufeff")
             self.marks.append((number, offset))
-            for line in text.splitlines():
+            for line in split_lines(text):
                 yield number, line
                 number += 1
             offset += len(raw)
