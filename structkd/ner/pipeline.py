@@ -298,7 +298,8 @@ class NerTask(Task):
         sentences = concat(unlabel_unknown(data.train, teacher.tags, whose, self.logger), data.unlabeled)
         vocab = vocabulary_sentences(sentences, (data.dev, data.test), starts_from_teacher(config.model, teacher),
                                      config.model.open_vocabulary)
-        warn_teacher_writes(teacher, sentences, self.scheme(config), f"the teacher {config.kd.teacher}", self.logger)
+        warn_teacher_writes(teacher, sentences, self.scheme(config), f"the teacher {config.kd.teacher_dirs[0]}",
+                            self.logger)
         student = build_model(config.model, teacher.tags, self.scheme(config), vocab, teacher=teacher)
         return Prepared(student, sentences)
 
