@@ -265,6 +265,8 @@ def test_text_files(tmp_path):
         read_text(write(tmp_path, "empty.txt", "\n \n"))
     with pytest.raises(CorpusError, match=r"latin\.txt:2: not valid UTF-8 .*convert it first, e.g. iconv -f latin1"):
         read_text(write(tmp_path, "latin.txt", "ok\ncaf\xe9\n".encode("latin-1")))
+    with pytest.raises(CorpusError, match=r"mac\.txt:3: not valid UTF-8"):  # lines broken by a lone \r count too
+        read_text(write(tmp_path, "mac.txt", "ok\rfine\r\ncaf\xe9\n".encode("latin-1")))
 
 
 def test_empty_and_undecodable_files(tmp_path):

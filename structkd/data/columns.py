@@ -111,7 +111,7 @@ def decode_utf8(path: str | Path, data: bytes, offset: int = 0, line: int = 1) -
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
-        number = line + data[: err.start].count(b"\n")
+        number = line + len(_LINE_BREAK.findall(data[: err.start].decode("utf-8")))  # the lines of split_lines
         raise CorpusError(path, number, f"not valid UTF-8 (byte {offset + err.start}: {err.reason}); {RECODE_HINT}"
                           ) from None
 
