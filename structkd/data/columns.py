@@ -101,6 +101,7 @@ class _Row(NamedTuple):
     fields: list[str]
 
 
+_LINE_BREAK = re.compile("\r\n|\r|\n")  # the line breaks of split_lines
 RECODE_HINT = ("files are read as UTF-8: convert it first, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8 "
                "(CoNLL-2002's Spanish and Dutch files are Latin-1)")
 
@@ -122,9 +123,6 @@ def read_utf8_lines(path: Path) -> list[str]:
     return split_lines(decode_utf8(path, path.read_bytes()).removeprefix("\ufeff"))
 
 
-_LINE_BREAK = re.compile("\r\n|\r|\n")
-
-
 def split_lines(text: str) -> list[str]:
     """The lines of ``text``, broken at ``\\n``, ``\\r\\n`` and ``\\r`` only, as files are read elsewhere (universal
     newlines) and as editors number them: not at the other breaks of :meth:`str.splitlines` (``\\x85``,
@@ -140,7 +138,10 @@ def _split(raw: str) -> list[str]:
     to its token); surrounding spaces stripped, and empty fields after the last one dropped (a trailing tab that
     some rows of a file have and others lack)."""
     if "\t" not in raw:
-        return _ASCII_SPACE.split(raw.strip(_ASCII_BLANKS)) if raw.strip(_ASCII_BLANKS) else []
+        if raw.isascii():  # the common case, and str.split's speed
+            return raw.split()
+        stripped = raw.strip(_ASCII_BLANKS)
+        return _ASCII_SPACE.split(stripped) if stripped else []
     fields = raw.split("\t")
     if " " in raw or "\r" in raw or "\f" in raw or "\v" in raw:
         fields = [f.strip(" \r\v\f") for f in fields]
