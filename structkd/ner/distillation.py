@@ -41,7 +41,6 @@ from structkd.kd import (
 )
 from structkd.kd.projections import chain_forbids_parts, restrict_chain
 from structkd.kd.structural import restricted_chain_marginals
-from structkd.models.hf_teacher import HFTokenClassifier
 from structkd.models.span import chart_to_tags
 from structkd.models.transformer import EncoderOutput
 from structkd.ner.config import KdConfig
@@ -296,7 +295,7 @@ def check_teacher_scheme(teacher: NerModel, scheme: str | None, name: str = "the
             check_tag(tag, scheme)
         except ValueError:
             misfits.append(tag)
-    own = teacher.tagger.scheme if isinstance(teacher.tagger, HFTokenClassifier) else label_scheme(teacher.tags)
+    own = getattr(teacher.tagger, "scheme", None) or label_scheme(teacher.tags)  # a tagger's own, else its labels
     if misfits or (own == "BIOES") != (check_scheme(scheme) == "BIOES"):
         raise ValueError(f"{name} has {own} labels ({', '.join(misfits or teacher.tags)}) but the data is read as "
                          f"{scheme}: set data.convert_to={own} to convert it to the teacher's scheme (or data.scheme, "

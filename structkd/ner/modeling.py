@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -24,13 +25,13 @@ from structkd.models.embeddings import (
     teacher_word_encoder,
 )
 from structkd.models.encoders import resolve_encoder
-from structkd.models.hf_teacher import HFTokenClassifier, is_hf_checkpoint
+from structkd.models.hf_teacher import HFTokenClassifier, hf_labels, is_hf_checkpoint
 from structkd.models.serialization import load_pretrained, save_pretrained
 from structkd.models.taggers import BiLSTMTagger
 from structkd.models.transformer import TransformerTagger, student_from_teacher
 from structkd.models.vocab import TaggerVocab, Vocabulary
 from structkd.ner.config import ModelConfig
-from structkd.schemes import label_scheme, read_labels, spans
+from structkd.schemes import label_scheme, spans
 from structkd.structs.base import StructuredDistribution
 from structkd.train.batching import BatchCost, map_in_pieces
 from structkd.train.config import DEFAULT_MAX_BATCH_COST
@@ -145,8 +146,7 @@ def saved_scheme(directory: str | Path, exact: bool = False) -> str | None:
     try:
         document = json.loads((Path(directory) / "config.json").read_text(encoding="utf-8-sig"))
         if document.get("format") != "structkd":
-            labels, implied = read_labels([str(label) for label in document["id2label"].values()])
-            return implied or label_scheme(labels)
+            return hf_labels(SimpleNamespace(id2label=document["id2label"]))[1]
         args = document["args"]
         if exact and args.get("head") == "span":
             return None
