@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, TextIO
 
 from structkd.schemes import (
     AUTO,
@@ -121,6 +121,17 @@ def read_utf8_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 file (a leading byte-order mark dropped; broken by :func:`split_lines`); bytes that are
     not UTF-8 raise :class:`CorpusError` with the line."""
     return split_lines(decode_utf8(path, path.read_bytes()).removeprefix("\ufeff"))
+
+
+def iter_lines(stream: TextIO, source: str) -> Iterator[str]:
+    """The lines of a text stream (opened with universal newlines, so broken as :func:`split_lines` breaks them),
+    without their line ends, read one at a time; bytes that are not UTF-8 are named by line."""
+    number = 0
+    try:
+        for number, line in enumerate(stream, start=1):  # noqa: B007
+            yield line.rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise CorpusError(source, number + 1, f"not valid UTF-8 ({err.reason}); {RECODE_HINT}") from None
 
 
 def split_lines(text: str) -> list[str]:
@@ -340,10 +351,12 @@ def _check_options(layout: str, repair: str, scheme: str) -> str:
     return AUTO if scheme == AUTO else check_data_scheme(scheme)
 
 
-def _file_scheme(path: Path, lines: Iterable[tuple[int, str]], tag: int) -> str:
-    """The scheme of the tags in column ``tag`` of the file's numbered lines (:func:`structkd.schemes.detect_scheme`),
-    logged with the reason."""
-    scheme, reason = detect_scheme([row.fields[tag] for row in group] for group in _sentence_rows(path, lines))
+def _file_scheme(path: Path, tag: int) -> str:
+    """The scheme of the tags in column ``tag`` of the file (:func:`structkd.schemes.detect_scheme`), read one line
+    at a time; logged with the reason."""
+    with open(path, encoding="utf-8-sig") as stream:
+        lines = enumerate(iter_lines(stream, str(path)), start=1)
+        scheme, reason = detect_scheme([row.fields[tag] for row in group] for group in _sentence_rows(path, lines))
     logger.info("%s: tags read as %s (data.scheme: auto): %s; set data.scheme to choose another", path, scheme,
                 reason)
     return scheme
@@ -352,13 +365,14 @@ def _file_scheme(path: Path, lines: Iterable[tuple[int, str]], tag: int) -> str:
 def column_scheme(path: str | Path, layout: str = "auto", tag_column: int | None = None,
                   token_column: int | None = None) -> str:
     """The tag scheme a column file is written in, read off its tags (:func:`structkd.schemes.detect_scheme`,
-    logged), its columns chosen as :func:`read_columns` chooses them."""
+    logged), its columns chosen as :func:`read_columns` chooses them; the file is read one line at a time (a
+    large input to ``predict`` is not held whole)."""
     path = Path(path)
-    lines = read_utf8_lines(path)
     _check_options(layout, "none", AUTO)
-    sample = _sample(path, enumerate(lines, start=1))
+    with open(path, encoding="utf-8-sig") as stream:
+        sample = _sample(path, enumerate(iter_lines(stream, str(path)), start=1))
     _, tag = _choose_columns(path, sample, layout, token_column, tag_column, True, quiet=True)  # logged when read
-    return "BIO" if tag is None else _file_scheme(path, enumerate(lines, start=1), tag)  # tokens: no tag to read
+    return "BIO" if tag is None else _file_scheme(path, tag)  # tokens: no tag to read
 
 
 def column_format(path: str | Path, lines: Iterable[tuple[int, str]], layout: str = "auto",
@@ -372,7 +386,7 @@ def column_format(path: str | Path, lines: Iterable[tuple[int, str]], layout: st
     sample = _sample(path, lines)
     token, tag = _choose_columns(path, sample, layout, token_column, tag_column, labeled)
     if scheme == AUTO:  # decided by the whole file's tags (the caller reads it again); unlabeled: none is read
-        scheme = "BIO" if tag is None else _file_scheme(path, enumerate(read_utf8_lines(path), start=1), tag)
+        scheme = "BIO" if tag is None else _file_scheme(path, tag)
     return ColumnFormat(token, tag, len(sample[0].fields), scheme, repair, convert_to)
 
 

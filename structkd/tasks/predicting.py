@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from structkd.data import CorpusError
-from structkd.data.columns import RECODE_HINT, TEXT_SUFFIXES, is_raw_text
+from structkd.data.columns import TEXT_SUFFIXES, is_raw_text, iter_lines
 
 __all__ = ["FORMATS", "check_output", "iter_blocks", "iter_lines", "predict_file"]
 
@@ -80,16 +80,6 @@ def _text_stream(path: str) -> contextlib.AbstractContextManager[TextIO]:
     if path == "-":
         return contextlib.nullcontext(sys.stdin)
     return open(path, encoding="utf-8-sig")  # a leading byte-order mark is not text
-
-
-def iter_lines(stream: TextIO, source: str) -> Iterator[str]:
-    """The lines of a text stream without their line ends; bytes that are not UTF-8 are named by line."""
-    number = 0
-    try:
-        for number, line in enumerate(stream, start=1):  # noqa: B007
-            yield line.rstrip("\r\n")
-    except UnicodeDecodeError as err:
-        raise CorpusError(source, number + 1, f"not valid UTF-8 ({err.reason}); {RECODE_HINT}") from None
 
 
 def iter_blocks(lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
