@@ -6,6 +6,7 @@ import pytest
 
 from structkd.schemes import (
     allowed_transitions,
+    check_data_scheme,
     check_scheme,
     check_tag,
     conlleval_spans,
@@ -15,7 +16,9 @@ from structkd.schemes import (
     first_invalid,
     from_bilou,
     from_io,
+    is_bare_type,
     label_scheme,
+    model_scheme,
     read_labels,
     repair_tags,
     spans,
@@ -142,6 +145,10 @@ def test_detect_scheme_reasons_stray_tags_and_malformed_ones():
     with pytest.raises(ValueError, match="'B-PER' has a B- prefix, which IO tags lack"):
         from_io("B-PER")
     assert read_labels(["O", "U-PER", "L-PER", "B-PER"]) == (["O", "S-PER", "E-PER", "B-PER"], None)
+    assert [check_data_scheme(s) for s in ("io", "biluo", "BILOU", "iob2")] == ["IO", "BILOU", "BILOU", "BIO"]
+    assert [model_scheme(s) for s in ("IO", "BILOU", "BIOES", "IOB1")] == ["IOB1", "BIOES", "BIOES", "IOB1"]
+    assert [is_bare_type(t) for t in ("PER", "art-film", "O", "B-PER", "U-PER", "_", "12")] == [
+        True, True, False, False, False, False, False]
     assert read_labels(["O", "PER", "art-film"]) == (["O", "I-PER", "I-art-film"], "IOB1")
     assert read_labels(["LABEL_0", "LABEL_1"]) == (["LABEL_0", "LABEL_1"], None)  # no O: refused by the caller
     assert [from_bilou(t) for t in ("U-PER", "L-LOC", "B-PER", "I-X", "O", "U-", "L")] == [

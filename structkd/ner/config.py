@@ -35,10 +35,11 @@ __all__ = ["DataConfig", "KD_METHODS", "KdConfig", "ModelConfig", "NerConfig", "
 @dataclass
 class DataConfig(SplitsConfig):
     """Corpora (any column layout of :func:`structkd.data.read_columns`; ``token_column``/``tag_column`` set
-    the columns; ``scheme``: ``BIO``, ``IOB1``, ``BIOES``, ``IO`` (bare types, read as IOB1), or ``auto``, the
-    default, the one the first labeled file's tags are written in, :func:`structkd.schemes.detect_scheme`;
-    ``repair: conlleval``, the default, reads tags that break the scheme as conlleval and seqeval do, with a
-    warning that counts them, ``none`` refuses them at their line); the splits, ``max_sentences`` and ``slices`` of
+    the columns; ``scheme``: ``BIO``, ``IOB1``, ``BIOES``, ``IO`` (bare types, read as IOB1), ``BILOU`` (read as
+    BIOES), or ``auto``, the default, the one the first labeled file's tags are written in,
+    :func:`structkd.schemes.detect_scheme`; ``repair: conlleval``, the default, reads tags that break the scheme as
+    conlleval and seqeval do, with a warning that counts them, ``none`` refuses them at their line); the splits,
+    ``max_sentences`` and ``slices`` of
     :class:`~structkd.data.splits.SplitsConfig`."""
 
     layout: str = "auto"
